@@ -1,0 +1,186 @@
+"""ResponseOnlyCollator: a batch of conversations in, padded ``input_ids``/``attention_mask``/
+``labels`` out, with labels -100 everywhere the assistant does not generate."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import UntrainableSampleError
+from .masker import ChatMasker, Encoded, TrainOn
+from .masks import IGNORE_INDEX
+from .preview import remember
+
+OnUntrainable = Literal["warn", "raise", "keep"]
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id used for padding: the tokenizer's pad token, else its EOS, else 0.
+
+    Padding positions get ``attention_mask`` 0 and label -100, so the id itself never reaches
+    the loss; respmask does not modify the tokenizer.
+    """
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+@dataclass
+class CollatorStats:
+    """Counts since the collator was built (per process)."""
+
+    samples: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    truncated: int = 0
+    untrainable: int = 0
+    turns: int = 0
+    turns_without_stop: int = 0
+
+
+def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Cut ids and labels together to ``max_length`` from the right or the left."""
+    ids, labels = enc.input_ids, enc.labels
+    if max_length is None or len(ids) <= max_length:
+        return ids, labels, False
+    if side == "left":
+        return ids[-max_length:], labels[-max_length:], True
+    return ids[:max_length], labels[:max_length], True
+
+
+class ResponseOnlyCollator:
+    """Pads a batch and trains only what the assistant generates.
+
+    Use it as ``Trainer(..., data_collator=ResponseOnlyCollator(tokenizer))``. Each feature is a
+    dict with ``messages`` (plus optional ``tools``, ``documents``, ``chat_template_kwargs``),
+    or ``prompt``/``completion`` (strings or message lists), or pre-tokenized ``input_ids`` with
+    ``labels`` or ``assistant_masks``.
+
+    Args:
+        tokenizer: a fast tokenizer with a chat template.
+        max_length: truncate longer samples (ids and labels together).
+        truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end.
+        pad_to_multiple_of: round the padded length up to a multiple of this.
+        padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
+        train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens: see
+            :class:`respmask.ChatMasker`.
+        on_untrainable: what to do with a sample whose labels are all -100 (no assistant turn,
+            or truncated away): ``"warn"`` (default), ``"raise"``, or ``"keep"`` silently.
+        return_tensors: ``"pt"`` (torch) or ``"np"``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_length: int | None = None,
+        truncation: Literal["right", "left"] = "right",
+        pad_to_multiple_of: int | None = None,
+        padding_side: Literal["right", "left"] | None = None,
+        train_on: TrainOn = "all",
+        reasoning_in_loss: bool = True,
+        chat_template: str | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+        stop_tokens: Sequence[str] | None = None,
+        on_untrainable: OnUntrainable = "warn",
+        return_tensors: Literal["pt", "np"] = "pt",
+    ):
+        if truncation not in ("right", "left"):
+            raise ValueError(f"truncation must be 'right' or 'left', got {truncation!r}")
+        side = padding_side or getattr(tokenizer, "padding_side", "right") or "right"
+        if side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        if on_untrainable not in ("warn", "raise", "keep"):
+            raise ValueError(f"on_untrainable must be 'warn', 'raise' or 'keep', got {on_untrainable!r}")
+        if return_tensors not in ("pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        self.masker = ChatMasker(
+            tokenizer,
+            chat_template=chat_template,
+            template_kwargs=template_kwargs,
+            train_on=train_on,
+            reasoning_in_loss=reasoning_in_loss,
+            stop_tokens=stop_tokens,
+        )
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.truncation = truncation
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.padding_side = side
+        self.on_untrainable = on_untrainable
+        self.return_tensors = return_tensors
+        self.pad_token_id = pad_token_id(tokenizer)
+        self.stats = CollatorStats()
+        remember(self.masker)
+
+    def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
+        encoded = self.masker.encode_batch(features)
+        rows = []
+        for index, enc in enumerate(encoded):
+            ids, labels, cut = truncate(enc, self.max_length, self.truncation)
+            self._account(index, enc, labels, cut)
+            rows.append((ids, labels))
+        return self.pad(rows)
+
+    def _account(self, index: int, enc: Encoded, labels: np.ndarray, cut: bool) -> None:
+        st = self.stats
+        st.samples += 1
+        st.tokens += len(labels)
+        trained = int((labels != IGNORE_INDEX).sum())
+        st.trained_tokens += trained
+        st.truncated += cut
+        st.turns += enc.n_turns
+        st.turns_without_stop += enc.turns_without_stop
+        if trained:
+            return
+        st.untrainable += 1
+        if enc.n_trained:
+            why = f"truncation to max_length={self.max_length} ({self.truncation}) removed all its trained tokens"
+            fix = "raise max_length, or truncate from the other side"
+        elif enc.turns:
+            why = "its assistant turns cover no token"
+            fix = "check the conversation with respmask.preview(sample)"
+        else:
+            why = "it has no trained turn (no assistant message, or every message has train=false)"
+            fix = "drop such samples, or give them an assistant reply"
+        message = (
+            f"sample {index} of this batch has no trained token: {why}. Its loss would be NaN or missing; "
+            f"{fix}. (on_untrainable='keep' silences this)"
+        )
+        if self.on_untrainable == "raise":
+            raise UntrainableSampleError(message)
+        if self.on_untrainable == "warn":
+            warnings.warn(message, stacklevel=3)
+
+    def pad(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+        """Pad (ids, labels) rows into input_ids / attention_mask / labels."""
+        n = len(rows)
+        length = max((len(ids) for ids, _ in rows), default=0)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            length = -(-length // m) * m
+        input_ids = np.full((n, length), self.pad_token_id, dtype=np.int64)
+        attention = np.zeros((n, length), dtype=np.int64)
+        labels = np.full((n, length), IGNORE_INDEX, dtype=np.int64)
+        for r, (ids, lab) in enumerate(rows):
+            k = len(ids)
+            sl = slice(length - k, length) if self.padding_side == "left" else slice(0, k)
+            input_ids[r, sl] = ids
+            attention[r, sl] = 1
+            labels[r, sl] = lab
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        if self.return_tensors == "pt":
+            import torch
+
+            return {k: torch.from_numpy(v) for k, v in batch.items()}
+        return batch

@@ -1,0 +1,45 @@
+"""Errors respmask raises. Each names the sample (when there is one), the problem and the fix."""
+
+from __future__ import annotations
+
+
+class RespmaskError(Exception):
+    """Base class of every error respmask raises on purpose."""
+
+
+class TokenizerError(RespmaskError, TypeError):
+    """The tokenizer cannot be used: slow (no offsets), or without a chat template."""
+
+
+class TemplateError(RespmaskError, ValueError):
+    """The chat template does not parse, or raises while rendering."""
+
+
+class SampleError(RespmaskError, ValueError):
+    """A sample is malformed. ``index`` is its position in the batch or dataset, when known."""
+
+    def __init__(self, message: str, index: int | None = None):
+        self.index = index
+        self.problem = message
+        where = f"sample {index}: " if index is not None else ""
+        super().__init__(where + message)
+
+    def at(self, index: int) -> SampleError:
+        """The same error, naming the sample's position."""
+        if self.index is not None:
+            return self
+        err = type(self).__new__(type(self))
+        SampleError.__init__(err, self.problem, index)
+        err.__cause__ = self.__cause__
+        return err
+
+
+class MissingColumnsError(SampleError, KeyError):
+    """A feature holds none of the keys respmask can use (often: Trainer removed them)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr
+        return Exception.__str__(self)
+
+
+class UntrainableSampleError(SampleError):
+    """A sample has no trained token left: its loss would be NaN or missing."""

@@ -1,0 +1,310 @@
+"""ChatMasker: a tokenizer, its chat template and the masking options, turning samples into
+``input_ids`` and ``labels``. Everything that depends only on the template is cached."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import RespmaskError, SampleError, TemplateError, TokenizerError
+from .masks import IGNORE_INDEX, labels_from_mask, mask_from_ranges, token_ranges
+from .profile import TemplateProfile, learn_profile, token_regex
+from .render import ChatTemplate, template_inputs
+from .samples import Chat, Pretokenized, TextPair, parse
+from .segments import Segments
+from .spans import StopTokens, Turn, find_turns, select_messages, trained_spans
+
+TrainOn = Literal["all", "last"]
+
+
+@dataclass
+class Encoded:
+    """One sample as token ids and labels (-100 where not trained)."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    n_turns: int = 0  # trained turns found
+    turns_without_stop: int = 0  # trained turns with no stop token inside their span
+    unconfirmed_headers: int = 0  # turns whose header did not match the learned generation prompt
+    text: str | None = None  # the rendered text (raw samples only)
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def n_trained(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+
+@dataclass
+class RenderedSample:
+    """A conversation rendered and analysed: its text and trained character spans."""
+
+    text: str
+    spans: list[tuple[int, int]]
+    turns: list[Turn]
+    segments: Segments | None = None
+    add_special_tokens: bool = False
+
+
+def _is_fast(tokenizer: Any) -> bool:
+    return getattr(tokenizer, "is_fast", False) and getattr(tokenizer, "backend_tokenizer", None) is not None
+
+
+def _generation_config_eos(tokenizer: Any) -> list[str]:
+    """EOS tokens from a generation_config.json next to the tokenizer, when there is one."""
+    path = getattr(tokenizer, "name_or_path", None)
+    if not path or not os.path.isdir(path):
+        return []
+    cfg = os.path.join(path, "generation_config.json")
+    if not os.path.isfile(cfg):
+        return []
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            eos = json.load(f).get("eos_token_id")
+    except (OSError, ValueError):
+        return []
+    ids = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
+    tokens = tokenizer.convert_ids_to_tokens([i for i in ids if isinstance(i, int)])
+    return [t for t in tokens if isinstance(t, str)]
+
+
+class ChatMasker:
+    """Finds, through the chat template itself, the tokens a model generates in each sample.
+
+    Args:
+        tokenizer: a fast Hugging Face tokenizer (``tokenizer.is_fast``).
+        chat_template: a template string or the name of one of the tokenizer's templates; by
+            default the tokenizer's own (the one ``apply_chat_template`` uses).
+        template_kwargs: extra template variables for every sample (e.g. ``enable_thinking``);
+            a sample's own ``chat_template_kwargs`` override them.
+        train_on: ``"all"`` assistant turns, or only the ``"last"`` one. A message's
+            ``"train": true/false`` key overrides this for that message.
+        reasoning_in_loss: when False, reasoning blocks the template renders are not trained.
+        stop_tokens: extra tokens that end generation (besides EOS and the end-of-turn tokens
+            learned from the template, and a ``generation_config.json`` beside the tokenizer).
+        use_generation_tags: use ``{% generation %}`` blocks when the template has them
+            (default: yes, when present).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        chat_template: str | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+        train_on: TrainOn = "all",
+        reasoning_in_loss: bool = True,
+        stop_tokens: Sequence[str] | None = None,
+        use_generation_tags: bool | None = None,
+    ):
+        if not _is_fast(tokenizer):
+            raise TokenizerError(
+                f"respmask needs a fast tokenizer (with character offsets); got {type(tokenizer).__name__}. "
+                "Load it with AutoTokenizer.from_pretrained(path) (use_fast=True is the default) from a "
+                "directory that has tokenizer.json."
+            )
+        if train_on not in ("all", "last"):
+            raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.template_kwargs = dict(template_kwargs or {})
+        self.train_on = train_on
+        self.reasoning_in_loss = reasoning_in_loss
+        self.stop_tokens = tuple(stop_tokens or ())
+        self.use_generation_tags = use_generation_tags
+        self._templates: dict[str, ChatTemplate] = {}
+        self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
+        self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
+
+    # -- pickling: caches are rebuilt lazily in the new process -------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_templates"] = {}
+        state["_profiles"] = {}
+        return state
+
+    # -- template and profile ------------------------------------------------------------------
+    def template_source(self, tools: Any = None) -> str:
+        try:
+            source = self.tokenizer.get_chat_template(self.chat_template, tools)
+        except ValueError as exc:
+            raise TokenizerError(
+                f"{exc} Pass chat_template=... (a Jinja string) to respmask, or set tokenizer.chat_template."
+            ) from exc
+        return source
+
+    def template(self, source: str) -> ChatTemplate:
+        t = self._templates.get(source)
+        if t is None:
+            t = self._templates[source] = ChatTemplate(source)
+        return t
+
+    def _special_tokens(self) -> dict[str, Any]:
+        return self.tokenizer.special_tokens_map
+
+    def _render(self, template: ChatTemplate, messages: list[dict], tools: Any, documents: Any,
+                kwargs: Mapping[str, Any], add_generation_prompt: bool) -> tuple[Any, list[dict]]:
+        variables, chat = template_inputs(
+            messages,
+            tools=tools,
+            documents=documents,
+            add_generation_prompt=add_generation_prompt,
+            special_tokens=self._special_tokens(),
+            template_kwargs=kwargs,
+        )
+        return template.render(variables, chat), chat
+
+    def _control_tokens(self, source: str) -> list[str]:
+        literals = source
+        out = []
+        for token in self.tokenizer.added_tokens_decoder.values():
+            if token.special or (token.content in literals and not token.content.isspace()):
+                out.append(token.content)
+        return out
+
+    def _token_starts(self, text: str) -> list[int]:
+        enc = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+        return [s for s, _ in enc.offsets]
+
+    def profile(self, source: str, kwargs: Mapping[str, Any]) -> tuple[TemplateProfile, StopTokens]:
+        """The learned profile of a template under these template kwargs (cached)."""
+        key = (source, json.dumps(kwargs, sort_keys=True, default=str))
+        cached = self._profiles.get(key)
+        if cached is not None:
+            return cached
+        template = self.template(source)
+
+        def render(messages: list[dict], tools: Any, gen: bool) -> Segments:
+            return Segments.of(self._render(template, messages, tools, None, kwargs, gen)[0])
+
+        profile = learn_profile(render, self._control_tokens(source), self._token_starts)
+        eos = self.tokenizer.eos_token
+        end_of_turn = [*profile.end_of_turn, *([eos] if eos else []), *self._configured_stops]
+        next_turn = [*([eos] if eos else []), *self._configured_stops]
+        stops = StopTokens(
+            end_of_turn=token_regex(end_of_turn),
+            call_end=token_regex(profile.call_end),
+            next_turn=token_regex(next_turn),
+            reasoning_close=token_regex(profile.reasoning_close),
+        )
+        self._profiles[key] = (profile, stops)
+        return profile, stops
+
+    # -- one sample ----------------------------------------------------------------------------
+    def render(self, sample: Any) -> RenderedSample:
+        """Render a raw sample and find its trained character spans."""
+        parsed = parse(sample)
+        if isinstance(parsed, Pretokenized):
+            raise SampleError("is already tokenized; render() needs messages or a prompt/completion")
+        return self._render_parsed(parsed)
+
+    def _render_parsed(self, parsed: Chat | TextPair) -> RenderedSample:
+        if isinstance(parsed, TextPair):
+            eos = self.tokenizer.eos_token or ""
+            completion = parsed.completion
+            if eos and not completion.endswith(eos):
+                completion += eos
+            text = parsed.prompt + completion
+            span = [(len(parsed.prompt), len(text))] if completion else []
+            return RenderedSample(text, span, [], None, add_special_tokens=True)
+        source = self.template_source(parsed.tools)
+        kwargs = {**self.template_kwargs, **parsed.kwargs}
+        template = self.template(source)
+        profile, stops = self.profile(source, kwargs)
+        try:
+            rendered, chat = self._render(template, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
+        except RespmaskError:
+            raise
+        except Exception as exc:
+            raise SampleError(
+                f"the chat template raised {type(exc).__name__}: {exc}. Fix the conversation so the template "
+                "accepts it (the same error comes from tokenizer.apply_chat_template)."
+            ) from exc
+        selected = select_messages(parsed.roles, parsed.flags, self.train_on)
+        use_tags = template.has_generation_tags if self.use_generation_tags is None else self.use_generation_tags
+        if use_tags and not template.has_generation_tags:
+            raise TemplateError("use_generation_tags=True but the chat template has no {% generation %} blocks")
+        turns, segs = find_turns(
+            rendered,
+            parsed.roles,
+            selected,
+            profile,
+            stops,
+            use_generation_tags=use_tags,
+            reasoning_in_loss=self.reasoning_in_loss,
+            messages=parsed.messages,
+        )
+        self._check_attributed(parsed, selected, turns, segs)
+        return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs)
+
+    @staticmethod
+    def _check_attributed(parsed: Chat, selected: Sequence[bool], turns: Sequence[Turn], segs: Segments) -> None:
+        """A selected message whose content is in the text but that no turn covers is an error,
+        never a silently untrained turn."""
+        covered = {t.message for t in turns}
+        for k, (message, chosen) in enumerate(zip(parsed.messages, selected)):
+            if not chosen or k in covered:
+                continue
+            content = message.get("content")
+            if isinstance(content, str) and content.strip() and content.strip() in segs.text:
+                raise TemplateError(
+                    f"message {k} ({message.get('role')}) is rendered but respmask could not attribute its text "
+                    "to it: the template seems to build its own message objects. Annotate the template with "
+                    "{% generation %} blocks and pass it as chat_template=..., or report the template."
+                )
+
+    # -- batches -------------------------------------------------------------------------------
+    def encode_batch(self, samples: Iterable[Any], indices: Sequence[int] | None = None) -> list[Encoded]:
+        """Render, tokenize (one Rust batch call) and mask many samples."""
+        samples = list(samples)
+        out: list[Encoded | None] = [None] * len(samples)
+        groups: dict[bool, list[tuple[int, RenderedSample]]] = {False: [], True: []}
+        for j, sample in enumerate(samples):
+            index = indices[j] if indices is not None else j
+            try:
+                parsed = parse(sample)
+                if isinstance(parsed, Pretokenized):
+                    out[j] = Encoded(parsed.input_ids, parsed.labels)
+                    continue
+                rs = self._render_parsed(parsed)
+            except SampleError as exc:
+                raise exc.at(index) from exc.__cause__
+            except RespmaskError as exc:
+                raise type(exc)(f"sample {index}: {exc}") from exc
+            groups[rs.add_special_tokens].append((j, rs))
+        backend = self.tokenizer.backend_tokenizer
+        self._reset_backend(backend)
+        for add_special, items in groups.items():
+            if not items:
+                continue
+            encodings = backend.encode_batch([rs.text for _, rs in items], add_special_tokens=add_special)
+            for (j, rs), enc in zip(items, encodings):
+                ids = np.asarray(enc.ids, dtype=np.int64)
+                mask = mask_from_ranges(token_ranges(enc, rs.spans), len(ids))
+                out[j] = Encoded(
+                    ids,
+                    labels_from_mask(ids, mask),
+                    n_turns=len(rs.turns),
+                    turns_without_stop=sum(1 for t in rs.turns if t.stop is None),
+                    unconfirmed_headers=sum(1 for t in rs.turns if not t.header_confirmed),
+                    text=rs.text,
+                    turns=rs.turns,
+                )
+        return out  # type: ignore[return-value]
+
+    def encode(self, sample: Any) -> Encoded:
+        return self.encode_batch([sample])[0]
+
+    def _reset_backend(self, backend: Any) -> None:
+        """Tokenize exactly as ``tokenizer(text, add_special_tokens=False)`` does."""
+        if backend.truncation is not None:
+            backend.no_truncation()
+        if backend.padding is not None:
+            backend.no_padding()
+        split = bool(getattr(self.tokenizer, "split_special_tokens", False))
+        if getattr(backend, "encode_special_tokens", split) != split:
+            backend.encode_special_tokens = split

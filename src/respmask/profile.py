@@ -1,0 +1,359 @@
+"""What a chat template does around an assistant turn, learned once from probe conversations.
+
+Nothing here is a per-model table: the template itself is rendered on small conversations made
+of nonce words, and the profile records
+
+* the generation prompt (header) the template writes before an assistant turn, for each role
+  of the message before it: what ``add_generation_prompt=True`` adds to the history;
+* the tokens that close an assistant turn (the first control token after a plain answer), and
+  the tokens that close a tool call where no end-of-turn token does;
+* the markup that closes a reasoning block, so reasoning can be left out of the loss.
+
+Every learned fact is a hypothesis that the span finder confirms against each conversation's
+own render.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from os.path import commonprefix
+from typing import Any
+
+from .errors import TemplateError
+from .render import DATA, NO_OWNER
+from .segments import Segments
+
+# Probe words: plain lowercase letters, unlikely to occur in any template.
+_SYS = "zqsysprobe"
+_USR = "zqusrprobe"
+_AST = "zqastprobe"
+_RSN = "zqrsnprobe"
+_TOOL = "zqtoolprobe"
+_ARG = "zqargprobe"
+_TOOL_NAME = "zq_probe_tool"
+_CALL_ID = "call12345"  # nine characters: Mistral's templates insist
+
+PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": _TOOL_NAME,
+            "description": "probe",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string", "description": "query"}},
+                "required": ["q"],
+            },
+        },
+    }
+]
+
+
+def _user(i: int) -> dict:
+    return {"role": "user", "content": f"{_USR}{i}"}
+
+
+def _assistant(i: int) -> dict:
+    return {"role": "assistant", "content": f"{_AST}{i}"}
+
+
+def _tool_call(i: int) -> dict:
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"type": "function", "id": _CALL_ID, "function": {"name": _TOOL_NAME, "arguments": {"q": f"{_ARG}{i}"}}}
+        ],
+    }
+
+
+def _tool_result(i: int) -> dict:
+    return {"role": "tool", "tool_call_id": _CALL_ID, "name": _TOOL_NAME, "content": f"{_TOOL}{i}"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    messages: list[dict]
+    tools: list[dict] | None = None
+
+
+def probes() -> list[Probe]:
+    """Conversations that show a template's assistant turns after every kind of message."""
+    sys = {"role": "system", "content": _SYS}
+    return [
+        Probe([_user(1), _assistant(1)]),
+        Probe([sys, _user(1), _assistant(1)]),
+        Probe([_user(1), _assistant(1), _user(2), _assistant(2)]),
+        Probe([sys, _user(1), _assistant(1), _user(2), _assistant(2)]),
+        Probe([_user(1), _tool_call(1), _tool_result(1), _assistant(2)], PROBE_TOOLS),
+        Probe([sys, _user(1), _tool_call(1), _tool_result(1), _assistant(2), _user(2), _assistant(3)], PROBE_TOOLS),
+        Probe([_user(1), {"role": "assistant", "content": f"{_AST}1", "reasoning_content": f"{_RSN}1"}]),
+        Probe([_assistant(1), _user(1), _assistant(2)]),
+        Probe([_user(1), _assistant(1), _assistant(2)]),
+        Probe([sys, _assistant(1)]),
+    ]
+
+
+@dataclass(frozen=True)
+class TemplateProfile:
+    """Learned facts about one template under one set of template keyword arguments."""
+
+    headers: dict[str | None, tuple[str, ...]] = field(default_factory=dict)
+    header_cuts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    end_of_turn: tuple[str, ...] = ()
+    call_end: tuple[str, ...] = ()
+    reasoning_close: tuple[str, ...] = ()
+    rendered_probes: int = 0
+
+    @property
+    def all_headers(self) -> tuple[str, ...]:
+        seen = {h for hs in self.headers.values() for h in hs}
+        return tuple(sorted(seen, key=len, reverse=True))
+
+
+RenderFn = Callable[[list[dict], "list[dict] | None", bool], Segments]
+
+
+def _first_data(segs: Segments, idxs: Sequence[int]) -> int | None:
+    return next((i for i in idxs if segs.kinds[i] == DATA), None)
+
+
+def _last_data(segs: Segments, idxs: Sequence[int]) -> int | None:
+    return next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
+
+
+def region_start(segs: Segments, idxs: Sequence[int]) -> int | None:
+    """Where a message's own output begins (its first non-empty segment, or first data)."""
+    for i in idxs:
+        if segs.ends[i] > segs.starts[i] or segs.kinds[i] == DATA:
+            return segs.starts[i]
+    return None
+
+
+def tail_ranges(segs: Segments, owner: int, after: int) -> tuple[list[tuple[int, int]], int | None]:
+    """Literal text from position ``after`` that the turn ``owner`` (or nobody) wrote, merged into
+    contiguous ranges, up to the first data or another message's output. Also returns where that
+    other message's output begins, if that is what ended the scan."""
+    ranges: list[tuple[int, int]] = []
+    i = bisect_segments(segs, after)
+    n = len(segs.starts)
+    next_start: int | None = None
+    while i < n:
+        s, e, o, kind = segs.starts[i], segs.ends[i], segs.owners[i], segs.kinds[i]
+        if e <= after and not (s == e == after):
+            i += 1
+            continue
+        if kind == DATA:
+            if s == e and o == owner:
+                i += 1
+                continue
+            if o != owner and o != NO_OWNER:
+                next_start = s
+            break
+        if o != owner and o != NO_OWNER:
+            if e > s:
+                next_start = s
+                break
+            i += 1
+            continue
+        a = max(s, after)
+        if ranges and ranges[-1][1] == a:
+            ranges[-1] = (ranges[-1][0], e)
+        elif e > a:
+            ranges.append((a, e))
+        i += 1
+    return ranges, next_start
+
+
+def bisect_segments(segs: Segments, pos: int) -> int:
+    """Index of the first segment that ends after ``pos`` (or starts at it)."""
+    lo, hi = 0, len(segs.starts)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if segs.ends[mid] < pos or (segs.ends[mid] == pos and segs.starts[mid] < pos):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def token_regex(tokens: Sequence[str]) -> re.Pattern[str] | None:
+    """A regex matching any of ``tokens``, longest first (``None`` when there are none)."""
+    tokens = sorted({t for t in tokens if t}, key=len, reverse=True)
+    if not tokens:
+        return None
+    return re.compile("|".join(map(re.escape, tokens)))
+
+
+def _lcp_cut(a: str, b: str, cuts: Sequence[int]) -> int:
+    """Length of the common prefix of ``a`` and ``b``, cut back to a token start of ``a``."""
+    common = len(commonprefix([a, b]))
+    if common == len(a):
+        return common
+    return max((c for c in cuts if c <= common), default=0)
+
+
+def _controls(control: re.Pattern[str] | None, text: str, ranges: Sequence[tuple[int, int]]) -> list[str]:
+    if control is None:
+        return []
+    return [m.group(0) for a, b in ranges for m in control.finditer(text, a, b)]
+
+
+def _closes_block(token: str, turn_text: str) -> bool:
+    """``</tool_call>`` after ``<tool_call>`` in the same turn closes markup; it is not a stop token."""
+    if not token.startswith("</"):
+        return False
+    return ("<" + token[2:]) in turn_text
+
+
+def learn_profile(
+    render: RenderFn,
+    control_tokens: Sequence[str],
+    token_starts: Callable[[str], list[int]],
+) -> TemplateProfile:
+    """Render the probes and learn headers, stop tokens and reasoning markup.
+
+    ``render(messages, tools, add_generation_prompt)`` renders with the template and the
+    template keyword arguments this profile is for; ``token_starts(text)`` gives the character
+    positions where tokens begin in ``text`` tokenized alone.
+    """
+    control = token_regex([t for t in control_tokens if t.strip()])
+    headers: dict[str | None, set[str]] = {}
+    end_of_turn: list[str] = []
+    call_tails: list[list[str]] = []
+    closes: list[str] = []
+    rendered = 0
+    errors: list[str] = []
+
+    for probe in probes():
+        try:
+            full = render(probe.messages, probe.tools, False)
+        except Exception as exc:
+            if probe.tools is not None:  # the template rejects this shape; other probes cover it
+                errors.append(str(exc))
+                continue
+            try:  # some templates need tools to render at all
+                probe = Probe(probe.messages, PROBE_TOOLS)
+                full = render(probe.messages, probe.tools, False)
+            except Exception as exc2:
+                errors.append(str(exc2))
+                continue
+        rendered += 1
+        by_owner = full.by_owner(len(probe.messages))
+        for i, message in enumerate(probe.messages):
+            if message["role"] != "assistant":
+                continue
+            idxs = by_owner[i]
+            start = region_start(full, idxs)
+            if start is None:
+                continue
+            prev_role = probe.messages[i - 1]["role"] if i else None
+            _learn_header(render, probe, i, full, start, prev_role, headers, token_starts)
+            last = _last_data(full, idxs)
+            after = full.ends[last] if last is not None else start
+            ranges, _ = tail_ranges(full, i, after)
+            turn_text = full.text[start:after]
+            tail_tokens = [
+                t for t in _controls(control, full.text, ranges) if not _closes_block(t, turn_text)
+            ]
+            if message.get("tool_calls"):
+                call_tails.append(tail_tokens)
+            elif _AST in message.get("content", ""):
+                if not tail_tokens and last is not None:
+                    # the template prints the whole turn as one value: look after the answer inside it
+                    nonce = full.text.find(_AST, full.starts[last], full.ends[last])
+                    if nonce >= 0:
+                        inside = _controls(control, full.text, [(nonce, full.ends[last])])
+                        tail_tokens = [t for t in inside if not _closes_block(t, turn_text)]
+                if tail_tokens:
+                    end_of_turn.append(tail_tokens[0])
+            if message.get("reasoning_content"):
+                close = _reasoning_close(full, idxs)
+                if close:
+                    closes.append(close)
+
+    if rendered == 0:
+        raise TemplateError(
+            "the chat template raised on every probe conversation; first error: " + (errors[0] if errors else "?")
+        )
+    eot = tuple(dict.fromkeys(end_of_turn))
+    call_end = tuple(
+        dict.fromkeys(tail[-1] for tail in call_tails if tail and not any(t in eot for t in tail))
+    )
+    # a candidate that holds probe words came from history the template prints late (say, a
+    # system prompt at the end): it can never match a real conversation.
+    nonces = (_SYS, _USR, _AST, _RSN, _TOOL, _ARG)
+    ordered = {
+        role: tuple(sorted((h for h in hs if not any(w in h for w in nonces)), key=len, reverse=True))
+        for role, hs in headers.items()
+    }
+    cuts = {h: tuple(sorted({c for c in token_starts(h) if 0 < c <= len(h)} | {len(h)})) for hs in ordered.values() for h in hs}
+    return TemplateProfile(
+        headers=ordered,
+        header_cuts=cuts,
+        end_of_turn=eot,
+        call_end=call_end,
+        reasoning_close=tuple(dict.fromkeys(closes)),
+        rendered_probes=rendered,
+    )
+
+
+def _learn_header(
+    render: RenderFn,
+    probe: Probe,
+    i: int,
+    full: Segments,
+    start: int,
+    prev_role: str | None,
+    headers: dict[str | None, set[str]],
+    token_starts: Callable[[str], list[int]],
+) -> None:
+    """Candidates for the text the prompt holds before assistant turn ``i``."""
+    history = probe.messages[:i]
+    try:
+        with_prompt = render(history, probe.tools, True)
+        without = render(history, probe.tools, False)
+    except Exception:
+        return
+    found = headers.setdefault(prev_role, set())
+    prompt = with_prompt.text
+    # 1. what add_generation_prompt=True adds, cut back to a token boundary (may be empty:
+    #    templates such as Llama 2's end the user turn with the assistant's cue)
+    cut = _lcp_cut(prompt, without.text, token_starts(prompt))
+    found.add(prompt[cut:])
+    # 2. what the prompt holds after the history's last message (a token that closes a block of
+    #    tool results before the model speaks, say)
+    owned_end = max((e for e, o in zip(with_prompt.ends, with_prompt.owners) if o != NO_OWNER), default=0)
+    if prompt[owned_end:]:
+        found.add(prompt[owned_end:])
+    # 3. what the prompt holds beyond the point where this turn starts in the full render
+    if prompt[:start] == full.text[:start] and prompt[start:]:
+        found.add(prompt[start:])
+
+
+def _reasoning_close(segs: Segments, idxs: Sequence[int]) -> str | None:
+    """The literal markup between a turn's reasoning and its answer, e.g. ``</think>``."""
+    data = [i for i in idxs if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i]]
+    text = segs.text
+    r = next((i for i in data if _RSN in text[segs.starts[i] : segs.ends[i]]), None)
+    a = next((i for i in data if _AST in text[segs.starts[i] : segs.ends[i]]), None)
+    if r is None or a is None or a <= r:
+        return None
+    between = text[segs.ends[r] : segs.starts[a]]
+    pieces = [text[segs.starts[j] : segs.ends[j]] for j in range(r + 1, a) if segs.kinds[j] != DATA]
+    if "".join(pieces) != between:
+        return None
+    return between.strip() or None
+
+
+def describe(profile: TemplateProfile) -> dict[str, Any]:
+    """A JSON-friendly summary (for ``respmask check`` and debugging)."""
+    return {
+        "headers": {str(k): list(v) for k, v in profile.headers.items()},
+        "end_of_turn": list(profile.end_of_turn),
+        "call_end": list(profile.call_end),
+        "reasoning_close": list(profile.reasoning_close),
+        "rendered_probes": profile.rendered_probes,
+    }

@@ -1,0 +1,505 @@
+"""Render a chat template exactly as transformers does, and record who wrote each character.
+
+The template is parsed once with Jinja and instrumented. Every top-level output that is not a
+template literal reports its position, its kind (template literal or data) and the message that
+owns it; every loop over messages reports which message its iteration belongs to. Nothing is
+written into the text: positions come from the render's own output stream, so the text is
+byte-identical to ``tokenizer.apply_chat_template(..., tokenize=False)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import TemplateError
+
+LITERAL = 0
+DATA = 1
+NO_OWNER = -1
+
+# Names under which transformers passes the tokenizer's special tokens to a template. A template
+# that prints them prints structure, not data.
+SPECIAL_TOKEN_NAMES = frozenset(
+    {
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+        "additional_special_tokens",
+        "extra_special_tokens",
+    }
+)
+
+_PREFIX = "respmask_"
+
+
+@dataclass
+class Rendered:
+    """One render: the text, plus where each message's output and each data piece lie in it."""
+
+    text: str
+    # (position, owner) whenever the loop owner changes; owner is a message index or NO_OWNER.
+    owner_events: list[tuple[int, int]] = field(default_factory=list)
+    # (start, end, owner, kind) of every recorded output piece, in output order.
+    pieces: list[tuple[int, int, int, int]] = field(default_factory=list)
+    # (start, end, owner) of every {% generation %} block.
+    generation_blocks: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+class _State:
+    __slots__ = ("pos", "ids", "owner", "stack", "last_read", "owner_events", "pieces", "generation")
+
+    def __init__(self, tracked: Sequence[dict]):
+        self.pos = 0
+        self.ids = {id(m): i for i, m in enumerate(tracked)}
+        self.owner = NO_OWNER
+        self.stack: list[int] = []
+        self.last_read: int | None = None
+        self.owner_events: list[tuple[int, int]] = []
+        self.pieces: list[tuple[int, int, int, int]] = []
+        self.generation: list[tuple[int, int, int]] = []
+
+    def set_owner(self, owner: int) -> None:
+        if owner != self.owner:
+            self.owner = owner
+            self.owner_events.append((self.pos, owner))
+
+
+class _Hooks:
+    """The functions the instrumented template calls (as filters); they update the render's state.
+
+    Each is marked ``pass_context`` so that Jinja's optimizer never runs it at compile time.
+    """
+
+    def __init__(self) -> None:
+        self.tls = threading.local()
+        tls = self.tls
+
+        @jinja2.pass_context
+        def push(_ctx: Any, _: Any) -> str:
+            st = tls.state
+            st.stack.append(st.owner)
+            return ""
+
+        @jinja2.pass_context
+        def iteration(_ctx: Any, _: Any, item: Any) -> str:
+            st = tls.state
+            owner = st.ids.get(id(item))
+            if owner is None and isinstance(item, tuple):
+                owner = next((st.ids[id(x)] for x in item if id(x) in st.ids), None)
+            st.set_owner(st.stack[-1] if owner is None else owner)
+            return ""
+
+        @jinja2.pass_context
+        def pop(_ctx: Any, _: Any) -> str:
+            st = tls.state
+            st.set_owner(st.stack.pop())
+            return ""
+
+        @jinja2.pass_context
+        def clear(_ctx: Any, _: Any) -> None:
+            tls.state.last_read = None
+
+        @jinja2.pass_context
+        def piece(_ctx: Any, _: Any, _cleared: Any, value: Any) -> str:
+            st = tls.state
+            text = str(value)
+            owner = st.owner if st.last_read is None else st.last_read
+            st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
+            return text
+
+        @jinja2.pass_context
+        def cat(_ctx: Any, _: Any, _cleared: Any, kinds: tuple[int, ...], joiner: bool, *values: Any) -> Any:
+            """Output of ``a + b + c`` (or ``a ~ b ~ c``): one piece per operand when they are strings."""
+            st = tls.state
+            owner = st.owner if st.last_read is None else st.last_read
+            if joiner:
+                values = tuple(str(v) for v in values)
+            elif not all(isinstance(v, str) for v in values):
+                # Not a string concatenation (numbers, lists, undefined): same semantics as Jinja.
+                acc = values[0]
+                for v in values[1:]:
+                    acc = acc + v
+                text = str(acc)
+                st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
+                return text
+            pos = st.pos
+            for kind, v in zip(kinds, values):
+                end = pos + len(v)
+                if kind == DATA or owner != st.owner:
+                    st.pieces.append((pos, end, owner, kind))
+                pos = end
+            return "".join(values)
+
+        self.filters = {
+            "push": push,
+            "iteration": iteration,
+            "pop": pop,
+            "clear": clear,
+            "piece": piece,
+            "cat": cat,
+        }
+
+    def generation(self, rendered: str) -> str:
+        st = self.tls.__dict__.get("state")
+        if st is not None:
+            st.generation.append((st.pos, st.pos + len(rendered), st.owner))
+        return rendered
+
+
+class _GenerationTags(Extension):
+    """``{% generation %}...{% endgeneration %}``: renders its body unchanged, as in transformers."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: jinja2.parser.Parser) -> nodes.CallBlock:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.CallBlock(self.call_method("_support"), [], [], body).set_lineno(lineno)
+
+    def _support(self, caller: Any) -> str:
+        return self.environment.respmask_hooks.generation(caller())
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """transformers' sandbox, plus a record of which message each attribute read touches."""
+
+    respmask_hooks: _Hooks
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute != "role":
+            st = self.respmask_hooks.tls.__dict__.get("state")
+            if st is not None:
+                k = st.ids.get(id(obj))
+                if k is not None:
+                    st.last_read = k
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is dict and argument != "role":
+            st = self.respmask_hooks.tls.__dict__.get("state")
+            if st is not None:
+                k = st.ids.get(id(obj))
+                if k is not None:
+                    st.last_read = k
+        return super().getitem(obj, argument)
+
+
+def _transformers_environment() -> jinja2.Environment | None:
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        return _compile_jinja_template("").environment
+    except Exception:  # pragma: no cover - depends on the transformers version
+        return None
+
+
+def _make_environment() -> _Environment:
+    reference = _transformers_environment()
+    extensions: list[Any] = [_GenerationTags]
+    if reference is not None:
+        for ext in reference.extensions.values():
+            if "generation" not in getattr(ext, "tags", ()):
+                extensions.append(type(ext))
+    else:  # pragma: no cover
+        extensions.append(jinja2.ext.loopcontrols)
+    env = _Environment(trim_blocks=True, lstrip_blocks=True, extensions=extensions)
+    if reference is not None:
+        env.globals.update(reference.globals)
+        env.filters.update(reference.filters)
+        env.tests.update(reference.tests)
+    hooks = _Hooks()
+    env.respmask_hooks = hooks
+    for name, func in hooks.filters.items():
+        env.filters[_PREFIX + name] = func
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Static analysis: which expressions print template literals
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_literal(node: nodes.Node | None, names: frozenset[str] | set[str]) -> bool:
+    """True when ``node`` can only evaluate to text written in the template (or a role name)."""
+    if node is None or isinstance(node, (nodes.Const, nodes.TemplateData)):
+        return True
+    if isinstance(node, nodes.Name):
+        return node.name in names
+    if isinstance(node, nodes.Getattr):
+        return node.attr == "role" or _is_literal(node.node, names)
+    if isinstance(node, nodes.Getitem):
+        if isinstance(node.arg, nodes.Const) and node.arg.value == "role":
+            return True
+        return _is_literal(node.node, names) and _is_literal(node.arg, names)
+    if isinstance(node, nodes.CondExpr):
+        return _is_literal(node.expr1, names) and _is_literal(node.expr2, names)
+    if isinstance(node, (nodes.Add, nodes.Mul)):
+        return _is_literal(node.left, names) and _is_literal(node.right, names)
+    if isinstance(node, nodes.Concat):
+        return all(_is_literal(n, names) for n in node.nodes)
+    if isinstance(node, (nodes.Tuple, nodes.List)):
+        return all(_is_literal(n, names) for n in node.items)
+    if isinstance(node, nodes.Filter):
+        return (
+            _is_literal(node.node, names)
+            and all(_is_literal(a, names) for a in node.args)
+            and all(_is_literal(k.value, names) for k in node.kwargs)
+        )
+    if isinstance(node, nodes.Call):
+        return (
+            isinstance(node.node, nodes.Getattr)
+            and _is_literal(node.node.node, names)
+            and all(_is_literal(a, names) for a in node.args)
+            and all(_is_literal(k.value, names) for k in node.kwargs)
+        )
+    return False
+
+
+def _literal_names(ast: nodes.Template) -> frozenset[str]:
+    """Variables that only ever hold template literals (greatest fixpoint over assignments)."""
+    bindings: dict[str, list[nodes.Node | None]] = defaultdict(list)
+
+    def bind_target(target: nodes.Node, value: nodes.Node | None) -> None:
+        if isinstance(target, nodes.Name):
+            bindings[target.name].append(value)
+        elif isinstance(target, nodes.Tuple):
+            for item in target.items:
+                bind_target(item, None)
+
+    for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro, nodes.CallBlock, nodes.With)):
+        if isinstance(node, nodes.Assign):
+            bind_target(node.target, node.node)
+        elif isinstance(node, (nodes.AssignBlock, nodes.For)):
+            bind_target(node.target, None)
+        elif isinstance(node, (nodes.Macro, nodes.CallBlock)):
+            for arg in node.args:
+                bind_target(arg, None)
+            if isinstance(node, nodes.Macro):
+                bindings[node.name].append(None)
+        elif isinstance(node, nodes.With):
+            for target, value in zip(node.targets, node.values):
+                bind_target(target, value)
+
+    # A variable a template may also receive as a keyword argument (``{% if x is not defined %}``)
+    # still counts as literal when every assignment is: keyword arguments are configuration.
+    names = {n for n in SPECIAL_TOKEN_NAMES if n not in bindings}
+    candidates = {n for n, values in bindings.items() if None not in values}
+    names |= candidates
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(candidates & names):
+            if not all(_is_literal(v, names) for v in bindings[name]):
+                names.discard(name)
+                changed = True
+    return frozenset(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Instrumentation
+# ---------------------------------------------------------------------------------------------
+
+
+def _hook(name: str, *args: nodes.Expr, lineno: int) -> nodes.Filter:
+    """``hook(None, *args)`` as a filter call: filters compile to plain Python calls."""
+    node = nodes.Filter(nodes.Const(None), _PREFIX + name, list(args), [], None, None)
+    return node.set_lineno(lineno)
+
+
+def _as_load(target: nodes.Node) -> nodes.Expr:
+    if isinstance(target, nodes.Name):
+        return nodes.Name(target.name, "load")
+    if isinstance(target, nodes.Tuple):
+        return nodes.Tuple([_as_load(t) for t in target.items], "load")
+    return nodes.Const(None)
+
+
+class _Instrumenter:
+    """Adds recording hooks to the outputs and loops that write straight to the output stream."""
+
+    def __init__(self, literal_names: frozenset[str]):
+        self.literal_names = literal_names
+
+    def statements(self, body: list[nodes.Node]) -> list[nodes.Node]:
+        out: list[nodes.Node] = []
+        for node in body:
+            if isinstance(node, nodes.Output):
+                out.append(self.output(node))
+            elif isinstance(node, nodes.For) and not node.recursive:
+                ln = node.lineno
+                mark = nodes.Output([_hook("iteration", _as_load(node.target), lineno=ln)]).set_lineno(ln)
+                node.body = [mark, *self.statements(node.body)]
+                node.else_ = self.statements(node.else_)
+                out.append(nodes.Output([_hook("push", lineno=ln)]).set_lineno(ln))
+                out.append(node)
+                out.append(nodes.Output([_hook("pop", lineno=ln)]).set_lineno(ln))
+            elif isinstance(node, nodes.If):
+                node.body = self.statements(node.body)
+                for elif_ in node.elif_:
+                    elif_.body = self.statements(elif_.body)
+                node.else_ = self.statements(node.else_)
+                out.append(node)
+            elif isinstance(node, (nodes.With, nodes.Scope, nodes.ScopedEvalContextModifier)):
+                node.body = self.statements(node.body)
+                out.append(node)
+            else:
+                # Macros, call blocks, filter blocks and {% set %} blocks capture their output into
+                # a buffer the template may post-process: positions there are meaningless, so the
+                # captured output is recorded where it is finally printed, as one piece.
+                out.append(node)
+        return out
+
+    def output(self, node: nodes.Output) -> nodes.Output:
+        children = []
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData) or _is_literal(child, self.literal_names):
+                children.append(child)
+                continue
+            ln = child.lineno
+            terms, joiner = _terms(child)
+            clear = _hook("clear", lineno=ln)
+            if len(terms) > 1:
+                kinds = tuple(LITERAL if _is_literal(t, self.literal_names) else DATA for t in terms)
+                args = [clear, nodes.Const(kinds), nodes.Const(joiner), *terms]
+                children.append(_hook("cat", *args, lineno=ln))
+            else:
+                children.append(_hook("piece", clear, child, lineno=ln))
+        node.nodes = children
+        return node
+
+
+def _terms(expr: nodes.Expr) -> tuple[list[nodes.Expr], bool]:
+    """The operands of a left-nested ``+`` chain or of a ``~`` chain (and whether it is ``~``)."""
+    if isinstance(expr, nodes.Concat):
+        return list(expr.nodes), True
+    terms: list[nodes.Expr] = []
+    while isinstance(expr, nodes.Add):
+        terms.append(expr.right)
+        expr = expr.left
+    terms.append(expr)
+    terms.reverse()
+    return terms, False
+
+
+class ChatTemplate:
+    """A chat template compiled twice over one environment: instrumented, for span finding."""
+
+    def __init__(self, source: str):
+        if not isinstance(source, str) or not source.strip():
+            raise TemplateError("the chat template is empty")
+        self.source = source
+        self.env = _make_environment()
+        try:
+            ast = self.env.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"the chat template does not parse: {exc} (line {exc.lineno})") from exc
+        self.has_generation_tags = any(
+            isinstance(n, nodes.CallBlock)
+            and isinstance(n.call, nodes.Call)
+            and isinstance(n.call.node, nodes.ExtensionAttribute)
+            for n in ast.find_all(nodes.CallBlock)
+        )
+        self.literal_names = _literal_names(ast)
+        ast.body = _Instrumenter(self.literal_names).statements(ast.body)
+        ast.set_environment(self.env)
+        code = self.env.compile(ast)
+        self.template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None), None)
+
+    def render(self, variables: Mapping[str, Any], tracked: Sequence[dict]) -> Rendered:
+        """Render with ``variables``; ``tracked`` are the message dicts (as passed) to attribute output to."""
+        hooks = self.env.respmask_hooks
+        st = _State(tracked)
+        previous = hooks.tls.__dict__.get("state")
+        hooks.tls.state = st
+        parts: list[str] = []
+        try:
+            ctx = self.template.new_context(dict(variables))
+            try:
+                for s in self.template.root_render_func(ctx):
+                    parts.append(s)
+                    st.pos += len(s)
+            except Exception:
+                self.env.handle_exception()
+        finally:
+            hooks.tls.state = previous
+        return Rendered("".join(parts), st.owner_events, st.pieces, st.generation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Template inputs, prepared exactly as transformers prepares them
+# ---------------------------------------------------------------------------------------------
+
+try:  # transformers' own helpers keep the inputs identical to apply_chat_template's
+    from transformers.utils.chat_template_utils import _alias_reasoning_fields as _alias_reasoning
+    from transformers.utils.chat_template_utils import _plain_template_data as _plain
+except ImportError:  # pragma: no cover - older or newer transformers
+    _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+    def _plain(value: Any) -> Any:
+        return value
+
+    def _alias_reasoning(chat: list[dict]) -> list[dict]:
+        out = []
+        for message in chat:
+            reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
+            if reasoning is not None:
+                message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+            out.append(message)
+        return out
+
+
+def _tool_schemas(tools: Sequence[Any] | None) -> list[dict] | None:
+    if tools is None:
+        return None
+    schemas = []
+    for tool in tools:
+        if isinstance(tool, Mapping):
+            schemas.append(tool)
+        elif callable(tool):
+            from transformers.utils import get_json_schema
+
+            schemas.append(get_json_schema(tool))
+        else:
+            raise TypeError("tools must be JSON schemas (dicts) or functions with type hints and a docstring")
+    return schemas
+
+
+def template_inputs(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Any] | None = None,
+    documents: Sequence[Mapping[str, Any]] | None = None,
+    add_generation_prompt: bool = False,
+    special_tokens: Mapping[str, Any] | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[dict]]:
+    """The variables a template sees for ``messages``, and the message dicts inside them.
+
+    Mirrors ``apply_chat_template``: keys whose value is None are dropped, inputs are rebuilt
+    from plain JSON types, reasoning is aliased under ``reasoning_content`` and ``thinking``,
+    and template kwargs override the tokenizer's special tokens.
+    """
+    chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    chat = _alias_reasoning(_plain(chat))
+    kwargs = _plain({**(special_tokens or {}), **(template_kwargs or {})})
+    variables = dict(kwargs)
+    variables.update(
+        messages=chat,
+        tools=_plain(_tool_schemas(tools)),
+        documents=_plain(list(documents) if documents is not None else None),
+        add_generation_prompt=add_generation_prompt,
+    )
+    return variables, chat

@@ -1,0 +1,152 @@
+"""The sample formats respmask accepts, checked and normalised, with errors that name the fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import MissingColumnsError, SampleError
+
+_ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+MASK_KEYS = ("assistant_masks", "completion_mask")
+
+
+@dataclass
+class Chat:
+    """A conversation to render with the chat template."""
+
+    messages: list[dict[str, Any]]
+    flags: list[bool | None]  # per-message "train" overrides
+    tools: list[Any] | None = None
+    documents: list[Any] | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def roles(self) -> list[str]:
+        return [m["role"] for m in self.messages]
+
+
+@dataclass
+class TextPair:
+    """A plain-text prompt and completion: only the completion (and EOS) is trained."""
+
+    prompt: str
+    completion: str
+
+
+@dataclass
+class Pretokenized:
+    """Token ids with labels already made."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+
+
+HINT_COLUMNS = (
+    "Each sample needs 'messages' (a list of {role, content} dicts), or 'prompt' and 'completion', "
+    "or pre-tokenized 'input_ids' with 'labels' or 'assistant_masks'."
+)
+
+
+def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(messages, (list, tuple)):
+        raise SampleError(f"{what} must be a list of message dicts, got {type(messages).__name__}")
+    if len(messages) == 0:
+        raise SampleError(f"{what} is empty: a conversation needs at least one message")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise SampleError(f"{what}[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
+        role = m.get("role")
+        if role is None:
+            raise SampleError(f"{what}[{i}] has no 'role' (expected one of system, user, assistant, tool, ...)")
+        if not isinstance(role, str) or not _ROLE.match(role):
+            raise SampleError(f"{what}[{i}] has an invalid role {role!r}: roles are plain names like 'user'")
+        train = m.get("train")
+        if train is not None and not isinstance(train, (bool, np.bool_)):
+            raise SampleError(f"{what}[{i}]['train'] must be true or false, got {train!r}")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list, tuple, Mapping)):
+            raise SampleError(
+                f"{what}[{i}]['content'] must be a string or a list of content parts, got {type(content).__name__}"
+            )
+        out.append(dict(m))
+    return out
+
+
+def _chat(messages: list[dict[str, Any]], sample: Mapping[str, Any], forced: list[bool | None] | None) -> Chat:
+    flags: list[bool | None] = []
+    clean = []
+    for i, m in enumerate(messages):
+        flag = m.pop("train", None)
+        if forced is not None and forced[i] is not None:
+            flag = forced[i]
+        flags.append(None if flag is None else bool(flag))
+        clean.append(m)
+    kwargs = sample.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise SampleError("'chat_template_kwargs' must be a dict of template keyword arguments")
+    tools = sample.get("tools")
+    if tools is not None and not isinstance(tools, (list, tuple)):
+        raise SampleError("'tools' must be a list of JSON schemas")
+    documents = sample.get("documents")
+    if documents is not None and not isinstance(documents, (list, tuple)):
+        raise SampleError("'documents' must be a list of dicts")
+    return Chat(clean, flags, list(tools) if tools is not None else None,
+                list(documents) if documents is not None else None, dict(kwargs))
+
+
+def parse(sample: Any) -> Chat | TextPair | Pretokenized:
+    """Classify and check one sample (without its index: callers add it to errors)."""
+    if isinstance(sample, (list, tuple)):
+        return _chat(_check_messages(sample, "the conversation"), {}, None)
+    if not isinstance(sample, Mapping):
+        raise SampleError(f"a sample must be a dict (or a list of messages), got {type(sample).__name__}")
+    if "messages" in sample and sample["messages"] is not None:
+        return _chat(_check_messages(sample["messages"], "'messages'"), sample, None)
+    if "conversations" in sample and sample["conversations"] is not None:
+        return _chat(_check_messages(sample["conversations"], "'conversations'"), sample, None)
+    if "prompt" in sample and "completion" in sample:
+        prompt, completion = sample["prompt"], sample["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):
+            return TextPair(prompt, completion)
+        if isinstance(prompt, (list, tuple)) and isinstance(completion, (list, tuple)):
+            p = _check_messages(prompt, "'prompt'") if len(prompt) else []
+            c = _check_messages(completion, "'completion'")
+            forced: list[bool | None] = [False] * len(p) + [None] * len(c)
+            return _chat(p + c, sample, forced)
+        raise SampleError(
+            "'prompt' and 'completion' must both be strings or both be lists of messages, got "
+            f"{type(prompt).__name__} and {type(completion).__name__}"
+        )
+    if "input_ids" in sample:
+        ids = np.asarray(sample["input_ids"], dtype=np.int64).reshape(-1)
+        if "labels" in sample and sample["labels"] is not None:
+            labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)
+        else:
+            key = next((k for k in MASK_KEYS if sample.get(k) is not None), None)
+            if key is None:
+                raise SampleError(
+                    "has 'input_ids' but no 'labels' or 'assistant_masks': respmask cannot tell which tokens "
+                    "to train. Keep the 'messages' column (Trainer: remove_unused_columns=False) or pre-tokenize "
+                    "with respmask.Pretokenizer."
+                )
+            mask = np.asarray(sample[key]).reshape(-1).astype(bool)
+            if len(mask) != len(ids):
+                raise SampleError(f"'{key}' has {len(mask)} entries but 'input_ids' has {len(ids)}")
+            labels = np.where(mask, ids, -100)
+        if len(labels) != len(ids):
+            raise SampleError(f"'labels' has {len(labels)} entries but 'input_ids' has {len(ids)}")
+        return Pretokenized(ids, labels)
+    keys = sorted(map(str, sample.keys()))
+    raise MissingColumnsError(
+        f"has none of the columns respmask needs (it has {keys}). {HINT_COLUMNS} If you train with "
+        "transformers.Trainer, it drops columns the model does not take: set "
+        "TrainingArguments(remove_unused_columns=False), or pre-tokenize the dataset with "
+        "ds.map(respmask.Pretokenizer(tokenizer), batched=True, remove_columns=ds.column_names) so that "
+        "'input_ids' and 'labels' survive."
+    )

@@ -1,0 +1,102 @@
+"""Who wrote each character of a render: a sorted, gap-free list of owned, typed segments."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from .render import DATA, LITERAL, NO_OWNER, Rendered
+
+
+@dataclass
+class Segments:
+    """Segments ``[starts[i], ends[i])`` written by message ``owners[i]`` as ``kinds[i]``.
+
+    Zero-length data segments are kept: they mark where an empty value (say, empty content)
+    was printed.
+    """
+
+    text: str
+    starts: list[int]
+    ends: list[int]
+    owners: list[int]
+    kinds: list[int]
+
+    @classmethod
+    def of(cls, rendered: Rendered) -> Segments:
+        text = rendered.text
+        n = len(text)
+        tl_pos = [0]
+        tl_owner = [NO_OWNER]
+        for pos, owner in rendered.owner_events:
+            if pos == tl_pos[-1]:
+                tl_owner[-1] = owner
+            else:
+                tl_pos.append(pos)
+                tl_owner.append(owner)
+        starts: list[int] = []
+        ends: list[int] = []
+        owners: list[int] = []
+        kinds: list[int] = []
+
+        def literal(a: int, b: int) -> None:
+            i = bisect_right(tl_pos, a) - 1
+            while a < b:
+                nxt = tl_pos[i + 1] if i + 1 < len(tl_pos) else n
+                e = min(b, nxt)
+                if e > a:
+                    starts.append(a)
+                    ends.append(e)
+                    owners.append(tl_owner[i])
+                    kinds.append(LITERAL)
+                a = e
+                i += 1
+
+        cur = 0
+        for s, e, owner, kind in rendered.pieces:
+            if s < cur:  # defensive: pieces are disjoint and ordered by construction
+                continue
+            if s > cur:
+                literal(cur, s)
+            starts.append(s)
+            ends.append(e)
+            owners.append(owner)
+            kinds.append(kind)
+            cur = e
+        literal(cur, n)
+        return cls(text, starts, ends, owners, kinds)
+
+    def by_owner(self, n_messages: int) -> list[list[int]]:
+        """Segment indices of each message, in order."""
+        out: list[list[int]] = [[] for _ in range(n_messages)]
+        for i, owner in enumerate(self.owners):
+            if 0 <= owner < n_messages:
+                out[owner].append(i)
+        return out
+
+    def is_data(self, i: int) -> bool:
+        return self.kinds[i] == DATA
+
+    def carve(self, i: int, parts: list[tuple[int, int, int]]) -> int:
+        """Give sub-ranges ``(start, end, owner)`` of segment ``i`` to other owners (same kind).
+
+        ``parts`` are sorted and inside the segment; overlapping parts are skipped. Returns the
+        index of the last segment the original one became.
+        """
+        a, b, owner, kind = self.starts[i], self.ends[i], self.owners[i], self.kinds[i]
+        pieces: list[tuple[int, int, int]] = []
+        cur = a
+        for s, e, o in parts:
+            if s < cur:
+                continue
+            if s > cur:
+                pieces.append((cur, s, owner))
+            pieces.append((s, e, o))
+            cur = e
+        if cur < b:
+            pieces.append((cur, b, owner))
+        self.starts[i : i + 1] = [p[0] for p in pieces]
+        self.ends[i : i + 1] = [p[1] for p in pieces]
+        self.owners[i : i + 1] = [p[2] for p in pieces]
+        self.kinds[i : i + 1] = [kind] * len(pieces)
+        return i + len(pieces) - 1

@@ -1,0 +1,296 @@
+"""Find the characters a model generates in each trained turn of one rendered conversation.
+
+A trained assistant turn runs from the end of its generation prompt (the header the template
+writes before the model speaks) up to and including the first stop token after the turn's own
+text. Spans come from the template's structure only: data (message content, tool calls,
+reasoning) can never act as a header, a stop token or reasoning markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from os.path import commonprefix
+
+from .profile import TemplateProfile, bisect_segments, region_start, tail_ranges
+from .render import DATA, NO_OWNER, Rendered
+from .segments import Segments
+
+
+@dataclass
+class Turn:
+    """One trained message: where its generated text lies and how its edges were found."""
+
+    message: int
+    role: str
+    start: int  # first trained character (after the header)
+    end: int  # one past the last trained character (after the stop token)
+    stop: tuple[int, int] | None  # the stop token's characters, when one was found
+    header_confirmed: bool  # the header matched a learned generation prompt exactly
+    reasoning: tuple[int, int] | None = None  # reasoning block left out of the loss
+
+
+@dataclass
+class StopTokens:
+    """Compiled stop-token searches for one template."""
+
+    end_of_turn: re.Pattern[str] | None  # learned + eos + configured: end a turn anywhere in its tail
+    call_end: re.Pattern[str] | None  # learned from tool calls, used when no end-of-turn token is there
+    next_turn: re.Pattern[str] | None  # may end a turn at the start of the next message (configured)
+    reasoning_close: re.Pattern[str] | None
+
+
+def select_messages(
+    roles: Sequence[str], flags: Sequence[bool | None], train_on: str
+) -> list[bool]:
+    """Which messages are trained: assistant turns (all or the last), then per-message flags."""
+    selected = [r == "assistant" for r in roles]
+    if train_on == "last":
+        last = max((i for i, s in enumerate(selected) if s), default=None)
+        selected = [i == last for i in range(len(roles))]
+    return [s if f is None else bool(f) for s, f in zip(selected, flags)]
+
+
+def _header_end(
+    text: str, start: int, limit: int, profile: TemplateProfile, prev_role: str | None
+) -> tuple[int, bool]:
+    """End of the generation prompt at ``start``: the longest learned header that matches.
+
+    Order of preference: a full match learned after the same previous role; an empty header
+    learned for that role; a full match learned after any role; the longest partial match,
+    cut back to a token boundary of the header (unconfirmed).
+    """
+    own = profile.headers.get(prev_role, ())
+    for h in own:  # longest first
+        if h and start + len(h) <= limit and text.startswith(h, start):
+            return start + len(h), True
+    if "" in own:
+        return start, True
+    for h in profile.all_headers:
+        if h and start + len(h) <= limit and text.startswith(h, start):
+            return start + len(h), True
+    window = text[start:limit]
+    for group in (own, profile.all_headers):
+        best = 0
+        for h in group:
+            if not h:
+                continue
+            common = len(commonprefix([window, h]))
+            best = max(best, max((c for c in profile.header_cuts.get(h, ()) if c <= common), default=0))
+        if best:
+            return start + best, False
+    return start, "" in profile.all_headers
+
+
+def _find_stop(
+    segs: Segments, owner: int, after: int, stops: StopTokens
+) -> tuple[tuple[int, int] | None, int]:
+    """The first stop token after position ``after``, and where the scan ended."""
+    ranges, next_start = tail_ranges(segs, owner, after)
+    text = segs.text
+    for pattern in (stops.end_of_turn, stops.call_end):
+        if pattern is None:
+            continue
+        for a, b in ranges:
+            m = pattern.search(text, a, b)
+            if m:
+                return (m.start(), m.end()), m.end()
+    if next_start is not None and stops.next_turn is not None:
+        m = stops.next_turn.match(text, next_start)
+        if m:
+            return (m.start(), m.end()), m.end()
+    return None, after
+
+
+def _stop_inside(segs: Segments, seg: int, lo: int, stops: StopTokens) -> tuple[int, int] | None:
+    """The last stop token inside one data segment (templates that print a whole turn as one value)."""
+    if stops.end_of_turn is None:
+        return None
+    found = None
+    for m in stops.end_of_turn.finditer(segs.text, max(lo, segs.starts[seg]), segs.ends[seg]):
+        found = (m.start(), m.end())
+    return found
+
+
+def _reasoning(segs: Segments, owner: int, start: int, stop: int, stops: StopTokens) -> tuple[int, int] | None:
+    """The reasoning block at the start of a turn: up to its closing markup and the blank after it."""
+    if stops.reasoning_close is None:
+        return None
+    text = segs.text
+    i = bisect_segments(segs, start)
+    while i < len(segs.starts) and segs.starts[i] < stop:
+        if segs.kinds[i] != DATA and segs.owners[i] in (owner, NO_OWNER):
+            a, b = max(start, segs.starts[i]), min(stop, segs.ends[i])
+            m = stops.reasoning_close.search(text, a, b)
+            if m:
+                end = m.end()
+                while end < b and text[end].isspace():
+                    end += 1
+                return start, end
+        i += 1
+    return None
+
+
+def _strings(value: Any, out: list[str]) -> list[str]:
+    if isinstance(value, str):
+        if len(value.strip()) >= 3:
+            out.append(value.strip())
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            _strings(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _strings(v, out)
+    return out
+
+
+def _own_strings(message: Mapping[str, Any]) -> list[str]:
+    """The text a message contributes: content, reasoning and tool-call arguments (not tool
+    names, which tool results repeat)."""
+    out: list[str] = []
+    for key in ("content", "reasoning_content", "thinking", "reasoning"):
+        _strings(message.get(key), out)
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, Mapping):
+            fn = call.get("function", call)
+            if isinstance(fn, Mapping):
+                _strings(fn.get("arguments"), out)
+    return out
+
+
+def _reassign_foreign(segs: Segments, messages: Sequence[Mapping[str, Any]], selected: Sequence[bool]) -> None:
+    """Hand text a trained message's data piece holds from another message back to that message.
+
+    Some templates print, say, tool results inside the assistant turn that called the tool,
+    through a macro whose output reads no message. A piece holding the content of an untrained
+    message (not explained by the owner's own text) is that message's: all of it when the piece
+    holds nothing of the owner's own, else just the occurrences.
+    """
+    others: list[tuple[int, str]] | None = None
+    text = segs.text
+    i = 0
+    while i < len(segs.starts):
+        owner, kind = segs.owners[i], segs.kinds[i]
+        if kind != DATA or not (0 <= owner < len(selected)) or not selected[owner]:
+            i += 1
+            continue
+        a, b = segs.starts[i], segs.ends[i]
+        piece = text[a:b]
+        if len(piece.strip()) < 3:
+            i += 1
+            continue
+        if others is None:
+            others = [(j, c) for j, m in enumerate(messages) if not selected[j] for c in _strings(m.get("content"), [])]
+        own = _own_strings(messages[owner])
+        foreign = [(j, c) for j, c in others if c in piece and not any(c in o for o in own)]
+        if not foreign:
+            i += 1
+            continue
+        if not any(o in piece for o in own):
+            segs.owners[i] = foreign[0][0]
+            i += 1
+            continue
+        hits = sorted((a + p, a + p + len(c), j) for j, c in foreign for p in _find_all(piece, c))
+        i = segs.carve(i, hits) + 1
+
+
+def _find_all(text: str, word: str) -> list[int]:
+    out, p = [], text.find(word)
+    while p >= 0:
+        out.append(p)
+        p = text.find(word, p + len(word))
+    return out
+
+
+def find_turns(
+    rendered: Rendered,
+    roles: Sequence[str],
+    selected: Sequence[bool],
+    profile: TemplateProfile,
+    stops: StopTokens,
+    *,
+    use_generation_tags: bool,
+    reasoning_in_loss: bool = True,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+) -> tuple[list[Turn], Segments]:
+    """The trained turns of one render, in message order."""
+    segs = Segments.of(rendered)
+    if use_generation_tags:
+        return _tag_turns(rendered, roles, selected, stops), segs
+    if messages is not None:
+        _reassign_foreign(segs, messages, selected)
+    by_owner = segs.by_owner(len(roles))
+    text = segs.text
+    turns: list[Turn] = []
+    for k, (role, chosen) in enumerate(zip(roles, selected)):
+        if not chosen:
+            continue
+        idxs = by_owner[k]
+        start = region_start(segs, idxs)
+        if start is None:  # the template did not render this message
+            continue
+        region_end = max(segs.ends[i] for i in idxs)
+        last_data = next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
+        if role == "assistant":
+            header_end, confirmed = _header_end(text, start, region_end, profile, roles[k - 1] if k else None)
+        else:  # a non-assistant message the user asked to train: its content onward
+            first_data = next((i for i in idxs if segs.kinds[i] == DATA), None)
+            header_end = segs.starts[first_data] if first_data is not None else start
+            confirmed = True
+        after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
+        stop, _ = _find_stop(segs, k, after, stops)
+        if stop is None and last_data is not None:
+            stop = _stop_inside(segs, last_data, header_end, stops)
+        end = stop[1] if stop else after
+        reasoning = None
+        if not reasoning_in_loss:
+            reasoning = _reasoning(segs, k, header_end, stop[0] if stop else end, stops)
+        turns.append(Turn(k, role, header_end, end, stop, confirmed, reasoning))
+    return turns, segs
+
+
+def _tag_turns(
+    rendered: Rendered, roles: Sequence[str], selected: Sequence[bool], stops: StopTokens
+) -> list[Turn]:
+    turns = []
+    for start, end, owner in rendered.generation_blocks:
+        if owner == NO_OWNER or not (0 <= owner < len(roles)) or not selected[owner] or end <= start:
+            continue
+        stop = None
+        if stops.end_of_turn is not None:
+            for m in stops.end_of_turn.finditer(rendered.text, start, end):
+                stop = (m.start(), m.end())
+        turns.append(Turn(owner, roles[owner], start, end, stop, True))
+    return turns
+
+
+def trained_spans(turns: Sequence[Turn], segs: Segments) -> list[tuple[int, int]]:
+    """Character spans to train: each turn's range minus text other messages wrote inside it."""
+    spans: list[tuple[int, int]] = []
+    for t in turns:
+        lo = t.reasoning[1] if t.reasoning else t.start
+        hi = t.end
+        if hi <= lo:
+            continue
+        i = bisect_segments(segs, lo)
+        cur = lo
+        while i < len(segs.starts) and segs.starts[i] < hi:
+            o = segs.owners[i]
+            foreign = o != t.message and (o != NO_OWNER or segs.kinds[i] == DATA)
+            if foreign and segs.ends[i] > segs.starts[i]:
+                if segs.starts[i] > cur:
+                    spans.append((cur, segs.starts[i]))
+                cur = max(cur, segs.ends[i])
+            i += 1
+        if hi > cur:
+            spans.append((cur, hi))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged

@@ -1,0 +1,150 @@
+"""Independent references for masks: nonce words and transformers' own renders.
+
+Nothing here uses respmask's span engine. Given a tokenizer, a conversation with nonces and
+the labels respmask produced, ``violations`` lists every way the labels break the policy:
+
+* input_ids differ from ``tokenizer.apply_chat_template(..., tokenize=True)``;
+* an assistant nonce (content, reasoning, tool-call argument) has an untrained token, or a
+  system/user/tool nonce has a trained token;
+* an assistant answer's content is missing from the render;
+* the first stop token after an assistant answer is not trained;
+* something is trained between the previous turn's stop token and the end of this turn's
+  prompt (``apply_chat_template(messages[:i], add_generation_prompt=True)``), or after the
+  final assistant turn's stop token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .conversations import TRAINED_KINDS, UNTRAINED_KINDS, Case
+
+IGNORE = -100
+
+
+def hf_ids(tok: Any, case: Case, **extra: Any) -> list[int]:
+    out = tok.apply_chat_template(
+        case.messages, tools=case.tools, tokenize=True, return_dict=True, **case.kwargs, **extra
+    )
+    return list(out["input_ids"])
+
+
+def hf_text(tok: Any, messages: Sequence[dict], case: Case, **extra: Any) -> str:
+    return tok.apply_chat_template(list(messages), tools=case.tools, tokenize=False, **case.kwargs, **extra)
+
+
+def _occurrences(text: str, word: str) -> list[int]:
+    out, i = [], text.find(word)
+    while i >= 0:
+        out.append(i)
+        i = text.find(word, i + 1)
+    return out
+
+
+class TokenView:
+    """Token offsets of a text, for questions like 'which tokens overlap these characters'."""
+
+    def __init__(self, tok: Any, text: str):
+        enc = tok.backend_tokenizer.encode(text, add_special_tokens=False)
+        self.offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        self.ids = enc.ids
+
+    def overlapping(self, a: int, b: int) -> np.ndarray:
+        s, e = self.offsets[:, 0], self.offsets[:, 1]
+        return np.nonzero((s < b) & (e > a))[0]
+
+    def inside(self, a: int, b: int) -> np.ndarray:
+        s, e = self.offsets[:, 0], self.offsets[:, 1]
+        return np.nonzero((s >= a) & (e <= b) & (e > s))[0]
+
+
+def violations(
+    tok: Any,
+    case: Case,
+    input_ids: Sequence[int],
+    labels: Sequence[int],
+    stop_tokens: Sequence[str],
+    *,
+    check_prompt: bool = True,
+) -> list[str]:
+    problems: list[str] = []
+    ref_ids = hf_ids(tok, case)
+    if list(map(int, input_ids)) != ref_ids:
+        problems.append(f"input_ids differ from apply_chat_template ({len(input_ids)} vs {len(ref_ids)} tokens)")
+        return problems
+    text = hf_text(tok, case.messages, case)
+    view = TokenView(tok, text)
+    trained = np.asarray(labels) != IGNORE
+
+    # 1. nonces
+    for word, kind in case.nonces.kinds.items():
+        spots = _occurrences(text, word)
+        m = case.messages[case.nonces.message_of[word]]
+        if kind == "AST" and not spots and not m.get("tool_calls"):
+            problems.append(f"assistant nonce {word} is not in the render")
+        for a in spots:
+            toks = view.overlapping(a, a + len(word))
+            if kind in TRAINED_KINDS and not trained[toks].all():
+                problems.append(f"{kind} nonce {word} not trained")
+            if kind in UNTRAINED_KINDS and trained[toks].any():
+                problems.append(f"{kind} nonce {word} is trained")
+
+    # 2. the stop token after each assistant answer: the first one after the answer's text and
+    #    before the next message's text (templates whose turns have no stop token are skipped)
+    all_spots = sorted((p, case.nonces.message_of[w]) for w in case.nonces.kinds for p in _occurrences(text, w))
+    turn_ends: dict[int, int | None] = {}
+    for i, m in enumerate(case.messages):
+        if m["role"] != "assistant":
+            continue
+        words = [w for w, k in case.nonces.kinds.items() if case.nonces.message_of[w] == i and k in TRAINED_KINDS]
+        ends = [p + len(w) for w in words for p in _occurrences(text, w)]
+        if not ends:
+            turn_ends[i] = None  # the template did not render this turn's text: its edges are unknown
+            continue
+        after = max(ends)
+        content = m.get("content")
+        if isinstance(content, str) and content.strip():
+            for p in _occurrences(text, content.strip()):
+                if p < after <= p + len(content.strip()):
+                    after = p + len(content.strip())
+        limit = min((p for p, owner in all_spots if p >= after and owner != i), default=len(text))
+        turn_ends[i] = after
+        hits = [(text.find(s, after, limit), s) for s in stop_tokens if text.find(s, after, limit) >= 0]
+        if not hits:
+            continue
+        q, s = min(hits)
+        toks = view.overlapping(q, q + len(s))
+        if not trained[toks].all():
+            problems.append(f"stop token {s!r} after assistant message {i} not trained")
+        turn_ends[i] = q + len(s)
+
+    if check_prompt:
+        prev_end: int | None = 0
+        last_assistant = None
+        for i, m in enumerate(case.messages):
+            if m["role"] != "assistant":
+                continue
+            last_assistant = i
+            if i > 0 and prev_end is not None:
+                try:
+                    prompt = hf_text(tok, case.messages[:i], case, add_generation_prompt=True)
+                except Exception:
+                    prompt = None
+                if prompt is not None and text.startswith(prompt):
+                    toks = view.inside(prev_end, len(prompt))
+                    if trained[toks].any():
+                        bad = [view.ids[t] for t in toks[trained[toks]]]
+                        problems.append(
+                            f"tokens {tok.convert_ids_to_tokens(bad)!r} trained inside the prompt of message {i}"
+                        )
+            prev_end = turn_ends.get(i)
+        end = turn_ends.get(last_assistant) if last_assistant is not None else None
+        if end is not None:
+            toks = view.inside(end, len(text))
+            if trained[toks].any():
+                bad = [view.ids[t] for t in toks[trained[toks]]]
+                problems.append(f"tokens {tok.convert_ids_to_tokens(bad)!r} trained after the final stop token")
+    return problems
