@@ -243,19 +243,28 @@ class ChatMasker:
 
     @staticmethod
     def _check_attributed(parsed: Chat, selected: Sequence[bool], turns: Sequence[Turn], segs: Segments) -> None:
-        """A selected message whose content is in the text but that no turn covers is an error,
+        """A selected message whose text is in the render but that no turn covers is an error,
         never a silently untrained turn."""
         covered = {t.message for t in turns}
         for k, (message, chosen) in enumerate(zip(parsed.messages, selected)):
             if not chosen or k in covered:
                 continue
             content = message.get("content")
-            if isinstance(content, str) and content.strip() and content.strip() in segs.text:
+            if not (isinstance(content, str) and content.strip() and content.strip() in segs.text):
+                continue  # the template does not render this message: nothing to train
+            if not any(o >= 0 for o in segs.owners):
                 raise TemplateError(
-                    f"message {k} ({message.get('role')}) is rendered but respmask could not attribute its text "
-                    "to it: the template seems to build its own message objects. Annotate the template with "
-                    "{% generation %} blocks and pass it as chat_template=..., or report the template."
+                    f"message {k} ({message.get('role')}) is rendered but respmask could not attribute any "
+                    "text to any message: the template seems to build its own message objects. Annotate the "
+                    "template with {% generation %} blocks and pass it as chat_template=..., or report the "
+                    "template."
                 )
+            raise SampleError(
+                f"the chat template renders message {k} ({message.get('role')}) as part of another turn, so "
+                "it cannot be trained as a reply (for example, with tools Llama 3.1 puts the first message "
+                "into its tool prompt). Start the conversation the way the template expects, or set "
+                f'"train": false on message {k}.'
+            )
 
     # -- batches -------------------------------------------------------------------------------
     def encode_batch(self, samples: Iterable[Any], indices: Sequence[int] | None = None) -> list[Encoded]:

@@ -249,8 +249,9 @@ def learn_profile(
             start = region_start(full, idxs)
             if start is None:
                 continue
-            prev_role = probe.messages[i - 1]["role"] if i else None
-            _learn_header(render, probe, i, full, start, prev_role, headers, token_starts)
+            if i:  # an empty history says nothing reliable about the header (the prompt may be empty)
+                prev_role = probe.messages[i - 1]["role"]
+                _learn_header(render, probe, i, full, start, prev_role, headers, token_starts)
             last = _last_data(full, idxs)
             after = full.ends[last] if last is not None else start
             ranges, _ = tail_ranges(full, i, after)
