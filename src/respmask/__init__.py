@@ -8,17 +8,21 @@ from .errors import (
     TokenizerError,
     UntrainableSampleError,
 )
+from .check import CheckReport, check
 from .collator import ResponseOnlyCollator
 from .masker import ChatMasker, Encoded, RenderedSample
 from .masks import IGNORE_INDEX
+from .pretokenize import Pretokenizer
 from .preview import Preview, preview
 
 __all__ = [
     "ChatMasker",
+    "CheckReport",
     "Encoded",
     "IGNORE_INDEX",
     "MissingColumnsError",
     "Preview",
+    "Pretokenizer",
     "RenderedSample",
     "RespmaskError",
     "ResponseOnlyCollator",
@@ -26,6 +30,7 @@ __all__ = [
     "TemplateError",
     "TokenizerError",
     "UntrainableSampleError",
+    "check",
     "preview",
 ]
 __version__ = "0.1.0"

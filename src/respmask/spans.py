@@ -286,6 +286,10 @@ def trained_spans(turns: Sequence[Turn], segs: Segments) -> list[tuple[int, int]
             i += 1
         if hi > cur:
             spans.append((cur, hi))
+        if t.stop is not None and t.stop[0] >= lo:
+            # the stop token may open the next message's output (templates whose next role token
+            # ends a turn): it is what the model generates to stop, so it is trained
+            spans.append(t.stop)
     spans.sort()
     merged: list[tuple[int, int]] = []
     for a, b in spans:

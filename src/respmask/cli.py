@@ -1,0 +1,127 @@
+"""The ``respmask`` command: ``respmask preview`` and ``respmask check``.
+
+With no file and no tokenizer both run on the demo conversations and demo tokenizer that ship
+inside the package, so a fresh install shows the main job offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .check import check, read_jsonl
+from .errors import RespmaskError
+
+
+def _load(args: argparse.Namespace) -> tuple[list[Any], Any, str]:
+    from . import demo
+
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        tok_name = args.tokenizer
+    elif args.file:
+        raise RespmaskError("--tokenizer DIR is required with a data file (a directory with tokenizer.json)")
+    else:
+        tok = demo.tokenizer()
+        tok_name = "respmask demo tokenizer (Qwen3 chat template)"
+    samples = read_jsonl(args.file) if args.file else demo.samples()
+    return samples, tok, tok_name
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {"train_on": args.train_on}
+    if args.template_kwargs:
+        opts["template_kwargs"] = json.loads(args.template_kwargs)
+    if args.no_reasoning:
+        opts["reasoning_in_loss"] = False
+    if args.chat_template:
+        with open(args.chat_template, encoding="utf-8") as f:
+            opts["chat_template"] = f.read()
+    return opts
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .masker import ChatMasker
+    from .preview import preview
+
+    samples, tok, tok_name = _load(args)
+    masker = ChatMasker(tok, **_options(args))
+    color = not args.no_color and (args.color or sys.stdout.isatty())
+    html_parts = []
+    print(f"tokenizer: {tok_name}; trained tokens are " + ("highlighted in green" if color else "inside ⟦ ⟧"))
+    for i, sample in enumerate(samples[: args.n]):
+        print(f"\n── sample {i} " + "─" * 60)
+        try:
+            p = preview(sample, masker)
+        except RespmaskError as exc:
+            print(f"error: {exc}")
+            continue
+        assert not isinstance(p, list)
+        print(p.to_text(color=color))
+        html_parts.append(f"<h3>sample {i}</h3>" + p._repr_html_())
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write("<!doctype html><meta charset='utf-8'><title>respmask preview</title>" + "".join(html_parts))
+        print(f"\nwrote {args.html}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    samples, tok, tok_name = _load(args)
+    report = check(samples, tok, max_length=args.max_length, truncation=args.truncation, **_options(args))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"tokenizer: {tok_name}")
+        print(report)
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="respmask",
+        description="See and check which tokens of chat samples are trained (assistant-only loss masks).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", nargs="?", help="JSON Lines file, one sample per line (default: the demo samples)")
+        p.add_argument("--tokenizer", "-t", help="tokenizer directory or name (default: the demo tokenizer)")
+        p.add_argument("--chat-template", help="a Jinja file to use instead of the tokenizer's template")
+        p.add_argument("--template-kwargs", help='JSON object of template kwargs, e.g. \'{"enable_thinking": false}\'')
+        p.add_argument("--train-on", choices=["all", "last"], default="all", help="assistant turns to train")
+        p.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
+
+    p = sub.add_parser("preview", help="show samples with trained tokens highlighted")
+    common(p)
+    p.add_argument("-n", type=int, default=3, help="number of samples to show (default 3)")
+    p.add_argument("--color", action="store_true", help="force ANSI colours")
+    p.add_argument("--no-color", action="store_true", help="mark trained tokens with ⟦ ⟧ instead of colours")
+    p.add_argument("--html", help="also write the previews as an HTML page")
+    p.set_defaults(func=cmd_preview)
+
+    c = sub.add_parser("check", help="count trained tokens and report untrainable or truncated samples")
+    common(c)
+    c.add_argument("--max-length", type=int, help="truncate as the collator would")
+    c.add_argument("--truncation", choices=["right", "left"], default="right")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RespmaskError as exc:
+        print(f"respmask: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
