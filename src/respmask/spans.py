@@ -163,26 +163,31 @@ def _own_strings(message: Mapping[str, Any]) -> list[str]:
 def _reassign_foreign(segs: Segments, messages: Sequence[Mapping[str, Any]], selected: Sequence[bool]) -> None:
     """Hand text a trained message's data piece holds from another message back to that message.
 
-    Some templates print, say, tool results inside the assistant turn that called the tool,
-    through a macro whose output reads no message. A piece holding the content of an untrained
-    message (not explained by the owner's own text) is that message's: all of it when the piece
-    holds nothing of the owner's own, else just the occurrences.
+    Some templates print a message inside another's turn through a macro whose output reads no
+    message (Gemma 4 prints tool results inside the assistant turn that called the tool). The
+    candidates are untrained messages that printed no data of their own. A piece holding such a
+    message's content (not explained by the owner's own text) is that message's: all of it
+    when it holds nothing of the owner's own, else just the occurrences.
     """
-    others: list[tuple[int, str]] | None = None
+    n = len(selected)
+    has_data = [False] * n
+    for owner, kind, a, b in zip(segs.owners, segs.kinds, segs.starts, segs.ends):
+        if kind == DATA and 0 <= owner < n and b > a:
+            has_data[owner] = True
+    others = [
+        (j, c) for j, m in enumerate(messages) if not selected[j] and not has_data[j] for c in _strings(m.get("content"), [])
+    ]
+    if not others:
+        return
     text = segs.text
     i = 0
     while i < len(segs.starts):
         owner, kind = segs.owners[i], segs.kinds[i]
-        if kind != DATA or not (0 <= owner < len(selected)) or not selected[owner]:
+        if kind != DATA or not (0 <= owner < n) or not selected[owner]:
             i += 1
             continue
         a, b = segs.starts[i], segs.ends[i]
         piece = text[a:b]
-        if len(piece.strip()) < 3:
-            i += 1
-            continue
-        if others is None:
-            others = [(j, c) for j, m in enumerate(messages) if not selected[j] for c in _strings(m.get("content"), [])]
         own = _own_strings(messages[owner])
         foreign = [(j, c) for j, c in others if c in piece and not any(c in o for o in own)]
         if not foreign:
