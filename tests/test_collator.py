@@ -211,3 +211,34 @@ def test_dataloader_with_worker_processes(tok):
     assert len(batches) == 4
     ref = c(data[:2])
     assert torch.equal(batches[0]["labels"], ref["labels"])
+
+
+def test_forked_workers_do_not_deadlock_with_tokenizers_parallelism(tmp_path):
+    """TOKENIZERS_PARALLELISM=true and fork after the parent used the tokenizer's thread pool:
+    the Rust pool deadlocks in the child unless the collator avoids it there."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+        from support.tokenizers import fixture_tokenizer
+        from respmask import ResponseOnlyCollator
+        tok = fixture_tokenizer("qwen2_5")
+        c = ResponseOnlyCollator(tok)
+        data = [{{"messages": [{{"role": "user", "content": f"q {{i}}"}}, {{"role": "assistant", "content": "a " * i}}]}}
+                for i in range(1, 17)]
+        c(data)  # the parent uses encode_batch (and its thread pool) before forking
+        class DS(torch.utils.data.Dataset):
+            def __len__(self): return len(data)
+            def __getitem__(self, i): return data[i]
+        loader = torch.utils.data.DataLoader(DS(), batch_size=4, collate_fn=c, num_workers=2,
+                                             multiprocessing_context="fork")
+        print(sum(int((b["labels"] != -100).sum()) for b in loader))
+    """))
+    env = dict(__import__("os").environ, TOKENIZERS_PARALLELISM="true")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip().splitlines()[-1]) > 0

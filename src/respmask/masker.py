@@ -119,6 +119,7 @@ class ChatMasker:
         self._templates: dict[str, ChatTemplate] = {}
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
+        self._pid = os.getpid()
 
     # -- pickling: caches are rebuilt lazily in the new process -------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -126,6 +127,10 @@ class ChatMasker:
         state["_templates"] = {}
         state["_profiles"] = {}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
 
     # -- template and profile ------------------------------------------------------------------
     def template_source(self, tools: Any = None) -> str:
@@ -290,7 +295,7 @@ class ChatMasker:
         for add_special, items in groups.items():
             if not items:
                 continue
-            encodings = backend.encode_batch([rs.text for _, rs in items], add_special_tokens=add_special)
+            encodings = self._encode_texts(backend, [rs.text for _, rs in items], add_special)
             for (j, rs), enc in zip(items, encodings):
                 ids = np.asarray(enc.ids, dtype=np.int64)
                 mask = mask_from_ranges(token_ranges(enc, rs.spans), len(ids))
@@ -307,6 +312,13 @@ class ChatMasker:
 
     def encode(self, sample: Any) -> Encoded:
         return self.encode_batch([sample])[0]
+
+    def _encode_texts(self, backend: Any, texts: list[str], add_special: bool) -> list[Any]:
+        """One Rust batch call; one call per text in a forked child (a DataLoader worker), where
+        the tokenizer's thread pool, inherited from the parent, can deadlock."""
+        if os.getpid() != self._pid:
+            return [backend.encode(t, add_special_tokens=add_special) for t in texts]
+        return backend.encode_batch(texts, add_special_tokens=add_special)
 
     def _reset_backend(self, backend: Any) -> None:
         """Tokenize exactly as ``tokenizer(text, add_special_tokens=False)`` does."""
