@@ -346,6 +346,8 @@ def main() -> None:
 
     for fam in args.families:
         tok = AutoTokenizer.from_pretrained(str(root / FOLDER[fam]))
+        if tok.pad_token is None:  # transformers' own padding needs one (respmask does not)
+            tok.pad_token = tok.eos_token
         report["tokenizers"][fam] = f"shared/tokenizers/{FOLDER[fam]}, TRL {FAMILIES[fam]}"
         fns = contenders(tok, trl_template(FAMILIES[fam]))
         probe = make_batch(3, 4, seed=7)

@@ -298,7 +298,7 @@ class ChatMasker:
             encodings = self._encode_texts(backend, [rs.text for _, rs in items], add_special)
             for (j, rs), enc in zip(items, encodings):
                 ids = np.asarray(enc.ids, dtype=np.int64)
-                mask = mask_from_ranges(token_ranges(enc, rs.spans), len(ids))
+                mask = mask_from_ranges(token_ranges(enc, rs.spans, len(ids)), len(ids))
                 out[j] = Encoded(
                     ids,
                     labels_from_mask(ids, mask),

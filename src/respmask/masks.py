@@ -1,8 +1,9 @@
 """Character spans to token masks, with the Rust tokenizer's offsets and NumPy.
 
 A token is trained when any of its characters lies in a span: the rule transformers uses for
-``return_assistant_tokens_mask``. Only span edges are looked up (``char_to_token``); the mask
-itself is a boundary array and a cumulative sum, so no Python loop runs over tokens.
+``return_assistant_tokens_mask`` (here exact even for characters split over several byte
+tokens). Only span edges are looked up in the encoding (at most O(log n) each); the mask itself
+is a boundary array and a cumulative sum, so no Python loop runs over tokens.
 """
 
 from __future__ import annotations
@@ -15,31 +16,48 @@ import numpy as np
 IGNORE_INDEX = -100
 
 
-def _first_token(encoding: Any, a: int, b: int) -> int | None:
-    for pos in range(a, b):
-        t = encoding.char_to_token(pos)
-        if t is not None:
-            return t
-    return None
+def _first_ending_after(encoding: Any, n: int, pos: int) -> int:
+    """Index of the first token whose characters end after ``pos`` (``n`` if none).
+
+    A binary search over ``token_to_chars`` (O(1) per call); ``char_to_token`` scans the encoding
+    from its start, which would make long conversations quadratic.
+    """
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if encoding.token_to_chars(mid)[1] > pos:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
-def _last_token(encoding: Any, a: int, b: int) -> int | None:
-    for pos in range(b - 1, a - 1, -1):
-        t = encoding.char_to_token(pos)
-        if t is not None:
-            return t
-    return None
+def _first_starting_at(encoding: Any, n: int, pos: int) -> int:
+    """Index of the first token whose characters start at or after ``pos`` (``n`` if none)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if encoding.token_to_chars(mid)[0] >= pos:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
-def token_ranges(encoding: Any, spans: Sequence[tuple[int, int]]) -> np.ndarray:
-    """``[first, last]`` token index pairs (inclusive) covering each character span."""
+def token_ranges(encoding: Any, spans: Sequence[tuple[int, int]], n_tokens: int | None = None) -> np.ndarray:
+    """``[first, last]`` token index pairs (inclusive) of the tokens overlapping each character span.
+
+    A token is in a span when any of its characters is (token offsets are non-decreasing).
+    """
+    n = len(encoding.ids) if n_tokens is None else n_tokens
     out = []
     for a, b in spans:
-        first = _first_token(encoding, a, b)
-        if first is None:
-            continue
-        last = _last_token(encoding, a, b)
-        out.append((first, last))
+        first = _first_ending_after(encoding, n, a)
+        if first >= n or encoding.token_to_chars(first)[0] >= b:
+            continue  # no token has a character in [a, b)
+        last = _first_starting_at(encoding, n, b) - 1
+        if last >= first:
+            out.append((first, last))
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 

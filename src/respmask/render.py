@@ -18,6 +18,8 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension
+from jinja2.runtime import LoopContext
+from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
@@ -126,8 +128,8 @@ class _Hooks:
             st = tls.state
             owner = st.owner if st.last_read is None else st.last_read
             if joiner:
-                values = tuple(str(v) for v in values)
-            elif not all(isinstance(v, str) for v in values):
+                values = tuple(v if type(v) is str else str(v) for v in values)
+            elif not all(type(v) is str or isinstance(v, str) for v in values):
                 # Not a string concatenation (numbers, lists, undefined): same semantics as Jinja.
                 acc = values[0]
                 for v in values[1:]:
@@ -173,18 +175,56 @@ class _GenerationTags(Extension):
         return self.environment.respmask_hooks.generation(caller())
 
 
+_DICT_ATTRS = frozenset(dir(dict))
+# str methods the sandbox lets a template call unchanged (it wraps only format / format_map)
+_STR_METHODS = frozenset(n for n in dir(str) if not n.startswith("_") and n not in ("format", "format_map"))
+_LOOP_ATTRS = frozenset(
+    ("index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0", "previtem", "nextitem")
+)
+
+
+def _plain_namespace(kind: type) -> bool:
+    """A Namespace (sub)class whose attribute lookup is Jinja's own."""
+    return issubclass(kind, Namespace) and kind.__getattribute__ is Namespace.__getattribute__
+
+
+_NAMESPACE_TYPES: set[type] = {Namespace}
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    """transformers' sandbox, plus a record of which message each attribute read touches."""
+    """transformers' sandbox, plus a record of which message each read touches.
+
+    ``getattr`` has fast paths that give exactly the sandbox's results without its exception
+    and safety-check overhead: a dict key that is not a dict attribute is an item lookup; a
+    string method other than ``format`` is returned as is; loop variables are plain properties.
+    """
 
     respmask_hooks: _Hooks
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute != "role":
-            st = self.respmask_hooks.tls.__dict__.get("state")
-            if st is not None:
-                k = st.ids.get(id(obj))
-                if k is not None:
-                    st.last_read = k
+        kind = type(obj)
+        if kind is dict:
+            if attribute != "role":
+                st = self.respmask_hooks.tls.__dict__.get("state")
+                if st is not None:
+                    k = st.ids.get(id(obj))
+                    if k is not None:
+                        st.last_read = k
+            if attribute not in _DICT_ATTRS:
+                try:
+                    return obj[attribute]
+                except (TypeError, LookupError):
+                    return self.undefined(obj=obj, name=attribute)
+        elif kind is str:
+            if attribute in _STR_METHODS:
+                return getattr(obj, attribute)
+        elif kind is LoopContext and attribute in _LOOP_ATTRS:
+            return getattr(obj, attribute)
+        elif kind in _NAMESPACE_TYPES and attribute[:1] != "_":
+            attrs = object.__getattribute__(obj, "_Namespace__attrs")
+            if attribute in attrs:
+                return attrs[attribute]
+            return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -218,6 +258,9 @@ def _make_environment() -> _Environment:
     env = _Environment(trim_blocks=True, lstrip_blocks=True, extensions=extensions)
     if reference is not None:
         env.globals.update(reference.globals)
+        namespace = reference.globals.get("namespace")
+        if isinstance(namespace, type) and _plain_namespace(namespace):
+            _NAMESPACE_TYPES.add(namespace)
         env.filters.update(reference.filters)
         env.tests.update(reference.tests)
     hooks = _Hooks()
