@@ -101,3 +101,26 @@ def test_concurrent_renders_do_not_mix():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_sandbox_fast_paths_give_the_sandbox_results():
+    """respmask's attribute fast paths must not change what a template sees or may touch."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from respmask.render import _make_environment
+
+    ours, ref = _make_environment(), ImmutableSandboxedEnvironment()
+    ns = ours.globals["namespace"](a=1)
+    d = {"content": "x", "items": "shadowed", "role": "user"}
+    probes = [
+        (d, "content"), (d, "missing"), (d, "items"), (d, "__class__"), (d, "get"), (d, "role"),
+        ("text", "strip"), ("text", "format"), ("text", "__class__"), ("text", "nope"),
+        (ns, "a"), (ns, "b"), (ns, "_Namespace__attrs"), (ns, "__class__"),
+    ]
+    for obj, attr in probes:
+        a, b = ours.getattr(obj, attr), ref.getattr(obj, attr)
+        assert type(a) is type(b), (obj, attr, a, b)
+        if not callable(a) and not hasattr(a, "_undefined_name"):
+            assert a == b, (obj, attr)
+    t = ours.from_string("{% for m in [1, 2] %}{{ loop.index0 }}{{ loop.last }}{% endfor %}{{ ''.format }}")
+    assert t.render().startswith("0False1True")
