@@ -177,7 +177,7 @@ class ChatMasker:
 
     def profile(self, source: str, kwargs: Mapping[str, Any]) -> tuple[TemplateProfile, StopTokens]:
         """The learned profile of a template under these template kwargs (cached)."""
-        key = (source, json.dumps(kwargs, sort_keys=True, default=str))
+        key = (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
         cached = self._profiles.get(key)
         if cached is not None:
             return cached

@@ -2,8 +2,8 @@
 
 A token is trained when any of its characters lies in a span: the rule transformers uses for
 ``return_assistant_tokens_mask`` (here exact even for characters split over several byte
-tokens). Only span edges are looked up in the encoding (at most O(log n) each); the mask itself
-is a boundary array and a cumulative sum, so no Python loop runs over tokens.
+tokens). Only span edges are looked up in the encoding (O(log n) each at worst); the mask
+itself is a boundary array and a cumulative sum, so no Python loop runs over tokens.
 """
 
 from __future__ import annotations
@@ -16,32 +16,48 @@ import numpy as np
 IGNORE_INDEX = -100
 
 
-def _first_ending_after(encoding: Any, n: int, pos: int) -> int:
-    """Index of the first token whose characters end after ``pos`` (``n`` if none).
+# ``char_to_token`` scans the encoding from its start: cheap near the start, linear in the
+# position. Beyond this character position a binary search over ``token_to_chars`` (O(1) per call)
+# gives the starting guess instead, so long conversations stay linear overall.
+_SCAN_LIMIT = 20_000
 
-    A binary search over ``token_to_chars`` (O(1) per call); ``char_to_token`` scans the encoding
-    from its start, which would make long conversations quadratic.
-    """
+
+def _guess(encoding: Any, n: int, pos: int, by_end: bool) -> int:
+    """A token index at or next to the first token whose end passes ``pos`` (``by_end``) or
+    whose start reaches it."""
+    if pos < _SCAN_LIMIT:
+        t = encoding.char_to_token(pos)
+        if t is not None:
+            return t
     lo, hi = 0, n
     while lo < hi:
         mid = (lo + hi) // 2
-        if encoding.token_to_chars(mid)[1] > pos:
+        a, b = encoding.token_to_chars(mid)
+        if (b > pos) if by_end else (a >= pos):
             hi = mid
         else:
             lo = mid + 1
     return lo
+
+
+def _first_ending_after(encoding: Any, n: int, pos: int) -> int:
+    """Index of the first token whose characters end after ``pos`` (``n`` if none)."""
+    t = _guess(encoding, n, pos, True)
+    while t > 0 and encoding.token_to_chars(t - 1)[1] > pos:
+        t -= 1
+    while t < n and encoding.token_to_chars(t)[1] <= pos:
+        t += 1
+    return t
 
 
 def _first_starting_at(encoding: Any, n: int, pos: int) -> int:
     """Index of the first token whose characters start at or after ``pos`` (``n`` if none)."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if encoding.token_to_chars(mid)[0] >= pos:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    t = _guess(encoding, n, pos, False)
+    while t > 0 and encoding.token_to_chars(t - 1)[0] >= pos:
+        t -= 1
+    while t < n and encoding.token_to_chars(t)[0] < pos:
+        t += 1
+    return t
 
 
 def token_ranges(encoding: Any, spans: Sequence[tuple[int, int]], n_tokens: int | None = None) -> np.ndarray:
@@ -62,12 +78,13 @@ def token_ranges(encoding: Any, spans: Sequence[tuple[int, int]], n_tokens: int 
 
 
 def mask_from_ranges(ranges: np.ndarray, n_tokens: int) -> np.ndarray:
-    """Boolean mask of length ``n_tokens`` that is True inside the inclusive token ranges."""
-    delta = np.zeros(n_tokens + 1, dtype=np.int32)
-    if len(ranges):
-        np.add.at(delta, ranges[:, 0], 1)
-        np.add.at(delta, ranges[:, 1] + 1, -1)
-    return np.cumsum(delta[:-1]) > 0
+    """Boolean mask of length ``n_tokens`` that is True inside the inclusive token ranges
+    (ranges may touch or overlap): a boundary array and a cumulative sum."""
+    if not len(ranges):
+        return np.zeros(n_tokens, dtype=bool)
+    delta = np.bincount(ranges[:, 0], minlength=n_tokens + 1)
+    delta -= np.bincount(ranges[:, 1] + 1, minlength=n_tokens + 1)
+    return np.cumsum(delta[:n_tokens]) > 0
 
 
 def labels_from_mask(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

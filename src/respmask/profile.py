@@ -106,11 +106,11 @@ class TemplateProfile:
     call_end: tuple[str, ...] = ()
     reasoning_close: tuple[str, ...] = ()
     rendered_probes: int = 0
+    all_headers: tuple[str, ...] = field(init=False)  # every role's headers, longest first
 
-    @property
-    def all_headers(self) -> tuple[str, ...]:
+    def __post_init__(self) -> None:
         seen = {h for hs in self.headers.values() for h in hs}
-        return tuple(sorted(seen, key=len, reverse=True))
+        object.__setattr__(self, "all_headers", tuple(sorted(seen, key=lambda h: (-len(h), h))))
 
 
 RenderFn = Callable[[list[dict], "list[dict] | None", bool], Segments]

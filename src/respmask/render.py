@@ -504,6 +504,26 @@ except ImportError:  # pragma: no cover - older or newer transformers
         return out
 
 
+_REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _plain_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The message without None values, rebuilt from plain JSON types (a copy).
+
+    A message of string keys and string values is already plain: copied directly, which gives
+    the same dict transformers' ``_plain_template_data`` builds, at a fraction of the cost.
+    """
+    if type(message) is dict:
+        plain = True
+        for k, v in message.items():
+            if type(k) is not str or (type(v) is not str and v is not None):
+                plain = False
+                break
+        if plain:
+            return {k: v for k, v in message.items() if v is not None}
+    return _plain({k: v for k, v in message.items() if v is not None})
+
+
 def _tool_schemas(tools: Sequence[Any] | None) -> list[dict] | None:
     if tools is None:
         return None
@@ -535,8 +555,9 @@ def template_inputs(
     from plain JSON types, reasoning is aliased under ``reasoning_content`` and ``thinking``,
     and template kwargs override the tokenizer's special tokens.
     """
-    chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
-    chat = _alias_reasoning(_plain(chat))
+    chat = [_plain_message(m) for m in messages]
+    if any(k in m for m in chat for k in _REASONING_KEYS):
+        chat = _alias_reasoning(chat)
     kwargs = _plain({**(special_tokens or {}), **(template_kwargs or {})})
     variables = dict(kwargs)
     variables.update(

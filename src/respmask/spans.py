@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from os.path import commonprefix
+from typing import Any
 
 from .profile import TemplateProfile, bisect_segments, region_start, tail_ranges
 from .render import DATA, NO_OWNER, Rendered
@@ -84,10 +84,9 @@ def _header_end(
     return start, "" in profile.all_headers
 
 
-def _find_stop(
-    segs: Segments, owner: int, after: int, stops: StopTokens
-) -> tuple[tuple[int, int] | None, int]:
-    """The first stop token after position ``after``, and where the scan ended."""
+def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tuple[int, int] | None:
+    """The first stop token after position ``after`` in the turn's literal tail (an end-of-turn
+    token first, else a tool-call terminator), or at the start of the next message's output."""
     ranges, next_start = tail_ranges(segs, owner, after)
     text = segs.text
     for pattern in (stops.end_of_turn, stops.call_end):
@@ -96,12 +95,12 @@ def _find_stop(
         for a, b in ranges:
             m = pattern.search(text, a, b)
             if m:
-                return (m.start(), m.end()), m.end()
+                return m.start(), m.end()
     if next_start is not None and stops.next_turn is not None:
         m = stops.next_turn.match(text, next_start)
         if m:
-            return (m.start(), m.end()), m.end()
-    return None, after
+            return m.start(), m.end()
+    return None
 
 
 def _stop_inside(segs: Segments, seg: int, lo: int, stops: StopTokens) -> tuple[int, int] | None:
@@ -245,7 +244,7 @@ def find_turns(
             header_end = segs.starts[first_data] if first_data is not None else start
             confirmed = True
         after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
-        stop, _ = _find_stop(segs, k, after, stops)
+        stop = _find_stop(segs, k, after, stops)
         if stop is None and last_data is not None:
             stop = _stop_inside(segs, last_data, header_end, stops)
         end = stop[1] if stop else after
