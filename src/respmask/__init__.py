@@ -8,7 +8,7 @@ from .errors import (
     TokenizerError,
     UntrainableSampleError,
 )
-from .check import CheckReport, check
+from .check import CheckReport, TrainerReport, check, check_trainer
 from .collator import ResponseOnlyCollator
 from .masker import ChatMasker, Encoded, RenderedSample
 from .masks import IGNORE_INDEX
@@ -30,7 +30,9 @@ __all__ = [
     "TemplateError",
     "TokenizerError",
     "UntrainableSampleError",
+    "TrainerReport",
     "check",
+    "check_trainer",
     "preview",
 ]
 __version__ = "0.1.0"

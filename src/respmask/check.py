@@ -154,3 +154,147 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
                 raise RespmaskError(f"{path}:{n}: each line must be a JSON object")
             out.append(value)
     return out
+
+
+@dataclass
+class Problem:
+    """Something that would break or silently spoil training, with its cause and fix."""
+
+    what: str
+    cause: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"- {self.what}\n  cause: {self.cause}\n  fix:   {self.fix}"
+
+
+@dataclass
+class TrainerReport:
+    """What ``check_trainer`` found in the batches a Trainer would train on."""
+
+    batches: int = 0
+    samples: int = 0
+    trained_tokens: int = 0
+    tokens: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    dataset: CheckReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        lines = [f"checked {self.batches} batch(es), {self.samples} samples, "
+                 f"{self.trained_tokens}/{self.tokens} tokens trained"]
+        if self.dataset is not None:
+            lines += ["dataset (respmask):", "  " + str(self.dataset).replace("\n", "\n  ")]
+        lines += [str(p) for p in self.problems] or ["no problems found"]
+        return "\n".join(lines)
+
+
+_LOSS_ERROR = '"The model did not return a loss from the inputs, only the following keys: logits"'
+
+
+def check_trainer(trainer: Any, batches: int = 2) -> TrainerReport:
+    """Inspect what a ``transformers.Trainer`` would feed its model, before training starts.
+
+    Builds the Trainer's own train DataLoader (so column removal and the data collator run
+    exactly as in training) and reports: columns removed before they reach the collator, batches
+    without ``labels`` (the cause of the "did not return a loss" error), samples or batches whose
+    labels are all -100 (NaN or zero loss), and, when the collator is respmask's, its dataset
+    report (untrainable, truncated, turns without a trained stop token).
+    """
+    from .collator import ResponseOnlyCollator
+    from .errors import MissingColumnsError
+
+    report = TrainerReport()
+    collator = getattr(trainer, "data_collator", None)
+    args = getattr(trainer, "args", None)
+    remove = bool(getattr(args, "remove_unused_columns", False))
+    dataset = getattr(trainer, "train_dataset", None)
+    columns = list(getattr(dataset, "column_names", None) or [])
+
+    if isinstance(collator, ResponseOnlyCollator) and dataset is not None and hasattr(dataset, "__getitem__"):
+        try:
+            n = min(len(dataset), 256)
+            sample_rows = [dataset[i] for i in range(n)]
+            report.dataset = check(sample_rows, masker=collator.masker, max_length=collator.max_length,
+                                   truncation=collator.truncation)
+        except Exception:  # the batches below tell what is wrong
+            report.dataset = None
+
+    try:
+        loader = trainer.get_train_dataloader()
+        it = iter(loader)
+        for _ in range(batches):
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            _inspect_batch(batch, report, collator)
+    except MissingColumnsError as exc:
+        report.problems.append(Problem(
+            "the data collator received samples without the columns it needs",
+            f"Trainer(remove_unused_columns={remove}) dropped every column the model's forward() does not "
+            f"take before batching{f' (dataset columns: {columns})' if columns else ''}; respmask said: {exc.problem}",
+            "set TrainingArguments(remove_unused_columns=False), or pre-tokenize: "
+            "ds.map(respmask.Pretokenizer(tok), batched=True, remove_columns=ds.column_names)",
+        ))
+    except ValueError as exc:
+        if "No columns in the dataset match" in str(exc):
+            report.problems.append(Problem(
+                "Trainer removes every dataset column before batching",
+                f"remove_unused_columns=True and none of the columns {columns} is an argument of the model's "
+                "forward(), so nothing reaches the collator",
+                "set TrainingArguments(remove_unused_columns=False) to keep 'messages' for "
+                "ResponseOnlyCollator, or pre-tokenize with respmask.Pretokenizer",
+            ))
+        else:
+            report.problems.append(Problem("building a batch failed", f"{type(exc).__name__}: {exc}",
+                                           "see the error above"))
+    except Exception as exc:  # noqa: BLE001 - report whatever the pipeline raises
+        report.problems.append(Problem("building a batch failed", f"{type(exc).__name__}: {exc}",
+                                       "see the error above"))
+    if report.dataset is not None and report.dataset.untrainable:
+        report.problems.append(Problem(
+            f"{len(report.dataset.untrainable)} sample(s) have no trained token "
+            f"(indices {report.dataset.untrainable[:8]})",
+            "no assistant reply, every message train=false, or truncation removed the reply",
+            "drop those samples, raise max_length, or truncate from the left",
+        ))
+    if report.dataset is not None and report.dataset.turns_without_stop:
+        report.problems.append(Problem(
+            f"{len(report.dataset.turns_without_stop)} trained turn(s) have no stop token",
+            "the chat template closes those turns with nothing the tokenizer knows ends generation",
+            "pass stop_tokens=[...] (the model's generation_config eos tokens), or the model may not learn to stop",
+        ))
+    return report
+
+
+def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: Any) -> None:
+    import numpy as np
+
+    report.batches += 1
+    if "labels" not in batch or batch["labels"] is None:
+        name = type(collator).__name__
+        report.problems.append(Problem(
+            f"batches have no 'labels' (keys: {sorted(batch.keys())}): the model returns only logits and "
+            f"Trainer raises {_LOSS_ERROR}",
+            f"the data collator ({name}) does not create labels"
+            + (" - DataCollatorForSeq2Seq/DataCollatorWithPadding only pad labels that already exist" if name in (
+                "DataCollatorForSeq2Seq", "DataCollatorWithPadding", "DefaultDataCollator") else ""),
+            "use data_collator=respmask.ResponseOnlyCollator(tokenizer), which always returns labels",
+        ))
+        return
+    labels = np.asarray(batch["labels"].detach().cpu() if hasattr(batch["labels"], "detach") else batch["labels"])
+    labels = labels.reshape(len(labels), -1) if labels.ndim > 1 else labels.reshape(1, -1)
+    trained = labels != IGNORE_INDEX
+    report.samples += labels.shape[0]
+    report.tokens += int(labels.size)
+    report.trained_tokens += int(trained.sum())
+    if not trained.any():
+        report.problems.append(Problem(
+            f"batch {report.batches - 1}: every label is -100: the loss is NaN (or 0)",
+            "masking or truncation left no trained token in any sample of the batch",
+            "check the samples with respmask.preview / respmask check; raise max_length",
+        ))

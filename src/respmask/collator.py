@@ -75,6 +75,11 @@ class ResponseOnlyCollator:
         on_untrainable: what to do with a sample whose labels are all -100 (no assistant turn,
             or truncated away): ``"warn"`` (default), ``"raise"``, or ``"keep"`` silently.
         return_tensors: ``"pt"`` (torch) or ``"np"``.
+        padding_free: instead of padding, concatenate the batch into one row with
+            ``position_ids`` restarting at each sample, ``cu_seq_lens_q/k`` and ``max_length_q/k``
+            (what transformers' flash-attention path and TRL's padding-free mode take); the first
+            label of every sample is -100 so that no sample learns to predict the next one, and
+            ``use_cache=False`` so that sdpa/eager attention keeps the samples apart too.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class ResponseOnlyCollator:
         stop_tokens: Sequence[str] | None = None,
         on_untrainable: OnUntrainable = "warn",
         return_tensors: Literal["pt", "np"] = "pt",
+        padding_free: bool = False,
     ):
         if truncation not in ("right", "left"):
             raise ValueError(f"truncation must be 'right' or 'left', got {truncation!r}")
@@ -104,6 +110,8 @@ class ResponseOnlyCollator:
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
+        if padding_free and pad_to_multiple_of:
+            raise ValueError("padding_free=True concatenates samples: pad_to_multiple_of does not apply")
         self.masker = ChatMasker(
             tokenizer,
             chat_template=chat_template,
@@ -119,6 +127,7 @@ class ResponseOnlyCollator:
         self.padding_side = side
         self.on_untrainable = on_untrainable
         self.return_tensors = return_tensors
+        self.padding_free = padding_free
         self.pad_token_id = pad_token_id(tokenizer)
         self.stats = CollatorStats()
         remember(self.masker)
@@ -130,7 +139,7 @@ class ResponseOnlyCollator:
             ids, labels, cut = truncate(enc, self.max_length, self.truncation)
             self._account(index, enc, labels, cut)
             rows.append((ids, labels))
-        return self.pad(rows)
+        return self.flatten(rows) if self.padding_free else self.pad(rows)
 
     def _account(self, index: int, enc: Encoded, labels: np.ndarray, cut: bool) -> None:
         st = self.stats
@@ -179,6 +188,36 @@ class ResponseOnlyCollator:
             attention[r, sl] = 1
             labels[r, sl] = lab
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        return self._tensors(batch)
+
+    def flatten(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+        """Concatenate (ids, labels) rows into one padding-free row with per-sample positions."""
+        lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
+        input_ids = np.concatenate([ids for ids, _ in rows]) if rows else np.zeros(0, dtype=np.int64)
+        labels = np.concatenate([lab for _, lab in rows]) if rows else np.zeros(0, dtype=np.int64)
+        cu = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=cu[1:])
+        starts = cu[:-1][lengths > 0]
+        labels = labels.copy()
+        labels[starts] = IGNORE_INDEX  # no sample learns to predict the next one's first token
+        position_ids = np.arange(len(input_ids), dtype=np.int64) - np.repeat(cu[:-1].astype(np.int64), lengths)
+        longest = int(lengths.max()) if len(lengths) else 0
+        batch = {
+            "input_ids": input_ids[None, :],
+            "labels": labels[None, :],
+            "position_ids": position_ids[None, :],
+            "cu_seq_lens_q": cu,
+            "cu_seq_lens_k": cu.copy(),
+        }
+        out = self._tensors(batch)
+        out["max_length_q"] = longest
+        out["max_length_k"] = longest
+        # Without flash attention, transformers isolates packed samples (a block-diagonal mask from
+        # position_ids) only when no KV cache is built; a cache would let samples attend to each other.
+        out["use_cache"] = False
+        return out
+
+    def _tensors(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         if self.return_tensors == "pt":
             import torch
 
