@@ -242,3 +242,14 @@ def test_forked_workers_do_not_deadlock_with_tokenizers_parallelism(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_dataloader_with_spawned_workers(tok):
+    """spawn pickles the collator (and its tokenizer) into fresh worker processes."""
+    c = ResponseOnlyCollator(tok)
+    data = [QA, LONG] * 4
+    loader = torch.utils.data.DataLoader(_List(data), batch_size=2, collate_fn=c, num_workers=2,
+                                         multiprocessing_context="spawn")
+    batches = list(loader)
+    assert len(batches) == 4
+    assert all(torch.equal(b["labels"], c(data[:2])["labels"]) for b in batches)

@@ -11,6 +11,7 @@ from respmask import (
     SampleError,
     TemplateError,
     TokenizerError,
+    UntrainableSampleError,
 )
 from support.tokenizers import build_tokenizer, fixture_tokenizer, template_source
 
@@ -131,3 +132,35 @@ def test_bad_option_values():
                    {"return_tensors": "tf"}, {"max_length": 0}, {"train_on": "first"}):
         with pytest.raises(ValueError):
             ResponseOnlyCollator(tok, **kwargs)
+
+
+def test_content_none_where_the_template_needs_it_is_a_clear_error():
+    tok = fixture_tokenizer("qwen3")  # reads message.content of an assistant without a guard
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}]
+    try:
+        tok.apply_chat_template(msgs, tokenize=False)
+        raises = False
+    except Exception:
+        raises = True
+    if raises:
+        with pytest.raises(SampleError, match=r"sample 0: the chat template raised"):
+            ResponseOnlyCollator(tok)([{"messages": msgs}])
+    else:  # the template copes: then the reply is simply empty
+        ResponseOnlyCollator(tok, on_untrainable="keep")([{"messages": msgs}])
+
+
+def test_unknown_role_follows_the_template():
+    """A role the template does not know: Gemma raises (named sample), ChatML prints it as is."""
+    msgs = [{"role": "narrator", "content": "once"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}]
+    with pytest.raises(SampleError, match="sample 0: the chat template raised"):
+        ResponseOnlyCollator(fixture_tokenizer("gemma3"))([{"messages": msgs}])
+    tok = fixture_tokenizer("chatml")
+    enc = ChatMasker(tok).encode(msgs)
+    assert tok.decode([int(i) for i, l in zip(enc.input_ids, enc.labels) if l != -100]) == "hello<|im_end|>"
+
+
+def test_max_length_shorter_than_the_prompt():
+    tok = fixture_tokenizer("qwen2_5")
+    with pytest.raises(UntrainableSampleError, match="sample 0 .*truncation to max_length=4"):
+        ResponseOnlyCollator(tok, max_length=4, on_untrainable="raise")([OK])

@@ -282,6 +282,7 @@ class ChatMasker:
             try:
                 parsed = parse(sample)
                 if isinstance(parsed, Pretokenized):
+                    self._check_ids(parsed)
                     out[j] = Encoded(parsed.input_ids, parsed.labels)
                     continue
                 rs = self._render_parsed(parsed)
@@ -309,6 +310,15 @@ class ChatMasker:
                     turns=rs.turns,
                 )
         return out  # type: ignore[return-value]
+
+    def _check_ids(self, parsed: Pretokenized) -> None:
+        """Token ids must exist in this tokenizer; labels are -100 or token ids."""
+        vocab = len(self.tokenizer)
+        ids, labels = parsed.input_ids, parsed.labels
+        if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
+            raise SampleError(f"'input_ids' holds ids outside this tokenizer's vocabulary [0, {vocab})")
+        if len(labels) and (((labels < 0) & (labels != IGNORE_INDEX)).any() or labels.max() >= vocab):
+            raise SampleError(f"'labels' must be -100 or token ids in [0, {vocab})")
 
     def encode(self, sample: Any) -> Encoded:
         return self.encode_batch([sample])[0]

@@ -63,7 +63,7 @@ def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
         if not isinstance(m, Mapping):
             raise SampleError(f"{what}[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
         role = m.get("role")
-        if role in _GOOD_ROLES:
+        if type(role) is str and role in _GOOD_ROLES:
             pass
         elif role is None:
             raise SampleError(f"{what}[{i}] has no 'role' (expected one of system, user, assistant, tool, ...)")
@@ -105,6 +105,21 @@ def _chat(messages: list[dict[str, Any]], sample: Mapping[str, Any], forced: lis
                 list(documents) if documents is not None else None, dict(kwargs))
 
 
+def _int_array(value: Any, key: str) -> np.ndarray:
+    """A 1-D int64 array from a list, array or tensor of integers (or a clear error)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise SampleError(f"'{key}' must be a flat list of integers ({exc})") from None
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 1 or not (arr.dtype.kind in "iub" or (arr.size == 0 and arr.dtype.kind == "f")):
+        raise SampleError(f"'{key}' must be a flat list of integers, got {type(value).__name__} of {arr.dtype}")
+    return arr.astype(np.int64)
+
+
 def parse(sample: Any) -> Chat | TextPair | Pretokenized:
     """Classify and check one sample (without its index: callers add it to errors)."""
     if isinstance(sample, (list, tuple)):
@@ -129,9 +144,9 @@ def parse(sample: Any) -> Chat | TextPair | Pretokenized:
             f"{type(prompt).__name__} and {type(completion).__name__}"
         )
     if "input_ids" in sample:
-        ids = np.asarray(sample["input_ids"], dtype=np.int64).reshape(-1)
+        ids = _int_array(sample["input_ids"], "input_ids")
         if "labels" in sample and sample["labels"] is not None:
-            labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)
+            labels = _int_array(sample["labels"], "labels")
         else:
             key = next((k for k in MASK_KEYS if sample.get(k) is not None), None)
             if key is None:
@@ -140,7 +155,7 @@ def parse(sample: Any) -> Chat | TextPair | Pretokenized:
                     "to train. Keep the 'messages' column (Trainer: remove_unused_columns=False) or pre-tokenize "
                     "with respmask.Pretokenizer."
                 )
-            mask = np.asarray(sample[key]).reshape(-1).astype(bool)
+            mask = _int_array(sample[key], key).astype(bool)
             if len(mask) != len(ids):
                 raise SampleError(f"'{key}' has {len(mask)} entries but 'input_ids' has {len(ids)}")
             labels = np.where(mask, ids, -100)

@@ -83,7 +83,10 @@ def violations(
     for word, kind in case.nonces.kinds.items():
         spots = _occurrences(text, word)
         m = case.messages[case.nonces.message_of[word]]
-        if kind == "AST" and not spots and not m.get("tool_calls"):
+        content = m.get("content")
+        parsed_by_template = isinstance(content, str) and ("think>" in content or "<|" in content)
+        if kind == "AST" and not spots and not m.get("tool_calls") and not parsed_by_template:
+            # (templates may cut content at '</think>' or similar markup: then the text is theirs to drop)
             problems.append(f"assistant nonce {word} is not in the render")
         for a in spots:
             toks = view.overlapping(a, a + len(word))
@@ -105,13 +108,19 @@ def violations(
             turn_ends[i] = None  # the template did not render this turn's text: its edges are unknown
             continue
         after = max(ends)
-        content = m.get("content")
-        if isinstance(content, str) and content.strip():
-            for p in _occurrences(text, content.strip()):
-                if p < after <= p + len(content.strip()):
-                    after = p + len(content.strip())
         limit = min((p for p, owner in all_spots if p >= after and owner != i), default=len(text))
-        turn_ends[i] = after
+        first = min(p for w in words for p in _occurrences(text, w))
+        certain = True  # is the end of the answer's text known?
+        for field in ("reasoning_content", "content"):  # the answer's own text runs past its nonce
+            value = m.get(field)
+            if isinstance(value, str) and value.strip():
+                v = value.strip()
+                spots = [p for p in _occurrences(text, v) if p + len(v) <= limit and (p < after <= p + len(v) or first <= p)]
+                if spots:
+                    after = max(after, max(spots) + len(v))
+                elif field == "content":
+                    certain = False  # the template rewrote the content (say, cut at '</think>')
+        turn_ends[i] = after if certain else None
         hits = [(text.find(s, after, limit), s) for s in stop_tokens if text.find(s, after, limit) >= 0]
         if not hits:
             continue

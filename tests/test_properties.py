@@ -1,0 +1,115 @@
+"""Property-based tests: on every fixture template, for every conversation hypothesis generates
+(role orders the template allows, empty and whitespace-only contents, any script, emoji, long
+words, code, edge newlines, the template's own markers and special tokens, tool calls,
+reasoning), the nonce references hold and input_ids equal apply_chat_template.
+
+The number of examples per template is RESPMASK_HYPOTHESIS_EXAMPLES (default 12; CI keeps the
+default, a deep local run can set 500).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from respmask import ChatMasker, SampleError
+from support.conversations import WEATHER_TOOL, Case, Nonces
+from support.reference import violations
+from support.tokenizers import fixture_tokenizer, manifest, template_names
+
+EXAMPLES = int(os.environ.get("RESPMASK_HYPOTHESIS_EXAMPLES", "12"))
+MANIFEST = manifest()
+
+GENERIC_MARKERS = [
+    "<|im_start|>assistant\n", "<|im_end|>", "<|eot_id|>", "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "[INST]", "[/INST]", "</s>", "<s>", "<end_of_turn>", "<start_of_turn>model\n", "<think>", "</think>",
+    "<|end|>", "<|return|>", "<|channel|>final<|message|>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>",
+    "{{ messages }}", "{% endfor %}", "\ue000", "\u200b", "\x00", "\r\n",
+]
+
+text_pieces = st.one_of(
+    st.text(max_size=12),  # any unicode, including control and private-use characters
+    st.text(alphabet=st.characters(codec="utf-8", categories=("L", "N", "Zs")), max_size=30),
+    st.sampled_from(["", " ", "\n", "\n\n", "  \t ", "😀🚀✨", "中文字符", "русский текст", "العربية", "हिन्दी",
+                     "x" * 80, "def f(x):\n    return {'a': [1, 2]}\n", "```json\n{\"a\": 1}\n```"]),
+)
+
+
+@st.composite
+def contents(draw, markers):
+    pieces = draw(st.lists(st.one_of(text_pieces, st.sampled_from(markers)), max_size=4))
+    return "".join(pieces)
+
+
+@st.composite
+def conversations(draw, name):
+    info = MANIFEST[name]
+    supports = info.get("supports", {})
+    markers = GENERIC_MARKERS + list(info.get("special_tokens", []))
+    nn = Nonces()
+    messages = []
+
+    def text(kind, i, plant=True):
+        body = draw(contents(markers))
+        if not plant:
+            return body
+        return f"{draw(contents(markers))} {nn(kind, i)} {body}"
+
+    if supports.get("system", True) and draw(st.booleans()):
+        messages.append({"role": "system", "content": text("SYS", 0)})
+    alternate = info.get("requires_alternation", False)
+    n_turns = draw(st.integers(1, 3))
+    tools = None
+    for _ in range(n_turns):
+        messages.append({"role": "user", "content": text("USR", len(messages))})
+        if supports.get("tools") and not alternate and draw(st.integers(0, 3)) == 0:
+            tools = [WEATHER_TOOL]
+            i = len(messages)
+            messages.append({"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "id": f"call{i:05d}".ljust(9, "0")[:9],
+                 "function": {"name": "get_weather", "arguments": {"city": nn("ARG", i)}}}]})
+            messages.append({"role": "tool", "tool_call_id": f"call{i:05d}".ljust(9, "0")[:9],
+                             "name": "get_weather", "content": text("TOL", i + 1)})
+        i = len(messages)
+        plant = draw(st.integers(0, 5)) > 0  # sometimes an answer with no nonce (empty, whitespace ...)
+        message = {"role": "assistant", "content": text("AST", i, plant)}
+        if supports.get("reasoning_content") and draw(st.booleans()):
+            message["reasoning_content"] = text("RSN", i)
+        messages.append(message)
+    if draw(st.booleans()):
+        messages.append({"role": "user", "content": text("USR", len(messages))})
+    if tools is None and info.get("template_kwargs", {}).get("tools") is not None:
+        tools = list(info["template_kwargs"]["tools"])
+    return Case("hypothesis", messages, nn, tools)
+
+
+def _check(name, style, case):
+    tok = fixture_tokenizer(name, style)
+    masker = _maskers.setdefault((name, style), ChatMasker(tok))
+    try:
+        tok.apply_chat_template(case.messages, tools=case.tools, tokenize=False)
+    except Exception:
+        with pytest.raises(SampleError):
+            masker.encode(case.sample())
+        return
+    enc = masker.encode(case.sample())
+    problems = violations(tok, case, enc.input_ids, enc.labels, MANIFEST[name]["stop_tokens"])
+    assert not problems, (problems, case.messages)
+
+
+_maskers: dict = {}
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+@pytest.mark.parametrize("name", template_names())
+def test_nonce_properties_hold_for_generated_conversations(name, style):
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(conversations(name))
+    def run(case):
+        _check(name, style, case)
+
+    run()
