@@ -1,4 +1,4 @@
-"""The ``respmask`` command: ``respmask preview`` and ``respmask check``.
+"""The ``respmask`` command: ``respmask preview``, ``respmask check`` and ``respmask tokenize``.
 
 With no file and no tokenizer both run on the demo conversations and demo tokenizer that ship
 inside the package, so a fresh install shows the main job offline.
@@ -82,6 +82,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from .shards import tokenize_files
+
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    options = _options(args)
+    if args.max_length:
+        options["max_length"] = args.max_length
+        options["truncation"] = args.truncation
+    summary = tokenize_files(
+        args.input, args.output, tok, engine=args.engine, num_proc=args.num_proc, shard_size=args.shard_size,
+        pack=args.pack, drop_untrainable=args.drop_untrainable, progress=not args.quiet, **options,
+    )
+    d = summary.to_dict()
+    print(json.dumps(d, indent=2))
+    print(f"wrote {args.output}/part-*.parquet ({summary.written_rows} rows"
+          + (f" packed into {summary.packed_rows}" if args.pack else "")
+          + f"), rejects: {summary.rejected_rows} (rejects-*.jsonl), {summary.resumed_shards} shard(s) resumed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="respmask",
@@ -111,6 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--truncation", choices=["right", "left"], default="right")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=cmd_check)
+
+    t = sub.add_parser("tokenize", help="pre-tokenize a dataset into Parquet shards (resumable)")
+    t.add_argument("input", help="JSON Lines file, Parquet file, or a saved datasets directory")
+    t.add_argument("output", help="output directory (part-*.parquet, rejects-*.jsonl, summary.json)")
+    t.add_argument("--tokenizer", "-t", required=True, help="tokenizer directory or name")
+    t.add_argument("--chat-template", help="a Jinja file to use instead of the tokenizer's template")
+    t.add_argument("--template-kwargs", help="JSON object of template kwargs")
+    t.add_argument("--train-on", choices=["all", "last"], default="all")
+    t.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
+    t.add_argument("--max-length", type=int, help="truncate samples to this many tokens")
+    t.add_argument("--truncation", choices=["right", "left"], default="right")
+    t.add_argument("--engine", choices=["datasets", "ray"], default="datasets")
+    t.add_argument("--num-proc", type=int, default=1, help="processes (datasets) or CPUs (local Ray)")
+    t.add_argument("--shard-size", type=int, default=10_000, help="input rows per output shard")
+    t.add_argument("--pack", type=int, metavar="L", help="pack samples into rows of at most L tokens")
+    t.add_argument("--drop-untrainable", action="store_true",
+                   help="move samples with no trained token to the rejects instead of writing them")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_tokenize)
     return parser
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import UntrainableSampleError
+from .errors import SampleError, UntrainableSampleError
 from .masker import ChatMasker, Encoded, TrainOn
 from .masks import IGNORE_INDEX
 from .preview import remember
@@ -47,13 +47,14 @@ class CollatorStats:
 
 
 def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Cut ids and labels together to ``max_length`` from the right or the left."""
+    """Cut ids and labels (and packed position ids) together to ``max_length``, right or left."""
     ids, labels = enc.input_ids, enc.labels
     if max_length is None or len(ids) <= max_length:
         return ids, labels, False
-    if side == "left":
-        return ids[-max_length:], labels[-max_length:], True
-    return ids[:max_length], labels[:max_length], True
+    cut = slice(-max_length, None) if side == "left" else slice(0, max_length)
+    if enc.position_ids is not None:
+        enc.position_ids = enc.position_ids[cut]
+    return ids[cut], labels[cut], True
 
 
 class ResponseOnlyCollator:
@@ -135,11 +136,18 @@ class ResponseOnlyCollator:
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
         encoded = self.masker.encode_batch(features)
         rows = []
+        positions = []
         for index, enc in enumerate(encoded):
             ids, labels, cut = truncate(enc, self.max_length, self.truncation)
             self._account(index, enc, labels, cut)
             rows.append((ids, labels))
-        return self.flatten(rows) if self.padding_free else self.pad(rows)
+            positions.append(enc.position_ids)
+            if enc.position_ids is not None and not self.padding_free:
+                raise SampleError(
+                    "is a packed row (it has 'position_ids'): padding would let its samples attend to each "
+                    "other. Use ResponseOnlyCollator(..., padding_free=True).", index
+                )
+        return self.flatten(rows, positions) if self.padding_free else self.pad(rows)
 
     def _account(self, index: int, enc: Encoded, labels: np.ndarray, cut: bool) -> None:
         st = self.stats
@@ -190,17 +198,26 @@ class ResponseOnlyCollator:
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
         return self._tensors(batch)
 
-    def flatten(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-        """Concatenate (ids, labels) rows into one padding-free row with per-sample positions."""
-        lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
-        input_ids = np.concatenate([ids for ids, _ in rows]) if rows else np.zeros(0, dtype=np.int64)
-        labels = np.concatenate([lab for _, lab in rows]) if rows else np.zeros(0, dtype=np.int64)
-        cu = np.zeros(len(rows) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=cu[1:])
-        starts = cu[:-1][lengths > 0]
-        labels = labels.copy()
+    def flatten(
+        self, rows: Sequence[tuple[np.ndarray, np.ndarray]], positions: Sequence[np.ndarray | None] | None = None
+    ) -> dict[str, Any]:
+        """Concatenate (ids, labels) rows into one padding-free row with per-sample positions.
+
+        Packed rows bring their own ``position_ids``: every position 0 starts a sample.
+        """
+        empty = np.zeros(0, dtype=np.int64)
+        input_ids = np.concatenate([ids for ids, _ in rows]) if rows else empty
+        labels = np.concatenate([lab for _, lab in rows]).astype(np.int64) if rows else empty
+        pos_parts = []
+        for (ids, _), given in zip(rows, positions or [None] * len(rows)):
+            pos_parts.append(given.astype(np.int64) if given is not None else np.arange(len(ids), dtype=np.int64))
+        position_ids = np.concatenate(pos_parts) if pos_parts else empty
+        row_lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
+        row_starts = (np.cumsum(row_lengths) - row_lengths)[row_lengths > 0]
+        starts = np.union1d(row_starts, np.flatnonzero(position_ids == 0)).astype(np.int64)
         labels[starts] = IGNORE_INDEX  # no sample learns to predict the next one's first token
-        position_ids = np.arange(len(input_ids), dtype=np.int64) - np.repeat(cu[:-1].astype(np.int64), lengths)
+        cu = np.append(starts, len(input_ids)).astype(np.int32)
+        lengths = np.diff(cu)
         longest = int(lengths.max()) if len(lengths) else 0
         batch = {
             "input_ids": input_ids[None, :],

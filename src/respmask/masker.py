@@ -33,6 +33,7 @@ class Encoded:
     unconfirmed_headers: int = 0  # turns whose header did not match the learned generation prompt
     text: str | None = None  # the rendered text (raw samples only)
     turns: list[Turn] = field(default_factory=list)
+    position_ids: np.ndarray | None = None  # packed rows only
 
     @property
     def n_trained(self) -> int:
@@ -283,7 +284,7 @@ class ChatMasker:
                 parsed = parse(sample)
                 if isinstance(parsed, Pretokenized):
                     self._check_ids(parsed)
-                    out[j] = Encoded(parsed.input_ids, parsed.labels)
+                    out[j] = Encoded(parsed.input_ids, parsed.labels, position_ids=parsed.position_ids)
                     continue
                 rs = self._render_parsed(parsed)
             except SampleError as exc:

@@ -1,7 +1,9 @@
-"""Pretokenizer: a picklable batch transform, ``messages`` in, ``input_ids`` and ``labels`` out.
+"""Pretokenizer: one picklable batch transform for every data engine.
 
-Use it with ``datasets.Dataset.map(Pretokenizer(tok), batched=True, remove_columns=...)`` so
-the dataset survives ``Trainer``'s removal of unused columns and the collator only pads.
+``messages`` (or ``prompt``/``completion``) in, ``input_ids`` and ``labels`` out. It runs
+unchanged in ``datasets.Dataset.map(batched=True, num_proc=N)``, ``IterableDataset.map``, Ray
+Data's ``map_batches`` (numpy, pandas or pyarrow batches) and plain Python, so a dataset survives
+``Trainer``'s removal of unused columns and the collator only pads.
 """
 
 from __future__ import annotations
@@ -12,23 +14,43 @@ from typing import Any, Literal
 import numpy as np
 
 from .collator import truncate
-from .errors import UntrainableSampleError
+from .errors import RespmaskError, UntrainableSampleError
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
 
 
-class Pretokenizer:
-    """Turn a batch of samples (a dict of columns) into ``input_ids`` and ``labels`` columns.
+def to_python(value: Any) -> Any:
+    """Plain Python values from the numpy arrays and scalars engines hand out (Ray, pandas)."""
+    if isinstance(value, np.ndarray):
+        return [to_python(v) for v in value.tolist()] if value.dtype == object else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: to_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_python(v) for v in value]
+    return value
 
-    Accepts the same samples as :class:`respmask.ResponseOnlyCollator` (``messages`` plus optional
-    ``tools``/``documents``/``chat_template_kwargs``, or ``prompt``/``completion``).
+
+class Pretokenizer:
+    """Turn a batch of samples into ``input_ids`` and ``labels`` columns.
+
+    Accepts the samples :class:`respmask.ResponseOnlyCollator` accepts (``messages`` plus optional
+    ``tools``/``documents``/``chat_template_kwargs``, or ``prompt``/``completion``), as a dict of
+    columns (lists or numpy arrays), a pandas DataFrame or a pyarrow Table, and returns the same
+    kind. Token columns are int32.
 
     Args:
         tokenizer: a fast tokenizer with a chat template.
         max_length, truncation: cut ids and labels together (``"right"`` keeps the start).
         on_untrainable: a sample left with no trained token is kept (``"keep"``, default: the
-            collator warns about it later), dropped (``"drop"``; batched map may shrink a batch),
-            or raises (``"raise"``).
+            collator warns about it later), dropped (``"drop"``: a batched map may shrink a batch;
+            use ``remove_columns``), or raises (``"raise"``).
+        on_error: ``"raise"`` (default) stops at a bad sample with an error naming it;
+            ``"collect"`` keeps going and returns an ``error`` column (empty token columns for the
+            bad rows) and a ``truncated`` column, so that a pipeline can route bad rows to a
+            rejects file and count truncations.
+        keep_columns: input columns to pass through unchanged (an id, a source, ...).
         train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens: see
             :class:`respmask.ChatMasker`.
     """
@@ -40,6 +62,8 @@ class Pretokenizer:
         max_length: int | None = None,
         truncation: Literal["right", "left"] = "right",
         on_untrainable: Literal["keep", "drop", "raise"] = "keep",
+        on_error: Literal["raise", "collect"] = "raise",
+        keep_columns: Sequence[str] = (),
         train_on: TrainOn = "all",
         reasoning_in_loss: bool = True,
         chat_template: str | None = None,
@@ -48,6 +72,8 @@ class Pretokenizer:
     ):
         if on_untrainable not in ("keep", "drop", "raise"):
             raise ValueError(f"on_untrainable must be 'keep', 'drop' or 'raise', got {on_untrainable!r}")
+        if on_error not in ("raise", "collect"):
+            raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
         if truncation not in ("right", "left"):
             raise ValueError(f"truncation must be 'right' or 'left', got {truncation!r}")
         self.masker = ChatMasker(
@@ -61,21 +87,99 @@ class Pretokenizer:
         self.max_length = max_length
         self.truncation = truncation
         self.on_untrainable = on_untrainable
+        self.on_error = on_error
+        self.keep_columns = tuple(keep_columns)
 
-    def __call__(self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int] | None = None) -> dict[str, list]:
+    @property
+    def features(self) -> Any:
+        """``datasets.Features`` of the output, for ``Dataset.map(..., features=...)``."""
+        import datasets
+
+        f = {"input_ids": datasets.Sequence(datasets.Value("int32")),
+             "labels": datasets.Sequence(datasets.Value("int32"))}
+        if self.on_error == "collect":
+            f["error"] = datasets.Value("string")
+            f["truncated"] = datasets.Value("bool")
+        return datasets.Features(f)
+
+    # -- engines ------------------------------------------------------------------------------
+    def __call__(self, batch: Any, indices: Sequence[int] | None = None) -> Any:
+        module = type(batch).__module__
+        if module.startswith("pyarrow"):
+            return self._arrow(batch, indices)
+        if module.startswith("pandas"):
+            import pandas as pd
+
+            return pd.DataFrame(self.encode_rows([to_python(r) for r in batch.to_dict("records")], indices))
         columns = list(batch.keys())
         n = len(batch[columns[0]]) if columns else 0
-        samples = [{c: batch[c][i] for c in columns} for i in range(n)]
-        encoded = self.masker.encode_batch(samples, indices)
+        numpy_columns = {c for c in columns if isinstance(batch[c], np.ndarray)}
+        rows = [
+            {c: (to_python(batch[c][i]) if c in numpy_columns else batch[c][i]) for c in columns} for i in range(n)
+        ]
+        return self.encode_rows(rows, indices)
+
+    def _arrow(self, table: Any, indices: Sequence[int] | None) -> Any:
+        import pyarrow as pa
+
+        out = self.encode_rows(table.to_pylist(), indices)
+        arrays = {
+            "input_ids": pa.array(out.pop("input_ids"), type=pa.list_(pa.int32())),
+            "labels": pa.array(out.pop("labels"), type=pa.list_(pa.int32())),
+        }
+        for name, values in out.items():  # errors, truncation flags, kept columns
+            arrays[name] = pa.array(values, type=pa.string()) if name == "error" else pa.array(values)
+        return pa.table(arrays)
+
+    # -- the work -----------------------------------------------------------------------------
+    def encode_rows(self, rows: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None) -> dict[str, list]:
+        """Encode rows (dicts); returns the output columns (lists)."""
+        positions = list(indices) if indices is not None else list(range(len(rows)))
+        encoded = self._encode(rows, positions)
         ids_out: list[np.ndarray] = []
         labels_out: list[np.ndarray] = []
+        errors: list[str | None] = []
+        truncated: list[bool] = []
+        kept: list[int] = []
+        empty = np.zeros(0, dtype=np.int32)
         for j, enc in enumerate(encoded):
-            ids, labels, _ = truncate(enc, self.max_length, self.truncation)
-            if not (labels != IGNORE_INDEX).any() and self.on_untrainable != "keep":
-                index = indices[j] if indices is not None else j
-                if self.on_untrainable == "raise":
-                    raise UntrainableSampleError("has no trained token (no assistant reply, or truncated away)", index)
+            if isinstance(enc, RespmaskError):
+                ids_out.append(empty)
+                labels_out.append(empty)
+                errors.append(str(enc))
+                truncated.append(False)
+                kept.append(j)
                 continue
-            ids_out.append(ids)
-            labels_out.append(labels)
-        return {"input_ids": ids_out, "labels": labels_out}
+            ids, labels, cut = truncate(enc, self.max_length, self.truncation)
+            if not (labels != IGNORE_INDEX).any() and self.on_untrainable != "keep":
+                if self.on_untrainable == "raise":
+                    raise UntrainableSampleError(
+                        "has no trained token (no assistant reply, or truncated away)", positions[j]
+                    )
+                continue
+            ids_out.append(ids.astype(np.int32))
+            labels_out.append(labels.astype(np.int32))
+            errors.append(None)
+            truncated.append(cut)
+            kept.append(j)
+        out: dict[str, list] = {"input_ids": ids_out, "labels": labels_out}
+        if self.on_error == "collect":
+            out["error"] = errors
+            out["truncated"] = truncated
+        for c in self.keep_columns:
+            out[c] = [rows[j].get(c) for j in kept]
+        return out
+
+    def _encode(self, rows: Sequence[Mapping[str, Any]], positions: list[int]) -> list[Any]:
+        try:
+            return self.masker.encode_batch(rows, positions)
+        except RespmaskError:
+            if self.on_error == "raise":
+                raise
+        out: list[Any] = []  # find every bad row, not just the first
+        for row, index in zip(rows, positions):
+            try:
+                out.append(self.masker.encode_batch([row], [index])[0])
+            except RespmaskError as exc:
+                out.append(exc)
+        return out

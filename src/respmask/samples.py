@@ -41,10 +41,11 @@ class TextPair:
 
 @dataclass
 class Pretokenized:
-    """Token ids with labels already made."""
+    """Token ids with labels already made (``position_ids`` for packed rows)."""
 
     input_ids: np.ndarray
     labels: np.ndarray
+    position_ids: np.ndarray | None = None
 
 
 HINT_COLUMNS = (
@@ -161,7 +162,12 @@ def parse(sample: Any) -> Chat | TextPair | Pretokenized:
             labels = np.where(mask, ids, -100)
         if len(labels) != len(ids):
             raise SampleError(f"'labels' has {len(labels)} entries but 'input_ids' has {len(ids)}")
-        return Pretokenized(ids, labels)
+        positions = None
+        if sample.get("position_ids") is not None:
+            positions = _int_array(sample["position_ids"], "position_ids")
+            if len(positions) != len(ids):
+                raise SampleError(f"'position_ids' has {len(positions)} entries but 'input_ids' has {len(ids)}")
+        return Pretokenized(ids, labels, positions)
     keys = sorted(map(str, sample.keys()))
     raise MissingColumnsError(
         f"has none of the columns respmask needs (it has {keys}). {HINT_COLUMNS} If you train with "

@@ -1,0 +1,394 @@
+"""``respmask tokenize``: pre-tokenize a dataset file into Parquet shards, resumably.
+
+Input: JSON Lines, Parquet, or a saved ``datasets`` directory. Output directory:
+``part-00000.parquet`` ... (``input_ids``, ``labels`` as list<int32>, ``index`` of the input row;
+with packing also ``position_ids`` and ``lengths``), ``rejects-00000.jsonl`` (every input row that
+could not be used, with its index and the reason), ``stats-00000.json`` per shard and
+``summary.json``. Each shard is written atomically, so re-running after an interruption skips
+finished shards. Nothing is dropped silently: every input row is in a part or in a rejects file,
+and the summary's counts add up.
+
+The work runs inside the engine you choose: ``datasets`` (``Dataset.map(num_proc=N)``) or Ray Data
+(``map_batches``); JSON Lines rows travel as JSON strings, so rows of any shape (even ones Arrow
+could not put in one table) reach respmask and get a precise error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import RespmaskError, SampleError
+from .masks import IGNORE_INDEX
+from .pretokenize import Pretokenizer
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Summary:
+    """Counts over a whole run (input rows = written + rejected)."""
+
+    input_rows: int = 0
+    written_rows: int = 0
+    rejected_rows: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    untrainable_rows: int = 0
+    truncated_rows: int = 0
+    packed_rows: int = 0
+    shards: int = 0
+    resumed_shards: int = 0
+    seconds: float = 0.0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def trained_fraction(self) -> float:
+        return self.trained_tokens / self.tokens if self.tokens else 0.0
+
+    def add(self, other: Mapping[str, Any]) -> None:
+        for key in ("input_rows", "written_rows", "rejected_rows", "tokens", "trained_tokens", "untrainable_rows",
+                    "truncated_rows", "packed_rows"):
+            setattr(self, key, getattr(self, key) + int(other.get(key, 0)))
+        for reason, n in other.get("reject_reasons", {}).items():
+            self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trained_fraction"] = self.trained_fraction
+        return d
+
+
+def _reason(message: str) -> str:
+    """A short reason for grouping rejects: the error without the sample index."""
+    text = message.split(": ", 1)[1] if message.startswith("sample ") and ": " in message else message
+    return text[:120]
+
+
+class _JsonRows:
+    """The batch function run inside the engine: JSON strings in, token columns out."""
+
+    def __init__(self, pretokenizer: Pretokenizer):
+        self.pretokenizer = pretokenizer
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
+        texts = list(batch["json"])
+        indices = [int(i) for i in batch["index"]]
+        rows: list[Any] = []
+        parse_errors: dict[int, str] = {}
+        for j, (text, index) in enumerate(zip(texts, indices)):
+            try:
+                rows.append(json.loads(text))
+            except (json.JSONDecodeError, TypeError) as exc:
+                parse_errors[j] = f"sample {index}: not valid JSON ({exc})"
+                rows.append({})
+        out = self.pretokenizer.encode_rows(rows, indices)
+        errors = out["error"]
+        for j, message in parse_errors.items():
+            errors[j] = message
+        out["index"] = indices
+        return out
+
+
+def _open_input(path: str) -> tuple[str, Any]:
+    """('jsonl', path) or ('dataset', datasets.Dataset) for Parquet / saved datasets."""
+    p = Path(path)
+    if p.is_dir():
+        import datasets
+
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise RespmaskError(f"{path}: a DatasetDict without a 'train' split ({list(ds)})")
+            ds = ds["train"]
+        return "dataset", ds
+    if p.suffix in (".parquet", ".pq"):
+        import datasets
+
+        return "dataset", datasets.Dataset.from_parquet(str(p))
+    if p.suffix in (".jsonl", ".json", ".ndjson") or p.is_file():
+        return "jsonl", str(p)
+    raise RespmaskError(f"{path}: no such file or directory")
+
+
+def _jsonl_shards(path: str, size: int) -> Iterator[tuple[int, list[str], list[int]]]:
+    """(shard number, lines, input indices) of a JSON Lines file, streamed (blank lines skipped)."""
+    lines: list[str] = []
+    indices: list[int] = []
+    index = 0
+    shard = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            lines.append(line)
+            indices.append(index)
+            index += 1
+            if len(lines) == size:
+                yield shard, lines, indices
+                shard += 1
+                lines, indices = [], []
+    if lines:
+        yield shard, lines, indices
+
+
+def _count_jsonl(path: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_size: int) -> dict[str, list]:
+    """Run ``fn`` over a shard (a pyarrow table with 'json' and 'index') inside the engine."""
+    if engine == "datasets":
+        import datasets
+
+        ds = datasets.Dataset(table)
+        features = datasets.Features({
+            "input_ids": datasets.Sequence(datasets.Value("int32")),
+            "labels": datasets.Sequence(datasets.Value("int32")),
+            "error": datasets.Value("string"),
+            "truncated": datasets.Value("bool"),
+            "index": datasets.Value("int64"),
+        })
+        out = ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
+                     remove_columns=ds.column_names, features=features, load_from_cache_file=False,
+                     keep_in_memory=True, desc="respmask tokenize")
+        return {c: out[c] for c in out.column_names}
+    if engine == "ray":
+        import pyarrow as pa
+        import ray
+        import ray.data
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=num_proc if num_proc > 1 else None, include_dashboard=False, log_to_driver=False)
+
+        def arrow_fn(batch: Any) -> Any:
+            cols = fn(batch.to_pydict())
+            return pa.table({
+                "input_ids": pa.array(cols["input_ids"], type=pa.list_(pa.int32())),
+                "labels": pa.array(cols["labels"], type=pa.list_(pa.int32())),
+                "error": pa.array(cols["error"], type=pa.string()),
+                "truncated": pa.array(cols["truncated"], type=pa.bool_()),
+                "index": pa.array(cols["index"], type=pa.int64()),
+            })
+
+        blocks = max(2, 2 * num_proc)
+        step = -(-table.num_rows // blocks) or 1
+        ds = ray.data.from_arrow([table.slice(a, step) for a in range(0, table.num_rows, step)])
+        result = pa.concat_tables(ray.get(ds.map_batches(arrow_fn, batch_format="pyarrow",
+                                                         batch_size=batch_size).to_arrow_refs()))
+        result = result.sort_by("index")
+        return {c: result.column(c).to_pylist() for c in result.column_names}
+    raise RespmaskError(f"unknown engine {engine!r}: use 'datasets' or 'ray'")
+
+
+def tokenize_files(
+    input_path: str,
+    output_dir: str,
+    tokenizer: Any,
+    *,
+    engine: str = "datasets",
+    num_proc: int = 1,
+    shard_size: int = 10_000,
+    batch_size: int = 256,
+    pack: int | None = None,
+    drop_untrainable: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> Summary:
+    """Pre-tokenize ``input_path`` into Parquet shards under ``output_dir`` (see module doc).
+
+    ``options`` are :class:`respmask.Pretokenizer` options (``max_length``, ``truncation``,
+    ``train_on``, ``template_kwargs`` ...). ``pack=L`` packs each shard's samples into rows of at
+    most L tokens (best-fit decreasing). ``drop_untrainable`` moves samples with no trained token to
+    the rejects instead of writing them.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    started = time.time()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "format": FORMAT_VERSION, "input": os.path.abspath(input_path), "pack": pack,
+        "drop_untrainable": drop_untrainable, "shard_size": shard_size,
+        "options": {k: v for k, v in sorted(options.items())},
+        "tokenizer": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer),
+    }
+    settings_file = out / "run.json"
+    if settings_file.exists():
+        previous = json.loads(settings_file.read_text())
+        if previous != json.loads(json.dumps(settings, default=str)):
+            raise RespmaskError(
+                f"{output_dir} holds a run with other settings ({settings_file}); use another output directory "
+                "or delete it to start over"
+            )
+    else:
+        settings_file.write_text(json.dumps(settings, indent=2, default=str))
+
+    pretokenizer = Pretokenizer(tokenizer, on_error="collect", **options)
+    fn = _JsonRows(pretokenizer)
+    kind, source = _open_input(input_path)
+    if kind == "jsonl":
+        total = _count_jsonl(source)
+        shards: Iterator[tuple[int, Any]] = (
+            (k, pa.table({"json": lines, "index": pa.array(idx, type=pa.int64())}))
+            for k, lines, idx in _jsonl_shards(source, shard_size)
+        )
+    else:
+        total = len(source)
+
+        def dataset_shards() -> Iterator[tuple[int, Any]]:
+            for k, a in enumerate(range(0, total, shard_size)):
+                b = min(a + shard_size, total)
+                rows = source.select(range(a, b)).to_list()
+                yield k, pa.table({"json": [json.dumps(r, default=_json_default) for r in rows],
+                                   "index": pa.array(range(a, b), type=pa.int64())})
+
+        shards = dataset_shards()
+    n_shards = -(-total // shard_size) if total else 0
+    summary = Summary(shards=n_shards)
+    bar = _progress(n_shards, progress)
+    for k, table in shards:
+        stats_file = out / f"stats-{k:05d}.json"
+        if stats_file.exists() and (out / f"part-{k:05d}.parquet").exists():
+            summary.add(json.loads(stats_file.read_text()))
+            summary.resumed_shards += 1
+            bar.update(1)
+            continue
+        cols = _run_engine(engine, table, fn, num_proc, batch_size)
+        stats, part, rejects = _finish_shard(cols, pack, drop_untrainable)
+        _write_atomic(out / f"rejects-{k:05d}.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects).encode())
+        tmp = out / f"part-{k:05d}.parquet.tmp"
+        pq.write_table(part, tmp)
+        os.replace(tmp, out / f"part-{k:05d}.parquet")
+        _write_atomic(stats_file, json.dumps(stats).encode())  # last: marks the shard as done
+        summary.add(stats)
+        bar.update(1)
+        _maybe_fail_for_tests(k)
+    bar.close()
+    summary.seconds = time.time() - started
+    if summary.input_rows != summary.written_rows + summary.rejected_rows and not pack:
+        raise RespmaskError(f"internal error: counts do not add up: {summary.to_dict()}")
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary
+
+
+def _finish_shard(cols: Mapping[str, list], pack: int | None,
+                  drop_untrainable: bool) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    import pyarrow as pa
+
+    from .packing import pack as pack_rows
+
+    rejects: list[dict[str, Any]] = []
+    keep_ids, keep_labels, keep_index = [], [], []
+    reasons: Counter[str] = Counter()
+    stats = Counter()
+    for ids, labels, error, cut, index in zip(cols["input_ids"], cols["labels"], cols["error"], cols["truncated"],
+                                             cols["index"]):
+        stats["input_rows"] += 1
+        if error:
+            rejects.append({"index": index, "error": error})
+            reasons[_reason(error)] += 1
+            continue
+        labels_arr = np.asarray(labels, dtype=np.int64)
+        trained = int((labels_arr != IGNORE_INDEX).sum())
+        if not trained:
+            stats["untrainable_rows"] += 1
+            if drop_untrainable:
+                message = f"sample {index}: has no trained token (no assistant reply, or truncated away)"
+                rejects.append({"index": index, "error": message})
+                reasons[_reason(message)] += 1
+                continue
+        stats["truncated_rows"] += bool(cut)
+        stats["tokens"] += len(ids)
+        stats["trained_tokens"] += trained
+        keep_ids.append(ids)
+        keep_labels.append(labels)
+        keep_index.append(index)
+    stats["written_rows"] = len(keep_ids)
+    stats["rejected_rows"] = len(rejects)
+    if pack:
+        packed, _ = pack_rows([{"input_ids": i, "labels": lab} for i, lab in zip(keep_ids, keep_labels)], pack)
+        stats["packed_rows"] = len(packed)
+        part = pa.table({
+            "input_ids": pa.array([p["input_ids"] for p in packed], type=pa.list_(pa.int32())),
+            "labels": pa.array([p["labels"] for p in packed], type=pa.list_(pa.int32())),
+            "position_ids": pa.array([p["position_ids"] for p in packed], type=pa.list_(pa.int32())),
+            "lengths": pa.array([p["lengths"] for p in packed], type=pa.list_(pa.int32())),
+        })
+    else:
+        part = pa.table({
+            "input_ids": pa.array(keep_ids, type=pa.list_(pa.int32())),
+            "labels": pa.array(keep_labels, type=pa.list_(pa.int32())),
+            "index": pa.array(keep_index, type=pa.int64()),
+        })
+    result = dict(stats)
+    result["reject_reasons"] = dict(reasons)
+    return result, part, rejects
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="shard", desc="respmask tokenize")
+    except ImportError:  # pragma: no cover
+        return _NoBar()
+
+
+def _maybe_fail_for_tests(shard: int) -> None:
+    """Simulate an interruption after a given shard (tests of resuming)."""
+    after = os.environ.get("RESPMASK_TEST_FAIL_AFTER_SHARD")
+    if after is not None and shard == int(after):
+        raise KeyboardInterrupt(f"simulated interruption after shard {shard}")
+
+
+def read_parts(output_dir: str) -> Any:
+    """The written parts as one ``datasets.Dataset`` (sorted by shard)."""
+    import datasets
+
+    files = sorted(str(p) for p in Path(output_dir).glob("part-*.parquet"))
+    if not files:
+        raise SampleError(f"{output_dir} has no part-*.parquet files")
+    return datasets.Dataset.from_parquet(files)
+
+
+def read_rejects(output_dir: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted(Path(output_dir).glob("rejects-*.jsonl")):
+        out += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return out

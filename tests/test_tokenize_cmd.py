@@ -1,0 +1,140 @@
+"""respmask tokenize: shards, rejects, summary, resume after an interruption, every engine."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+datasets = pytest.importorskip("datasets")
+
+from respmask import Pretokenizer  # noqa: E402
+from respmask.cli import main  # noqa: E402
+from respmask.shards import read_parts, read_rejects, tokenize_files  # noqa: E402
+from support.tokenizers import fixture_tokenizer  # noqa: E402
+from test_engines import rows  # noqa: E402
+
+
+def write_input(path, n=40):
+    good = rows(n)
+    lines = [json.dumps(r) for r in good]
+    lines[5] = "{not json"  # broken line
+    lines[11] = json.dumps({"messages": [{"content": "no role"}]})
+    lines[17] = json.dumps({"something": "else"})
+    lines[23] = json.dumps({"messages": [{"role": "user", "content": "no reply"}]})  # untrainable
+    lines[29] = json.dumps({"messages": [{"role": "user", "content": [1, {"x": None}]}, {"role": "assistant", "content": 5}]})
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def check_accounting(out_dir, n_input, summary):
+    parts = read_parts(out_dir)
+    rejects = read_rejects(out_dir)
+    written = sorted(parts["index"])
+    rejected = sorted(r["index"] for r in rejects)
+    assert sorted(written + rejected) == list(range(n_input))  # every row is somewhere, once
+    assert summary.input_rows == n_input == summary.written_rows + summary.rejected_rows
+    assert summary.rejected_rows == len(rejected)
+    assert json.loads((out_dir / "summary.json").read_text())["input_rows"] == n_input
+    return parts, rejects
+
+
+def test_bad_rows_go_to_rejects_with_index_and_reason(tmp_path):
+    tok = fixture_tokenizer("qwen3")
+    src = tmp_path / "in.jsonl"
+    write_input(src)
+    out = tmp_path / "out"
+    summary = tokenize_files(str(src), str(out), tok, num_proc=2, shard_size=16, progress=False,
+                             drop_untrainable=True)
+    parts, rejects = check_accounting(out, 40, summary)
+    by_index = {r["index"]: r["error"] for r in rejects}
+    assert set(by_index) == {5, 11, 17, 23, 29}
+    assert "not valid JSON" in by_index[5] and "has no 'role'" in by_index[11]
+    assert "none of the columns" in by_index[17] and "no trained token" in by_index[23]
+    assert all(msg.startswith(f"sample {i}") for i, msg in by_index.items())
+    assert summary.shards == 3 and summary.untrainable_rows == 1
+    # the written rows are exactly what the Pretokenizer makes of those rows
+    good = [json.loads(line) for i, line in enumerate(src.read_text().splitlines()) if i not in by_index]
+    ref = Pretokenizer(tok)({"messages": [g["messages"] for g in good]})
+    assert parts["input_ids"] == [list(map(int, x)) for x in ref["input_ids"]]
+    assert str(parts.features["labels"].feature.dtype) == "int32"
+
+
+def test_interrupted_run_resumes_from_finished_shards(tmp_path, monkeypatch):
+    tok = fixture_tokenizer("qwen3")
+    src = tmp_path / "in.jsonl"
+    write_input(src)
+    out = tmp_path / "out"
+    monkeypatch.setenv("RESPMASK_TEST_FAIL_AFTER_SHARD", "1")
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_files(str(src), str(out), tok, shard_size=10, progress=False)
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    monkeypatch.delenv("RESPMASK_TEST_FAIL_AFTER_SHARD")
+    summary = tokenize_files(str(src), str(out), tok, shard_size=10, progress=False)
+    assert summary.resumed_shards == 2 and summary.shards == 4
+    check_accounting(out, 40, summary)
+    fresh = tmp_path / "fresh"
+    again = tokenize_files(str(src), str(fresh), tok, shard_size=10, progress=False)
+    assert read_parts(out).to_list() == read_parts(fresh).to_list()
+    assert again.to_dict() | {"seconds": 0, "resumed_shards": 0} == summary.to_dict() | {"seconds": 0, "resumed_shards": 0}
+    # other settings in the same directory are refused instead of mixing two runs
+    with pytest.raises(Exception, match="other settings"):
+        tokenize_files(str(src), str(out), tok, shard_size=10, progress=False, max_length=20)
+
+
+def test_parquet_and_saved_dataset_inputs(tmp_path):
+    tok = fixture_tokenizer("qwen3")
+    data = rows(12)
+    ds = datasets.Dataset.from_list(data)
+    ds.to_parquet(str(tmp_path / "in.parquet"))
+    ds.save_to_disk(str(tmp_path / "saved"))
+    a = tokenize_files(str(tmp_path / "in.parquet"), str(tmp_path / "a"), tok, shard_size=5, progress=False)
+    b = tokenize_files(str(tmp_path / "saved"), str(tmp_path / "b"), tok, shard_size=5, progress=False)
+    assert a.written_rows == b.written_rows == 12
+    assert read_parts(tmp_path / "a").to_list() == read_parts(tmp_path / "b").to_list()
+
+
+def test_packing_option(tmp_path):
+    tok = fixture_tokenizer("qwen3")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows(20)))
+    summary = tokenize_files(str(src), str(tmp_path / "out"), tok, shard_size=20, pack=256, progress=False)
+    parts = read_parts(tmp_path / "out")
+    assert summary.packed_rows == len(parts) < 20
+    assert all(len(r["input_ids"]) <= 256 and sum(r["lengths"]) == len(r["input_ids"]) for r in parts)
+    assert sum(sum(r["lengths"]) for r in parts) == summary.tokens
+
+
+def test_command_line(tmp_path, capsys):
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src = tmp_path / "in.jsonl"
+    write_input(src, 30)
+    code = main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"),
+                 "--num-proc", "2", "--shard-size", "8", "--max-length", "64", "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[: out.rindex("}") + 1])
+    # rows 5, 11, 17 and 29 are rejected; row 23 (no reply) is written (kept) and counted untrainable
+    assert summary["input_rows"] == 30 and summary["rejected_rows"] == 4 and summary["untrainable_rows"] >= 1
+    assert summary["truncated_rows"] > 0
+    assert all(len(x) <= 64 for x in read_parts(tmp_path / "out")["input_ids"])
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_datasets_engine(tmp_path):
+    pytest.importorskip("ray")
+    tok = fixture_tokenizer("qwen3")
+    src = tmp_path / "in.jsonl"
+    write_input(src, 32)
+    a = tokenize_files(str(src), str(tmp_path / "a"), tok, engine="datasets", shard_size=10, progress=False)
+    b = tokenize_files(str(src), str(tmp_path / "b"), tok, engine="ray", num_proc=2, shard_size=10, progress=False)
+    import ray
+
+    ray.shutdown()
+    assert read_parts(tmp_path / "a").to_list() == read_parts(tmp_path / "b").to_list()
+    assert sorted(read_rejects(tmp_path / "a"), key=lambda r: r["index"]) == \
+        sorted(read_rejects(tmp_path / "b"), key=lambda r: r["index"])
+    assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}
+    assert os.path.exists(tmp_path / "b" / "summary.json")
