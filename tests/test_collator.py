@@ -253,3 +253,26 @@ def test_dataloader_with_spawned_workers(tok):
     batches = list(loader)
     assert len(batches) == 4
     assert all(torch.equal(b["labels"], c(data[:2])["labels"]) for b in batches)
+
+
+def test_pickling_reuses_the_serialized_tokenizer_and_is_deterministic():
+    import pickle as pk
+
+    from respmask import ChatMasker, Pretokenizer
+
+    tok = fixture_tokenizer("qwen3")
+    m = ChatMasker(tok)
+    first = pk.dumps(m)
+    assert m._blob is not None
+    blob = m._blob[1]
+    assert pk.dumps(m) == first and m._blob[1] is blob  # serialized once, reused
+    back = pk.loads(first)
+    assert back.tokenizer is tok  # same process: the live tokenizer is picked up, not rebuilt
+    other = fixture_tokenizer("qwen3", "metaspace")  # same template and special tokens, other vocabulary
+    assert pk.loads(pk.dumps(ChatMasker(other))).tokenizer is other
+    # equal transforms hash equally (datasets' cache keeps working across runs)
+    datasets = pytest.importorskip("datasets")
+    from datasets.fingerprint import Hasher
+
+    assert Hasher.hash(Pretokenizer(tok)) == Hasher.hash(Pretokenizer(tok))
+    assert Hasher.hash(Pretokenizer(tok)) != Hasher.hash(Pretokenizer(other))

@@ -133,6 +133,15 @@ class ResponseOnlyCollator:
         self.stats = CollatorStats()
         remember(self.masker)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["tokenizer"] = None  # the masker carries it (serialized once)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.tokenizer = self.masker.tokenizer
+
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
         encoded = self.masker.encode_batch(features)
         rows = []

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import hashlib
+import pickle
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,6 +52,22 @@ class RenderedSample:
     turns: list[Turn]
     segments: Segments | None = None
     add_special_tokens: bool = False
+
+
+# Tokenizers of the maskers built in this process, so that a forked worker reuses its copy.
+_LIVE_TOKENIZERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def _safe_signature(tok: Any) -> tuple[Any, ...] | None:
+    """What identifies a tokenizer's behaviour here, cheaply: size, template, special tokens, side,
+    and a sample of its vocabulary. Deterministic, so datasets' fingerprints stay stable."""
+    try:
+        n = len(tok)
+        sample = tok.convert_ids_to_tokens(list(range(0, n, max(1, n // 64))))
+        return (type(tok).__name__, n, repr(tok.chat_template), tok.bos_token, tok.eos_token, tok.pad_token,
+                tok.padding_side, bool(getattr(tok, "split_special_tokens", False)), tuple(sample))
+    except Exception:  # pragma: no cover
+        return None
 
 
 def _is_fast(tokenizer: Any) -> bool:
@@ -121,16 +140,32 @@ class ChatMasker:
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
+        self._blob: tuple[Any, bytes] | None = None
+        self._key = hashlib.sha1(repr(_safe_signature(tokenizer)).encode()).hexdigest()
+        _LIVE_TOKENIZERS[self._key] = tokenizer
 
-    # -- pickling: caches are rebuilt lazily in the new process -------------------------------
+    # -- pickling ------------------------------------------------------------------------------
+    # Engines pickle the transform for every job (datasets' num_proc, DataLoader workers, Ray).
+    # The tokenizer is serialized once and the bytes reused; a forked worker, which already holds
+    # a copy of the tokenizer, picks that copy up instead of deserializing it. Caches are
+    # rebuilt lazily in the new process.
     def __getstate__(self) -> dict[str, Any]:
+        signature = _safe_signature(self.tokenizer)
+        if self._blob is None or self._blob[0] != signature:
+            self._blob = (signature, pickle.dumps(self.tokenizer, protocol=pickle.HIGHEST_PROTOCOL))
         state = self.__dict__.copy()
         state["_templates"] = {}
         state["_profiles"] = {}
+        state["tokenizer"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        tok = _LIVE_TOKENIZERS.get(self._key)
+        if tok is None or self._blob is None or _safe_signature(tok) != self._blob[0]:
+            tok = pickle.loads(self._blob[1])  # type: ignore[index]
+            _LIVE_TOKENIZERS[self._key] = tok
+        self.tokenizer = tok
         self._pid = os.getpid()
 
     # -- template and profile ------------------------------------------------------------------

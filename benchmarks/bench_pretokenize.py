@@ -1,0 +1,162 @@
+"""Pre-tokenizing throughput at scale: datasets.map (num_proc 1 and 2), Ray Data (local, 2 CPUs)
+and `respmask tokenize`, against the same engine running plain apply_chat_template (no masks).
+
+    python benchmarks/bench_pretokenize.py                    # 10k and 100k conversations
+    python benchmarks/bench_pretokenize.py --sizes 10000      # quicker
+
+Peak memory is the high-water mark of this process and of its child processes (workers), so it
+shows whether memory grows with the dataset (it should not: data stays in Arrow on disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_data(n: int, path: Path) -> None:
+    from workloads import WORDS
+
+    rng = random.Random(n)
+
+    def text(k: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(k)).capitalize() + "."
+
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            msgs = [{"role": "system", "content": text(20)}]
+            for _ in range(rng.randint(1, 3)):
+                msgs += [{"role": "user", "content": text(rng.randint(10, 60))},
+                         {"role": "assistant", "content": text(rng.randint(20, 120))}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+
+
+WORKER = r'''
+import json, os, resource, sys, time
+sys.path.insert(0, {bench!r})
+mode, engine, data, tok_dir, num_proc, out = sys.argv[1:7]
+num_proc = int(num_proc)
+from transformers import AutoTokenizer
+import respmask
+tok = AutoTokenizer.from_pretrained(tok_dir)
+fn = respmask.Pretokenizer(tok)
+
+def plain(batch):
+    arrow = hasattr(batch, "column")
+    msgs = batch.column("messages").to_pylist() if arrow else batch["messages"]
+    ids = tok.apply_chat_template(list(msgs), tokenize=True, return_dict=True)["input_ids"]
+    if not arrow:
+        return {{"input_ids": ids}}
+    import pyarrow as pa
+    return pa.table({{"input_ids": pa.array(ids, type=pa.list_(pa.int32()))}})
+
+t0 = time.time()
+if engine == "datasets":
+    import datasets
+    datasets.disable_progress_bars()
+    ds = datasets.Dataset.from_parquet(data)
+    t0 = time.time()
+    f = fn if mode == "respmask" else plain
+    res = ds.map(f, batched=True, batch_size=512, num_proc=num_proc if num_proc > 1 else None,
+                 remove_columns=ds.column_names, cache_file_name=os.path.join(out, "cache.arrow"))
+    tokens = sum(len(x) for x in res.with_format("arrow")["input_ids"].to_pylist())
+    rows = len(res)
+elif engine == "ray":
+    import ray, ray.data
+    ray.init(num_cpus=num_proc, include_dashboard=False, log_to_driver=False)
+    t0 = time.time()
+    f = fn if mode == "respmask" else plain
+    ds = ray.data.read_parquet(data).map_batches(f, batch_format="pyarrow", batch_size=512)
+    ds.write_parquet(os.path.join(out, "parts"))
+    import pyarrow.parquet as pq
+    table = pq.read_table(os.path.join(out, "parts"))
+    rows = table.num_rows
+    tokens = sum(len(x) for x in table.column("input_ids").to_pylist())
+    ray.shutdown()
+elif engine == "cli":
+    from respmask.shards import tokenize_files
+    t0 = time.time()
+    s = tokenize_files(data, os.path.join(out, "tok"), tok, num_proc=num_proc, progress=False)
+    rows, tokens = s.written_rows, s.tokens
+seconds = time.time() - t0
+peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(json.dumps({{"rows": rows, "tokens": tokens, "seconds": seconds, "peak_rss_mib": peak / 1024}}))
+'''
+
+
+def run(mode: str, engine: str, data: str, tok_dir: str, num_proc: int) -> dict:
+    script = WORKER.format(bench=str(Path(__file__).resolve().parent))
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run([sys.executable, "-c", script, mode, engine, data, tok_dir, str(num_proc), out],
+                              capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--no-ray", action="store_true")
+    args = ap.parse_args()
+    from workloads import shared_tokenizers
+
+    root = shared_tokenizers()
+    if root is None:
+        sys.exit("needs real tokenizers: set RESPMASK_SHARED_TOKENIZERS or place them in ../shared/tokenizers")
+    tok_dir = str(root / "qwen3")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            jsonl = Path(tmp) / f"data{n}.jsonl"
+            make_data(n, jsonl)
+            import datasets
+
+            parquet = str(Path(tmp) / f"data{n}.parquet")
+            datasets.Dataset.from_json(str(jsonl)).to_parquet(parquet)
+            plan = [("datasets", 1), ("datasets", 2)] + ([] if args.no_ray else [("ray", 2)])
+            for engine, procs in plan:
+                for mode in ("respmask", "plain"):
+                    r = run(mode, engine, parquet, tok_dir, procs)
+                    r.update(size=n, engine=engine, num_proc=procs, mode=mode)
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
+            r = run("respmask", "cli", str(jsonl), tok_dir, 2)
+            r.update(size=n, engine="respmask tokenize (JSONL, shards)", num_proc=2, mode="respmask")
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pretokenize.json").write_text(json.dumps(results, indent=2))
+    lines = ["# Pre-tokenizing benchmark", "", "qwen3 tokenizer; conversations of 1-3 turns with a system prompt", "",
+             "| conversations | engine | processes | transform | conv/s | tokens/s | speed-up vs 1 process | "
+             "overhead vs plain | peak RSS |", "|---:|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        one = next((x for x in results if x["size"] == r["size"] and x["engine"] == "datasets" and x["num_proc"] == 1
+                    and x["mode"] == r["mode"]), None)
+        plain = next((x for x in results if x["size"] == r["size"] and x["engine"] == r["engine"]
+                      and x["num_proc"] == r["num_proc"] and x["mode"] == "plain"), None)
+        speed = f"{one['seconds'] / r['seconds']:.2f}x" if one else ""
+        over = f"{100 * (r['seconds'] / plain['seconds'] - 1):+.0f}%" if plain and r["mode"] == "respmask" else ""
+        name = "respmask Pretokenizer" if r["mode"] == "respmask" else "plain apply_chat_template"
+        lines.append(f"| {r['size']:,} | {r['engine']} | {r['num_proc']} | {name} | {r['rows'] / r['seconds']:,.0f} | "
+                     f"{r['tokens'] / r['seconds']:,.0f} | {speed} | {over} | {r['peak_rss_mib']:.0f} MiB |")
+    (out / "pretokenize.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
