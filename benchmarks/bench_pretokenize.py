@@ -71,7 +71,9 @@ if engine == "datasets":
     f = fn if mode == "respmask" else plain
     res = ds.map(f, batched=True, batch_size=512, num_proc=num_proc if num_proc > 1 else None,
                  remove_columns=ds.column_names, cache_file_name=os.path.join(out, "cache.arrow"))
-    tokens = sum(len(x) for x in res.with_format("arrow")["input_ids"].to_pylist())
+    seconds = time.time() - t0
+    import pyarrow.compute as pc
+    tokens = sum(pc.sum(pc.list_value_length(b["input_ids"])).as_py() for b in res.with_format("arrow").iter(4096))
     rows = len(res)
 elif engine == "ray":
     import ray, ray.data
@@ -80,17 +82,20 @@ elif engine == "ray":
     f = fn if mode == "respmask" else plain
     ds = ray.data.read_parquet(data).map_batches(f, batch_format="pyarrow", batch_size=512)
     ds.write_parquet(os.path.join(out, "parts"))
-    import pyarrow.parquet as pq
-    table = pq.read_table(os.path.join(out, "parts"))
-    rows = table.num_rows
-    tokens = sum(len(x) for x in table.column("input_ids").to_pylist())
+    seconds = time.time() - t0
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    rows = tokens = 0
+    for b in pads.dataset(os.path.join(out, "parts")).to_batches(columns=["input_ids"]):
+        rows += b.num_rows
+        tokens += pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
     ray.shutdown()
 elif engine == "cli":
     from respmask.shards import tokenize_files
     t0 = time.time()
     s = tokenize_files(data, os.path.join(out, "tok"), tok, num_proc=num_proc, progress=False)
     rows, tokens = s.written_rows, s.tokens
-seconds = time.time() - t0
+    seconds = time.time() - t0
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({{"rows": rows, "tokens": tokens, "seconds": seconds, "peak_rss_mib": peak / 1024}}))
 '''

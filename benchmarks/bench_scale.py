@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transformers import AutoTokenizer  # noqa: E402
 
 import respmask  # noqa: E402
+from respmask import demo  # noqa: E402
 from workloads import conversation, shared_tokenizers  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     root = shared_tokenizers()
-    tok = AutoTokenizer.from_pretrained(str(root / "qwen3")) if root else respmask.demo.tokenizer()
+    tok = AutoTokenizer.from_pretrained(str(root / "qwen3")) if root else demo.tokenizer()
     collator = respmask.ResponseOnlyCollator(tok, on_untrainable="keep")
     rows = []
     turns = [10, 100, 1000] if not args.quick else [10, 100]

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from respmask import ChatMasker, SampleError
+from respmask import ChatMasker
 from support.conversations import WEATHER_TOOL, Case, Nonces
-from support.reference import violations
+from support.reference import check_case
 from support.tokenizers import fixture_tokenizer, manifest, template_names
 
 EXAMPLES = int(os.environ.get("RESPMASK_HYPOTHESIS_EXAMPLES", "12"))
@@ -89,14 +89,7 @@ def conversations(draw, name):
 def _check(name, style, case):
     tok = fixture_tokenizer(name, style)
     masker = _maskers.setdefault((name, style), ChatMasker(tok))
-    try:
-        tok.apply_chat_template(case.messages, tools=case.tools, tokenize=False)
-    except Exception:
-        with pytest.raises(SampleError):
-            masker.encode(case.sample())
-        return
-    enc = masker.encode(case.sample())
-    problems = violations(tok, case, enc.input_ids, enc.labels, MANIFEST[name]["stop_tokens"])
+    problems = check_case(tok, masker, case, MANIFEST[name]["stop_tokens"])
     assert not problems, (problems, case.messages)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from respmask import ChatMasker, SampleError
+from respmask import ChatMasker
 from support.conversations import cases
-from support.reference import violations
+from support.reference import run_cases
 from support.tokenizers import fixture_tokenizer, manifest, template_names
 
 MANIFEST = manifest()
@@ -33,22 +33,9 @@ def test_at_least_15_families():
 def test_nonce_reference(name: str, style: str):
     tok = fixture_tokenizer(name, style)
     masker = ChatMasker(tok)
-    stops = MANIFEST[name]["stop_tokens"]
-    checked = 0
-    failures = {}
-    for case in cases():
+    all_cases = cases()
+    for case in all_cases:
         if case.tools is None and _extra_tools(name) is not None:
             case.tools = list(_extra_tools(name))
-        try:
-            tok.apply_chat_template(case.messages, tools=case.tools, tokenize=False)
-        except Exception:
-            with pytest.raises(SampleError):
-                masker.encode(case.sample())
-            continue
-        enc = masker.encode(case.sample())
-        problems = violations(tok, case, enc.input_ids, enc.labels, stops)
-        if problems:
-            failures[case.name] = problems
-        checked += 1
-    assert not failures, failures
+    checked = run_cases(tok, masker, all_cases, MANIFEST[name]["stop_tokens"])
     assert checked >= 3, f"only {checked} conversation shapes render with {name}"

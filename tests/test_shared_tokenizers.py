@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from respmask import ChatMasker, SampleError
+from respmask import ChatMasker
 from support.conversations import cases
-from support.reference import violations
+from support.reference import run_cases
 from support.tokenizers import FIXTURES, manifest, shared_tokenizer, template_source
 
 pytestmark = pytest.mark.shared
@@ -28,22 +28,7 @@ PAIRS += [
 
 
 def _run(tok, stops):
-    masker = ChatMasker(tok)
-    checked, failures = 0, {}
-    for case in cases():
-        try:
-            tok.apply_chat_template(case.messages, tools=case.tools, tokenize=False)
-        except Exception:
-            with pytest.raises(SampleError):
-                masker.encode(case.sample())
-            continue
-        enc = masker.encode(case.sample())
-        problems = violations(tok, case, enc.input_ids, enc.labels, stops)
-        if problems:
-            failures[case.name] = problems
-        checked += 1
-    assert not failures, failures
-    return checked
+    return run_cases(tok, ChatMasker(tok), cases(), stops)
 
 
 @pytest.mark.parametrize("folder,template,stops", PAIRS, ids=[f"{f}-{t or 'own'}" for f, t, _ in PAIRS])

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import SampleError, UntrainableSampleError
+from .errors import SampleError, UntrainableSampleError, check_choice
 from .masker import ChatMasker, Encoded, TrainOn
 from .masks import IGNORE_INDEX
 from .preview import remember
@@ -100,15 +100,11 @@ class ResponseOnlyCollator:
         return_tensors: Literal["pt", "np"] = "pt",
         padding_free: bool = False,
     ):
-        if truncation not in ("right", "left"):
-            raise ValueError(f"truncation must be 'right' or 'left', got {truncation!r}")
+        check_choice("truncation", truncation, ("right", "left"))
         side = padding_side or getattr(tokenizer, "padding_side", "right") or "right"
-        if side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-        if on_untrainable not in ("warn", "raise", "keep"):
-            raise ValueError(f"on_untrainable must be 'warn', 'raise' or 'keep', got {on_untrainable!r}")
-        if return_tensors not in ("pt", "np"):
-            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        check_choice("padding_side", side, ("right", "left"))
+        check_choice("on_untrainable", on_untrainable, ("warn", "raise", "keep"))
+        check_choice("return_tensors", return_tensors, ("pt", "np"))
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
         if padding_free and pad_to_multiple_of:

@@ -43,3 +43,9 @@ class MissingColumnsError(SampleError, KeyError):
 
 class UntrainableSampleError(SampleError):
     """A sample has no trained token left: its loss would be NaN or missing."""
+
+
+def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
+    """Raise a ValueError naming the option when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")

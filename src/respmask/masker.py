@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import RespmaskError, SampleError, TemplateError, TokenizerError
+from .errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
 from .masks import IGNORE_INDEX, labels_from_mask, mask_from_ranges, token_ranges
 from .profile import TemplateProfile, learn_profile, token_regex
 from .render import ChatTemplate, template_inputs
@@ -127,8 +127,7 @@ class ChatMasker:
                 "Load it with AutoTokenizer.from_pretrained(path) (use_fast=True is the default) from a "
                 "directory that has tokenizer.json."
             )
-        if train_on not in ("all", "last"):
-            raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
+        check_choice("train_on", train_on, ("all", "last"))
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.template_kwargs = dict(template_kwargs or {})

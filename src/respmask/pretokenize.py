@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .collator import truncate
-from .errors import RespmaskError, UntrainableSampleError
+from .errors import RespmaskError, UntrainableSampleError, check_choice
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
 
@@ -70,12 +70,11 @@ class Pretokenizer:
         template_kwargs: Mapping[str, Any] | None = None,
         stop_tokens: Sequence[str] | None = None,
     ):
-        if on_untrainable not in ("keep", "drop", "raise"):
-            raise ValueError(f"on_untrainable must be 'keep', 'drop' or 'raise', got {on_untrainable!r}")
-        if on_error not in ("raise", "collect"):
-            raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
-        if truncation not in ("right", "left"):
-            raise ValueError(f"truncation must be 'right' or 'left', got {truncation!r}")
+        check_choice("on_untrainable", on_untrainable, ("keep", "drop", "raise"))
+        check_choice("on_error", on_error, ("raise", "collect"))
+        check_choice("truncation", truncation, ("right", "left"))
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
         self.masker = ChatMasker(
             tokenizer,
             chat_template=chat_template,

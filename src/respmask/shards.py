@@ -145,8 +145,9 @@ def _count_jsonl(path: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_size: int) -> dict[str, list]:
-    """Run ``fn`` over a shard (a pyarrow table with 'json' and 'index') inside the engine."""
+def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_size: int) -> Any:
+    """Run ``fn`` over a shard (a pyarrow table with 'json' and 'index') inside the engine; the
+    result is a pyarrow table (input_ids, labels, error, truncated, index) in input order."""
     if engine == "datasets":
         import datasets
 
@@ -161,7 +162,7 @@ def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_siz
         out = ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
                      remove_columns=ds.column_names, features=features, load_from_cache_file=False,
                      keep_in_memory=True, desc="respmask tokenize")
-        return {c: out[c] for c in out.column_names}
+        return out.data.table
     if engine == "ray":
         import pyarrow as pa
         import ray
@@ -185,8 +186,7 @@ def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_siz
         ds = ray.data.from_arrow([table.slice(a, step) for a in range(0, table.num_rows, step)])
         result = pa.concat_tables(ray.get(ds.map_batches(arrow_fn, batch_format="pyarrow",
                                                          batch_size=batch_size).to_arrow_refs()))
-        result = result.sort_by("index")
-        return {c: result.column(c).to_pylist() for c in result.column_names}
+        return result.sort_by("index")
     raise RespmaskError(f"unknown engine {engine!r}: use 'datasets' or 'ray'")
 
 
@@ -283,42 +283,54 @@ def tokenize_files(
     return summary
 
 
-def _finish_shard(cols: Mapping[str, list], pack: int | None,
+def _finish_shard(table: Any, pack: int | None,
                   drop_untrainable: bool) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    """Split an engine's output into the part to write, the rejects and the shard's counts
+    (columnar: no Python loop over tokens, and none over rows but for rejects)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from .packing import pack as pack_rows
 
+    n = table.num_rows
+    index = table.column("index").to_numpy()
+    failed = pc.is_valid(table.column("error")).to_numpy(zero_copy_only=False)
+    labels = table.column("labels").combine_chunks()
+    offsets = labels.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # (a sliced array starts past 0)
+    lengths = np.diff(offsets)
+    trained_flat = labels.flatten().to_numpy(zero_copy_only=False) != IGNORE_INDEX
+    running = np.concatenate([[0], np.cumsum(trained_flat, dtype=np.int64)])
+    trained = running[offsets[1:]] - running[offsets[:-1]]  # trained tokens per row
+    untrainable = ~failed & (trained == 0)
+    rejected = failed | (untrainable & drop_untrainable)
+    keep = ~rejected
+
     rejects: list[dict[str, Any]] = []
-    keep_ids, keep_labels, keep_index = [], [], []
     reasons: Counter[str] = Counter()
-    stats = Counter()
-    for ids, labels, error, cut, index in zip(cols["input_ids"], cols["labels"], cols["error"], cols["truncated"],
-                                             cols["index"]):
-        stats["input_rows"] += 1
-        if error:
-            rejects.append({"index": index, "error": error})
-            reasons[_reason(error)] += 1
-            continue
-        labels_arr = np.asarray(labels, dtype=np.int64)
-        trained = int((labels_arr != IGNORE_INDEX).sum())
-        if not trained:
-            stats["untrainable_rows"] += 1
-            if drop_untrainable:
-                message = f"sample {index}: has no trained token (no assistant reply, or truncated away)"
-                rejects.append({"index": index, "error": message})
-                reasons[_reason(message)] += 1
-                continue
-        stats["truncated_rows"] += bool(cut)
-        stats["tokens"] += len(ids)
-        stats["trained_tokens"] += trained
-        keep_ids.append(ids)
-        keep_labels.append(labels)
-        keep_index.append(index)
-    stats["written_rows"] = len(keep_ids)
-    stats["rejected_rows"] = len(rejects)
+    errors = table.column("error").to_pylist()
+    for j in np.flatnonzero(rejected):
+        message = errors[j] or (
+            f"sample {index[j]}: has no trained token (no assistant reply, or truncated away)"
+        )
+        rejects.append({"index": int(index[j]), "error": message})
+        reasons[_reason(message)] += 1
+
+    stats: dict[str, Any] = {
+        "input_rows": int(n),
+        "written_rows": int(keep.sum()),
+        "rejected_rows": int(rejected.sum()),
+        "untrainable_rows": int(untrainable.sum()),
+        "truncated_rows": int((table.column("truncated").to_numpy(zero_copy_only=False) & keep).sum()),
+        "tokens": int(lengths[keep].sum()),
+        "trained_tokens": int(trained[keep].sum()),
+        "reject_reasons": dict(reasons),
+    }
+    kept = table.filter(pa.array(keep)).select(["input_ids", "labels", "index"])
     if pack:
-        packed, _ = pack_rows([{"input_ids": i, "labels": lab} for i, lab in zip(keep_ids, keep_labels)], pack)
+        rows = [{"input_ids": i, "labels": lab} for i, lab in
+                zip(kept.column("input_ids").to_pylist(), kept.column("labels").to_pylist())]
+        packed, _ = pack_rows(rows, pack)
         stats["packed_rows"] = len(packed)
         part = pa.table({
             "input_ids": pa.array([p["input_ids"] for p in packed], type=pa.list_(pa.int32())),
@@ -326,15 +338,8 @@ def _finish_shard(cols: Mapping[str, list], pack: int | None,
             "position_ids": pa.array([p["position_ids"] for p in packed], type=pa.list_(pa.int32())),
             "lengths": pa.array([p["lengths"] for p in packed], type=pa.list_(pa.int32())),
         })
-    else:
-        part = pa.table({
-            "input_ids": pa.array(keep_ids, type=pa.list_(pa.int32())),
-            "labels": pa.array(keep_labels, type=pa.list_(pa.int32())),
-            "index": pa.array(keep_index, type=pa.int64()),
-        })
-    result = dict(stats)
-    result["reject_reasons"] = dict(reasons)
-    return result, part, rejects
+        return stats, part, rejects
+    return stats, kept, rejects
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

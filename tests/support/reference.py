@@ -25,6 +25,37 @@ from .conversations import TRAINED_KINDS, UNTRAINED_KINDS, Case
 IGNORE = -100
 
 
+def check_case(tok: Any, masker: Any, case: Case, stop_tokens: Sequence[str]) -> list[str] | None:
+    """The violations of respmask's encoding of ``case`` (``None`` when the template rejects the
+    conversation, in which case respmask must raise a SampleError too)."""
+    from respmask import SampleError
+
+    try:
+        tok.apply_chat_template(case.messages, tools=case.tools, tokenize=False, **case.kwargs)
+    except Exception:
+        try:
+            masker.encode(case.sample())
+        except SampleError:
+            return None
+        return ["transformers' apply_chat_template raises on this conversation but respmask did not"]
+    enc = masker.encode(case.sample())
+    return violations(tok, case, enc.input_ids, enc.labels, stop_tokens)
+
+
+def run_cases(tok: Any, masker: Any, cases: Sequence[Case], stop_tokens: Sequence[str]) -> int:
+    """Check every case; assert that none has a violation; return how many rendered."""
+    checked, failures = 0, {}
+    for case in cases:
+        problems = check_case(tok, masker, case, stop_tokens)
+        if problems is None:
+            continue
+        if problems:
+            failures[case.name] = problems
+        checked += 1
+    assert not failures, failures
+    return checked
+
+
 def hf_ids(tok: Any, case: Case, **extra: Any) -> list[int]:
     out = tok.apply_chat_template(
         case.messages, tools=case.tools, tokenize=True, return_dict=True, **case.kwargs, **extra
