@@ -289,17 +289,23 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fams = list(report["workloads"])
     fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 4.6), squeeze=False)
+    colors = {
+        "respmask collator": "#2f9e44", "respmask pretokenize+pad": "#8ce99a", "TRL SFT path": "#f08c00",
+        "transformers assistant mask": "#1c7ed6", "Unsloth train_on_responses_only": "#e03131",
+        "no masking (apply_chat_template)": "#7048e8", "floor: render + encode_batch": "black",
+    }
     for ax, fam in zip(axes[0], fams):
         workloads = report["workloads"][fam]
         names = list(workloads[0]["results"])
         for name in names:
             xs = [w["turns"] for w in workloads]
             ys = [w["results"][name]["tokens_per_s"] for w in workloads]
-            style = dict(lw=2.6, color="#2f9e44") if name.startswith("respmask collator") else dict(lw=1.4)
+            style = dict(lw=2.8 if name == "respmask collator" else 1.4, color=colors.get(name))
             if name.startswith("floor"):
-                style = dict(lw=1.4, ls="--", color="black")
+                style["ls"] = "--"
             ax.plot(xs, ys, marker="o", label=name, **style)
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks([w["turns"] for w in workloads])
         ax.set_xticklabels([str(w["turns"]) for w in workloads])
         ax.set_xlabel("turns per conversation")
@@ -322,6 +328,7 @@ def main() -> None:
     ap.add_argument("--memory-batches", type=int, default=1000)
     ap.add_argument("--map-conversations", type=int, default=10_000)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--replot", action="store_true", help="redraw the plot and table from the saved JSON")
     ap.add_argument("--threads", type=int, default=0,
                     help="tokenizer threads (RAYON_NUM_THREADS); 0: the library's default (all cores)")
     args = ap.parse_args()
@@ -329,6 +336,12 @@ def main() -> None:
         os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # read when the tokenizer's pool starts
     if args.quick:
         args.rounds, args.turns, args.memory_batches, args.map_conversations = 2, [3, 24], 50, 500
+    if args.replot:
+        out = Path(args.out)
+        saved = json.loads((out / "collators.json").read_text())
+        plot(saved, out / "tokens_per_s.png")
+        print(table(saved))
+        return
 
     root = shared_tokenizers()
     if root is None:

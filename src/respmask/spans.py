@@ -235,7 +235,7 @@ def find_turns(
         start = region_start(segs, idxs)
         if start is None:  # the template did not render this message
             continue
-        region_end = max(segs.ends[i] for i in idxs)
+        region_end = segs.ends[idxs[-1]]  # segments are ordered: its last one ends last
         last_data = next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
         if role == "assistant":
             header_end, confirmed = _header_end(text, start, region_end, profile, roles[k - 1] if k else None)
