@@ -107,3 +107,24 @@ def test_nonce_properties_hold_for_generated_conversations(name, style):
         _check(name, style, case)
 
     run()
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_harmony_answer_with_reasoning_and_empty_content(style):
+    """GPT-OSS renders an empty final answer after reasoning as '...<|end|><|start|>assistant<|channel|>final
+    <|message|><|return|>': the model generates all of it, so all of it is trained (found by a random run)."""
+    nn = Nonces()
+    call = [{"type": "function", "id": "call00001", "function": {"name": "get_weather",
+                                                                  "arguments": {"city": nn("ARG", 1)}}}]
+    messages = [
+        {"role": "user", "content": f" {nn('USR', 0)} "},
+        {"role": "assistant", "content": "", "tool_calls": call},
+        {"role": "tool", "tool_call_id": "call00001", "name": "get_weather", "content": f" {nn('TOL', 2)} "},
+        {"role": "assistant", "content": "", "reasoning_content": f" {(rsn := nn('RSN', 3))} "},
+    ]
+    case = Case("harmony-empty-final", messages, nn, [WEATHER_TOOL])
+    _check("gpt_oss", style, case)
+    tok = fixture_tokenizer("gpt_oss", style)
+    enc = _maskers[("gpt_oss", style)].encode(case.sample())
+    trained = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != -100])
+    assert trained.endswith(f" {rsn} <|end|><|start|>assistant<|channel|>final<|message|><|return|>"), trained

@@ -7,7 +7,8 @@ the labels respmask produced, ``violations`` lists every way the labels break th
 * an assistant nonce (content, reasoning, tool-call argument) has an untrained token, or a
   system/user/tool nonce has a trained token;
 * an assistant answer's content is missing from the render;
-* the first stop token after an assistant answer is not trained;
+* the first stop token after an assistant answer is not trained (a stop token followed by the
+  template's own assistant header, as in harmony's channels, continues the answer);
 * something is trained between the previous turn's stop token and the end of this turn's
   prompt (``apply_chat_template(messages[:i], add_generation_prompt=True)``), or after the
   final assistant turn's stop token.
@@ -65,6 +66,16 @@ def hf_ids(tok: Any, case: Case, **extra: Any) -> list[int]:
 
 def hf_text(tok: Any, messages: Sequence[dict], case: Case, **extra: Any) -> str:
     return tok.apply_chat_template(list(messages), tools=case.tools, tokenize=False, **case.kwargs, **extra)
+
+
+def _assistant_header(tok: Any, case: Case, i: int) -> str:
+    """What ``add_generation_prompt`` adds after ``messages[:i]`` ('' when unknown)."""
+    try:
+        bare = hf_text(tok, case.messages[:i], case)
+        prompt = hf_text(tok, case.messages[:i], case, add_generation_prompt=True)
+    except Exception:
+        return ""
+    return prompt[len(bare):] if prompt.startswith(bare) else ""
 
 
 def _occurrences(text: str, word: str) -> list[int]:
@@ -156,6 +167,16 @@ def violations(
         if not hits:
             continue
         q, s = min(hits)
+        # A stop token followed by the template's own assistant header, still before any other
+        # message's text, is a channel switch inside this answer (harmony's '<|end|><|start|>assistant
+        # <|channel|>final'): the model generates that header itself, and the answer ends later.
+        header = _assistant_header(tok, case, i)
+        while header and text.startswith(header, q + len(s)):
+            nxt = [(text.find(t, q + len(s) + len(header), limit), t) for t in stop_tokens]
+            nxt = [h for h in nxt if h[0] >= 0]
+            if not nxt:
+                break
+            q, s = min(nxt)
         toks = view.overlapping(q, q + len(s))
         if not trained[toks].all():
             problems.append(f"stop token {s!r} after assistant message {i} not trained")
