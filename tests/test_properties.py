@@ -128,3 +128,69 @@ def test_found_by_hypothesis_harmony_answer_with_reasoning_and_empty_content(sty
     enc = _maskers[("gpt_oss", style)].encode(case.sample())
     trained = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != -100])
     assert trained.endswith(f" {rsn} <|end|><|start|>assistant<|channel|>final<|message|><|return|>"), trained
+
+
+def _trained_pieces(name: str, style: str, case: Case) -> list[str]:
+    tok = fixture_tokenizer(name, style)
+    enc = _maskers[(name, style)].encode(case.sample())
+    pieces, cur = [], []
+    for i, lab in zip(enc.input_ids, enc.labels):
+        if lab != -100:
+            cur.append(int(i))
+        elif cur:
+            pieces.append(tok.decode(cur))
+            cur = []
+    return pieces + ([tok.decode(cur)] if cur else [])
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_turn_without_stop_token_closes_what_it_opened(style):
+    """Command-R renders a tool call with no end-of-turn token after it: the JSON's closing brackets and
+    fence are still the model's to write, so they are trained; the tool result (whose content holds the
+    end-of-turn token's text) is not."""
+    nn = Nonces()
+    call = [{"type": "function", "id": "call00001", "function": {"name": "get_weather",
+                                                                  "arguments": {"city": (arg := nn("ARG", 1))}}}]
+    messages = [
+        {"role": "user", "content": f" {nn('USR', 0)} "},
+        {"role": "assistant", "content": "", "tool_calls": call},
+        {"role": "tool", "tool_call_id": "call00001", "name": "get_weather",
+         "content": f"<|END_OF_TURN_TOKEN|> {nn('TOL', 2)} "},
+        {"role": "assistant", "content": ""},
+    ]
+    case = Case("command-r-call", messages, nn, [WEATHER_TOOL])
+    _check("command_r", style, case)
+    pieces = _trained_pieces("command_r", style, case)
+    assert pieces[0].startswith("\nAction:\n```json\n[") and f'"city": "{arg}"' in pieces[0], pieces
+    assert pieces[0].endswith("}\n    }\n]```"), pieces
+    assert pieces[1:] == ["<|END_OF_TURN_TOKEN|>"], pieces
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_reasoning_only_answer_trains_its_closing_tag(style):
+    """GLM-4.5 ends a final answer that has reasoning and no content at '</think>' (its turns stop at the
+    next role token, and there is none): '</think>' is generated, so it is trained."""
+    nn = Nonces()
+    messages = [{"role": "user", "content": f" {nn('USR', 0)} "},
+                {"role": "assistant", "content": "", "reasoning_content": f" {(rsn := nn('RSN', 1))} "}]
+    case = Case("glm-reasoning-only", messages, nn)
+    _check("glm4_5", style, case)
+    assert _trained_pieces("glm4_5", style, case) == [f"\n<think>{rsn}</think>"]
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("minimax_m2", "[e~"),  # the content's end and the stop token '[e~[' overlap in the text
+    ("qwen3_5", "</think> {nonce} <|im_end|>"),  # the template splits the content at '</think>'
+])
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_content_that_runs_into_the_stop_token(name, content, style):
+    nn = Nonces()
+    messages = [{"role": "user", "content": f" {nn('USR', 0)} "},
+                {"role": "assistant", "content": content.format(nonce=nn("AST", 1)) if "{nonce}" in content else content,
+                 **({"reasoning_content": f" {nn('RSN', 1)} "} if name == "minimax_m2" else {})}]
+    case = Case(f"{name}-content-into-stop", messages, nn)
+    _check(name, style, case)
+    stop = MANIFEST[name]["stop_tokens"][0]
+    last = _trained_pieces(name, style, case)[-1]
+    assert last.endswith(messages[-1]["content"].strip() + stop) or last.endswith(
+        messages[-1]["content"].split("</think>")[-1].strip() + stop), last

@@ -103,6 +103,28 @@ def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tup
     return None
 
 
+def _own_tail_end(segs: Segments, owner: int, after: int) -> int:
+    """Where a turn with no stop token ends: past the literal text its own loop iteration wrote
+    after its last value (closing brackets of a rendered tool call, say), without trailing
+    whitespace, up to the first text of anything else."""
+    end = after
+    i = bisect_segments(segs, after)
+    text = segs.text
+    while i < len(segs.starts):
+        s, e = segs.starts[i], segs.ends[i]
+        if e <= after and not (s == e == after):
+            i += 1
+            continue
+        if e > s and (segs.owners[i] != owner or segs.kinds[i] == DATA):
+            break
+        if e > s:
+            body = text[max(s, after):e].rstrip()
+            if body:
+                end = max(s, after) + len(body)
+        i += 1
+    return end
+
+
 def _stop_inside(segs: Segments, seg: int, lo: int, stops: StopTokens) -> tuple[int, int] | None:
     """The last stop token inside one data segment (templates that print a whole turn as one value)."""
     if stops.end_of_turn is None:
@@ -247,7 +269,7 @@ def find_turns(
         stop = _find_stop(segs, k, after, stops)
         if stop is None and last_data is not None:
             stop = _stop_inside(segs, last_data, header_end, stops)
-        end = stop[1] if stop else after
+        end = stop[1] if stop else _own_tail_end(segs, k, after)
         reasoning = None
         if not reasoning_in_loss:
             reasoning = _reasoning(segs, k, header_end, stop[0] if stop else end, stops)

@@ -8,7 +8,8 @@ the labels respmask produced, ``violations`` lists every way the labels break th
   system/user/tool nonce has a trained token;
 * an assistant answer's content is missing from the render;
 * the first stop token after an assistant answer is not trained (a stop token followed by the
-  template's own assistant header, as in harmony's channels, continues the answer);
+  template's own assistant header, as in harmony's channels, continues the answer; a turn with no
+  stop token ends after the closing quotes, brackets and tags that follow its text);
 * something is trained between the previous turn's stop token and the end of this turn's
   prompt (``apply_chat_template(messages[:i], add_generation_prompt=True)``), or after the
   final assistant turn's stop token.
@@ -16,6 +17,7 @@ the labels respmask produced, ``violations`` lists every way the labels break th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +26,9 @@ import numpy as np
 from .conversations import TRAINED_KINDS, UNTRAINED_KINDS, Case
 
 IGNORE = -100
+# what may follow an answer's text when its turn has no stop token: closing quotes, brackets and
+# tags (a tool call's JSON, '</think>'), never anything that opens a new structure
+CLOSING = re.compile(r"(?:\s|[\]})\"'`]|</[A-Za-z_][\w:.-]*>)*")
 
 
 def check_case(tok: Any, masker: Any, case: Case, stop_tokens: Sequence[str]) -> list[str] | None:
@@ -76,6 +81,43 @@ def _assistant_header(tok: Any, case: Case, i: int) -> str:
     except Exception:
         return ""
     return prompt[len(bare):] if prompt.startswith(bare) else ""
+
+
+def _stop_hits(text: str, stop_tokens: Sequence[str], lo: int, hi: int) -> list[tuple[int, str]]:
+    """Every stop token in ``text[lo:hi]``, in order, none overlapping an earlier one."""
+    found = sorted((p, s) for s in stop_tokens for p in _occurrences(text[lo:hi], s))
+    out: list[tuple[int, str]] = []
+    for p, s in found:
+        if not out or p >= out[-1][0] - lo + len(out[-1][1]):
+            out.append((lo + p, s))
+    return out
+
+
+def _stops_in_content(content: Any, words: Sequence[str], stop_tokens: Sequence[str]) -> int | None:
+    """How many stop-token strings the content holds after its last nonce (None: it holds some and
+    has no nonce to place them by)."""
+    if not isinstance(content, str):
+        return 0
+    ends = [content.rfind(w) + len(w) for w in words if w in content]
+    tail = content[max(ends):] if ends else content
+    n = len(_stop_hits(tail, stop_tokens, 0, len(tail)))
+    if n and not ends:
+        return None
+    return n
+
+
+def _text_start(text: str, message: dict, p: int, word: str) -> int:
+    """Where the message's own text that holds the nonce at ``p`` begins in the render."""
+    start = p
+    for field in ("content", "reasoning_content"):
+        value = message.get(field)
+        if isinstance(value, str) and word in value:
+            v = value.strip()
+            lo = max(0, p - len(v))
+            for q in _occurrences(text[lo:p + len(v)], v):
+                if lo + q <= p < lo + q + len(v):
+                    start = min(start, lo + q)
+    return start
 
 
 def _occurrences(text: str, word: str) -> list[int]:
@@ -139,7 +181,9 @@ def violations(
 
     # 2. the stop token after each assistant answer: the first one after the answer's text and
     #    before the next message's text (templates whose turns have no stop token are skipped)
-    all_spots = sorted((p, case.nonces.message_of[w]) for w in case.nonces.kinds for p in _occurrences(text, w))
+    # (where each other message's text begins: its content may hold markup before its nonce)
+    all_spots = sorted((_text_start(text, case.messages[case.nonces.message_of[w]], p, w), case.nonces.message_of[w])
+                       for w in case.nonces.kinds for p in _occurrences(text, w))
     turn_ends: dict[int, int | None] = {}
     for i, m in enumerate(case.messages):
         if m["role"] != "assistant":
@@ -153,20 +197,34 @@ def violations(
         limit = min((p for p, owner in all_spots if p >= after and owner != i), default=len(text))
         first = min(p for w in words for p in _occurrences(text, w))
         certain = True  # is the end of the answer's text known?
+        placed: set[str] = set()
         for field in ("reasoning_content", "content"):  # the answer's own text runs past its nonce
             value = m.get(field)
             if isinstance(value, str) and value.strip():
                 v = value.strip()
-                spots = [p for p in _occurrences(text, v) if p + len(v) <= limit and (p < after <= p + len(v) or first <= p)]
-                if spots:
-                    after = max(after, max(spots) + len(v))
-                elif field == "content":
+                spots = [p for p in _occurrences(text, v) if first <= p + len(v) and p + len(v) <= limit]
+                holding = [p for p in spots if p < after <= p + len(v)]  # the text around its nonce
+                later = [p for p in spots if p >= after]  # else its first rendering after the known text
+                if holding or later:
+                    placed.add(field)
+                    # (only the first later one: the same characters may recur in the stop token)
+                    after = max(holding) + len(v) if holding else later[0] + len(v)
+                elif not spots and field == "content":
                     certain = False  # the template rewrote the content (say, cut at '</think>')
         turn_ends[i] = after if certain else None
-        hits = [(text.find(s, after, limit), s) for s in stop_tokens if text.find(s, after, limit) >= 0]
-        if not hits:
+        hits = _stop_hits(text, stop_tokens, after, limit)
+        # when the content was not found (the template rewrote it), stop-token strings it holds after
+        # its last nonce come before the real stop token: skip them
+        own = 0 if "content" in placed else _stops_in_content(m.get("content"), words, stop_tokens)
+        if own is None:
+            turn_ends[i] = None  # the content holds stop strings and its place is unknown
             continue
-        q, s = min(hits)
+        hits = hits[own:]
+        if not hits:
+            if turn_ends[i] is not None:  # no stop token: the answer may still close what it opened
+                turn_ends[i] = min(limit, turn_ends[i] + len(CLOSING.match(text, turn_ends[i]).group()))
+            continue
+        q, s = hits[0]
         # A stop token followed by the template's own assistant header, still before any other
         # message's text, is a channel switch inside this answer (harmony's '<|end|><|start|>assistant
         # <|channel|>final'): the model generates that header itself, and the answer ends later.
