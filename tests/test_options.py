@@ -135,3 +135,17 @@ def test_explicit_chat_template_overrides_the_tokenizer():
     zephyr = template_source("zephyr")
     enc = ChatMasker(tok, chat_template=zephyr).encode(CHAT)
     assert list(enc.input_ids) == list(tok.apply_chat_template(CHAT, chat_template=zephyr, return_dict=True)["input_ids"])
+
+
+@pytest.mark.parametrize("answer", ["plain answer", "an answer with </s> inside", "an answer ending in </s>"])
+def test_turn_printed_as_one_value_ends_at_the_templates_stop_token(answer):
+    """Zephyr prints a whole turn as one expression ('<|assistant|>\\n' + content + eos_token): the stop
+    token is inside the printed value. Only the one the template added ends the turn; '</s>' written in
+    the answer is content."""
+    tok = fixture_tokenizer("zephyr")
+    chat = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": answer},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": answer}]
+    enc = ChatMasker(tok).encode(chat)
+    assert list(enc.input_ids) == list(tok.apply_chat_template(chat, return_dict=True)["input_ids"])
+    trained = trained_text(tok, enc)
+    assert trained.replace(" ", "") == (answer + "</s>" + answer + "</s>").replace(" ", ""), trained

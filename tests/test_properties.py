@@ -194,3 +194,15 @@ def test_found_by_hypothesis_content_that_runs_into_the_stop_token(name, content
     last = _trained_pieces(name, style, case)[-1]
     assert last.endswith(messages[-1]["content"].strip() + stop) or last.endswith(
         messages[-1]["content"].split("</think>")[-1].strip() + stop), last
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_stop_string_in_the_answer_does_not_end_it(style):
+    """Seed-OSS renders a final reasoning-only answer with no stop token after it; the reasoning's own
+    '<seed:eos>' text is content and must not cut the turn (it did: the nonce after it went untrained)."""
+    nn = Nonces()
+    messages = [{"role": "user", "content": f" {nn('USR', 0)} "},
+                {"role": "assistant", "content": "", "reasoning_content": f"<seed:eos> {(rsn := nn('RSN', 1))} "}]
+    case = Case("seed-eos-in-reasoning", messages, nn)
+    _check("seed_oss", style, case)
+    assert _trained_pieces("seed_oss", style, case) == [f"<seed:think><seed:eos> {rsn}</seed:think>"]

@@ -125,13 +125,23 @@ def _own_tail_end(segs: Segments, owner: int, after: int) -> int:
     return end
 
 
-def _stop_inside(segs: Segments, seg: int, lo: int, stops: StopTokens) -> tuple[int, int] | None:
-    """The last stop token inside one data segment (templates that print a whole turn as one value)."""
+def _stop_inside(
+    segs: Segments, seg: int, lo: int, stops: StopTokens, own: Sequence[str] = ()
+) -> tuple[int, int] | None:
+    """The last stop token inside one data segment (templates that print a whole turn as one value,
+    such as ``content + eos_token``). Only text the template added counts: stop strings inside the
+    message's own values are content, which never ends a turn."""
     if stops.end_of_turn is None:
         return None
+    a, b = segs.starts[seg], segs.ends[seg]
+    body = segs.text[a:b]
+    if any(body.strip() in v for v in own):
+        return None  # the piece is the message's own text and nothing else
+    covered = [(a + p, a + p + len(v)) for v in own for p in _find_all(body, v)]
     found = None
-    for m in stops.end_of_turn.finditer(segs.text, max(lo, segs.starts[seg]), segs.ends[seg]):
-        found = (m.start(), m.end())
+    for m in stops.end_of_turn.finditer(segs.text, max(lo, a), b):
+        if not any(c0 < m.end() and m.start() < c1 for c0, c1 in covered):
+            found = (m.start(), m.end())
     return found
 
 
@@ -268,7 +278,8 @@ def find_turns(
         after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
         stop = _find_stop(segs, k, after, stops)
         if stop is None and last_data is not None:
-            stop = _stop_inside(segs, last_data, header_end, stops)
+            own = _own_strings(messages[k]) if messages is not None else ()
+            stop = _stop_inside(segs, last_data, header_end, stops, own)
         end = stop[1] if stop else _own_tail_end(segs, k, after)
         reasoning = None
         if not reasoning_in_loss:
