@@ -124,10 +124,8 @@ def test_found_by_hypothesis_harmony_answer_with_reasoning_and_empty_content(sty
     ]
     case = Case("harmony-empty-final", messages, nn, [WEATHER_TOOL])
     _check("gpt_oss", style, case)
-    tok = fixture_tokenizer("gpt_oss", style)
-    enc = _maskers[("gpt_oss", style)].encode(case.sample())
-    trained = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != -100])
-    assert trained.endswith(f" {rsn} <|end|><|start|>assistant<|channel|>final<|message|><|return|>"), trained
+    last = _trained_pieces("gpt_oss", style, case)[-1]
+    assert last.endswith(f" {rsn} <|end|><|start|>assistant<|channel|>final<|message|><|return|>"), last
 
 
 def _trained_pieces(name: str, style: str, case: Case) -> list[str]:
@@ -166,18 +164,6 @@ def test_found_by_hypothesis_turn_without_stop_token_closes_what_it_opened(style
     assert pieces[1:] == ["<|END_OF_TURN_TOKEN|>"], pieces
 
 
-@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
-def test_found_by_hypothesis_reasoning_only_answer_trains_its_closing_tag(style):
-    """GLM-4.5 ends a final answer that has reasoning and no content at '</think>' (its turns stop at the
-    next role token, and there is none): '</think>' is generated, so it is trained."""
-    nn = Nonces()
-    messages = [{"role": "user", "content": f" {nn('USR', 0)} "},
-                {"role": "assistant", "content": "", "reasoning_content": f" {(rsn := nn('RSN', 1))} "}]
-    case = Case("glm-reasoning-only", messages, nn)
-    _check("glm4_5", style, case)
-    assert _trained_pieces("glm4_5", style, case) == [f"\n<think>{rsn}</think>"]
-
-
 @pytest.mark.parametrize(("name", "content"), [
     ("minimax_m2", "[e~"),  # the content's end and the stop token '[e~[' overlap in the text
     ("qwen3_5", "</think> {nonce} <|im_end|>"),  # the template splits the content at '</think>'
@@ -196,13 +182,20 @@ def test_found_by_hypothesis_content_that_runs_into_the_stop_token(name, content
         messages[-1]["content"].split("</think>")[-1].strip() + stop), last
 
 
+@pytest.mark.parametrize(("name", "reasoning", "expected"), [
+    # GLM-4.5 ends such an answer at '</think>' (its turns stop at the next role token, and there is
+    # none): '</think>' is generated, so it is trained
+    ("glm4_5", " {rsn} ", "\n<think>{rsn}</think>"),
+    # Seed-OSS writes no stop token after it either; the reasoning's own '<seed:eos>' text is content
+    # and must not cut the turn (it did: the nonce after it went untrained)
+    ("seed_oss", "<seed:eos> {rsn} ", "<seed:think><seed:eos> {rsn}</seed:think>"),
+])
 @pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
-def test_found_by_hypothesis_stop_string_in_the_answer_does_not_end_it(style):
-    """Seed-OSS renders a final reasoning-only answer with no stop token after it; the reasoning's own
-    '<seed:eos>' text is content and must not cut the turn (it did: the nonce after it went untrained)."""
+def test_found_by_hypothesis_final_reasoning_only_answer_without_stop_token(name, reasoning, expected, style):
     nn = Nonces()
+    rsn = nn("RSN", 1)
     messages = [{"role": "user", "content": f" {nn('USR', 0)} "},
-                {"role": "assistant", "content": "", "reasoning_content": f"<seed:eos> {(rsn := nn('RSN', 1))} "}]
-    case = Case("seed-eos-in-reasoning", messages, nn)
-    _check("seed_oss", style, case)
-    assert _trained_pieces("seed_oss", style, case) == [f"<seed:think><seed:eos> {rsn}</seed:think>"]
+                {"role": "assistant", "content": "", "reasoning_content": reasoning.format(rsn=rsn)}]
+    case = Case(f"{name}-reasoning-only", messages, nn)
+    _check(name, style, case)
+    assert _trained_pieces(name, style, case) == [expected.format(rsn=rsn)]

@@ -230,11 +230,10 @@ def violations(
         # <|channel|>final'): the model generates that header itself, and the answer ends later.
         header = _assistant_header(tok, case, i)
         while header and text.startswith(header, q + len(s)):
-            nxt = [(text.find(t, q + len(s) + len(header), limit), t) for t in stop_tokens]
-            nxt = [h for h in nxt if h[0] >= 0]
+            nxt = _stop_hits(text, stop_tokens, q + len(s) + len(header), limit)
             if not nxt:
                 break
-            q, s = min(nxt)
+            q, s = nxt[0]
         toks = view.overlapping(q, q + len(s))
         if not trained[toks].all():
             problems.append(f"stop token {s!r} after assistant message {i} not trained")
