@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import SampleError, UntrainableSampleError, check_choice
+from .errors import SampleError, UntrainableSampleError, check_choice, check_max_length
 from .masker import ChatMasker, Encoded, TrainOn
 from .masks import IGNORE_INDEX
 from .preview import remember
@@ -105,8 +105,7 @@ class ResponseOnlyCollator:
         check_choice("padding_side", side, ("right", "left"))
         check_choice("on_untrainable", on_untrainable, ("warn", "raise", "keep"))
         check_choice("return_tensors", return_tensors, ("pt", "np"))
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be positive, got {max_length}")
+        check_max_length(max_length)
         if padding_free and pad_to_multiple_of:
             raise ValueError("padding_free=True concatenates samples: pad_to_multiple_of does not apply")
         self.masker = ChatMasker(

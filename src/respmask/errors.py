@@ -49,3 +49,9 @@ def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
     """Raise a ValueError naming the option when ``value`` is not one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def check_max_length(max_length: int | None) -> None:
+    """Raise a ValueError when a token budget is given and is not positive."""
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")

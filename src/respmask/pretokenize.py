@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .collator import truncate
-from .errors import RespmaskError, UntrainableSampleError, check_choice
+from .errors import RespmaskError, UntrainableSampleError, check_choice, check_max_length
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
 
@@ -73,8 +73,7 @@ class Pretokenizer:
         check_choice("on_untrainable", on_untrainable, ("keep", "drop", "raise"))
         check_choice("on_error", on_error, ("raise", "collect"))
         check_choice("truncation", truncation, ("right", "left"))
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be positive, got {max_length}")
+        check_max_length(max_length)
         self.masker = ChatMasker(
             tokenizer,
             chat_template=chat_template,
