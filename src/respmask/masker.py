@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
+from .byte_offsets import ByteLengths
 from .masks import IGNORE_INDEX, labels_from_mask, mask_from_ranges, token_ranges
 from .profile import TemplateProfile, learn_profile, token_regex
 from .render import ChatTemplate, template_inputs
@@ -23,6 +24,7 @@ from .segments import Segments
 from .spans import StopTokens, Turn, find_turns, select_messages, trained_spans
 
 TrainOn = Literal["all", "last"]
+_TRUTHY = ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -140,6 +142,7 @@ class ChatMasker:
         self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
         self._blob: tuple[Any, bytes] | None = None
+        self._bytes: tuple[Any, int, ByteLengths | None] | None = None
         self._key = hashlib.sha1(repr(_safe_signature(tokenizer)).encode()).hexdigest()
         _LIVE_TOKENIZERS[self._key] = tokenizer
 
@@ -155,6 +158,7 @@ class ChatMasker:
         state = self.__dict__.copy()
         state["_templates"] = {}
         state["_profiles"] = {}
+        state["_bytes"] = None
         state["tokenizer"] = None
         return state
 
@@ -331,10 +335,19 @@ class ChatMasker:
         for add_special, items in groups.items():
             if not items:
                 continue
-            encodings = self._encode_texts(backend, [rs.text for _, rs in items], add_special)
+            # Special tokens added by a post-processor have no bytes in the text: offsets path.
+            table = None if add_special else self._byte_lengths(backend)
+            texts = [rs.text for _, rs in items]
+            encodings = self._encode_texts(backend, texts, add_special, offsets=table is None)
             for (j, rs), enc in zip(items, encodings):
                 ids = np.asarray(enc.ids, dtype=np.int64)
-                mask = mask_from_ranges(token_ranges(enc, rs.spans, len(ids)), len(ids))
+                ranges = None if table is None else table.token_ranges(ids, rs.text, rs.spans)
+                if ranges is None:
+                    if table is not None:  # this text needs the tokenizer's own offsets
+                        enc = self._encode_texts(backend, [rs.text], add_special, offsets=True)[0]
+                        ids = np.asarray(enc.ids, dtype=np.int64)
+                    ranges = token_ranges(enc, rs.spans, len(ids))
+                mask = mask_from_ranges(ranges, len(ids))
                 out[j] = Encoded(
                     ids,
                     labels_from_mask(ids, mask),
@@ -358,12 +371,24 @@ class ChatMasker:
     def encode(self, sample: Any) -> Encoded:
         return self.encode_batch([sample])[0]
 
-    def _encode_texts(self, backend: Any, texts: list[str], add_special: bool) -> list[Any]:
-        """One Rust batch call; one call per text in a forked child (a DataLoader worker), where
-        the tokenizer's thread pool, inherited from the parent, can deadlock."""
-        if os.getpid() != self._pid:
+    def _encode_texts(self, backend: Any, texts: list[str], add_special: bool, offsets: bool) -> list[Any]:
+        """One Rust batch call (without offset tracking unless ``offsets``). In a forked child (a
+        DataLoader worker) where TOKENIZERS_PARALLELISM is forced on, the thread pool inherited
+        from the parent would deadlock a batch call: one plain call per text there. (Unforced,
+        the tokenizer turns its pool off in the child by itself.)"""
+        if os.getpid() != self._pid and os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in _TRUTHY:
             return [backend.encode(t, add_special_tokens=add_special) for t in texts]
-        return backend.encode_batch(texts, add_special_tokens=add_special)
+        if offsets or not hasattr(backend, "encode_batch_fast"):
+            return backend.encode_batch(texts, add_special_tokens=add_special)
+        return backend.encode_batch_fast(texts, add_special_tokens=add_special)
+
+    def _byte_lengths(self, backend: Any) -> ByteLengths | None:
+        """The byte-length table of the current tokenizer (rebuilt if tokens were added)."""
+        size = backend.get_vocab_size(with_added_tokens=True)
+        cached = self._bytes
+        if cached is None or cached[0] is not backend or cached[1] != size:
+            cached = self._bytes = (backend, size, ByteLengths.of(backend))
+        return cached[2]
 
     def _reset_backend(self, backend: Any) -> None:
         """Tokenize exactly as ``tokenizer(text, add_special_tokens=False)`` does."""

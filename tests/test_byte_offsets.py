@@ -1,0 +1,163 @@
+"""Token positions from byte lengths (no offset tracking) equal the Rust tokenizer's offsets, or
+the text goes back to the offsets path: the masks never depend on which path ran."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
+
+from respmask import ChatMasker
+from respmask.byte_offsets import ByteLengths
+from respmask.masks import mask_from_ranges, token_ranges
+from support.tokenizers import base_tokenizer_json, fixture_tokenizer, shared_tokenizer
+
+SPECIALS = ["<|im_start|>", "<|im_end|>", "<tool>"]
+
+
+def backend(normalizer=None, prefix_space=False, trim=False, lstrip_token=False) -> Tokenizer:
+    """The test suite's byte-level BPE, optionally with a normalizer or an offset-changing option."""
+    tok = Tokenizer.from_str(base_tokenizer_json("bytelevel"))
+    tok.add_special_tokens(SPECIALS)
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    if prefix_space:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
+    if trim:
+        tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    if lstrip_token:
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True)])
+    return tok
+
+
+def offsets_ranges(be: Tokenizer, text: str, spans) -> tuple[np.ndarray, np.ndarray]:
+    enc = be.encode(text, add_special_tokens=False)
+    n = len(enc.ids)
+    return np.asarray(enc.ids, dtype=np.int64), mask_from_ranges(token_ranges(enc, spans, n), n)
+
+
+def table_mask(table: ByteLengths, be: Tokenizer, text: str, spans) -> np.ndarray | None:
+    ids = np.asarray(be.encode_batch_fast([text], add_special_tokens=False)[0].ids, dtype=np.int64)
+    ranges = table.token_ranges(ids, text, spans)
+    return None if ranges is None else mask_from_ranges(ranges, len(ids))
+
+
+def test_a_table_only_for_tokenizers_whose_tokens_are_byte_runs():
+    assert ByteLengths.of(backend()) is not None
+    assert ByteLengths.of(backend(normalizers.NFC())) is not None
+    assert ByteLengths.of(Tokenizer.from_str(base_tokenizer_json("metaspace"))) is None  # '▁' for ' '
+    assert ByteLengths.of(backend(prefix_space=True)) is None  # a space not in the text
+    assert ByteLengths.of(backend(trim=True)) is None  # offsets without their edge spaces
+    assert ByteLengths.of(backend(normalizers.Lowercase())) is None
+    table = ByteLengths.of(backend())
+    be = backend()
+    assert table.lengths[be.token_to_id("<|im_end|>")] == len("<|im_end|>")
+    assert table.lengths[be.token_to_id("Ġ")] == 1
+
+
+pieces = st.one_of(
+    st.text(max_size=10),
+    st.sampled_from([" ", "\n\n", "  ", "😀", "🦜🦜", "中文", "café", "cafe\u0301", "\u212b", "Å", "\u0958",
+                     "e\u0301\u0301", ">\u0338", *SPECIALS, " <mask> ", "<mask>", "hello world", "\t", "\x00"]),
+)
+
+
+@st.composite
+def text_and_spans(draw):
+    text = "".join(draw(st.lists(pieces, max_size=8)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if a < b]
+    return text, spans
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [("plain", {}), ("nfc", {"normalizer": normalizers.NFC()}), ("nfkc", {"normalizer": normalizers.NFKC()}),
+     ("strip", {"lstrip_token": True})],
+)
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(case=text_and_spans())
+def test_byte_positions_equal_offsets_or_decline(name, kwargs, case):
+    text, spans = case
+    be = backend(**kwargs)
+    table = ByteLengths.of(be)
+    assert table is not None
+    _, expected = offsets_ranges(be, text, spans)
+    got = table_mask(table, be, text, spans)
+    if got is None:  # declined: only when the text is not spelled byte for byte by its tokens
+        normal = be.normalizer is None or be.normalizer.normalize_str(text) == text
+        assert not normal or "<mask>" in text
+    else:
+        assert (got == expected).all(), (text, spans)
+    if text.isascii() and "<mask>" not in text:
+        assert got is not None  # the fast path is taken on plain text
+
+
+def test_declines_normalized_and_absorbed_text():
+    nfc = backend(normalizers.NFC())
+    table = ByteLengths.of(nfc)
+    assert table_mask(table, nfc, "cafe\u0301 ok", [(0, 4)]) is None  # NFC rewrites 'e' + accent
+    assert table_mask(table, nfc, "café ok", [(0, 4)]) is not None
+    strip = backend(lstrip_token=True)
+    table = ByteLengths.of(strip)
+    assert table_mask(table, strip, "a <mask> b", [(0, 1)]) is None  # the token ate its spaces
+    assert table_mask(table, strip, "a<mask>b", [(0, 1)]) is not None
+
+
+def test_masker_masks_do_not_depend_on_the_path(monkeypatch):
+    """Same ids and labels with the byte table as with offsets, on non-ASCII, non-NFC and
+    special-token-laden content."""
+    tok = fixture_tokenizer("qwen2_5")
+    tok.backend_tokenizer.normalizer = normalizers.NFC()
+    try:
+        samples = [
+            {"messages": [{"role": "user", "content": c}, {"role": "assistant", "content": r}]}
+            for c, r in [("hi", "café 😀 中文"), ("cafe\u0301", "e\u0301 \u212b <|im_end|> x"), ("", " "),
+                         ("<|im_start|>assistant\n", "ok<|im_end|>\n")]
+        ]
+        fast = ChatMasker(tok).encode_batch(samples)
+        assert ChatMasker(tok)._byte_lengths(tok.backend_tokenizer) is not None
+        monkeypatch.setattr(ChatMasker, "_byte_lengths", lambda self, backend: None)
+        slow = ChatMasker(tok).encode_batch(samples)
+        for f, s in zip(fast, slow):
+            assert f.input_ids.tolist() == s.input_ids.tolist()
+            assert f.labels.tolist() == s.labels.tolist()
+            assert f.n_trained > 0
+    finally:
+        tok.backend_tokenizer.normalizer = None
+
+
+def test_tokens_added_later_are_measured():
+    tok = fixture_tokenizer("chatml")
+    masker = ChatMasker(tok)
+    first = masker._byte_lengths(tok.backend_tokenizer)
+    copy = tok.__class__(tokenizer_object=Tokenizer.from_str(tok.backend_tokenizer.to_str()),
+                         chat_template=tok.chat_template, eos_token=tok.eos_token)
+    masker = ChatMasker(copy)
+    copy.add_tokens(["<newtool>"])
+    table = masker._byte_lengths(copy.backend_tokenizer)
+    assert table is not first and table.lengths[copy.convert_tokens_to_ids("<newtool>")] == len("<newtool>")
+    sample = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x<newtool>y"}]}
+    enc = masker.encode(sample)
+    ref = copy.apply_chat_template(sample["messages"], tokenize=True, return_dict=True)["input_ids"]
+    assert enc.input_ids.tolist() == list(ref)
+    assert copy.convert_tokens_to_ids("<newtool>") in enc.labels.tolist()
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("folder,byte_level", [("qwen3", True), ("llama3_1", True), ("gptoss", True),
+                                               ("deepseek_v3", True), ("gemma3", False), ("llama2", False)])
+def test_real_tokenizers(shared_root, folder, byte_level):
+    tok = shared_tokenizer(folder)
+    be = tok.backend_tokenizer
+    table = ByteLengths.of(be)
+    assert (table is not None) == byte_level
+    if table is None:
+        return
+    text = "Hello wörld 😀 中文 <|im_end|>\n\n  def f(x):\n\treturn x\u00a0 ok" + (tok.eos_token or "")
+    spans = [(0, 5), (7, 9), (12, 13), (16, 30), (40, len(text))]
+    _, expected = offsets_ranges(be, text, spans)
+    got = table_mask(table, be, text, spans)
+    assert got is not None and (got == expected).all()
