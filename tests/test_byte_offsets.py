@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from respmask import ChatMasker
 from respmask.byte_offsets import ByteLengths
@@ -15,6 +15,7 @@ from respmask.masks import mask_from_ranges, token_ranges
 from support.tokenizers import base_tokenizer_json, fixture_tokenizer, shared_tokenizer
 
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<tool>"]
+SPACE = "\u2581"
 
 
 def backend(normalizer=None, prefix_space=False, trim=False, lstrip_token=False) -> Tokenizer:
@@ -29,6 +30,24 @@ def backend(normalizer=None, prefix_space=False, trim=False, lstrip_token=False)
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
     if lstrip_token:
         tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True)])
+    return tok
+
+
+def sentencepiece(spelling: str) -> Tokenizer:
+    """The test suite's SentencePiece-style BPE (byte fallback) spelling spaces as '▁' the ways
+    real tokenizers do: Metaspace prepending at the text's start (transformers' conversions),
+    a Prepend normalizer on every piece (Llama 2, Mistral v1), Metaspace prepending on every
+    piece (older conversions), or no prepending (Gemma)."""
+    tok = Tokenizer.from_str(base_tokenizer_json("metaspace"))  # Replace(' ', '▁') + Metaspace(first)
+    tok.add_special_tokens(SPECIALS)
+    if spelling == "prepend":
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)])
+        tok.pre_tokenizer = None
+    elif spelling.startswith("always"):
+        split = spelling == "always"
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=split)
+    elif spelling == "none":
+        tok.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
     return tok
 
 
@@ -47,7 +66,13 @@ def table_mask(table: ByteLengths, be: Tokenizer, text: str, spans) -> np.ndarra
 def test_a_table_only_for_tokenizers_whose_tokens_are_byte_runs():
     assert ByteLengths.of(backend()) is not None
     assert ByteLengths.of(backend(normalizers.NFC())) is not None
-    assert ByteLengths.of(Tokenizer.from_str(base_tokenizer_json("metaspace"))) is None  # '▁' for ' '
+    assert ByteLengths.of(sentencepiece("first")) is not None
+    wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    assert ByteLengths.of(wordpiece) is None
+    split_then_prepend = sentencepiece("always")
+    split_then_prepend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(), pre_tokenizers.Metaspace(prepend_scheme="always")])
+    assert ByteLengths.of(split_then_prepend) is None  # '▁' prepended anywhere digits are cut
     assert ByteLengths.of(backend(prefix_space=True)) is None  # a space not in the text
     assert ByteLengths.of(backend(trim=True)) is None  # offsets without their edge spaces
     assert ByteLengths.of(backend(normalizers.Lowercase())) is None
@@ -60,7 +85,7 @@ def test_a_table_only_for_tokenizers_whose_tokens_are_byte_runs():
 pieces = st.one_of(
     st.text(max_size=10),
     st.sampled_from([" ", "\n\n", "  ", "😀", "🦜🦜", "中文", "café", "cafe\u0301", "\u212b", "Å", "\u0958",
-                     "e\u0301\u0301", ">\u0338", *SPECIALS, " <mask> ", "<mask>", "hello world", "\t", "\x00"]),
+                     "e\u0301\u0301", ">\u0338", SPACE, " x", *SPECIALS, " <mask> ", "<mask>", "hello world", "\t", "\x00"]),
 )
 
 
@@ -72,27 +97,36 @@ def text_and_spans(draw):
     return text, spans
 
 
-@pytest.mark.parametrize(
-    "name,kwargs",
-    [("plain", {}), ("nfc", {"normalizer": normalizers.NFC()}), ("nfkc", {"normalizer": normalizers.NFKC()}),
-     ("strip", {"lstrip_token": True})],
-)
+VARIANTS = {
+    "bytelevel": lambda: backend(),
+    "bytelevel+nfc": lambda: backend(normalizers.NFC()),
+    "bytelevel+nfkc": lambda: backend(normalizers.NFKC()),
+    "bytelevel+strip": lambda: backend(lstrip_token=True),
+    "metaspace-first": lambda: sentencepiece("first"),
+    "metaspace-prepend": lambda: sentencepiece("prepend"),
+    "metaspace-always-nosplit": lambda: sentencepiece("always-nosplit"),
+    "metaspace-always": lambda: sentencepiece("always"),
+    "metaspace-none": lambda: sentencepiece("none"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(case=text_and_spans())
-def test_byte_positions_equal_offsets_or_decline(name, kwargs, case):
+def test_byte_positions_equal_offsets_or_decline(name, case):
     text, spans = case
-    be = backend(**kwargs)
+    be = VARIANTS[name]()
     table = ByteLengths.of(be)
     assert table is not None
     _, expected = offsets_ranges(be, text, spans)
     got = table_mask(table, be, text, spans)
-    if got is None:  # declined: only when the text is not spelled byte for byte by its tokens
-        normal = be.normalizer is None or be.normalizer.normalize_str(text) == text
-        assert not normal or "<mask>" in text
-    else:
+    if got is not None:
         assert (got == expected).all(), (text, spans)
-    if text.isascii() and "<mask>" not in text:
-        assert got is not None  # the fast path is taken on plain text
+        return
+    # declined: only when the tokens may not spell the text exactly
+    normal = table.normalizer is None or table.normalizer.normalize_str(text) == text
+    assert not normal or "<mask>" in text or SPACE in text
+    assert not (text.isascii() and "<mask>" not in text)
 
 
 def test_declines_normalized_and_absorbed_text():
@@ -147,17 +181,16 @@ def test_tokens_added_later_are_measured():
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("folder,byte_level", [("qwen3", True), ("llama3_1", True), ("gptoss", True),
-                                               ("deepseek_v3", True), ("gemma3", False), ("llama2", False)])
-def test_real_tokenizers(shared_root, folder, byte_level):
+@pytest.mark.parametrize("folder", ["qwen3", "llama3_1", "gptoss", "deepseek_v3", "gemma3", "llama2"])
+def test_real_tokenizers(shared_root, folder):
     tok = shared_tokenizer(folder)
     be = tok.backend_tokenizer
     table = ByteLengths.of(be)
-    assert (table is not None) == byte_level
-    if table is None:
-        return
-    text = "Hello wörld 😀 中文 <|im_end|>\n\n  def f(x):\n\treturn x\u00a0 ok" + (tok.eos_token or "")
-    spans = [(0, 5), (7, 9), (12, 13), (16, 30), (40, len(text))]
-    _, expected = offsets_ranges(be, text, spans)
-    got = table_mask(table, be, text, spans)
-    assert got is not None and (got == expected).all()
+    assert table is not None
+    bos = tok.bos_token or ""
+    for text in ["Hello wörld 😀 中文 <|im_end|>\n\n  def f(x):\n\treturn x\u00a0 ok" + (tok.eos_token or ""),
+                 f"{bos} hi{bos}there  {tok.eos_token} \n x", "\U0001d7d8 ok 🦜🦜"]:
+        spans = [(a, min(a + 7, len(text))) for a in range(0, len(text), 5)]
+        _, expected = offsets_ranges(be, text, spans)
+        got = table_mask(table, be, text, spans)
+        assert got is not None and (got == expected).all(), text

@@ -1,26 +1,32 @@
 """Token positions from the vocabulary, so tokenizing can skip the Rust tokenizer's offset tracking.
 
-In a byte-level BPE tokenizer (GPT-2 style: Llama 3, Qwen, DeepSeek, GPT-OSS, ...) every token id
-stands for a fixed run of the input's UTF-8 bytes, so a running sum of per-id byte lengths gives
-each token's byte range. ``encode_batch_fast`` (ids only) is about 1.2x faster than
-``encode_batch`` on 1k-token texts and 2.3x on 20k-token ones, where offset tracking dominates.
-Each text is checked (the normalizer leaves it unchanged, its tokens' bytes add up to its own);
-one that fails goes back to the offsets path, so the masks are the same either way.
+Most tokenizers of chat models spell their input exactly: a byte-level BPE token (Llama 3, Qwen,
+DeepSeek, GPT-OSS, ...) is a fixed run of the input's UTF-8 bytes; a SentencePiece-style token
+(Gemma, Llama 2, Mistral v1, ...) is one too once each '▁' counts as the space it replaced and each
+``<0xAB>`` as one byte, except for a '▁' the tokenizer prepends at the start of a piece of text. A
+running sum of per-id byte lengths then gives each token's byte range, and ``encode_batch_fast``
+(ids only) runs 1.2x (1k-token texts) to 2.3x (20k tokens) faster than ``encode_batch``.
+
+Every text is checked: the normalizer must leave it unchanged and its tokens' bytes must add up
+to its own (with the spaces it prepends placed as its pre-tokenizer places them). A text that fails goes back to
+the offsets path, so masks are the same on either path.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-# Pre-tokenizers that only cut the text (or, ByteLevel, re-spell bytes reversibly).
-_CUTTING = {"Split", "Digits", "Punctuation", "ByteLevel"}
-# Normalizers that never change ASCII text; other text is checked with the normalizer itself.
-_UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}
+SPACE = "\u2581"  # SentencePiece's visible space
+_UNMEASURED = -(1 << 40)  # bytes of an id that stands for no fixed text (unknown token): fails the sum
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+_CUTTING = {"Split", "Digits", "Punctuation"}  # pre-tokenizers that only cut the text
+_UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}  # never change ASCII; other text is checked
 
 
 def _gpt2_byte_alphabet() -> dict[str, int]:
@@ -36,82 +42,168 @@ def _gpt2_byte_alphabet() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
-def _component(obj: Any) -> dict | None:
-    return None if obj is None else json.loads(obj.__getstate__())
+def _parts(obj: Any, key: str) -> list[dict]:
+    """A tokenizer component's configuration, Sequences flattened."""
+    config = None if obj is None else json.loads(obj.__getstate__())
+
+    def flat(c: dict | None) -> list[dict]:
+        if c is None:
+            return []
+        if c.get("type") == "Sequence":
+            return [x for sub in c.get(key, []) for x in flat(sub)]
+        return [c]
+
+    return flat(config)
 
 
-def _flatten(config: dict | None, key: str) -> list[dict]:
-    if config is None:
-        return []
-    if config.get("type") == "Sequence":
-        return [c for sub in config.get(key, []) for c in _flatten(sub, key)]
-    return [config]
+def _string_pattern(c: dict) -> str | None:
+    pattern = c.get("pattern") or {}
+    return pattern.get("String")
 
 
-def _eligible(backend: Any) -> tuple[bool, bool]:
-    """(byte-exact tokenizer?, does its normalizer need a check on non-ASCII text?)"""
+@dataclass(frozen=True)
+class _Spelling:
+    style: str  # "bytelevel" or "metaspace"
+    # Where a '▁' is prepended: "" nowhere; "every" piece between added tokens (a Prepend
+    # normalizer); "unspaced" pieces, those not starting with a space (Metaspace "always");
+    # "first": the text's first piece, if unspaced (Metaspace "first").
+    prepends: str
+    unicode_forms: list[str]  # NFC/NFKC/... steps of the normalizer
+
+
+def _spelling(backend: Any) -> _Spelling | None:
+    """How this tokenizer spells its input, when tokens are fixed runs of it; None otherwise."""
     model = backend.model
-    if type(model).__name__ != "BPE" or model.byte_fallback:
-        return False, False
+    if type(model).__name__ != "BPE":
+        return None
     if model.continuing_subword_prefix or model.end_of_word_suffix:
-        return False, False
-    pre = _flatten(_component(backend.pre_tokenizer), "pretokenizers")
-    kinds = {c["type"] for c in pre}
-    if "ByteLevel" not in kinds or not kinds <= _CUTTING:
-        return False, False
-    if any(c["type"] == "ByteLevel" and c.get("add_prefix_space") for c in pre):
-        return False, False
-    norm = _flatten(_component(backend.normalizer), "normalizers")
-    if not {c["type"] for c in norm} <= _UNICODE_FORMS:
-        return False, False
-    post = _flatten(_component(backend.post_processor), "processors")
-    for c in post:  # offsets must be the untrimmed ones transformers' masks use
-        if c["type"] not in {"ByteLevel", "TemplateProcessing"}:
-            return False, False
-        if c["type"] == "ByteLevel" and c.get("trim_offsets"):
-            return False, False
-    return True, bool(norm)
+        return None
+    pre = _parts(backend.pre_tokenizer, "pretokenizers")
+    norm = _parts(backend.normalizer, "normalizers")
+    forms = [c["type"] for c in norm if c["type"] in _UNICODE_FORMS]
+    other_norm = [c for c in norm if c["type"] not in _UNICODE_FORMS]
+    for c in _parts(backend.post_processor, "processors"):  # the untrimmed offsets transformers uses
+        if c["type"] not in ("ByteLevel", "TemplateProcessing") or c.get("trim_offsets"):
+            return None
+    kinds = [c["type"] for c in pre]
+    if "ByteLevel" in kinds:
+        if other_norm or model.byte_fallback:
+            return None
+        if not set(kinds) <= _CUTTING | {"ByteLevel"}:
+            return None
+        if any(c["type"] == "ByteLevel" and c.get("add_prefix_space") for c in pre):
+            return None
+        return _Spelling("bytelevel", "", forms)
+    # SentencePiece style: spaces become '▁' (normalizer Replace, or a Metaspace pre-tokenizer)
+    prepend_norm = False
+    replaces = False
+    for c in other_norm:
+        if c["type"] == "Prepend" and c.get("prepend") == SPACE:
+            prepend_norm = True
+        elif c["type"] == "Replace" and _string_pattern(c) == " " and c.get("content") == SPACE:
+            replaces = True
+        else:
+            return None
+    metaspace = [c for c in pre if c["type"] == "Metaspace"]
+    if any(c.get("replacement") != SPACE for c in metaspace):
+        return None
+    schemes = {c.get("prepend_scheme", "always") for c in metaspace} - {"never"}
+    prepend_pre = "unspaced" if "always" in schemes else "first" if schemes else ""
+    if prepend_pre and len(pre) > 1:
+        return None  # '▁' prepended to pieces other pre-tokenizers cut: anywhere in the text
+    if not set(kinds) <= _CUTTING | {"Metaspace"}:
+        return None
+    if any(c["type"] == "Split" and _string_pattern(c) != " " for c in pre):
+        return None  # a regex cut on '▁'-spelled text: fine, but not seen in the wild; stay exact
+    if not (replaces or metaspace) or (prepend_norm and prepend_pre):
+        return None
+    return _Spelling("metaspace", "every" if prepend_norm else prepend_pre, forms)
 
 
 @dataclass(frozen=True)
 class ByteLengths:
-    """Bytes of input text per token id, for one byte-level BPE tokenizer."""
+    """Bytes of input text per token id, for one tokenizer whose tokens spell their input."""
 
-    lengths: np.ndarray
-    normalizer: Any | None  # checked on non-ASCII text; None when the tokenizer has none
+    lengths: np.ndarray  # int64 per id (_UNMEASURED where unknown)
+    added: np.ndarray  # bool per id: added tokens (they start a new piece of text)
+    separates: np.ndarray  # bool per id: added tokens cut out before normalizing (normalized=False)
+    absorbs: np.ndarray  # bool per id: added tokens that swallow the whitespace beside them
+    lead_space: np.ndarray  # bool per id: tokens that start with '▁' (a prepended one may be there)
+    spelling: _Spelling
+    normalizer: Any | None  # the normalizer's Unicode-form steps, checked on non-ASCII text
+    guard: re.Pattern | None  # text that would make an ambiguous added token: offsets path
 
     @classmethod
     def of(cls, backend: Any) -> ByteLengths | None:
         """The table for ``backend`` (a ``tokenizers.Tokenizer``), or None when its tokens are not
-        fixed byte runs of the input (SentencePiece-style, WordPiece, prefix-adding, ...)."""
+        fixed runs of the input (WordPiece, an added prefix space, trimmed offsets, ...)."""
         try:
-            ok, normalizes = _eligible(backend)
+            spelling = _spelling(backend)
         except Exception:  # an unfamiliar component: stay on the offsets path
             return None
-        if not ok:
+        if spelling is None:
             return None
-        size = backend.get_vocab_size(with_added_tokens=True)
         vocab = backend.get_vocab(with_added_tokens=False)
-        lengths = np.zeros(max([size, *(i + 1 for i in vocab.values())]), dtype=np.int64)
         added = backend.get_added_tokens_decoder()
-        alphabet = _gpt2_byte_alphabet()
-        for token, i in vocab.items():
-            if i in added:
-                continue
-            if not token or any(ch not in alphabet for ch in token):
-                return None  # a vocabulary entry that is not byte-level text
-            lengths[i] = len(token)
+        size = max([backend.get_vocab_size(with_added_tokens=True), *(i + 1 for i in vocab.values()),
+                    *(i + 1 for i in added)])
+        lengths = np.full(size, _UNMEASURED, dtype=np.int64)
+        lead_space = np.zeros(size, dtype=bool)
+        if spelling.style == "bytelevel":
+            alphabet = _gpt2_byte_alphabet()
+            for token, i in vocab.items():
+                if token and all(ch in alphabet for ch in token):
+                    lengths[i] = len(token)
+        else:
+            fallback = bool(backend.model.byte_fallback)
+            for token, i in vocab.items():
+                if fallback and _BYTE_TOKEN.fullmatch(token):
+                    lengths[i] = 1
+                elif token:
+                    lengths[i] = len(token.replace(SPACE, " ").encode("utf-8"))
+                    lead_space[i] = token.startswith(SPACE)
+        is_added = np.zeros(size, dtype=bool)
+        separates = np.zeros(size, dtype=bool)
+        absorbs = np.zeros(size, dtype=bool)
+        guards = []  # added tokens also in the vocabulary with another length: the vocabulary's holds
         for i, token in added.items():
-            if i >= len(lengths):
-                lengths = np.concatenate([lengths, np.zeros(i + 1 - len(lengths), dtype=np.int64)])
-            lengths[i] = len(token.content.encode("utf-8"))
-        return cls(lengths, backend.normalizer if normalizes else None)
+            content = token.content
+            if spelling.style == "metaspace":  # a literal '▁' in the text is never measured
+                content = content.replace(SPACE, " ")
+            n = len(content.encode("utf-8"))
+            if lengths[i] == _UNMEASURED:
+                lengths[i] = n
+            elif lengths[i] != n:  # '<0x41>' from byte fallback, or typed into the text
+                guards.append(token.content)
+                continue  # texts that could match it are declined: here it is the vocabulary's
+            lead_space[i] = False
+            is_added[i] = True
+            separates[i] = not token.normalized
+            absorbs[i] = bool(token.lstrip or token.rstrip)
+        unk = backend.token_to_id(backend.model.unk_token) if backend.model.unk_token else None
+        if unk is not None:  # stands for whatever text the vocabulary lacks
+            lengths[unk] = _UNMEASURED
+        normalizer = None
+        if spelling.unicode_forms:
+            from tokenizers import normalizers
+
+            normalizer = normalizers.Sequence([getattr(normalizers, f)() for f in spelling.unicode_forms])
+        if guards and all(_BYTE_TOKEN.fullmatch(g) for g in guards):
+            guard = re.compile("<0x")
+        else:
+            guard = re.compile("|".join(map(re.escape, sorted(guards, key=len, reverse=True)))) if guards else None
+        return cls(lengths, is_added, separates, absorbs, lead_space, spelling, normalizer, guard)
 
     def token_ranges(self, ids: np.ndarray, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray | None:
         """``[first, last]`` token index pairs of the tokens overlapping each character span (the
         rule of :func:`respmask.masks.token_ranges`), or None when ``ids`` may not spell ``text``
-        byte for byte (normalized text, whitespace absorbed by an added token): use offsets then."""
+        exactly (normalized text, whitespace absorbed, a literal '▁'): use offsets then."""
         if len(ids) and int(ids.max()) >= len(self.lengths):
+            return None
+        metaspace = self.spelling.style == "metaspace"
+        if metaspace and SPACE in text:
+            return None
+        if self.guard is not None and self.guard.search(text):
             return None
         if text.isascii():
             n_bytes = len(text)
@@ -125,16 +217,52 @@ class ByteLengths:
                 return None
             n_bytes = len(data)
             char_to_byte = np.append(np.flatnonzero((data & 0xC0) != 0x80), n_bytes)
-        ends = np.cumsum(self.lengths[ids])
-        if (int(ends[-1]) if len(ends) else 0) != n_bytes:
+        lens = self.lengths[ids]
+        phantom = self._prepended(ids, lens, text if char_to_byte is None else data)
+        if phantom is None:
+            return None
+        lens[phantom] -= 1
+        if int(lens.sum()) != n_bytes:
             return None
         if not len(spans):
             return np.zeros((0, 2), dtype=np.int64)
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        # A token that is only a prepended '▁' covers the piece's first character in the
+        # tokenizer's offsets; one byte of it decides the same overlaps.
+        ends[phantom[lens[phantom] == 0]] += 1
         edges = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         if char_to_byte is not None:
             edges = char_to_byte[edges]
-        starts = ends - self.lengths[ids]
         first = np.searchsorted(ends, edges[:, 0], side="right")  # first token ending after a
         last = np.searchsorted(starts, edges[:, 1], side="left") - 1  # last token starting before b
         keep = (first < len(ids)) & (last >= first)
         return np.stack([first[keep], last[keep]], axis=1)
+
+    def _prepended(self, ids: np.ndarray, lens: np.ndarray, text: str | np.ndarray) -> np.ndarray | None:
+        """Indices of the tokens that hold a '▁' the tokenizer prepended to a piece of text (each
+        adds a byte the text does not have); None when that cannot be known here."""
+        scheme = self.spelling.prepends
+        if not scheme or not len(ids):
+            return np.zeros(0, dtype=np.int64)
+        if self.absorbs[ids].any():
+            return None  # an added token that strips spaces moves where pieces start
+        starts_piece = np.zeros(len(ids), dtype=bool)
+        starts_piece[0] = True
+        if scheme != "first":
+            cuts = self.separates if scheme == "every" else self.added
+            starts_piece[1:] = cuts[ids[:-1]]
+        candidates = np.flatnonzero(starts_piece & self.lead_space[ids])
+        if scheme == "every" or not len(candidates):
+            return candidates
+        # Metaspace prepends to a piece that does not start with a space: look at the text there.
+        positions = (np.cumsum(lens) - lens)[candidates]
+        space = " " if isinstance(text, str) else 0x20
+        out = []
+        for c, pos in zip(candidates.tolist(), positions.tolist()):
+            pos -= len(out)  # every '▁' prepended before shifts the text one byte left
+            if pos >= len(text):
+                return None
+            if text[pos] != space:
+                out.append(c)
+        return np.asarray(out, dtype=np.int64)
