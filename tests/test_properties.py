@@ -199,3 +199,17 @@ def test_found_by_hypothesis_final_reasoning_only_answer_without_stop_token(name
     case = Case(f"{name}-reasoning-only", messages, nn)
     _check(name, style, case)
     assert _trained_pieces(name, style, case) == [expected.format(rsn=rsn)]
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_answer_repeating_the_end_of_its_reasoning(style):
+    """GLM-4.5, an answer '0' after reasoning that ends in '0': the answer after '</think>' is the
+    model's and trained (the reference once placed the answer on the reasoning's '0' and called it
+    trained after the turn's end)."""
+    nn = Nonces()
+    rsn = nn("RSN", 1)
+    messages = [{"role": "user", "content": f" {nn('USR', 0)} "},
+                {"role": "assistant", "content": "0", "reasoning_content": f" {rsn} 0"}]
+    case = Case("glm-answer-repeats-reasoning", messages, nn)
+    _check("glm4_5", style, case)
+    assert _trained_pieces("glm4_5", style, case) == [f"\n<think>{rsn} 0</think>\n0"]

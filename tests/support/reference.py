@@ -203,7 +203,9 @@ def violations(
             if isinstance(value, str) and value.strip():
                 v = value.strip()
                 spots = [p for p in _occurrences(text, v) if first <= p + len(v) and p + len(v) <= limit]
-                holding = [p for p in spots if p < after <= p + len(v)]  # the text around its nonce
+                # the text around its nonce (only a value that holds one: a nonce-less content "0"
+                # must not be placed on the "0" that ends the reasoning before it)
+                holding = [p for p in spots if p < after <= p + len(v)] if any(w in v for w in words) else []
                 later = [p for p in spots if p >= after]  # else its first rendering after the known text
                 if holding or later:
                     placed.add(field)
