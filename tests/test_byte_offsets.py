@@ -153,7 +153,7 @@ def test_masker_masks_do_not_depend_on_the_path(monkeypatch):
         ]
         fast = ChatMasker(tok).encode_batch(samples)
         assert ChatMasker(tok)._byte_lengths(tok.backend_tokenizer) is not None
-        monkeypatch.setattr(ChatMasker, "_byte_lengths", lambda self, backend: None)
+        monkeypatch.setattr(ChatMasker, "_byte_lengths", lambda self, backend, rebuild=False: None)
         slow = ChatMasker(tok).encode_batch(samples)
         for f, s in zip(fast, slow):
             assert f.input_ids.tolist() == s.input_ids.tolist()
@@ -163,21 +163,25 @@ def test_masker_masks_do_not_depend_on_the_path(monkeypatch):
         tok.backend_tokenizer.normalizer = None
 
 
-def test_tokens_added_later_are_measured():
-    tok = fixture_tokenizer("chatml")
+def test_tokens_added_after_the_first_batch_are_measured(monkeypatch):
+    base = fixture_tokenizer("chatml")
+    tok = base.__class__(tokenizer_object=Tokenizer.from_str(base.backend_tokenizer.to_str()),
+                         chat_template=base.chat_template, eos_token=base.eos_token)
     masker = ChatMasker(tok)
+    sample = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x<newtool> y"}]}
+    masker.encode(sample)
     first = masker._byte_lengths(tok.backend_tokenizer)
-    copy = tok.__class__(tokenizer_object=Tokenizer.from_str(tok.backend_tokenizer.to_str()),
-                         chat_template=tok.chat_template, eos_token=tok.eos_token)
-    masker = ChatMasker(copy)
-    copy.add_tokens(["<newtool>"])
-    table = masker._byte_lengths(copy.backend_tokenizer)
-    assert table is not first and table.lengths[copy.convert_tokens_to_ids("<newtool>")] == len("<newtool>")
-    sample = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x<newtool>y"}]}
+    tok.add_tokens(["<newtool>"])
+    new_id = tok.convert_tokens_to_ids("<newtool>")
+    assert new_id >= len(first.lengths)
     enc = masker.encode(sample)
-    ref = copy.apply_chat_template(sample["messages"], tokenize=True, return_dict=True)["input_ids"]
+    table = masker._byte_lengths(tok.backend_tokenizer)
+    assert table is not first and table.lengths[new_id] == len("<newtool>")
+    ref = tok.apply_chat_template(sample["messages"], tokenize=True, return_dict=True)["input_ids"]
     assert enc.input_ids.tolist() == list(ref)
-    assert copy.convert_tokens_to_ids("<newtool>") in enc.labels.tolist()
+    assert new_id in enc.labels.tolist()
+    monkeypatch.setattr(ChatMasker, "_byte_lengths", lambda self, backend, rebuild=False: None)
+    assert ChatMasker(tok).encode(sample).labels.tolist() == enc.labels.tolist()
 
 
 @pytest.mark.shared

@@ -142,7 +142,7 @@ class ChatMasker:
         self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
         self._blob: tuple[Any, bytes] | None = None
-        self._bytes: tuple[Any, int, ByteLengths | None] | None = None
+        self._bytes: tuple[Any, ByteLengths | None] | None = None  # (backend, its table)
         self._key = hashlib.sha1(repr(_safe_signature(tokenizer)).encode()).hexdigest()
         _LIVE_TOKENIZERS[self._key] = tokenizer
 
@@ -339,8 +339,10 @@ class ChatMasker:
             table = None if add_special else self._byte_lengths(backend)
             texts = [rs.text for _, rs in items]
             encodings = self._encode_texts(backend, texts, add_special, offsets=table is None)
-            for (j, rs), enc in zip(items, encodings):
-                ids = np.asarray(enc.ids, dtype=np.int64)
+            rows = [np.asarray(enc.ids, dtype=np.int64) for enc in encodings]
+            if table is not None and max((int(r.max()) for r in rows if len(r)), default=-1) >= len(table.lengths):
+                table = self._byte_lengths(backend, rebuild=True)  # tokens were added since it was built
+            for (j, rs), enc, ids in zip(items, encodings, rows):
                 ranges = None if table is None else table.token_ranges(ids, rs.text, rs.spans)
                 if ranges is None:
                     if table is not None:  # this text needs the tokenizer's own offsets
@@ -382,13 +384,13 @@ class ChatMasker:
             return backend.encode_batch(texts, add_special_tokens=add_special)
         return backend.encode_batch_fast(texts, add_special_tokens=add_special)
 
-    def _byte_lengths(self, backend: Any) -> ByteLengths | None:
-        """The byte-length table of the current tokenizer (rebuilt if tokens were added)."""
-        size = backend.get_vocab_size(with_added_tokens=True)
+    def _byte_lengths(self, backend: Any, rebuild: bool = False) -> ByteLengths | None:
+        """The byte-length table of the current tokenizer, built once (and again when ids past its
+        end show that tokens were added; counting added tokens every batch costs more)."""
         cached = self._bytes
-        if cached is None or cached[0] is not backend or cached[1] != size:
-            cached = self._bytes = (backend, size, ByteLengths.of(backend))
-        return cached[2]
+        if rebuild or cached is None or cached[0] is not backend:
+            cached = self._bytes = (backend, ByteLengths.of(backend))
+        return cached[1]
 
     def _reset_backend(self, backend: Any) -> None:
         """Tokenize exactly as ``tokenizer(text, add_special_tokens=False)`` does."""
