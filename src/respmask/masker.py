@@ -316,12 +316,14 @@ class ChatMasker:
         samples = list(samples)
         out: list[Encoded | None] = [None] * len(samples)
         groups: dict[bool, list[tuple[int, RenderedSample]]] = {False: [], True: []}
+        vocab: int | None = None  # len(tokenizer), once per batch (it counts added tokens)
         for j, sample in enumerate(samples):
             index = indices[j] if indices is not None else j
             try:
                 parsed = parse(sample)
                 if isinstance(parsed, Pretokenized):
-                    self._check_ids(parsed)
+                    vocab = len(self.tokenizer) if vocab is None else vocab
+                    self._check_ids(parsed, vocab)
                     out[j] = Encoded(parsed.input_ids, parsed.labels, position_ids=parsed.position_ids)
                     continue
                 rs = self._render_parsed(parsed)
@@ -361,9 +363,9 @@ class ChatMasker:
                 )
         return out  # type: ignore[return-value]
 
-    def _check_ids(self, parsed: Pretokenized) -> None:
-        """Token ids must exist in this tokenizer; labels are -100 or token ids."""
-        vocab = len(self.tokenizer)
+    @staticmethod
+    def _check_ids(parsed: Pretokenized, vocab: int) -> None:
+        """Token ids must exist in this tokenizer (``vocab`` ids); labels are -100 or token ids."""
         ids, labels = parsed.input_ids, parsed.labels
         if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
             raise SampleError(f"'input_ids' holds ids outside this tokenizer's vocabulary [0, {vocab})")
