@@ -48,6 +48,10 @@ def sentencepiece(spelling: str) -> Tokenizer:
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=split)
     elif spelling == "none":
         tok.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+    elif spelling == "prepend+spaces":  # Gemma's whitespace tokens, in a tokenizer that prepends
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)])
+        tok.pre_tokenizer = None
+        tok.add_tokens([AddedToken(SPACE * 2, normalized=False), AddedToken(SPACE * 3, normalized=False)])
     return tok
 
 
@@ -84,7 +88,7 @@ def test_a_table_only_for_tokenizers_whose_tokens_are_byte_runs():
 
 pieces = st.one_of(
     st.text(max_size=10),
-    st.sampled_from([" ", "\n\n", "  ", "😀", "🦜🦜", "中文", "café", "cafe\u0301", "\u212b", "Å", "\u0958",
+    st.sampled_from([" ", "\n\n", "  ", "   ", "x  <tool>  y", "😀", "🦜🦜", "中文", "café", "cafe\u0301", "\u212b", "Å", "\u0958",
                      "e\u0301\u0301", ">\u0338", SPACE, " x", *SPECIALS, " <mask> ", "<mask>", "hello world", "\t", "\x00"]),
 )
 
@@ -107,6 +111,7 @@ VARIANTS = {
     "metaspace-always-nosplit": lambda: sentencepiece("always-nosplit"),
     "metaspace-always": lambda: sentencepiece("always"),
     "metaspace-none": lambda: sentencepiece("none"),
+    "metaspace-prepend+spaces": lambda: sentencepiece("prepend+spaces"),
 }
 
 

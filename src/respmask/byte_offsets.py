@@ -176,6 +176,8 @@ class ByteLengths:
             elif lengths[i] != n:  # '<0x41>' from byte fallback, or typed into the text
                 guards.append(token.content)
                 continue  # texts that could match it are declined: here it is the vocabulary's
+            if spelling.style == "metaspace" and SPACE in token.content and not token.normalized:
+                continue  # matched only on a literal '▁' (declined): in accepted text the model's
             lead_space[i] = False
             is_added[i] = True
             separates[i] = not token.normalized
