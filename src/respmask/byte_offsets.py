@@ -21,25 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tokenizers import normalizers, pre_tokenizers
 
 SPACE = "\u2581"  # SentencePiece's visible space
 _UNMEASURED = -(1 << 40)  # bytes of an id that stands for no fixed text (unknown token): fails the sum
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 _CUTTING = {"Split", "Digits", "Punctuation"}  # pre-tokenizers that only cut the text
 _UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}  # never change ASCII; other text is checked
-
-
-def _gpt2_byte_alphabet() -> dict[str, int]:
-    """The printable character ByteLevel writes for each byte (GPT-2's ``bytes_to_unicode``)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
 
 
 def _parts(obj: Any, key: str) -> list[dict]:
@@ -150,7 +138,7 @@ class ByteLengths:
         lengths = np.full(size, _UNMEASURED, dtype=np.int64)
         lead_space = np.zeros(size, dtype=bool)
         if spelling.style == "bytelevel":
-            alphabet = _gpt2_byte_alphabet()
+            alphabet = set(pre_tokenizers.ByteLevel.alphabet())  # one character per byte
             for token, i in vocab.items():
                 if token and all(ch in alphabet for ch in token):
                     lengths[i] = len(token)
@@ -187,13 +175,8 @@ class ByteLengths:
             lengths[unk] = _UNMEASURED
         normalizer = None
         if spelling.unicode_forms:
-            from tokenizers import normalizers
-
             normalizer = normalizers.Sequence([getattr(normalizers, f)() for f in spelling.unicode_forms])
-        if guards and all(_BYTE_TOKEN.fullmatch(g) for g in guards):
-            guard = re.compile("<0x")
-        else:
-            guard = re.compile("|".join(map(re.escape, sorted(guards, key=len, reverse=True)))) if guards else None
+        guard = re.compile("|".join(map(re.escape, sorted(guards, key=len, reverse=True)))) if guards else None
         return cls(lengths, is_added, separates, absorbs, lead_space, spelling, normalizer, guard)
 
     def token_ranges(self, ids: np.ndarray, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray | None:
