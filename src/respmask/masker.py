@@ -21,7 +21,7 @@ from .profile import TemplateProfile, learn_profile, token_regex
 from .render import ChatTemplate, template_inputs
 from .samples import Chat, Pretokenized, TextPair, parse
 from .segments import Segments
-from .spans import StopTokens, Turn, find_turns, select_messages, trained_spans
+from .spans import StopTokens, Turn, UnplacedTurn, find_turns, select_messages, trained_spans
 
 TrainOn = Literal["all", "last"]
 _TRUTHY = ("1", "true", "yes", "on")
@@ -272,16 +272,32 @@ class ChatMasker:
         use_tags = template.has_generation_tags if self.use_generation_tags is None else self.use_generation_tags
         if use_tags and not template.has_generation_tags:
             raise TemplateError("use_generation_tags=True but the chat template has no {% generation %} blocks")
-        turns, segs = find_turns(
-            rendered,
-            parsed.roles,
-            selected,
-            profile,
-            stops,
-            use_generation_tags=use_tags,
-            reasoning_in_loss=self.reasoning_in_loss,
-            messages=parsed.messages,
-        )
+        def prompt(k: int) -> str | None:
+            try:
+                return self._render(template, parsed.messages[:k], parsed.tools, parsed.documents, kwargs, True)[0].text
+            except Exception:  # the template rejects this history: no prompt to compare
+                return None
+
+        try:
+            turns, segs = find_turns(
+                rendered,
+                parsed.roles,
+                selected,
+                profile,
+                stops,
+                use_generation_tags=use_tags,
+                reasoning_in_loss=self.reasoning_in_loss,
+                messages=parsed.messages,
+                prompt=prompt,
+            )
+        except UnplacedTurn as exc:
+            k = exc.message
+            raise SampleError(
+                f"the chat template renders message {k} ({parsed.roles[k]}) as part of another turn: its text is "
+                "not preceded by the template's generation prompt, so it cannot be trained as a reply (for "
+                "example, with tools Llama 3.1 puts the first message into its tool prompt). Start the "
+                f'conversation the way the template expects, or set "train": false on message {k}.'
+            ) from None
         self._check_attributed(parsed, selected, turns, segs)
         return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs)
 

@@ -90,6 +90,14 @@ def probes() -> list[Probe]:
         Probe([_user(1), _tool_call(1), _tool_result(1), _assistant(2)], PROBE_TOOLS),
         Probe([sys, _user(1), _tool_call(1), _tool_result(1), _assistant(2), _user(2), _assistant(3)], PROBE_TOOLS),
         Probe([_user(1), {"role": "assistant", "content": f"{_AST}1", "reasoning_content": f"{_RSN}1"}]),
+        Probe(
+            [
+                _user(1),
+                {"role": "assistant", "content": f"{_AST}1", "reasoning_content": f"{_RSN}1"},
+                _user(2),
+                {"role": "assistant", "content": f"{_AST}2", "reasoning_content": f"{_RSN}2"},
+            ]
+        ),
         Probe([_assistant(1), _user(1), _assistant(2)]),
         Probe([_user(1), _assistant(1), _assistant(2)]),
         Probe([sys, _assistant(1)]),
@@ -102,15 +110,21 @@ class TemplateProfile:
 
     headers: dict[str | None, tuple[str, ...]] = field(default_factory=dict)
     header_cuts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # (window, cut): a history turn's text before its own text where it differs from the
+    # generation prompt, and where the prompt's part of it ends
+    history_headers: dict[str | None, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     end_of_turn: tuple[str, ...] = ()
     call_end: tuple[str, ...] = ()
     reasoning_close: tuple[str, ...] = ()
     rendered_probes: int = 0
     all_headers: tuple[str, ...] = field(init=False)  # every role's headers, longest first
+    all_history_headers: tuple[tuple[str, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         seen = {h for hs in self.headers.values() for h in hs}
         object.__setattr__(self, "all_headers", tuple(sorted(seen, key=lambda h: (-len(h), h))))
+        hist = {h for hs in self.history_headers.values() for h in hs}
+        object.__setattr__(self, "all_history_headers", tuple(sorted(hist, key=lambda h: (-len(h[0]), h))))
 
 
 RenderFn = Callable[[list[dict], "list[dict] | None", bool], Segments]
@@ -221,6 +235,7 @@ def learn_profile(
     """
     control = token_regex([t for t in control_tokens if t.strip()])
     headers: dict[str | None, set[str]] = {}
+    history: dict[str | None, set[tuple[str, int]]] = {}
     end_of_turn: list[str] = []
     call_tails: list[list[str]] = []
     closes: list[str] = []
@@ -251,7 +266,7 @@ def learn_profile(
                 continue
             if i:  # an empty history says nothing reliable about the header (the prompt may be empty)
                 prev_role = probe.messages[i - 1]["role"]
-                _learn_header(render, probe, i, full, start, prev_role, headers, token_starts)
+                _learn_header(render, probe, i, full, start, prev_role, headers, token_starts, history)
             last = _last_data(full, idxs)
             after = full.ends[last] if last is not None else start
             ranges, _ = tail_ranges(full, i, after)
@@ -291,8 +306,13 @@ def learn_profile(
         for role, hs in headers.items()
     }
     cuts = {h: tuple(sorted({c for c in token_starts(h) if 0 < c <= len(h)} | {len(h)})) for hs in ordered.values() for h in hs}
+    history_headers = {
+        role: tuple(sorted((h for h in hs if not any(w in h[0] for w in nonces)), key=lambda h: -len(h[0])))
+        for role, hs in history.items()
+    }
     return TemplateProfile(
         headers=ordered,
+        history_headers=history_headers,
         header_cuts=cuts,
         end_of_turn=eot,
         call_end=call_end,
@@ -310,8 +330,10 @@ def _learn_header(
     prev_role: str | None,
     headers: dict[str | None, set[str]],
     token_starts: Callable[[str], list[int]],
+    windows: dict[str | None, set[tuple[str, int]]],
 ) -> None:
-    """Candidates for the text the prompt holds before assistant turn ``i``."""
+    """Candidates for the text the prompt holds before assistant turn ``i``, and how the turn's
+    window renders in history where that differs from the prompt."""
     history = probe.messages[:i]
     try:
         with_prompt = render(history, probe.tools, True)
@@ -332,6 +354,19 @@ def _learn_header(
     # 3. what the prompt holds beyond the point where this turn starts in the full render
     if prompt[:start] == full.text[:start] and prompt[start:]:
         found.add(prompt[start:])
+    # 4. the turn as history renders it, between the previous message and its own text, where
+    #    that is not the prompt's header: how much of it the prompt holds
+    first = next((s for s, o, k in zip(full.starts, full.owners, full.kinds) if o == i and k == DATA), None)
+    header = prompt[owned_end:]
+    if first is None or not header:
+        return
+    window = full.text[full.window_start(i, first):first]
+    if window.startswith(header) or header not in found:
+        return
+    common = len(commonprefix([window, header]))
+    cut = max((c for c in token_starts(window) if 0 < c <= common), default=0)
+    if cut and cut < len(window):
+        windows.setdefault(prev_role, set()).add((window, cut))
 
 
 def _reasoning_close(segs: Segments, idxs: Sequence[int]) -> str | None:

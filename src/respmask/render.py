@@ -23,6 +23,7 @@ from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
+from .origin import CONTENT, REASONING, REASONING_KEYS, Traced, concat, mark, owner_of, smear, traced
 
 LITERAL = 0
 DATA = 1
@@ -58,10 +59,14 @@ class Rendered:
     pieces: list[tuple[int, int, int, int]] = field(default_factory=list)
     # (start, end, owner) of every {% generation %} block.
     generation_blocks: list[tuple[int, int, int]] = field(default_factory=list)
+    # (start, end, owner) of every run of reasoning text a message wrote.
+    reasoning: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class _State:
-    __slots__ = ("pos", "ids", "owner", "stack", "last_read", "owner_events", "pieces", "generation")
+    __slots__ = (
+        "pos", "ids", "owner", "stack", "last_read", "owner_events", "pieces", "generation", "reasoning", "gap_owner"
+    )
 
     def __init__(self, tracked: Sequence[dict]):
         self.pos = 0
@@ -72,6 +77,34 @@ class _State:
         self.owner_events: list[tuple[int, int]] = []
         self.pieces: list[tuple[int, int, int, int]] = []
         self.generation: list[tuple[int, int, int]] = []
+        self.reasoning: list[tuple[int, int, int]] = []
+        # who wrote the template text inside the next traced output, when not the loop's owner
+        self.gap_owner: int | None = None
+
+    def output(self, s: str) -> None:
+        """Record one string the template printed (the marks of a traced one) and move on."""
+        pos = self.pos
+        if type(s) is Traced:
+            pieces = self.pieces
+            gap_owner, cur = self.gap_owner, 0
+            if gap_owner is None and self.owner >= 0:
+                # text of a later message printed in this turn (tool results pulled in by a forward
+                # scan, say): the whole printed value is that message's, quoted here
+                later = max((o for _, _, o, _ in s.marks if o > self.owner), default=None)
+                if later is not None and len(s):
+                    self.owner_events.append((pos, later))
+                    self.owner_events.append((pos + len(s), self.owner))
+            for a, b, o, f in s.marks:
+                if gap_owner is not None and a > cur:
+                    pieces.append((pos + cur, pos + a, gap_owner, LITERAL))
+                pieces.append((pos + a, pos + b, o, DATA))
+                cur = b
+                if f == REASONING and b > a:
+                    self.reasoning.append((pos + a, pos + b, o))
+            if gap_owner is not None and len(s) > cur:
+                pieces.append((pos + cur, pos + len(s), gap_owner, LITERAL))
+        self.gap_owner = None
+        self.pos = pos + len(s)
 
     def set_owner(self, owner: int) -> None:
         if owner != self.owner:
@@ -101,7 +134,10 @@ class _Hooks:
             owner = st.ids.get(id(item))
             if owner is None and isinstance(item, tuple):
                 owner = next((st.ids[id(x)] for x in item if id(x) in st.ids), None)
-            st.set_owner(st.stack[-1] if owner is None else owner)
+            if owner is None:
+                # an item the template built (merged messages, say): the message whose text it holds
+                owner = owner_of(item, st.stack[-1]) if isinstance(item, (dict, Mapping)) else st.stack[-1]
+            st.set_owner(owner)
             return ""
 
         @jinja2.pass_context
@@ -116,25 +152,36 @@ class _Hooks:
 
         @jinja2.pass_context
         def piece(_ctx: Any, _: Any, _cleared: Any, value: Any) -> str:
-            st = tls.state
             text = str(value)
+            st = tls.state
+            if type(text) is Traced:  # its marks say who wrote what (recorded when it is printed)
+                if st.last_read is not None and st.last_read != st.owner:
+                    st.gap_owner = st.last_read
+                return text
             owner = st.owner if st.last_read is None else st.last_read
             st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
             return text
 
         @jinja2.pass_context
         def cat(_ctx: Any, _: Any, _cleared: Any, kinds: tuple[int, ...], joiner: bool, *values: Any) -> Any:
-            """Output of ``a + b + c`` (or ``a ~ b ~ c``): one piece per operand when they are strings."""
+            """Output of ``a + b + c`` (or ``a ~ b ~ c``): computed with Jinja's own semantics; when
+            no operand carries marks, one piece per operand (literal or data)."""
             st = tls.state
             owner = st.owner if st.last_read is None else st.last_read
             if joiner:
                 values = tuple(v if type(v) is str else str(v) for v in values)
-            elif not all(type(v) is str or isinstance(v, str) for v in values):
-                # Not a string concatenation (numbers, lists, undefined): same semantics as Jinja.
-                acc = values[0]
+                text = concat(values)
+            else:
+                text = values[0]
                 for v in values[1:]:
-                    acc = acc + v
-                text = str(acc)
+                    text = text + v
+                text = str(text)
+            if type(text) is Traced:
+                if owner != st.owner:
+                    st.gap_owner = owner
+                return text
+            if not all(type(v) is str for v in values):
+                # not a plain string concatenation (numbers, Markup escaping its operands...)
                 st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
                 return text
             pos = st.pos
@@ -143,7 +190,7 @@ class _Hooks:
                 if kind == DATA or owner != st.owner:
                     st.pieces.append((pos, end, owner, kind))
                 pos = end
-            return "".join(values)
+            return text
 
         self.filters = {
             "push": push,
@@ -215,7 +262,7 @@ class _Environment(ImmutableSandboxedEnvironment):
                     return obj[attribute]
                 except (TypeError, LookupError):
                     return self.undefined(obj=obj, name=attribute)
-        elif kind is str:
+        elif kind is str or kind is Traced:
             if attribute in _STR_METHODS:
                 return getattr(obj, attribute)
         elif kind is LoopContext and attribute in _LOOP_ATTRS:
@@ -235,6 +282,52 @@ class _Environment(ImmutableSandboxedEnvironment):
                 if k is not None:
                     st.last_read = k
         return super().getitem(obj, argument)
+
+
+# Every filter's new plain-string result is marked as written by the message its input came from
+# (``trim`` of a list of content parts, ``tojson`` of tool calls...); results that are already
+# traced strings (``trim`` of a string) keep their own marks.
+
+
+def _smearing(func: Any) -> Any:
+    """``func`` whose new plain-string results are marked by the message its inputs came from."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = func(*args, **kwargs)
+        if type(result) is str:
+            return smear(result, (args, kwargs))
+        return result
+
+    for attr in ("jinja_pass_arg",):  # pass_context / pass_eval_context / pass_environment
+        if hasattr(func, attr):
+            setattr(wrapper, attr, getattr(func, attr))
+    wrapper.__name__ = getattr(func, "__name__", "filter")
+    return wrapper
+
+
+def _traced_join(func: Any) -> Any:
+    """Jinja's ``join`` filter, keeping the marks of the items and the separator."""
+
+    @jinja2.pass_eval_context
+    def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+        if attribute is not None:
+            from jinja2.filters import make_attrgetter
+
+            value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+        items = list(value)
+        text = func(eval_ctx, items, d)
+        if type(text) is not str:
+            return text
+        parts: list[Any] = []
+        for i, item in enumerate(items):
+            if i:
+                parts.append(str(d))
+            parts.append(item if isinstance(item, str) else str(item))
+        if sum(len(p) for p in parts) != len(text):  # pragma: no cover - defensive
+            return smear(text, items)
+        return concat(parts, text)
+
+    return join
 
 
 def _transformers_environment() -> jinja2.Environment | None:
@@ -263,6 +356,12 @@ def _make_environment() -> _Environment:
             _NAMESPACE_TYPES.add(namespace)
         env.filters.update(reference.filters)
         env.tests.update(reference.tests)
+    env.concat = concat  # captured output (macros, {% set %} blocks) keeps its marks
+    for name, func in list(env.filters.items()):
+        if name == "join":
+            env.filters[name] = _traced_join(func)
+        else:
+            env.filters[name] = _smearing(func)
     hooks = _Hooks()
     env.respmask_hooks = hooks
     for name, func in hooks.filters.items():
@@ -460,6 +559,8 @@ class ChatTemplate:
         ast.set_environment(self.env)
         code = self.env.compile(ast)
         self.template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None), None)
+        # ``a ~ b`` outside an output joins with this: keep the operands' marks
+        self.template.root_render_func.__globals__["str_join"] = _str_join
 
     def render(self, variables: Mapping[str, Any], tracked: Sequence[dict]) -> Rendered:
         """Render with ``variables``; ``tracked`` are the message dicts (as passed) to attribute output to."""
@@ -473,12 +574,16 @@ class ChatTemplate:
             try:
                 for s in self.template.root_render_func(ctx):
                     parts.append(s)
-                    st.pos += len(s)
+                    st.output(s)
             except Exception:
                 self.env.handle_exception()
         finally:
             hooks.tls.state = previous
-        return Rendered("".join(parts), st.owner_events, st.pieces, st.generation)
+        return Rendered("".join(parts), st.owner_events, st.pieces, st.generation, st.reasoning)
+
+
+def _str_join(seq: Any) -> str:
+    return concat([str(x) for x in seq])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,11 +609,9 @@ except ImportError:  # pragma: no cover - older or newer transformers
         return out
 
 
-_REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
-
-
-def _plain_message(message: Mapping[str, Any]) -> dict[str, Any]:
-    """The message without None values, rebuilt from plain JSON types (a copy).
+def _plain_message(message: Mapping[str, Any], owner: int) -> dict[str, Any]:
+    """The message without None values, rebuilt from plain JSON types (a copy), its strings
+    marked as written by message ``owner`` (all but its role).
 
     A message of string keys and string values is already plain: copied directly, which gives
     the same dict transformers' ``_plain_template_data`` builds, at a fraction of the cost.
@@ -520,8 +623,13 @@ def _plain_message(message: Mapping[str, Any]) -> dict[str, Any]:
                 plain = False
                 break
         if plain:
-            return {k: v for k, v in message.items() if v is not None}
-    return _plain({k: v for k, v in message.items() if v is not None})
+            return {
+                k: v if k == "role" else traced(v, ((0, len(v), owner, REASONING if k in REASONING_KEYS else CONTENT),))
+                for k, v in message.items()
+                if v is not None
+            }
+    copy = _plain({k: v for k, v in message.items() if v is not None})
+    return {k: v if k == "role" else mark(v, owner, REASONING if k in REASONING_KEYS else CONTENT) for k, v in copy.items()}
 
 
 def _tool_schemas(tools: Sequence[Any] | None) -> list[dict] | None:
@@ -555,15 +663,16 @@ def template_inputs(
     from plain JSON types, reasoning is aliased under ``reasoning_content`` and ``thinking``,
     and template kwargs override the tokenizer's special tokens.
     """
-    chat = [_plain_message(m) for m in messages]
-    if any(k in m for m in chat for k in _REASONING_KEYS):
+    chat = [_plain_message(m, k) for k, m in enumerate(messages)]
+    if any(k in m for m in chat for k in REASONING_KEYS):
         chat = _alias_reasoning(chat)
     kwargs = _plain({**(special_tokens or {}), **(template_kwargs or {})})
     variables = dict(kwargs)
+    # tools and documents are data too, of no message: never structure
     variables.update(
         messages=chat,
-        tools=_plain(_tool_schemas(tools)),
-        documents=_plain(list(documents) if documents is not None else None),
+        tools=mark(_plain(_tool_schemas(tools)), NO_OWNER),
+        documents=mark(_plain(list(documents) if documents is not None else None), NO_OWNER),
         add_generation_prompt=add_generation_prompt,
     )
     return variables, chat

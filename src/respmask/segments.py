@@ -21,6 +21,9 @@ class Segments:
     ends: list[int]
     owners: list[int]
     kinds: list[int]
+    # the message whose loop iteration printed each segment (NO_OWNER outside message loops): a
+    # message's text printed inside another message's turn is a quotation there, not its own turn
+    regions: list[int]
 
     @classmethod
     def of(cls, rendered: Rendered) -> Segments:
@@ -38,6 +41,7 @@ class Segments:
         ends: list[int] = []
         owners: list[int] = []
         kinds: list[int] = []
+        regions: list[int] = []
 
         def literal(a: int, b: int) -> None:
             i = bisect_right(tl_pos, a) - 1
@@ -49,6 +53,7 @@ class Segments:
                     ends.append(e)
                     owners.append(tl_owner[i])
                     kinds.append(LITERAL)
+                    regions.append(tl_owner[i])
                 a = e
                 i += 1
 
@@ -62,20 +67,38 @@ class Segments:
             ends.append(e)
             owners.append(owner)
             kinds.append(kind)
+            regions.append(tl_owner[bisect_right(tl_pos, s) - 1])
             cur = e
         literal(cur, n)
-        return cls(text, starts, ends, owners, kinds)
+        return cls(text, starts, ends, owners, kinds, regions)
 
     def by_owner(self, n_messages: int) -> list[list[int]]:
-        """Segment indices of each message, in order."""
+        """Segment indices of each message, in order: those it printed in its own turn (or outside
+        every message's turn); all of them for a message printed only inside other turns."""
         out: list[list[int]] = [[] for _ in range(n_messages)]
+        quoted: list[list[int]] = [[] for _ in range(n_messages)]
         for i, owner in enumerate(self.owners):
             if 0 <= owner < n_messages:
-                out[owner].append(i)
+                region = self.regions[i]
+                (out if region == owner or region == NO_OWNER else quoted)[owner].append(i)
+        for k in range(n_messages):
+            if not out[k] and quoted[k]:
+                out[k] = quoted[k]
         return out
 
     def is_data(self, i: int) -> bool:
         return self.kinds[i] == DATA
+
+    def window_start(self, owner: int, before: int) -> int:
+        """The end of the last segment before ``before`` that another message printed (0 when
+        none did): where the text between the previous message and ``owner``'s begins."""
+        i = bisect_right(self.starts, before) - 1
+        while i >= 0:
+            o = self.owners[i]
+            if o != owner and o != NO_OWNER and self.ends[i] > self.starts[i] and self.ends[i] <= before:
+                return self.ends[i]
+            i -= 1
+        return 0
 
     def carve(self, i: int, parts: list[tuple[int, int, int]]) -> int:
         """Give sub-ranges ``(start, end, owner)`` of segment ``i`` to other owners (same kind).
@@ -99,4 +122,5 @@ class Segments:
         self.ends[i : i + 1] = [p[1] for p in pieces]
         self.owners[i : i + 1] = [p[2] for p in pieces]
         self.kinds[i : i + 1] = [kind] * len(pieces)
+        self.regions[i : i + 1] = [self.regions[i]] * len(pieces)
         return i + len(pieces) - 1

@@ -9,9 +9,8 @@ reasoning) can never act as a header, a stop token or reasoning markup.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from os.path import commonprefix
 from typing import Any
 
 from .profile import TemplateProfile, bisect_segments, region_start, tail_ranges
@@ -53,35 +52,90 @@ def select_messages(
     return [s if f is None else bool(f) for s, f in zip(selected, flags)]
 
 
-def _header_end(
-    text: str, start: int, limit: int, profile: TemplateProfile, prev_role: str | None
-) -> tuple[int, bool]:
-    """End of the generation prompt at ``start``: the longest learned header that matches.
+class UnplacedTurn(Exception):
+    """Trained message ``message`` has no generation prompt in the render: it is not a turn."""
 
-    Order of preference: a full match learned after the same previous role; an empty header
-    learned for that role; a full match learned after any role; the longest partial match,
-    cut back to a token boundary of the header (unconfirmed).
+    def __init__(self, message: int):
+        super().__init__(message)
+        self.message = message
+
+
+class PromptNotFound(Exception):
+    """The generation prompt of a turn cannot be found in the render (see :func:`_header_end`)."""
+
+
+def _structural(segs: Segments, a: int, b: int) -> bool:
+    """No data (of any message, tools or documents) lies in ``[a, b)``."""
+    i = bisect_segments(segs, a)
+    while i < len(segs.starts) and segs.starts[i] < b:
+        if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i] and segs.ends[i] > a:
+            return False
+        i += 1
+    return True
+
+
+def _header_end(
+    segs: Segments,
+    owner: int,
+    first: int,
+    profile: TemplateProfile,
+    prev_role: str | None,
+    prompt: Callable[[], str | None],
+) -> int:
+    """End of the generation prompt of assistant turn ``owner``, whose own text begins at ``first``.
+
+    The prompt of a turn is what ``add_generation_prompt=True`` writes after the messages before
+    it. It lies in the window between the previous message's output and ``first``; in order:
+
+    1. a header learned after the same previous role, then after any role, written by the
+       template (no data inside): its first occurrence in the window;
+    2. an empty header learned for the previous role: the window's start;
+    2b. a window learned from the probes where history turns render differently from the
+       prompt (``<think></think>`` where the prompt ends in ``<think>\n``, say): the prompt's
+       part of it;
+    3. this turn's own prompt, rendered (``prompt()``), when the render starts with it and it
+       ends inside the window (headers that count turns, say);
+    4. the part of a learned header the window ends with, right before the turn's text (a
+       template that drops part of the prompt from history, such as an opening ``<think>``).
+
+    Raises:
+        PromptNotFound: none of these holds (the template renders the message inside another
+            turn, say); the turn is never trained on a guess.
     """
+    text = segs.text
+    w0 = segs.window_start(owner, first)
     own = profile.headers.get(prev_role, ())
-    for h in own:  # longest first
-        if h and start + len(h) <= limit and text.startswith(h, start):
-            return start + len(h), True
-    if "" in own:
-        return start, True
-    for h in profile.all_headers:
-        if h and start + len(h) <= limit and text.startswith(h, start):
-            return start + len(h), True
-    window = text[start:limit]
     for group in (own, profile.all_headers):
-        best = 0
-        for h in group:
+        best = None
+        for h in group:  # longest first
             if not h:
                 continue
-            common = len(commonprefix([window, h]))
-            best = max(best, max((c for c in profile.header_cuts.get(h, ()) if c <= common), default=0))
-        if best:
-            return start + best, False
-    return start, "" in profile.all_headers
+            p = text.find(h, w0, first)
+            while p >= 0 and not _structural(segs, p, p + len(h)):
+                p = text.find(h, p + 1, first)
+            if p >= 0 and (best is None or p < best[0]):
+                best = (p, p + len(h))
+        if best is not None:
+            return best[1]
+        if group is own and "" in own:
+            return w0
+    for group in (profile.history_headers.get(prev_role, ()), profile.all_history_headers):
+        for window, cut in group:
+            if first - len(window) >= w0 and text.startswith(window, first - len(window)):
+                return first - len(window) + cut
+    rendered = prompt()
+    if rendered is not None and w0 <= len(rendered) <= first and text.startswith(rendered):
+        return len(rendered)
+    best_cut = 0
+    for h in profile.all_headers:
+        for c in profile.header_cuts.get(h, ()):
+            if c > best_cut and first - c >= w0 and text.startswith(h[:c], first - c) and _structural(segs, first - c, first):
+                best_cut = c
+    if best_cut:
+        return first
+    if "" in profile.all_headers and rendered is None:
+        return w0
+    raise PromptNotFound
 
 
 def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tuple[int, int] | None:
@@ -250,15 +304,23 @@ def find_turns(
     use_generation_tags: bool,
     reasoning_in_loss: bool = True,
     messages: Sequence[Mapping[str, Any]] | None = None,
+    prompt: Callable[[int], str | None] | None = None,
 ) -> tuple[list[Turn], Segments]:
-    """The trained turns of one render, in message order."""
+    """The trained turns of one render, in message order.
+
+    ``prompt(k)`` renders the generation prompt of message ``k`` (the messages before it with
+    ``add_generation_prompt=True``), or None when the template rejects that; it is called only
+    for turns whose learned header is not in the render.
+
+    Raises:
+        UnplacedTurn: a trained assistant turn whose generation prompt is not in the render.
+    """
     segs = Segments.of(rendered)
     if use_generation_tags:
         return _tag_turns(rendered, roles, selected, stops), segs
     if messages is not None:
         _reassign_foreign(segs, messages, selected)
     by_owner = segs.by_owner(len(roles))
-    text = segs.text
     turns: list[Turn] = []
     for k, (role, chosen) in enumerate(zip(roles, selected)):
         if not chosen:
@@ -267,14 +329,18 @@ def find_turns(
         start = region_start(segs, idxs)
         if start is None:  # the template did not render this message
             continue
-        region_end = segs.ends[idxs[-1]]  # segments are ordered: its last one ends last
+        first_data = next((i for i in idxs if segs.kinds[i] == DATA), None)
         last_data = next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
         if role == "assistant":
-            header_end, confirmed = _header_end(text, start, region_end, profile, roles[k - 1] if k else None)
+            first = segs.starts[first_data] if first_data is not None else segs.ends[idxs[-1]]
+            try:
+                header_end = _header_end(
+                    segs, k, first, profile, roles[k - 1] if k else None, lambda k=k: prompt(k) if prompt else None
+                )
+            except PromptNotFound:
+                raise UnplacedTurn(k) from None
         else:  # a non-assistant message the user asked to train: its content onward
-            first_data = next((i for i in idxs if segs.kinds[i] == DATA), None)
             header_end = segs.starts[first_data] if first_data is not None else start
-            confirmed = True
         after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
         stop = _find_stop(segs, k, after, stops)
         if stop is None and last_data is not None:
@@ -284,7 +350,7 @@ def find_turns(
         reasoning = None
         if not reasoning_in_loss:
             reasoning = _reasoning(segs, k, header_end, stop[0] if stop else end, stops)
-        turns.append(Turn(k, role, header_end, end, stop, confirmed, reasoning))
+        turns.append(Turn(k, role, header_end, end, stop, True, reasoning))
     return turns, segs
 
 
