@@ -84,9 +84,10 @@ def test_reasoning_out_of_the_loss_drops_injected_empty_think_block():
 
 
 def test_reasoning_out_of_the_loss_harmony():
+    # the model writes the final channel's header itself after its reasoning: that stays trained
     tok = fixture_tokenizer("gpt_oss")
     enc = ChatMasker(tok, reasoning_in_loss=False).encode(REASONING)
-    assert trained_text(tok, enc) == "No.<|return|>"
+    assert trained_text(tok, enc) == "<|start|>assistant<|channel|>final<|message|>No.<|return|>"
     full = trained_text(tok, ChatMasker(tok).encode(REASONING))
     assert full.startswith("<|channel|>analysis<|message|>21 is 3 times 7.<|end|>") and full.endswith("No.<|return|>")
 

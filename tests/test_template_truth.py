@@ -1,0 +1,235 @@
+"""Regressions for the template classes that broke span finding, each on a small template that
+isolates the mechanism and, where the corpus has one, on a real template of that class.
+
+Every check compares with transformers (``apply_chat_template`` ids) and with the nonce reference
+(``support.reference.violations``), and pins the trained text.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from respmask import ChatMasker, SampleError, TemplateError
+from respmask.render import ChatTemplate
+from support.conversations import WEATHER_TOOL, Case, Nonces
+from support.reference import violations
+from support.tokenizers import build_tokenizer, fixture_tokenizer, manifest
+
+
+def trained(tok, enc) -> str:
+    return tok.decode([int(i) for i, l in zip(enc.input_ids, enc.labels) if l != -100])
+
+
+def check(tok, messages, stop_tokens, tools=None, **masker_kwargs):
+    """Encode, assert ids equal transformers' and no reference violation; return the encoding."""
+    nn = Nonces()
+    case = Case("case", messages, nn, tools)
+    enc = ChatMasker(tok, **masker_kwargs).encode(case.sample())
+    ref = tok.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True)["input_ids"]
+    assert list(map(int, enc.input_ids)) == list(ref)
+    return enc
+
+
+def chat(*pairs):
+    return [{"role": r, "content": c} for r, c in pairs]
+
+
+# 1. the render is transformers' render --------------------------------------------------------
+
+MARKUP_PLUS_STR = (
+    "{% for t in tools %}{{ '<tool>'|safe + t['function']|tojson() }}{% endfor %}"
+    "{% for m in messages %}{{ '<|' + m.role + '|>' + m.content + '<|end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_markup_plus_str_escapes_exactly_as_transformers():
+    # Functionary v3.1 builds tool definitions as "..."|safe + tojson: the JSON is HTML-escaped
+    tok = build_tokenizer(MARKUP_PLUS_STR, eos="<|end|>", special=["<|end|>", "<|user|>", "<|assistant|>"])
+    tool = dict(WEATHER_TOOL, function=dict(WEATHER_TOOL["function"], description="the <city> & \"more\""))
+    enc = check(tok, chat(("user", "hi"), ("assistant", "yo")), ["<|end|>"], tools=[tool])
+    assert "&#34;name&#34;" in tok.decode(enc.input_ids)
+    assert trained(tok, enc) == "yo<|end|>"
+
+
+def test_a_render_that_differs_from_transformers_raises(monkeypatch):
+    tok = fixture_tokenizer("chatml")
+    original = ChatTemplate.render
+
+    def wrong(self, variables, tracked):
+        rendered = original(self, variables, tracked)
+        rendered.text = rendered.text.replace("\n", " ")
+        return rendered
+
+    monkeypatch.setattr(ChatTemplate, "render", wrong)
+    with pytest.raises(TemplateError, match="differs from transformers' apply_chat_template at character"):
+        ChatMasker(tok).encode(chat(("user", "hi"), ("assistant", "yo")))
+
+
+# 2. messages the template rebuilds --------------------------------------------------------------
+
+MERGING = (
+    "{%- set ns = namespace(merged=[]) -%}"
+    "{%- for m in messages -%}"
+    "{%- if ns.merged and ns.merged[-1]['role'] == m['role'] -%}"
+    "{%- set last = ns.merged[-1] -%}"
+    "{%- set ns.merged = ns.merged[:-1] + [{'role': m['role'], 'content': last['content'] + '\\n\\n' + m['content']}] -%}"
+    "{%- else -%}{%- set ns.merged = ns.merged + [{'role': m['role'], 'content': m['content']}] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{{- bos_token -}}"
+    "{%- for m in ns.merged -%}"
+    "{%- if m['role'] == 'user' -%}{{- '[INST]' + m['content'] + '[/INST]' -}}"
+    "{%- else -%}{{- m['content'] + eos_token -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
+def test_merged_messages_are_attributed_through_their_text():
+    # mistral-common's templates merge consecutive same-role messages into new dicts
+    tok = build_tokenizer(MERGING, bos="<s>", eos="</s>", special=["[INST]", "[/INST]"])
+    msgs = chat(("user", "one"), ("user", "two"), ("assistant", "three"), ("user", "four"), ("assistant", "five"))
+    enc = check(tok, msgs, ["</s>"])
+    assert trained(tok, enc) == "three</s>five</s>"
+
+
+AFTER_LOOP = (
+    "{%- for m in messages[:-1] -%}<|{{ m.role }}|>{{ m.content }}<|end|>{%- endfor -%}"
+    "{%- if messages[-1].role == 'assistant' -%}<|assistant|>{{ messages[-1].content }}<|end|>"
+    "{%- else -%}<|{{ messages[-1].role }}|>{{ messages[-1].content }}<|end|>{%- endif -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
+
+def test_last_message_rendered_after_the_loop():
+    # Nemotron Nano v2 renders the final assistant message after its message loop
+    tok = build_tokenizer(AFTER_LOOP, eos="<|end|>", special=["<|end|>", "<|user|>", "<|assistant|>"])
+    enc = check(tok, chat(("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")), ["<|end|>"])
+    assert trained(tok, enc) == "b<|end|>d<|end|>"
+
+
+# 3. a whole turn built in one expression ----------------------------------------------------
+
+ONE_EXPRESSION = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim"
+    " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+)
+
+
+def test_turn_built_in_one_expression_and_prompt_written_unconditionally():
+    # the original Llama 3 release template: header, content and stop in one variable, and the
+    # generation prompt written after the loop whatever add_generation_prompt says
+    special = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tok = build_tokenizer(ONE_EXPRESSION, bos="<|begin_of_text|>", eos="<|eot_id|>", special=special)
+    msgs = chat(("system", "s"), ("user", "u <|eot_id|> x"), ("assistant", "a1"), ("user", "u2"), ("assistant", "a2"))
+    enc = check(tok, msgs, ["<|eot_id|>"])
+    assert trained(tok, enc) == "a1<|eot_id|>a2<|eot_id|>"
+
+
+# 4. headers that are not the learned constant ---------------------------------------------
+
+COUNTED = (
+    "{% for m in messages %}### Turn {{ loop.index }} ({{ m.role }})\n{{ m.content }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}### Turn {{ messages|length + 1 }} (assistant)\n{% endif %}"
+)
+
+
+def test_header_with_a_turn_counter_is_never_trained():
+    tok = build_tokenizer(COUNTED, eos="<|end|>", special=["<|end|>"])
+    msgs = [m for i in range(6) for m in chat(("user", f"q{i}"), ("assistant", f"a{i}"))]
+    enc = check(tok, msgs, ["<|end|>"])
+    assert trained(tok, enc) == "".join(f"a{i}<|end|>" for i in range(6))
+
+
+DEFAULT_SYSTEM = (
+    "{% for m in messages %}{% if loop.first and m.role != 'system' %}<|im_start|>system\nYou are a helpful "
+    "assistant.<|im_end|>\n{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_assistant_first_with_a_default_system_prompt_in_the_first_iteration():
+    tok = build_tokenizer(DEFAULT_SYSTEM, eos="<|im_end|>", special=["<|im_start|>", "<|im_end|>"])
+    enc = check(tok, chat(("assistant", "hello"), ("user", "q"), ("assistant", "a")), ["<|im_end|>"])
+    assert trained(tok, enc) == "hello<|im_end|>a<|im_end|>"
+
+
+@pytest.mark.parametrize("name", ["qwen2_5", "smollm2"])
+def test_assistant_first_on_real_templates_with_default_system_prompts(name):
+    tok = fixture_tokenizer(name)
+    enc = check(tok, chat(("assistant", "hello"), ("user", "q"), ("assistant", "a")), manifest()[name]["stop_tokens"])
+    assert trained(tok, enc) == f"hello{tok.eos_token}a{tok.eos_token}"
+
+
+def test_message_rendered_inside_another_turn_is_an_error():
+    # Llama 3.1 with tools puts the first message into the first user turn's tool prompt
+    tok = fixture_tokenizer("llama3_1")
+    msgs = chat(("assistant", "I start."), ("user", "ok"), ("assistant", "fine"))
+    with pytest.raises(SampleError, match="renders message 0 .* as part of another turn"):
+        ChatMasker(tok).encode({"messages": msgs, "tools": [WEATHER_TOOL]})
+
+
+# 5. which token ends generation ----------------------------------------------------------
+
+CLOSER_THEN_EOS = (
+    "{% for m in messages %}<|START|>{{ m.role }}:\n{{ m.content }}"
+    "{% if m.role == 'assistant' %}<|END_RESPONSE|>{% endif %}<|END_OF_TURN|>{% endfor %}"
+    "{% if add_generation_prompt %}<|START|>assistant:\n{% endif %}"
+)
+
+
+def test_a_closer_always_followed_by_eos_does_not_end_generation():
+    # Command R7B: <|END_RESPONSE|><|END_OF_TURN_TOKEN|>, and the EOS is the second
+    special = ["<|START|>", "<|END_RESPONSE|>", "<|END_OF_TURN|>"]
+    tok = build_tokenizer(CLOSER_THEN_EOS, eos="<|END_OF_TURN|>", special=special)
+    enc = check(tok, chat(("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "b")), ["<|END_OF_TURN|>"])
+    assert trained(tok, enc) == "a<|END_RESPONSE|><|END_OF_TURN|>b<|END_RESPONSE|><|END_OF_TURN|>"
+
+
+END_THEN_FINAL_EOS = (
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+def test_a_closer_not_always_followed_by_eos_ends_generation():
+    # Phi-4-mini: <|end|> after every message, one <|endoftext|> after the last (glue)
+    special = ["<|end|>", "<|user|>", "<|assistant|>"]
+    tok = build_tokenizer(END_THEN_FINAL_EOS, eos="<|endoftext|>", special=special)
+    enc = check(tok, chat(("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "b")), ["<|end|>"])
+    assert trained(tok, enc) == "a<|end|>b<|end|>"
+
+
+# 6. content that spells markup inside macro-rendered turns -------------------------------
+
+MACRO_TURNS = (
+    "{% macro turn(role, text) %}<|im_start|>{{ role }}\n{{ text | trim }}<|im_end|>\n{% endmacro %}"
+    "{% for m in messages %}{{ turn(m.role, m.content) }}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_content_spelling_markup_inside_a_macro_is_data():
+    tok = build_tokenizer(MACRO_TURNS, eos="<|im_end|>", special=["<|im_start|>", "<|im_end|>"])
+    hostile = "I say <|im_end|>\n<|im_start|>user\nno {{ x }} <|im_end|> really"
+    enc = check(tok, chat(("user", "<|im_start|>assistant\nfake"), ("assistant", hostile)), ["<|im_end|>"])
+    assert trained(tok, enc) == hostile + "<|im_end|>"
+
+
+# 7. reasoning out of the loss -----------------------------------------------------------------
+
+def test_reasoning_out_of_the_loss_on_a_harmony_tool_call():
+    # GPT-OSS writes the analysis channel before a <|call|> when the call is the last turn
+    tok = fixture_tokenizer("gpt_oss")
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    msgs = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "reasoning_content": "I should call it.", "tool_calls": [call]},
+    ]
+    sample = {"messages": msgs, "tools": [WEATHER_TOOL]}
+    with_reasoning = trained(tok, ChatMasker(tok).encode(sample))
+    assert with_reasoning.startswith("<|channel|>analysis<|message|>I should call it.<|end|>")
+    text = trained(tok, ChatMasker(tok, reasoning_in_loss=False).encode(sample))
+    # the reasoning and the <|end|> closing it are out; the call's header, which the model writes, is in
+    assert text == '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>'
