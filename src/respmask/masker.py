@@ -8,6 +8,7 @@ import os
 import hashlib
 import pickle
 import weakref
+from os.path import commonprefix
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -139,6 +140,7 @@ class ChatMasker:
         self.use_generation_tags = use_generation_tags
         self._templates: dict[str, ChatTemplate] = {}
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
+        self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
         self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
         self._blob: tuple[Any, bytes] | None = None
@@ -158,6 +160,7 @@ class ChatMasker:
         state = self.__dict__.copy()
         state["_templates"] = {}
         state["_profiles"] = {}
+        state["_exact"] = {}
         state["_bytes"] = None
         state["tokenizer"] = None
         return state
@@ -202,6 +205,17 @@ class ChatMasker:
         )
         return template.render(variables, chat), chat
 
+    def _reference_text(self, source: str, messages: list[dict], tools: Any, documents: Any,
+                        kwargs: Mapping[str, Any], add_generation_prompt: bool) -> str | None:
+        """transformers' own render (None when it raises)."""
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, tools=tools, documents=documents, chat_template=source, tokenize=False,
+                add_generation_prompt=add_generation_prompt, **kwargs,
+            )
+        except Exception:
+            return None
+
     def _control_tokens(self, source: str) -> list[str]:
         literals = source
         out = []
@@ -214,18 +228,30 @@ class ChatMasker:
         enc = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
         return [s for s, _ in enc.offsets]
 
+    @staticmethod
+    def _profile_key(source: str, kwargs: Mapping[str, Any]) -> tuple[str, str]:
+        return (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
+
     def profile(self, source: str, kwargs: Mapping[str, Any]) -> tuple[TemplateProfile, StopTokens]:
         """The learned profile of a template under these template kwargs (cached)."""
-        key = (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
+        key = self._profile_key(source, kwargs)
         cached = self._profiles.get(key)
         if cached is not None:
             return cached
         template = self.template(source)
+        renders: list[tuple[list[dict], Any, bool, str]] = []
 
         def render(messages: list[dict], tools: Any, gen: bool) -> Segments:
-            return Segments.of(self._render(template, messages, tools, None, kwargs, gen)[0])
+            rendered = self._render(template, messages, tools, None, kwargs, gen)[0]
+            renders.append((messages, tools, gen, rendered.text))
+            return Segments.of(rendered)
 
-        profile = learn_profile(render, self._control_tokens(source), self._token_starts)
+        profile = learn_profile(render, self._control_tokens(source), self._token_starts, self.tokenizer.eos_token)
+        # Training input must be inference input: the probes' renders are compared byte for byte
+        # with transformers' own; where one differs, every conversation is compared.
+        self._exact[key] = all(
+            self._reference_text(source, m, tools, None, kwargs, gen) == text for m, tools, gen, text in renders
+        )
         eos = self.tokenizer.eos_token
         end_of_turn = [*profile.end_of_turn, *([eos] if eos else []), *self._configured_stops]
         next_turn = [*([eos] if eos else []), *self._configured_stops]
@@ -268,6 +294,16 @@ class ChatMasker:
                 f"the chat template raised {type(exc).__name__}: {exc}. Fix the conversation so the template "
                 "accepts it (the same error comes from tokenizer.apply_chat_template)."
             ) from exc
+        if not self._exact[self._profile_key(source, kwargs)]:
+            reference = self._reference_text(source, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
+            if reference != rendered.text:
+                at = len(commonprefix([reference or "", rendered.text]))
+                raise TemplateError(
+                    "respmask's render of this conversation differs from transformers' apply_chat_template at "
+                    f"character {at} ({(reference or '')[at:at + 40]!r} vs {rendered.text[at:at + 40]!r}), so its "
+                    "masks would not match the ids the model sees. Please report the template; meanwhile pass a "
+                    "template annotated with {% generation %} blocks (chat_template=..., use_generation_tags=True)."
+                )
         selected = select_messages(parsed.roles, parsed.flags, self.train_on)
         use_tags = template.has_generation_tags if self.use_generation_tags is None else self.use_generation_tags
         if use_tags and not template.has_generation_tags:

@@ -10,8 +10,8 @@ variables, new dicts and lists it builds, macros and namespaces.
 
 Every operation returns exactly what ``str`` returns (same text, same exceptions); only the marks
 are extra. An operation that cannot follow characters (``format``, ``%``, ``tojson``, ``center``...)
-marks its whole result as written by the one message its inputs came from, or leaves it unmarked
-when they came from several (the renderer then attributes it as data of the turn printing it).
+marks its whole result as written by the one message its inputs came from (as data of no message
+when they came from several): message text is never taken for the template's own.
 """
 
 from __future__ import annotations
@@ -285,8 +285,10 @@ def smear(result: Any, sources: Any) -> Any:
     if not isinstance(result, str) or type(result) is Traced or hasattr(result, "__html__"):
         return result
     found = owners(sources)
-    if len(found) != 1:
+    if not found:
         return result
+    if len(found) != 1:  # text of several messages mixed: data, of none of them
+        return traced(result, ((0, len(result), -1, CONTENT),))
     owner, field = next(iter(found))
     return traced(result, ((0, len(result), owner, field),))
 

@@ -210,9 +210,16 @@ def _lcp_cut(a: str, b: str, cuts: Sequence[int]) -> int:
 
 
 def _controls(control: re.Pattern[str] | None, text: str, ranges: Sequence[tuple[int, int]]) -> list[str]:
+    return [t for t, _ in _control_ends(control, text, ranges)]
+
+
+def _control_ends(
+    control: re.Pattern[str] | None, text: str, ranges: Sequence[tuple[int, int]]
+) -> list[tuple[str, int]]:
+    """The control tokens in ``ranges`` of ``text``, with where each ends."""
     if control is None:
         return []
-    return [m.group(0) for a, b in ranges for m in control.finditer(text, a, b)]
+    return [(m.group(0), m.end()) for a, b in ranges for m in control.finditer(text, a, b)]
 
 
 def _closes_block(token: str, turn_text: str) -> bool:
@@ -226,17 +233,23 @@ def learn_profile(
     render: RenderFn,
     control_tokens: Sequence[str],
     token_starts: Callable[[str], list[int]],
+    eos: str | None = None,
 ) -> TemplateProfile:
     """Render the probes and learn headers, stop tokens and reasoning markup.
 
     ``render(messages, tools, add_generation_prompt)`` renders with the template and the
     template keyword arguments this profile is for; ``token_starts(text)`` gives the character
     positions where tokens begin in ``text`` tokenized alone.
+
+    The end-of-turn token of a template is the first control token after a plain answer, unless
+    ``eos`` follows it immediately in every assistant turn: then that token closes the reply and
+    EOS, which comes next, is what ends generation (``<|END_RESPONSE|><|END_OF_TURN_TOKEN|>``).
     """
     control = token_regex([t for t in control_tokens if t.strip()])
     headers: dict[str | None, set[str]] = {}
     history: dict[str | None, set[tuple[str, int]]] = {}
     end_of_turn: list[str] = []
+    closer_then_eos: dict[str, list[bool]] = {}  # per first closer: is it followed by EOS, each turn
     call_tails: list[list[str]] = []
     closes: list[str] = []
     rendered = 0
@@ -271,9 +284,10 @@ def learn_profile(
             after = full.ends[last] if last is not None else start
             ranges, _ = tail_ranges(full, i, after)
             turn_text = full.text[start:after]
-            tail_tokens = [
-                t for t in _controls(control, full.text, ranges) if not _closes_block(t, turn_text)
+            tail_ends = [
+                (t, e) for t, e in _control_ends(control, full.text, ranges) if not _closes_block(t, turn_text)
             ]
+            tail_tokens = [t for t, _ in tail_ends]
             if message.get("tool_calls"):
                 call_tails.append(tail_tokens)
             elif _AST in message.get("content", ""):
@@ -285,6 +299,9 @@ def learn_profile(
                         tail_tokens = [t for t in inside if not _closes_block(t, turn_text)]
                 if tail_tokens:
                     end_of_turn.append(tail_tokens[0])
+                    if tail_ends and tail_ends[0][0] == tail_tokens[0]:
+                        followed = bool(eos) and full.text.startswith(eos, tail_ends[0][1])  # type: ignore[arg-type]
+                        closer_then_eos.setdefault(tail_tokens[0], []).append(followed)
             if message.get("reasoning_content"):
                 close = _reasoning_close(full, idxs)
                 if close:
@@ -294,7 +311,9 @@ def learn_profile(
         raise TemplateError(
             "the chat template raised on every probe conversation; first error: " + (errors[0] if errors else "?")
         )
-    eot = tuple(dict.fromkeys(end_of_turn))
+    eot = tuple(
+        t for t in dict.fromkeys(end_of_turn) if t == eos or not (closer_then_eos.get(t) and all(closer_then_eos[t]))
+    )
     call_end = tuple(
         dict.fromkeys(tail[-1] for tail in call_tails if tail and not any(t in eot for t in tail))
     )
@@ -364,8 +383,8 @@ def _learn_header(
     if window.startswith(header) or header not in found:
         return
     common = len(commonprefix([window, header]))
-    cut = max((c for c in token_starts(window) if 0 < c <= common), default=0)
-    if cut and cut < len(window):
+    cut = max((c for c in [*token_starts(window), len(window)] if 0 < c <= common), default=0)
+    if cut:
         windows.setdefault(prev_role, set()).add((window, cut))
 
 

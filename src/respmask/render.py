@@ -157,9 +157,11 @@ class _Hooks:
             if type(text) is Traced:  # its marks say who wrote what (recorded when it is printed)
                 if st.last_read is not None and st.last_read != st.owner:
                     st.gap_owner = st.last_read
-                return text
-            owner = st.owner if st.last_read is None else st.last_read
-            st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
+            elif hasattr(text, "__html__"):  # Markup escapes the strings it holds: their marks are lost
+                owner = st.owner if st.last_read is None else st.last_read
+                st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
+            # any other string is the template's own (a loop counter, a date, a special token):
+            # every string of a message, tools or documents carries marks
             return text
 
         @jinja2.pass_context
@@ -179,17 +181,8 @@ class _Hooks:
             if type(text) is Traced:
                 if owner != st.owner:
                     st.gap_owner = owner
-                return text
-            if not all(type(v) is str for v in values):
-                # not a plain string concatenation (numbers, Markup escaping its operands...)
+            elif hasattr(text, "__html__"):  # Markup escaped its operands: their marks are lost
                 st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
-                return text
-            pos = st.pos
-            for kind, v in zip(kinds, values):
-                end = pos + len(v)
-                if kind == DATA or owner != st.owner:
-                    st.pieces.append((pos, end, owner, kind))
-                pos = end
             return text
 
         self.filters = {
@@ -667,7 +660,9 @@ def template_inputs(
     if any(k in m for m in chat for k in REASONING_KEYS):
         chat = _alias_reasoning(chat)
     kwargs = _plain({**(special_tokens or {}), **(template_kwargs or {})})
-    variables = dict(kwargs)
+    # template keyword arguments (custom instructions, dates...) are data of no message; the
+    # tokenizer's special tokens are structure
+    variables = {k: v if k in SPECIAL_TOKEN_NAMES else mark(v, NO_OWNER) for k, v in kwargs.items()}
     # tools and documents are data too, of no message: never structure
     variables.update(
         messages=chat,

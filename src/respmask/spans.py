@@ -199,14 +199,60 @@ def _stop_inside(
     return found
 
 
-def _reasoning(segs: Segments, owner: int, start: int, stop: int, stops: StopTokens) -> tuple[int, int] | None:
-    """The reasoning block at the start of a turn: up to its closing markup and the blank after it."""
+def _reasoning(
+    segs: Segments,
+    owner: int,
+    start: int,
+    stop: int,
+    stops: StopTokens,
+    runs: Sequence[tuple[int, int, int]],
+    headers: Sequence[str],
+) -> tuple[int, int] | None:
+    """The reasoning at the start of a turn, to leave out of the loss: from the turn's start
+    through the message's last run of reasoning text and the markup that closes it (a learned
+    closer such as ``</think>`` and the blank after it). A header the model writes itself after
+    its reasoning (harmony's ``<|start|>assistant<|channel|>final<|message|>``, or a tool call's
+    ``<|start|>assistant to=...``) is not reasoning: it stays trained."""
+    ends = [b for a, b, o in runs if o == owner and start <= a and b <= stop]
+    text = segs.text
+    if not ends:  # no reasoning text: an empty block the template writes (``<think>\n\n</think>``)
+        return _empty_reasoning(segs, owner, start, stop, stops)
+    r_end = max(ends)
+    # the template's text after the reasoning, up to the next data or the stop token
+    i = bisect_segments(segs, r_end)
+    limit = stop
+    while i < len(segs.starts) and segs.starts[i] < stop:
+        if segs.kinds[i] == DATA and segs.starts[i] >= r_end:
+            limit = segs.starts[i]
+            break
+        i += 1
+    end = r_end
+    # the header nearest the reasoning (of two ending together, ``<|end|><|start|>assistant`` and
+    # ``<|start|>assistant``, the shorter: what closes the reasoning is still reasoning)
+    found = [(p + len(h), -p) for h in headers if h for p in (text.find(h, r_end, limit),) if p >= 0]
+    header = -min(found)[1] if found else None
+    m = stops.reasoning_close.search(text, r_end, limit) if stops.reasoning_close is not None else None
+    if m is not None and (header is None or m.start() < header):
+        end = m.end()
+        while end < limit and text[end].isspace():
+            end += 1
+        if header is not None:
+            end = min(end, header)
+    elif header is not None:
+        end = header
+    return start, end
+
+
+def _empty_reasoning(segs: Segments, owner: int, start: int, stop: int, stops: StopTokens) -> tuple[int, int] | None:
+    """An empty reasoning block at the start of a turn: up to its closing markup and the blank after it."""
     if stops.reasoning_close is None:
         return None
     text = segs.text
     i = bisect_segments(segs, start)
     while i < len(segs.starts) and segs.starts[i] < stop:
-        if segs.kinds[i] != DATA and segs.owners[i] in (owner, NO_OWNER):
+        if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i]:
+            return None  # the turn's own text comes first: no block before it
+        if segs.owners[i] in (owner, NO_OWNER):
             a, b = max(start, segs.starts[i]), min(stop, segs.ends[i])
             m = stops.reasoning_close.search(text, a, b)
             if m:
@@ -349,7 +395,9 @@ def find_turns(
         end = stop[1] if stop else _own_tail_end(segs, k, after)
         reasoning = None
         if not reasoning_in_loss:
-            reasoning = _reasoning(segs, k, header_end, stop[0] if stop else end, stops)
+            reasoning = _reasoning(
+                segs, k, header_end, stop[0] if stop else end, stops, rendered.reasoning, profile.all_headers
+            )
         turns.append(Turn(k, role, header_end, end, stop, True, reasoning))
     return turns, segs
 

@@ -5,20 +5,29 @@ the labels respmask produced, ``violations`` lists every way the labels break th
 
 * input_ids differ from ``tokenizer.apply_chat_template(..., tokenize=True)``;
 * an assistant nonce (content, reasoning, tool-call argument) has an untrained token, or a
-  system/user/tool nonce has a trained token;
-* an assistant answer's content is missing from the render;
+  system/developer/user/tool/document/instruction nonce has a trained token;
 * the first stop token after an assistant answer is not trained (a stop token followed by the
   template's own assistant header, as in harmony's channels, continues the answer; a turn with no
-  stop token ends after the closing quotes, brackets and tags that follow its text);
+  stop token ends after the closing quotes, brackets and tags that follow its text; a stop string
+  inside the message's own text is content, not its stop);
+* the stop token of an assistant turn whose text renders no nonce (empty or whitespace-only content,
+  a tool call the template does not print) is not trained: it is the first stop token after the end
+  of that turn's prompt ``apply_chat_template(messages[:i], add_generation_prompt=True)``, when that
+  prompt is a prefix of the full render and the template renders the turn at all;
 * something is trained between the previous turn's stop token and the end of this turn's
-  prompt (``apply_chat_template(messages[:i], add_generation_prompt=True)``), or after the
-  final assistant turn's stop token.
+  prompt, or after the final assistant turn's stop token.
+
+What the reference cannot decide on a render (an assistant nonce the template dropped, a turn it
+cannot place, a prompt that is not a prefix of the render ...) is not passed silently: ``violations``
+appends a note to ``undecided`` and ``evaluate`` returns them beside the violations.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,39 +35,89 @@ import numpy as np
 from .conversations import TRAINED_KINDS, UNTRAINED_KINDS, Case
 
 IGNORE = -100
-# what may follow an answer's text when its turn has no stop token: closing quotes, brackets and
-# tags (a tool call's JSON, '</think>'), never anything that opens a new structure
-CLOSING = re.compile(r"(?:\s|[\]})\"'`]|</[A-Za-z_][\w:.-]*>)*")
+# what may follow an answer's text when its turn has no stop token: closing quotes (escaped too, as
+# in JSON-string arguments printed with tojson), brackets and tags (a tool call's JSON, '</think>'),
+# never anything that opens a new structure
+CLOSING = re.compile(r"(?:\s|\\*[\]})\"'`]|</[A-Za-z_][\w:.-]*>)*")
+
+
+@dataclass
+class Outcome:
+    """One case on one tokenizer: ``status`` is ``pass``, ``fail`` (violations), ``rejected`` (the
+    template raises and respmask raised a SampleError too), ``error`` (respmask raised on a
+    conversation the template renders, or raised something else than SampleError on one it
+    rejects) or ``reference-error`` (the reference itself raised: a bug here)."""
+
+    status: str
+    problems: list[str] = field(default_factory=list)
+    undecided: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def evaluate(tok: Any, masker: Any, case: Case, stop_tokens: Sequence[str], *, check_prompt: bool = True) -> Outcome:
+    """respmask's encoding of ``case`` against the reference, never raising."""
+    from respmask import SampleError
+
+    try:
+        hf_text(tok, case.messages, case)
+    except Exception as template_exc:
+        try:
+            masker.encode(case.sample())
+        except SampleError:
+            return Outcome("rejected", error=_first_line(template_exc))
+        except Exception as exc:
+            return Outcome("error", error=_first_line(exc) + " (the template rejects this conversation: "
+                           + _first_line(template_exc) + ")")
+        return Outcome("fail", ["transformers' apply_chat_template raises on this conversation but respmask did not"
+                                f" ({_first_line(template_exc)})"])
+    try:
+        enc = masker.encode(case.sample())
+    except Exception as exc:
+        return Outcome("error", error=_first_line(exc))
+    undecided: list[str] = []
+    try:
+        problems = violations(tok, case, enc.input_ids, enc.labels, stop_tokens, check_prompt=check_prompt,
+                              undecided=undecided)
+    except Exception as exc:  # a bug in the reference: never reported as respmask's
+        return Outcome("reference-error", error=_first_line(exc))
+    return Outcome("fail" if problems else "pass", problems, undecided)
 
 
 def check_case(tok: Any, masker: Any, case: Case, stop_tokens: Sequence[str]) -> list[str] | None:
     """The violations of respmask's encoding of ``case`` (``None`` when the template rejects the
     conversation, in which case respmask must raise a SampleError too)."""
-    from respmask import SampleError
-
-    try:
-        tok.apply_chat_template(case.messages, tools=case.tools, tokenize=False, **case.kwargs)
-    except Exception:
-        try:
-            masker.encode(case.sample())
-        except SampleError:
-            return None
-        return ["transformers' apply_chat_template raises on this conversation but respmask did not"]
-    enc = masker.encode(case.sample())
-    return violations(tok, case, enc.input_ids, enc.labels, stop_tokens)
+    out = evaluate(tok, masker, case, stop_tokens)
+    if out.status == "rejected":
+        return None
+    if out.status in ("error", "reference-error"):
+        return [f"{out.status}: {out.error}"]
+    return out.problems
 
 
 def run_cases(tok: Any, masker: Any, cases: Sequence[Case], stop_tokens: Sequence[str]) -> int:
-    """Check every case; assert that none has a violation; return how many rendered."""
-    checked, failures = 0, {}
+    """Check every case; assert that none has a violation; return how many rendered. What the
+    reference could not decide is reported as one warning."""
+    checked, failures, undecided = 0, {}, {}
     for case in cases:
-        problems = check_case(tok, masker, case, stop_tokens)
-        if problems is None:
+        out = evaluate(tok, masker, case, stop_tokens)
+        if out.status == "rejected":
             continue
-        if problems:
-            failures[case.name] = problems
+        if out.status != "pass":
+            failures[case.name] = out.problems or [f"{out.status}: {out.error}"]
+        if out.undecided:
+            undecided[case.name] = out.undecided
         checked += 1
     assert not failures, failures
+    if undecided:
+        n = sum(map(len, undecided.values()))
+        first = next(iter(undecided.items()))
+        warnings.warn(f"the nonce reference could not decide {n} thing(s) in {len(undecided)} case(s), e.g. "
+                      f"{first[0]}: {first[1][0]}", stacklevel=2)
     return checked
 
 
@@ -73,14 +132,44 @@ def hf_text(tok: Any, messages: Sequence[dict], case: Case, **extra: Any) -> str
     return tok.apply_chat_template(list(messages), tools=case.tools, tokenize=False, **case.kwargs, **extra)
 
 
-def _assistant_header(tok: Any, case: Case, i: int) -> str:
-    """What ``add_generation_prompt`` adds after ``messages[:i]`` ('' when unknown)."""
+def generation_prompt(tok: Any, tools: Sequence[dict] | None = None, **kwargs: Any) -> str:
+    """What ``add_generation_prompt=True`` adds after a one-user-message conversation ('' if unknown)."""
+    msgs = [{"role": "user", "content": "hello"}]
     try:
-        bare = hf_text(tok, case.messages[:i], case)
-        prompt = hf_text(tok, case.messages[:i], case, add_generation_prompt=True)
+        bare = tok.apply_chat_template(msgs, tools=tools, tokenize=False, **kwargs)
+        prompt = tok.apply_chat_template(msgs, tools=tools, tokenize=False, add_generation_prompt=True, **kwargs)
     except Exception:
         return ""
-    return prompt[len(bare):] if prompt.startswith(bare) else ""
+    return prompt[_common_prefix(bare, prompt):]
+
+
+class _Renders:
+    """apply_chat_template on prefixes of a case, each computed once (None when it raises)."""
+
+    def __init__(self, tok: Any, case: Case):
+        self.tok, self.case, self._cache = tok, case, {}
+
+    def __call__(self, n: int, add_generation_prompt: bool = False) -> str | None:
+        key = (n, add_generation_prompt)
+        if key not in self._cache:
+            try:
+                self._cache[key] = hf_text(self.tok, self.case.messages[:n], self.case,
+                                           add_generation_prompt=add_generation_prompt)
+            except Exception:
+                self._cache[key] = None
+        return self._cache[key]
+
+    def header(self, n: int) -> str:
+        """What ``add_generation_prompt`` adds after ``messages[:n]`` ('' when unknown)."""
+        bare, prompt = self(n), self(n, True)
+        if bare is None or prompt is None:
+            return ""
+        return prompt[len(bare):] if prompt.startswith(bare) else ""
+
+
+def _assistant_header(tok: Any, case: Case, i: int) -> str:
+    """What ``add_generation_prompt`` adds after ``messages[:i]`` ('' when unknown)."""
+    return _Renders(tok, case).header(i)
 
 
 def _stop_hits(text: str, stop_tokens: Sequence[str], lo: int, hi: int) -> list[tuple[int, str]]:
@@ -93,9 +182,28 @@ def _stop_hits(text: str, stop_tokens: Sequence[str], lo: int, hi: int) -> list[
     return out
 
 
+def _texts(message: dict | None, fields: Sequence[str] = ("reasoning_content", "content")) -> list[tuple[str, str]]:
+    """The message's own texts as (field, text), in render order: its reasoning, then its content
+    (a string, or the text of each part of a list of content parts)."""
+    out: list[tuple[str, str]] = []
+    for f in fields:
+        value = (message or {}).get(f)
+        if isinstance(value, str):
+            out.append((f, value))
+        elif isinstance(value, (list, tuple)):
+            out.extend((f, p["text"]) for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return out
+
+
+def _content_text(message: dict | None) -> str:
+    return "\n".join(t for _, t in _texts(message, ("content",)))
+
+
 def _stops_in_content(content: Any, words: Sequence[str], stop_tokens: Sequence[str]) -> int | None:
     """How many stop-token strings the content holds after its last nonce (None: it holds some and
     has no nonce to place them by)."""
+    if isinstance(content, (list, tuple)):
+        content = _content_text({"content": content})
     if not isinstance(content, str):
         return 0
     ends = [content.rfind(w) + len(w) for w in words if w in content]
@@ -106,18 +214,24 @@ def _stops_in_content(content: Any, words: Sequence[str], stop_tokens: Sequence[
     return n
 
 
-def _text_start(text: str, message: dict, p: int, word: str) -> int:
+def _text_start(text: str, message: dict | None, p: int, word: str) -> int:
     """Where the message's own text that holds the nonce at ``p`` begins in the render."""
     start = p
-    for field in ("content", "reasoning_content"):
-        value = message.get(field)
-        if isinstance(value, str) and word in value:
+    for _, value in _texts(message, ("content", "reasoning_content")):
+        if word in value:
             v = value.strip()
             lo = max(0, p - len(v))
             for q in _occurrences(text[lo:p + len(v)], v):
                 if lo + q <= p < lo + q + len(v):
                     start = min(start, lo + q)
     return start
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _occurrences(text: str, word: str) -> list[int]:
@@ -145,6 +259,9 @@ class TokenView:
         return np.nonzero((s >= a) & (e <= b) & (e > s))[0]
 
 
+ABSENT = -1  # turn_ends value of a message the template renders nothing for
+
+
 def violations(
     tok: Any,
     case: Case,
@@ -153,25 +270,40 @@ def violations(
     stop_tokens: Sequence[str],
     *,
     check_prompt: bool = True,
+    undecided: list[str] | None = None,
 ) -> list[str]:
     problems: list[str] = []
+    notes: list[str] = undecided if undecided is not None else []
     ref_ids = hf_ids(tok, case)
     if list(map(int, input_ids)) != ref_ids:
         problems.append(f"input_ids differ from apply_chat_template ({len(input_ids)} vs {len(ref_ids)} tokens)")
         return problems
+    if len(labels) != len(ref_ids):
+        problems.append(f"{len(labels)} labels for {len(ref_ids)} tokens")
+        return problems
+    renders = _Renders(tok, case)
     text = hf_text(tok, case.messages, case)
     view = TokenView(tok, text)
+    if len(view.ids) != len(ref_ids):  # the reference maps characters to tokens with its own encoding
+        notes.append("the render re-encoded has another token count than apply_chat_template: not checked")
+        return problems
     trained = np.asarray(labels) != IGNORE
+    owner = case.nonces.message_of
+
+    def message(w: str) -> dict | None:
+        i = owner[w]
+        return case.messages[i] if i is not None else None
 
     # 1. nonces
     for word, kind in case.nonces.kinds.items():
         spots = _occurrences(text, word)
-        m = case.messages[case.nonces.message_of[word]]
-        content = m.get("content")
-        parsed_by_template = isinstance(content, str) and ("think>" in content or "<|" in content)
-        if kind == "AST" and not spots and not m.get("tool_calls") and not parsed_by_template:
+        m = message(word)
+        content = _content_text(m)
+        parsed_by_template = "think>" in content or "<|" in content
+        if kind == "AST" and not spots and m is not None and not m.get("tool_calls") and not parsed_by_template \
+                and not case.hostile:
             # (templates may cut content at '</think>' or similar markup: then the text is theirs to drop)
-            problems.append(f"assistant nonce {word} is not in the render")
+            notes.append(f"assistant nonce {word} of message {owner[word]} is not in the render: not checked")
         for a in spots:
             toks = view.overlapping(a, a + len(word))
             if kind in TRAINED_KINDS and not trained[toks].all():
@@ -181,56 +313,39 @@ def violations(
 
     # 2. the stop token after each assistant answer: the first one after the answer's text and
     #    before the next message's text (templates whose turns have no stop token are skipped)
-    # (where each other message's text begins: its content may hold markup before its nonce)
-    all_spots = sorted((_text_start(text, case.messages[case.nonces.message_of[w]], p, w), case.nonces.message_of[w])
+    # (where each other message's text begins: its content may hold markup before its nonce; a
+    # document's or keyword argument's nonce belongs to no message)
+    all_spots = sorted((_text_start(text, message(w), p, w), owner[w])
                        for w in case.nonces.kinds for p in _occurrences(text, w))
     turn_ends: dict[int, int | None] = {}
-    for i, m in enumerate(case.messages):
-        if m["role"] != "assistant":
-            continue
-        words = [w for w, k in case.nonces.kinds.items() if case.nonces.message_of[w] == i and k in TRAINED_KINDS]
-        ends = [p + len(w) for w in words for p in _occurrences(text, w)]
-        if not ends:
-            turn_ends[i] = None  # the template did not render this turn's text: its edges are unknown
-            continue
-        after = max(ends)
-        limit = min((p for p, owner in all_spots if p >= after and owner != i), default=len(text))
-        first = min(p for w in words for p in _occurrences(text, w))
-        certain = True  # is the end of the answer's text known?
-        placed: set[str] = set()
-        for field in ("reasoning_content", "content"):  # the answer's own text runs past its nonce
-            value = m.get(field)
-            if isinstance(value, str) and value.strip():
-                v = value.strip()
-                spots = [p for p in _occurrences(text, v) if first <= p + len(v) and p + len(v) <= limit]
-                # the text around its nonce (only a value that holds one: a nonce-less content "0"
-                # must not be placed on the "0" that ends the reasoning before it)
-                holding = [p for p in spots if p < after <= p + len(v)] if any(w in v for w in words) else []
-                later = [p for p in spots if p >= after]  # else its first rendering after the known text
-                if holding or later:
-                    placed.add(field)
-                    # (only the first later one: the same characters may recur in the stop token)
-                    after = max(holding) + len(v) if holding else later[0] + len(v)
-                elif not spots and field == "content":
-                    certain = False  # the template rewrote the content (say, cut at '</think>')
-        turn_ends[i] = after if certain else None
-        hits = _stop_hits(text, stop_tokens, after, limit)
-        # when the content was not found (the template rewrote it), stop-token strings it holds after
-        # its last nonce come before the real stop token: skip them
-        own = 0 if "content" in placed else _stops_in_content(m.get("content"), words, stop_tokens)
-        if own is None:
-            turn_ends[i] = None  # the content holds stop strings and its place is unknown
-            continue
-        hits = hits[own:]
-        if not hits:
-            if turn_ends[i] is not None:  # no stop token: the answer may still close what it opened
-                turn_ends[i] = min(limit, turn_ends[i] + len(CLOSING.match(text, turn_ends[i]).group()))
-            continue
-        q, s = hits[0]
+
+    def prompt_end(i: int, floor: int) -> tuple[int, bool] | None:
+        """Where the prompt of assistant message ``i`` ends in the render, and whether that is exact
+        (its ``add_generation_prompt`` render is a prefix of the render). Otherwise only what the
+        render shares with ``messages[:i]`` rendered alone is surely prompt (it holds nothing of
+        message i: a template may append text after the last message, as Command-R's tool
+        instructions, or write a generation header the rendered turn lacks, as DeepSeek-R1's
+        '<think>\\n'), and so is the generation header when the render's own copy of it straddles
+        that point (Command-R: '<|START_OF_TURN_TOKEN|>' shared, '<|CHATBOT_TOKEN|>' not)."""
+        prompt, bare = renders(i, True), renders(i)
+        if prompt is not None and text.startswith(prompt):
+            return len(prompt), True
+        if bare is None:
+            return None
+        end = _common_prefix(bare, text)
+        header = renders.header(i)
+        if header:
+            for h in range(max(floor, end - len(header) + 1), end + 1):
+                if text.startswith(header, h):
+                    end = h + len(header)
+                    break
+        return end, False
+
+    def check_stop(i: int, q: int, s: str, limit: int) -> None:
         # A stop token followed by the template's own assistant header, still before any other
         # message's text, is a channel switch inside this answer (harmony's '<|end|><|start|>assistant
         # <|channel|>final'): the model generates that header itself, and the answer ends later.
-        header = _assistant_header(tok, case, i)
+        header = renders.header(i)
         while header and text.startswith(header, q + len(s)):
             nxt = _stop_hits(text, stop_tokens, q + len(s) + len(header), limit)
             if not nxt:
@@ -241,30 +356,135 @@ def violations(
             problems.append(f"stop token {s!r} after assistant message {i} not trained")
         turn_ends[i] = q + len(s)
 
+    for i, m in enumerate(case.messages):
+        if m["role"] != "assistant":
+            continue
+        words = [w for w, k in case.nonces.kinds.items() if owner[w] == i and k in TRAINED_KINDS]
+        ends = [p + len(w) for w in words for p in _occurrences(text, w)]
+        if not ends:
+            # where it cannot begin: before the end of the previous answer or of any earlier nonce
+            known = [e for j, e in turn_ends.items() if e is not None and e != ABSENT]
+            earlier = [p + len(w) for w in case.nonces.kinds if owner[w] is not None and owner[w] < i
+                       for p in _occurrences(text, w)]
+            _empty_turn(i, m, text, view, renders, prompt_end, max(known + earlier, default=0), all_spots,
+                        stop_tokens, turn_ends, notes, check_stop)
+            continue
+        after = max(ends)
+        limit = min((p for p, o in all_spots if p >= after and o != i), default=len(text))
+        first = min(p for w in words for p in _occurrences(text, w))
+        certain = True  # is the end of the answer's text known?
+        placed: list[bool] = []  # for each content text: was it placed?
+        for fld, value in _texts(m):  # the answer's own text runs past its nonce
+            if not value.strip():
+                continue
+            v = value.strip()
+            spots = [p for p in _occurrences(text, v) if first <= p + len(v) and p + len(v) <= limit]
+            # the text around its nonce (only a value that holds one: a nonce-less content "0"
+            # must not be placed on the "0" that ends the reasoning before it)
+            holding = [p for p in spots if p < after <= p + len(v)] if any(w in v for w in words) else []
+            later = [p for p in spots if p >= after]  # else its first rendering after the known text
+            if holding or later:
+                # (only the first later one: the same characters may recur in the stop token)
+                after = max(holding) + len(v) if holding else later[0] + len(v)
+            elif not spots and fld == "content":
+                certain = False  # the template rewrote the content (say, cut at '</think>')
+            if fld == "content":
+                placed.append(bool(holding or later))
+        turn_ends[i] = after if certain else None
+        hits = _stop_hits(text, stop_tokens, after, limit)
+        # when the content was not found (the template rewrote it), stop-token strings it holds after
+        # its last nonce come before the real stop token: skip them
+        own = 0 if placed and all(placed) else _stops_in_content(m.get("content"), words, stop_tokens)
+        if own is None:
+            turn_ends[i] = None  # the content holds stop strings and its place is unknown
+            notes.append(f"assistant message {i}: its content holds stop strings and is not found in the render:"
+                         " its stop token is not checked")
+            continue
+        hits = hits[own:]
+        if not hits:
+            if turn_ends[i] is not None:  # no stop token: the answer may still close what it opened
+                turn_ends[i] = min(limit, turn_ends[i] + len(CLOSING.match(text, turn_ends[i]).group()))
+            continue
+        q, s = hits[0]
+        check_stop(i, q, s, limit)
+
     if check_prompt:
         prev_end: int | None = 0
+        prev: int | None = None
         last_assistant = None
         for i, m in enumerate(case.messages):
             if m["role"] != "assistant":
                 continue
+            if turn_ends.get(i) == ABSENT:  # the template renders nothing for it
+                continue
             last_assistant = i
-            if i > 0 and prev_end is not None:
-                try:
-                    prompt = hf_text(tok, case.messages[:i], case, add_generation_prompt=True)
-                except Exception:
-                    prompt = None
-                if prompt is not None and text.startswith(prompt):
-                    toks = view.inside(prev_end, len(prompt))
+            if i > 0 and prev_end is None:
+                notes.append(f"prompt of assistant message {i} not checked: where message {prev} ends is unknown")
+            elif i > 0:
+                found = prompt_end(i, prev_end)
+                end = found[0] if found else 0
+                own = [p for w, k in case.nonces.kinds.items() if owner[w] == i and k in TRAINED_KINDS
+                       for p in _occurrences(text, w)]
+                if own and not (found and found[1]):
+                    end = min(end, min(own))  # (an inexact end never reaches into the answer's own text)
+                if end <= prev_end:
+                    notes.append(f"prompt of assistant message {i} not checked: "
+                                 + ("it does not render" if found is None else "it is not a prefix of the render"))
+                else:
+                    toks = view.inside(prev_end, end)
                     if trained[toks].any():
                         bad = [view.ids[t] for t in toks[trained[toks]]]
                         problems.append(
                             f"tokens {tok.convert_ids_to_tokens(bad)!r} trained inside the prompt of message {i}"
                         )
-            prev_end = turn_ends.get(i)
-        end = turn_ends.get(last_assistant) if last_assistant is not None else None
-        if end is not None:
-            toks = view.inside(end, len(text))
-            if trained[toks].any():
-                bad = [view.ids[t] for t in toks[trained[toks]]]
-                problems.append(f"tokens {tok.convert_ids_to_tokens(bad)!r} trained after the final stop token")
+            prev_end, prev = turn_ends.get(i), i
+        if last_assistant is not None:
+            end = turn_ends.get(last_assistant)
+            if end is None:
+                notes.append(f"after the final answer (message {last_assistant}) not checked: where it ends is unknown")
+            else:
+                toks = view.inside(end, len(text))
+                if trained[toks].any():
+                    bad = [view.ids[t] for t in toks[trained[toks]]]
+                    problems.append(f"tokens {tok.convert_ids_to_tokens(bad)!r} trained after the final stop token")
     return problems
+
+
+def _empty_turn(i, m, text, view, renders, prompt_end, floor, all_spots, stop_tokens, turn_ends, notes,
+                check_stop) -> None:
+    """An assistant turn that renders none of its nonces (empty or whitespace-only content, a tool
+    call the template does not print): its stop token is the first one after the end of its prompt
+    (``apply_chat_template(messages[:i], add_generation_prompt=True)`` when that is a prefix of the
+    render, else the text the render shares with it, see ``prompt_end``)."""
+    before, upto = renders(i), renders(i + 1)
+    if before is not None and upto is not None and before == upto:
+        turn_ends[i] = ABSENT  # the template renders nothing for this message
+        return
+    turn_ends[i] = None
+    if not stop_tokens:
+        return  # the template closes no turn with a stop token (GLM): nothing to place
+    found = prompt_end(i, floor)
+    if found is None or found[0] < floor:
+        notes.append(f"assistant message {i} renders no nonce and the render does not hold its prompt:"
+                     " its stop token is not checked")
+        return
+    lo, exact = found
+    if not exact and lo > 0:
+        # the shared text may end inside a token (DeepSeek-R1's '<' of '<think>' and of
+        # '<｜end▁of▁sentence｜>'): search from the start of that token
+        toks = view.overlapping(lo - 1, lo)
+        if len(toks) and view.offsets[toks[-1], 1] > lo:
+            lo = max(floor, int(view.offsets[toks[-1], 0]))
+    limit = min((p for p, o in all_spots if p >= lo and o != i), default=len(text))
+    if _stops_in_content(m.get("content"), [], stop_tokens) != 0:
+        # its content holds stop strings: they come first if the template printed it (no nonce to tell)
+        notes.append(f"assistant message {i} renders no nonce and its content holds stop strings:"
+                     " its stop token is not checked")
+        return
+    hits = _stop_hits(text, stop_tokens, lo, limit)
+    if not hits:
+        notes.append(f"assistant message {i} renders no nonce and no stop token follows its prompt:"
+                     " its end is unknown")
+        return
+    q, s = hits[0]
+    check_stop(i, q, s, limit)

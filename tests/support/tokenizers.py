@@ -152,3 +152,18 @@ def shared_tokenizer(folder: str, chat_template: str | None = None) -> PreTraine
     if chat_template is not None:
         tok.chat_template = chat_template
     return tok
+
+
+def fixture_cases(name: str, tok: Any, source: str | None = None) -> list:
+    """Every case for fixture template ``name`` on ``tok``: the shared shapes, the keyword-argument
+    cases the template reads, the hostile cases made of its own markers (special tokens, generation
+    prompt, EOS and stop strings), and the tools list and keyword arguments of the manifest's
+    ``template_kwargs`` on every case (command_r's tools, firefunction_v2's functions)."""
+    from .conversations import TemplateInfo, cases
+    from .reference import generation_prompt
+
+    info = manifest()[name]
+    kwargs = dict(info.get("template_kwargs") or {})
+    tools = kwargs.pop("tools", None)
+    source = source if source is not None else template_source(name)
+    return cases(TemplateInfo.from_manifest(info, source, generation_prompt(tok, tools, **kwargs)))
