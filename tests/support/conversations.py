@@ -126,7 +126,7 @@ def _user(nn: Nonces, i: int, extra: str = "") -> dict:
 
 
 def _assistant(nn: Nonces, i: int, text: str | None = None) -> dict:
-    return {"role": "assistant", "content": text or f"Sure: {nn('AST', i)} is the answer."}
+    return {"role": "assistant", "content": f"Sure: {nn('AST', i)} is the answer." if text is None else text}
 
 
 def _reasoned(nn: Nonces, i: int, content: str | None = None) -> dict:
@@ -304,7 +304,7 @@ def cases(template: TemplateInfo | None = None) -> list[Case]:
     make(
         "empty_content",
         lambda nn: [
-            _user(nn, 0), _assistant(nn, 1, ""),
+            _user(nn, 0), {"role": "assistant", "content": ""},
             {"role": "user", "content": ""}, _assistant(nn, 3),
             _user(nn, 4), {"role": "assistant", "content": ""},
         ],

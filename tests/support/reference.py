@@ -149,6 +149,13 @@ class _Renders:
     def __init__(self, tok: Any, case: Case):
         self.tok, self.case, self._cache = tok, case, {}
 
+    def of(self, messages: list[dict]) -> str | None:
+        """The render of other messages (None when it raises)."""
+        try:
+            return hf_text(self.tok, messages, self.case)
+        except Exception:
+            return None
+
     def __call__(self, n: int, add_generation_prompt: bool = False) -> str | None:
         key = (n, add_generation_prompt)
         if key not in self._cache:
@@ -427,6 +434,9 @@ def violations(
                        for p in _occurrences(text, w)]
                 if own and not (found and found[1]):
                     end = min(end, min(own))  # (an inexact end never reaches into the answer's own text)
+                if found and not found[1] and end > prev_end:
+                    notes.append(f"partly: prompt of assistant message {i} checked only up to where the render leaves the "
+                                 "render of the messages before it: its generation prompt is not a prefix of the render")
                 if end <= prev_end:
                     notes.append(f"prompt of assistant message {i} not checked: "
                                  + ("it does not render" if found is None else "it is not a prefix of the render"))
@@ -482,9 +492,26 @@ def _empty_turn(i, m, text, view, renders, prompt_end, floor, all_spots, stop_to
                      " its stop token is not checked")
         return
     hits = _stop_hits(text, stop_tokens, lo, limit)
+    if hits and i + 1 < len(renders.case.messages):
+        # the next message may hold no nonce (an empty user turn) to bound the search: render it with
+        # a probe word as its content; a first stop token after the probe is the next message's
+        # (Seed-OSS writes an empty answer as its bare header, with no stop token)
+        probe = "probewordzz"
+        nxt = dict(renders.case.messages[i + 1], content=probe)
+        probed = renders.of([*renders.case.messages[:i + 1], nxt])
+        if probed is not None and probed[:lo] == text[:lo] and probe in probed[lo:]:
+            first = _stop_hits(probed, stop_tokens, lo, len(probed))
+            if not first or first[0][0] > probed.index(probe, lo):
+                hits = []
     if not hits:
-        notes.append(f"assistant message {i} renders no nonce and no stop token follows its prompt:"
-                     " its end is unknown")
+        if upto is not None and text.startswith(upto) and len(upto) >= lo:
+            # no stop token: the turn ends where the template's rendering of it ends (with an empty
+            # generation prompt that may be header-like text the model writes itself, as ChatQA's
+            # 'Assistant: ' after a tool result)
+            turn_ends[i] = len(upto)
+        else:
+            notes.append(f"assistant message {i} renders no nonce and no stop token follows its prompt:"
+                         " its end is unknown")
         return
     q, s = hits[0]
     check_stop(i, q, s, limit)
