@@ -15,8 +15,9 @@ failure. Run from anywhere:
 Per template: ``checked`` (case x tokenizer runs the template renders), ``pass``, ``fail``
 (violations), ``error`` (respmask raised: type and first line), ``rej`` (the template rejects the
 conversation and respmask raised a SampleError too), ``undec`` (checked runs where the reference
-could not decide something: see ``--undecided``); then the distinct failures, grouped, with one
-example each, and a total line. Exit status 1 when anything failed or errored.
+left a check undone because it could not decide it; ``--undecided`` lists every kind, including the
+checks it only narrowed); then the distinct failures, grouped, with one example each, and a total
+line. Exit status 1 when anything failed or errored.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -50,7 +50,7 @@ def _setup_path() -> None:
     warnings.filterwarnings("ignore")
 
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: the reference's own guards must not swallow it
     pass
 
 
@@ -84,9 +84,9 @@ def run_unit(template: str, tokenizer: str, case_filter: list[str] | None, timeo
         masker = ChatMasker(tok)
         cases = fixture_cases(template, tok)
     except Exception as exc:  # the unit cannot even start: one record says why
+        first = (str(exc).strip().splitlines() or [""])[0]
         return [{**base, "case": "(setup)", "status": "error", "problems": [], "undecided": [],
-                 "error": f"setup: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
-                 "seconds": round(time.perf_counter() - t0, 3)}]
+                 "error": f"setup: {type(exc).__name__}: {first}", "seconds": round(time.perf_counter() - t0, 3)}]
     if case_filter:
         cases = [c for c in cases if any(f in c.name for f in case_filter)]
     out = []
@@ -148,34 +148,80 @@ def _short(names: list[str], width: int) -> str:
     return " ".join(out)
 
 
+def _unchecked(rec: dict) -> bool:
+    """Whether the reference left a check undone on this run (notes starting 'partly:' only narrowed one)."""
+    return any(not n.startswith("partly:") for n in rec["undecided"])
+
+
 def _tok_tag(tokenizer: str) -> str:
     return {"bytelevel": "b", "metaspace": "m"}.get(tokenizer, "s")
 
 
+def mark_ledger(records: list[dict]) -> tuple[int, int, list[str]] | None:
+    """Compare with the known-failure ledger (tests/fixtures/chat_templates/known_failures.json,
+    {template: {style: {case: problem}}}): each failing record gets ``ledger`` 'known' or 'new';
+    returns (known, new, ledger entries that pass now or no longer run) or None without a ledger."""
+    path = TESTS / "fixtures" / "chat_templates" / "known_failures.json"
+    if not path.exists():
+        return None
+    ledger = json.loads(path.read_text(encoding="utf-8"))
+    known = new = 0
+    fixed = []
+    ran = {(r["template"], r["tokenizer"]) for r in records}
+    cases = {(r["template"], r["tokenizer"], r["case"]) for r in records}
+    # entries for a template and tokenizer that ran, whose case did not run at all (it no longer
+    # applies to the template): the ledger test counts them as fixed
+    stale = [f"{t}/{st}/{c}" for t, by_style in ledger.items() for st, by_case in by_style.items()
+             for c in by_case if (t, st) in ran and (t, st, c) not in cases]
+    for r in records:
+        listed = r["case"] in ledger.get(r["template"], {}).get(r["tokenizer"], {})
+        if r["status"] not in ("pass", "rejected"):
+            r["ledger"] = "known" if listed else "new"
+            known, new = known + listed, new + (not listed)
+        elif listed:
+            fixed.append(f"{r['template']}/{r['tokenizer']}/{r['case']}")
+    return known, new, fixed + [f"{x} (no longer run)" for x in stale]
+
+
 def report(records: list[dict], args: argparse.Namespace, elapsed: float) -> int:
+    ledger = mark_ledger(records)
     by_template: dict[str, list[dict]] = collections.defaultdict(list)
     for r in records:
         by_template[r["template"]].append(r)
     w = max([len(t) for t in by_template] + [8])
-    head = f"{'template':<{w}} {'checked':>7} {'pass':>5} {'fail':>5} {'error':>5} {'rej':>4} {'undec':>5}  failing cases"
+    head = (f"{'template':<{w}} {'checked':>7} {'pass':>5} {'fail':>5} {'error':>5} {'rej':>4} {'undec':>5}  "
+            + ("cases" if args.matrix else "failing cases"))
     print(head)
-    print("-" * len(head))
     case_order: list[str] = []
     for r in records:
         if r["case"] not in case_order:
             case_order.append(r["case"])
+    if args.matrix:  # column numbers above the matrix (tens, then units)
+        pad = " " * (w + 39)
+        print(pad + "".join(str(i // 10) if i >= 10 else " " for i in range(len(case_order))))
+        print(pad + "".join(str(i % 10) for i in range(len(case_order))))
+    print("-" * len(head))
     totals = collections.Counter()
+    hidden = 0
     for t in sorted(by_template):
         rs = by_template[t]
         c = collections.Counter(r["status"] for r in rs)
+        if args.only_failing and not any(r["status"] not in ("pass", "rejected") for r in rs):
+            hidden += 1
+            totals.update(checked=c["pass"], passed=c["pass"], rejected=c["rejected"],
+                          undec=sum(1 for r in rs if _unchecked(r)), templates=1)
+            continue
         errors = c["error"] + c["reference-error"] + c["timeout"] + c["crash"]
         checked = c["pass"] + c["fail"] + errors
-        undec = sum(1 for r in rs if r["undecided"])
+        undec = sum(1 for r in rs if _unchecked(r))
         bad: dict[str, list[str]] = collections.defaultdict(list)
         for r in rs:
             if r["status"] not in ("pass", "rejected"):
                 bad[r["case"]].append(_tok_tag(r["tokenizer"]) + STATUS_CHAR.get(r["status"], "?"))
-        names = [f"{k}({','.join(v)})" if len(v) < len(STYLES) + args.shared else k for k, v in bad.items()]
+        n_toks = len({r["tokenizer"] for r in rs})
+        new_cases = {r["case"] for r in rs if r.get("ledger") == "new"}
+        names = [(f"{k}({','.join(v)})" if len(v) < n_toks else k) + ("!" if k in new_cases else "")
+                 for k, v in bad.items()]
         line = f"{t:<{w}} {checked:>7} {c['pass']:>5} {c['fail']:>5} {errors:>5} {c['rejected']:>4} {undec:>5}  "
         if args.matrix:
             line += _matrix_row(rs, case_order)
@@ -184,8 +230,10 @@ def report(records: list[dict], args: argparse.Namespace, elapsed: float) -> int
         print(line)
         totals.update(checked=checked, passed=c["pass"], fail=c["fail"], errors=errors, rejected=c["rejected"],
                       undec=undec, templates=1)
+    if hidden:
+        print(f"({hidden} templates where every run passes are not shown)")
     if args.matrix:
-        print("\ncolumns: " + " ".join(f"{i % 10}={n}" for i, n in enumerate(case_order)))
+        print("\ncolumns: " + " ".join(f"{i}={n}" for i, n in enumerate(case_order)))
         print("cell: '.' pass on every tokenizer, 'F' violation, 'E' respmask error, 'R' reference error, "
               "'r' rejected by the template, '?' passed with undecided notes, 'T' timeout, 'C' crash")
 
@@ -196,7 +244,8 @@ def report(records: list[dict], args: argparse.Namespace, elapsed: float) -> int
             groups[key].append(r)
     if groups:
         print(f"\n{len(groups)} distinct failure(s):")
-    for (cat, msg), rs in sorted(groups.items(), key=lambda kv: (-len({r['template'] for r in kv[1]}), -len(kv[1]))):
+    by_spread = sorted(groups.items(), key=lambda kv: (-len({r["template"] for r in kv[1]}), -len(kv[1])))
+    for (cat, msg), rs in by_spread:
         templates = sorted({r["template"] for r in rs})
         ex = rs[0]
         raw = next((p for p in ex["problems"] if normalize(p) == msg), None) if cat == "violation" else ex["error"]
@@ -214,9 +263,10 @@ def report(records: list[dict], args: argparse.Namespace, elapsed: float) -> int
         for n in dict.fromkeys(normalize(x) for x in r["undecided"]):
             notes[n].append(r)
     if notes:
-        n_runs = sum(1 for r in records if r["undecided"])
-        print(f"\nundecided: the reference could not check everything in {n_runs} run(s) "
-              f"({len(notes)} kind(s){'' if args.undecided else '; --undecided lists them'})")
+        n_runs = sum(1 for r in records if _unchecked(r))
+        n_partly = sum(1 for r in records if r["undecided"] and not _unchecked(r))
+        print(f"\nundecided: the reference left a check undone in {n_runs} run(s) and narrowed one in "
+              f"{n_partly} more ({len(notes)} kind(s){'' if args.undecided else '; --undecided lists them'})")
         if args.undecided:
             for n, rs in sorted(notes.items(), key=lambda kv: -len(kv[1])):
                 print(f"- {n[:150]}\n    {len(rs)} run(s): {_short(sorted({r['template'] for r in rs}), 100)}")
@@ -232,12 +282,17 @@ def report(records: list[dict], args: argparse.Namespace, elapsed: float) -> int
         print("time per case shape: " + ", ".join(f"{k} {v:.1f}s" for k, v in
                                                    sorted(per_case.items(), key=lambda kv: -kv[1])[:12]))
 
+    if ledger is not None:
+        known, new, fixed = ledger
+        print(f"\nledger (known_failures.json): {known} failing run(s) listed, {new} not listed (marked '!')"
+              + (f"; {len(fixed)} listed that pass now: {_short(fixed, 90)}" if fixed else ""))
     print(f"\nTOTAL {totals['templates']} templates, {len(records)} runs: {totals['checked']} checked, "
           f"{totals['passed']} pass, {totals['fail']} fail, {totals['errors']} error, {totals['rejected']} rejected, "
-          f"{totals['undec']} with undecided notes; {len(groups)} distinct failures; {elapsed:.0f} s")
+          f"{totals['undec']} with a check left undone; {len(groups)} distinct failures; {elapsed:.0f} s")
     if args.json:
         payload = {
             "totals": dict(totals), "elapsed_seconds": round(elapsed, 1), "records": records,
+            "ledger": None if ledger is None else {"known": ledger[0], "new": ledger[1], "pass_now": ledger[2]},
             "groups": [{"category": cat, "message": msg, "runs": len(rs),
                         "templates": sorted({r["template"] for r in rs}),
                         "examples": [f"{r['template']}/{r['tokenizer']}/{r['case']}" for r in rs]}
@@ -253,7 +308,7 @@ def _matrix_row(rs: list[dict], case_order: list[str]) -> str:
             "rejected": -1}
     cells = {}
     for r in rs:
-        st = "undecided" if r["status"] == "pass" and r["undecided"] else r["status"]
+        st = "undecided" if r["status"] == "pass" and _unchecked(r) else r["status"]
         if r["case"] not in cells or rank.get(st, 0) > rank.get(cells[r["case"]], 0):
             cells[r["case"]] = st
     char = {**STATUS_CHAR, "undecided": "?"}
@@ -329,7 +384,8 @@ def run_all(todo: list[tuple[str, str]], args: argparse.Namespace) -> list[dict]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("templates", nargs="*", help="fixture template names (default: all)")
     p.add_argument("--shared", nargs="?", const=str(DEFAULT_SHARED), default=None, metavar="DIR",
                    help="also run the real tokenizer named in the manifest's shared_tokenizer "
@@ -340,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-j", "--jobs", type=int, default=2, help="processes (default 2)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a timeout")
     p.add_argument("--matrix", action="store_true", help="one character per case instead of the failing names")
+    p.add_argument("-f", "--only-failing", action="store_true", help="table rows only for templates with a failure")
     p.add_argument("-u", "--undecided", action="store_true", help="list what the reference could not decide")
     p.add_argument("--slow", type=int, default=0, metavar="N", help="show the N slowest runs")
     p.add_argument("-v", "--verbose", action="store_true", help="list every run of each failure group")

@@ -379,7 +379,9 @@ def template_variables(source: str) -> frozenset[str]:
         from jinja2 import meta
 
         env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do"])
-        return frozenset(meta.find_undeclared_variables(env.parse(source)))
+        # transformers' {% generation %} blocks (SmolLM3, LFM2.5 ship them) are not Jinja's own
+        plain = re.sub(r"\{%-?\s*(?:end)?generation\s*-?%\}", "", source)
+        return frozenset(meta.find_undeclared_variables(env.parse(plain)))
     except Exception:
         return frozenset(re.findall(r"[A-Za-z_]\w*", source))
 

@@ -5,7 +5,9 @@ the labels respmask produced, ``violations`` lists every way the labels break th
 
 * input_ids differ from ``tokenizer.apply_chat_template(..., tokenize=True)``;
 * an assistant nonce (content, reasoning, tool-call argument) has an untrained token, or a
-  system/developer/user/tool/document/instruction nonce has a trained token;
+  system/developer/user/tool/document/instruction nonce has a trained token; an answer's text that
+  the render holds verbatim around its nonce (content, each content part, reasoning) is not trained
+  whole;
 * the first stop token after an assistant answer is not trained (a stop token followed by the
   template's own assistant header, as in harmony's channels, continues the answer; a turn with no
   stop token ends after the closing quotes, brackets and tags that follow its text; a stop string
@@ -13,13 +15,18 @@ the labels respmask produced, ``violations`` lists every way the labels break th
 * the stop token of an assistant turn whose text renders no nonce (empty or whitespace-only content,
   a tool call the template does not print) is not trained: it is the first stop token after the end
   of that turn's prompt ``apply_chat_template(messages[:i], add_generation_prompt=True)``, when that
-  prompt is a prefix of the full render and the template renders the turn at all;
+  prompt is a prefix of the full render and the template renders the turn at all (a message whose
+  addition changes nothing is skipped; a first stop token that comes after the next message's own
+  text, found by rendering that message with a probe word, is not this turn's);
 * something is trained between the previous turn's stop token and the end of this turn's
-  prompt, or after the final assistant turn's stop token.
+  prompt, or after the final assistant turn's stop token. Where that prompt is not a prefix of the
+  render, the prompt is taken to end where the render leaves ``messages[:i]`` rendered alone (plus
+  the generation header when the render's copy of it straddles that point, as Command-R's).
 
 What the reference cannot decide on a render (an assistant nonce the template dropped, a turn it
 cannot place, a prompt that is not a prefix of the render ...) is not passed silently: ``violations``
-appends a note to ``undecided`` and ``evaluate`` returns them beside the violations.
+appends a note to ``undecided`` (``partly: ...`` when a check was only narrowed) and ``evaluate``
+returns them beside the violations.
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
-def evaluate(tok: Any, masker: Any, case: Case, stop_tokens: Sequence[str], *, check_prompt: bool = True) -> Outcome:
+def evaluate(tok: Any, masker: Any, case: Case, stop_tokens: Sequence[str], *,
+             check_prompt: bool = True) -> Outcome:
     """respmask's encoding of ``case`` against the reference, never raising."""
     from respmask import SampleError
 
@@ -189,7 +197,8 @@ def _stop_hits(text: str, stop_tokens: Sequence[str], lo: int, hi: int) -> list[
     return out
 
 
-def _texts(message: dict | None, fields: Sequence[str] = ("reasoning_content", "content")) -> list[tuple[str, str]]:
+def _texts(message: dict | None,
+           fields: Sequence[str] = ("reasoning_content", "content")) -> list[tuple[str, str]]:
     """The message's own texts as (field, text), in render order: its reasoning, then its content
     (a string, or the text of each part of a list of content parts)."""
     out: list[tuple[str, str]] = []
@@ -318,6 +327,25 @@ def violations(
             if kind in UNTRAINED_KINDS and trained[toks].any():
                 problems.append(f"{kind} nonce {word} is trained")
 
+    # 1b. an answer's own text, where the render holds it verbatim around its nonce, is trained whole
+    #     (not only its nonce: the words and punctuation before its stop token too); not for hostile
+    #     content, which the template may cut so that its own markup spells the same text
+    for i, m in enumerate(case.messages):
+        if m["role"] != "assistant" or case.hostile:
+            continue
+        spots_i = [p for w, k in case.nonces.kinds.items() if owner[w] == i and k in TRAINED_KINDS
+                   for p in _occurrences(text, w)]
+        for fld, value in _texts(m):
+            v = value.strip()
+            if not v or not any(w in v for w in case.nonces.kinds if owner[w] == i):
+                continue
+            for p in _occurrences(text, v):
+                if any(p <= q < p + len(v) for q in spots_i):
+                    toks = view.overlapping(p, p + len(v))
+                    if not trained[toks].all():
+                        problems.append(f"{fld} text of assistant message {i} not trained whole")
+                        break
+
     # 2. the stop token after each assistant answer: the first one after the answer's text and
     #    before the next message's text (templates whose turns have no stop token are skipped)
     # (where each other message's text begins: its content may hold markup before its nonce; a
@@ -435,8 +463,9 @@ def violations(
                 if own and not (found and found[1]):
                     end = min(end, min(own))  # (an inexact end never reaches into the answer's own text)
                 if found and not found[1] and end > prev_end:
-                    notes.append(f"partly: prompt of assistant message {i} checked only up to where the render leaves the "
-                                 "render of the messages before it: its generation prompt is not a prefix of the render")
+                    notes.append(f"partly: prompt of assistant message {i} checked only up to where the render "
+                                 "leaves the render of the messages before it: its generation prompt is not a "
+                                 "prefix of the render")
                 if end <= prev_end:
                     notes.append(f"prompt of assistant message {i} not checked: "
                                  + ("it does not render" if found is None else "it is not a prefix of the render"))
@@ -451,7 +480,8 @@ def violations(
         if last_assistant is not None:
             end = turn_ends.get(last_assistant)
             if end is None:
-                notes.append(f"after the final answer (message {last_assistant}) not checked: where it ends is unknown")
+                notes.append(f"after the final answer (message {last_assistant}) not checked: "
+                             "where it ends is unknown")
             else:
                 toks = view.inside(end, len(text))
                 if trained[toks].any():
