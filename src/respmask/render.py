@@ -164,34 +164,12 @@ class _Hooks:
             # every string of a message, tools or documents carries marks
             return text
 
-        @jinja2.pass_context
-        def cat(_ctx: Any, _: Any, _cleared: Any, kinds: tuple[int, ...], joiner: bool, *values: Any) -> Any:
-            """Output of ``a + b + c`` (or ``a ~ b ~ c``): computed with Jinja's own semantics; when
-            no operand carries marks, one piece per operand (literal or data)."""
-            st = tls.state
-            owner = st.owner if st.last_read is None else st.last_read
-            if joiner:
-                values = tuple(v if type(v) is str else str(v) for v in values)
-                text = concat(values)
-            else:
-                text = values[0]
-                for v in values[1:]:
-                    text = text + v
-                text = str(text)
-            if type(text) is Traced:
-                if owner != st.owner:
-                    st.gap_owner = owner
-            elif hasattr(text, "__html__"):  # Markup escaped its operands: their marks are lost
-                st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
-            return text
-
         self.filters = {
             "push": push,
             "iteration": iteration,
             "pop": pop,
             "clear": clear,
             "piece": piece,
-            "cat": cat,
         }
 
     def generation(self, rendered: str) -> str:
@@ -504,29 +482,10 @@ class _Instrumenter:
                 children.append(child)
                 continue
             ln = child.lineno
-            terms, joiner = _terms(child)
-            clear = _hook("clear", lineno=ln)
-            if len(terms) > 1:
-                kinds = tuple(LITERAL if _is_literal(t, self.literal_names) else DATA for t in terms)
-                args = [clear, nodes.Const(kinds), nodes.Const(joiner), *terms]
-                children.append(_hook("cat", *args, lineno=ln))
-            else:
-                children.append(_hook("piece", clear, child, lineno=ln))
+            # Jinja computes the value (``a + b``, ``a ~ b``: traced strings keep their marks)
+            children.append(_hook("piece", _hook("clear", lineno=ln), child, lineno=ln))
         node.nodes = children
         return node
-
-
-def _terms(expr: nodes.Expr) -> tuple[list[nodes.Expr], bool]:
-    """The operands of a left-nested ``+`` chain or of a ``~`` chain (and whether it is ``~``)."""
-    if isinstance(expr, nodes.Concat):
-        return list(expr.nodes), True
-    terms: list[nodes.Expr] = []
-    while isinstance(expr, nodes.Add):
-        terms.append(expr.right)
-        expr = expr.left
-    terms.append(expr)
-    terms.reverse()
-    return terms, False
 
 
 class ChatTemplate:

@@ -60,10 +60,6 @@ class UnplacedTurn(Exception):
         self.message = message
 
 
-class PromptNotFound(Exception):
-    """The generation prompt of a turn cannot be found in the render (see :func:`_header_end`)."""
-
-
 def _structural(segs: Segments, a: int, b: int) -> bool:
     """No data (of any message, tools or documents) lies in ``[a, b)``."""
     i = bisect_segments(segs, a)
@@ -98,8 +94,10 @@ def _header_end(
     4. the part of a learned header the window ends with, right before the turn's text (a
        template that drops part of the prompt from history, such as an opening ``<think>``).
 
+    5. an empty header learned after some role, when the turn's own prompt cannot be rendered.
+
     Raises:
-        PromptNotFound: none of these holds (the template renders the message inside another
+        UnplacedTurn: none of these holds (the template renders the message inside another
             turn, say); the turn is never trained on a guess.
     """
     text = segs.text
@@ -135,7 +133,7 @@ def _header_end(
         return first
     if "" in profile.all_headers and rendered is None:
         return w0
-    raise PromptNotFound
+    raise UnplacedTurn(owner)
 
 
 def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tuple[int, int] | None:
@@ -379,12 +377,9 @@ def find_turns(
         last_data = next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
         if role == "assistant":
             first = segs.starts[first_data] if first_data is not None else segs.ends[idxs[-1]]
-            try:
-                header_end = _header_end(
-                    segs, k, first, profile, roles[k - 1] if k else None, lambda k=k: prompt(k) if prompt else None
-                )
-            except PromptNotFound:
-                raise UnplacedTurn(k) from None
+            header_end = _header_end(
+                segs, k, first, profile, roles[k - 1] if k else None, lambda k=k: prompt(k) if prompt else None
+            )
         else:  # a non-assistant message the user asked to train: its content onward
             header_end = segs.starts[first_data] if first_data is not None else start
         after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
