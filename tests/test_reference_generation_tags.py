@@ -70,11 +70,11 @@ def test_annotated_copy_renders_like_the_original():
             assert a == b, (name, case.name)
 
 
-def test_generation_tags_are_used_when_present():
-    """On the annotated template itself respmask follows the {% generation %} blocks."""
+def test_generation_tags_are_followed_when_asked():
+    """With use_generation_tags=True respmask trains exactly the {% generation %} blocks."""
     for name in ANNOTATED:
         tok = fixture_tokenizer(name)
-        masker = ChatMasker(tok, chat_template=template_source(name, annotated=True))
+        masker = ChatMasker(tok, chat_template=template_source(name, annotated=True), use_generation_tags=True)
         case = cases()[0]
         try:
             ref_ids, ref_mask = _transformers_mask(tok, case, template_source(name, annotated=True))

@@ -233,3 +233,19 @@ def test_reasoning_out_of_the_loss_on_a_harmony_tool_call():
     text = trained(tok, ChatMasker(tok, reasoning_in_loss=False).encode(sample))
     # the reasoning and the <|end|> closing it are out; the call's header, which the model writes, is in
     assert text == '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>'
+
+
+# shipped {% generation %} blocks --------------------------------------------------------------
+
+def test_shipped_generation_blocks_do_not_override_the_turns_the_model_writes():
+    # SmolLM3's template ships blocks that start at the role header: the model never writes it
+    tok = fixture_tokenizer("smollm3")
+    assert ChatTemplate(tok.chat_template).has_generation_tags
+    sample = {"messages": chat(("user", "hi"), ("assistant", "yo"))}
+    assert trained(tok, ChatMasker(tok).encode(sample)) == "yo<|im_end|>"
+    # asked for, the blocks are trained exactly as transformers' assistant mask trains them
+    tags = ChatMasker(tok, use_generation_tags=True).encode(sample)
+    ref = tok.apply_chat_template(sample["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert list(map(int, tags.input_ids)) == list(ref["input_ids"])
+    assert [int(l != -100) for l in tags.labels] == list(ref["assistant_masks"])
+    assert trained(tok, tags).startswith("<|im_start|>assistant\n")

@@ -109,8 +109,10 @@ class ChatMasker:
         reasoning_in_loss: when False, reasoning blocks the template renders are not trained.
         stop_tokens: extra tokens that end generation (besides EOS and the end-of-turn tokens
             learned from the template, and a ``generation_config.json`` beside the tokenizer).
-        use_generation_tags: use ``{% generation %}`` blocks when the template has them
-            (default: yes, when present).
+        use_generation_tags: train exactly the template's ``{% generation %}`` blocks (as
+            transformers' ``return_assistant_tokens_mask`` does) instead of the turns respmask finds.
+            Off by default: shipped templates' blocks often include the role header or the newline
+            after the stop token (SmolLM3, LFM2.5), which the model never generates.
     """
 
     def __init__(
@@ -122,7 +124,7 @@ class ChatMasker:
         train_on: TrainOn = "all",
         reasoning_in_loss: bool = True,
         stop_tokens: Sequence[str] | None = None,
-        use_generation_tags: bool | None = None,
+        use_generation_tags: bool = False,
     ):
         if not _is_fast(tokenizer):
             raise TokenizerError(
@@ -305,7 +307,7 @@ class ChatMasker:
                     "template annotated with {% generation %} blocks (chat_template=..., use_generation_tags=True)."
                 )
         selected = select_messages(parsed.roles, parsed.flags, self.train_on)
-        use_tags = template.has_generation_tags if self.use_generation_tags is None else self.use_generation_tags
+        use_tags = bool(self.use_generation_tags)
         if use_tags and not template.has_generation_tags:
             raise TemplateError("use_generation_tags=True but the chat template has no {% generation %} blocks")
         def prompt(k: int) -> str | None:

@@ -42,7 +42,12 @@ class Traced(str):
 
     # -- concatenation ---------------------------------------------------------------------------
     def __add__(self, other: Any) -> Any:
-        if type(other) is str or type(other) is Traced:
+        kind = type(other)
+        if kind is str:  # text appended after: the marks stay where they are
+            t = Traced(str.__add__(self, other))
+            t.marks = self.marks
+            return t
+        if kind is Traced:
             return concat((self, other))
         if isinstance(other, str) and hasattr(other, "__html__"):
             return NotImplemented  # Markup.__radd__ escapes this string, exactly as for a str
@@ -50,7 +55,10 @@ class Traced(str):
 
     def __radd__(self, other: Any) -> Any:
         if type(other) is str:
-            return concat((other, self))
+            n = len(other)
+            t = Traced(str.__add__(other, self))
+            t.marks = tuple([(a + n, b + n, o, f) for a, b, o, f in self.marks]) if n else self.marks
+            return t
         return NotImplemented
 
     def join(self, iterable: Iterable[Any]) -> str:
@@ -78,14 +86,21 @@ class Traced(str):
 
     def strip(self, chars: str | None = None) -> str:
         text = str.strip(self, chars)
+        if len(text) == len(self):
+            return self
         return _sub(self, text, len(self) - len(str.lstrip(self, chars)), None)
 
     def lstrip(self, chars: str | None = None) -> str:
         text = str.lstrip(self, chars)
+        if len(text) == len(self):
+            return self
         return _sub(self, text, len(self) - len(text), None)
 
     def rstrip(self, chars: str | None = None) -> str:
-        return _sub(self, str.rstrip(self, chars), 0, None)
+        text = str.rstrip(self, chars)
+        if len(text) == len(self):
+            return self
+        return _sub(self, text, 0, None)
 
     def removeprefix(self, prefix: str) -> str:
         text = str.removeprefix(self, prefix)
@@ -207,7 +222,10 @@ def mark(value: Any, owner: int, field: int = CONTENT) -> Any:
 
 def concat(parts: Iterable[Any], text: str | None = None) -> str:
     """``"".join(parts)`` (``text`` when already known) with the parts' marks."""
-    parts = parts if isinstance(parts, (list, tuple)) else list(parts)
+    if type(parts) is not list and type(parts) is not tuple:
+        parts = list(parts)
+    if Traced not in map(type, parts):  # no marks anywhere: plain text
+        return "".join(parts) if text is None else text
     marks: list[Mark] = []
     pos = 0
     for p in parts:

@@ -81,30 +81,33 @@ class _State:
         # who wrote the template text inside the next traced output, when not the loop's owner
         self.gap_owner: int | None = None
 
-    def output(self, s: str) -> None:
-        """Record one string the template printed (the marks of a traced one) and move on."""
+    def output(self, s: Traced) -> None:
+        """Record the marks of one traced string the template printed, and move on."""
         pos = self.pos
-        if type(s) is Traced:
-            pieces = self.pieces
-            gap_owner, cur = self.gap_owner, 0
-            if gap_owner is None and self.owner >= 0:
-                # text of a later message printed in this turn (tool results pulled in by a forward
-                # scan, say): the whole printed value is that message's, quoted here
-                later = max((o for _, _, o, _ in s.marks if o > self.owner), default=None)
-                if later is not None and len(s):
-                    self.owner_events.append((pos, later))
-                    self.owner_events.append((pos + len(s), self.owner))
-            for a, b, o, f in s.marks:
-                if gap_owner is not None and a > cur:
-                    pieces.append((pos + cur, pos + a, gap_owner, LITERAL))
-                pieces.append((pos + a, pos + b, o, DATA))
-                cur = b
-                if f == REASONING and b > a:
-                    self.reasoning.append((pos + a, pos + b, o))
-            if gap_owner is not None and len(s) > cur:
-                pieces.append((pos + cur, pos + len(s), gap_owner, LITERAL))
+        n = len(s)
+        pieces = self.pieces
+        gap_owner, cur = self.gap_owner, 0
+        owner = self.owner
+        later = -1
+        for a, b, o, f in s.marks:
+            if gap_owner is not None and a > cur:
+                pieces.append((pos + cur, pos + a, gap_owner, LITERAL))
+            pieces.append((pos + a, pos + b, o, DATA))
+            cur = b
+            if f == REASONING and b > a:
+                self.reasoning.append((pos + a, pos + b, o))
+            if o > later:
+                later = o
+        if gap_owner is not None:
+            if n > cur:
+                pieces.append((pos + cur, pos + n, gap_owner, LITERAL))
+        elif 0 <= owner < later and n:
+            # text of a later message printed in this turn (tool results pulled in by a forward
+            # scan, say): the whole printed value is that message's, quoted here
+            self.owner_events.append((pos, later))
+            self.owner_events.append((pos + n, owner))
         self.gap_owner = None
-        self.pos = pos + len(s)
+        self.pos = pos + n
 
     def set_owner(self, owner: int) -> None:
         if owner != self.owner:
@@ -152,6 +155,8 @@ class _Hooks:
 
         @jinja2.pass_context
         def piece(_ctx: Any, _: Any, _cleared: Any, value: Any) -> str:
+            if type(value) is str:  # the template's own (a loop counter, a date, a special token)
+                return value
             text = str(value)
             st = tls.state
             if type(text) is Traced:  # its marks say who wrote what (recorded when it is printed)
@@ -526,7 +531,11 @@ class ChatTemplate:
             try:
                 for s in self.template.root_render_func(ctx):
                     parts.append(s)
-                    st.output(s)
+                    if type(s) is Traced:
+                        st.output(s)
+                    else:  # the template's own text: only the position moves
+                        st.pos += len(s)
+                        st.gap_owner = None
             except Exception:
                 self.env.handle_exception()
         finally:
@@ -575,11 +584,15 @@ def _plain_message(message: Mapping[str, Any], owner: int) -> dict[str, Any]:
                 plain = False
                 break
         if plain:
-            return {
-                k: v if k == "role" else traced(v, ((0, len(v), owner, REASONING if k in REASONING_KEYS else CONTENT),))
-                for k, v in message.items()
-                if v is not None
-            }
+            out: dict[str, Any] = {}
+            for k, v in message.items():
+                if v is None:
+                    continue
+                if k != "role":
+                    v = Traced(v)
+                    v.marks = ((0, len(v), owner, REASONING if k in REASONING_KEYS else CONTENT),)
+                out[k] = v
+            return out
     copy = _plain({k: v for k, v in message.items() if v is not None})
     return {k: v if k == "role" else mark(v, owner, REASONING if k in REASONING_KEYS else CONTENT) for k, v in copy.items()}
 
