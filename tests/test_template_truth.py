@@ -21,7 +21,7 @@ def trained(tok, enc) -> str:
 
 
 def check(tok, messages, stop_tokens, tools=None, **masker_kwargs):
-    """Encode, assert ids equal transformers' and no reference violation; return the encoding."""
+    """Encode and assert the ids equal transformers'; return the encoding (callers pin the trained text)."""
     nn = Nonces()
     case = Case("case", messages, nn, tools)
     enc = ChatMasker(tok, **masker_kwargs).encode(case.sample())
@@ -170,6 +170,34 @@ def test_message_rendered_inside_another_turn_is_an_error():
         ChatMasker(tok).encode({"messages": msgs, "tools": [WEATHER_TOOL]})
 
 
+HISTORY_HEADER = (
+    "{% for m in messages %}{% if loop.first %}<s>{% endif %}{{ 'Source: ' + m.role + '\n\n ' + m.content | trim }}"
+    " <step> {% endfor %}Source: assistant\nDestination: user\n\n "
+)
+
+
+def test_history_header_that_differs_from_the_prompt_is_never_trained():
+    # CodeLlama 70B: history turns open with "Source: assistant\n\n ", the prompt (written whatever
+    # add_generation_prompt says) with "Source: assistant\nDestination: user\n\n "
+    tok = build_tokenizer(HISTORY_HEADER, bos="<s>", eos="</s>", special=["<s>", "</s>", "<step>"])
+    msgs = chat(("user", "q"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"))
+    masker = ChatMasker(tok, stop_tokens=["<step>"])
+    assert list(map(int, masker.encode({"messages": msgs}).input_ids)) == check(tok, msgs, []).input_ids.tolist()
+    enc = masker.encode({"messages": msgs})
+    assert trained(tok, enc).split() == ["a1", "<step>", "a2", "<step>"]  # a space may share a token
+
+
+@pytest.mark.parametrize("name", ["codellama_70b", "yandexgpt5_lite"])
+def test_history_headers_on_real_templates(name):
+    tok = fixture_tokenizer(name)
+    msgs = chat(("user", "q"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"), ("user", "q3"))
+    masker = ChatMasker(tok, stop_tokens=manifest()[name]["stop_tokens"])
+    case = Case("case", msgs, Nonces())
+    enc = masker.encode(case.sample())
+    assert violations(tok, case, enc.input_ids, enc.labels, manifest()[name]["stop_tokens"]) == []
+    assert "assistant" not in trained(tok, enc).lower() and "Ассистент" not in trained(tok, enc)
+
+
 # 5. which token ends generation ----------------------------------------------------------
 
 CLOSER_THEN_EOS = (
@@ -249,3 +277,38 @@ def test_shipped_generation_blocks_do_not_override_the_turns_the_model_writes():
     assert list(map(int, tags.input_ids)) == list(ref["input_ids"])
     assert [int(l != -100) for l in tags.labels] == list(ref["assistant_masks"])
     assert trained(tok, tags).startswith("<|im_start|>assistant\n")
+
+
+LATE_CLOSER = (
+    "{% for m in messages %}{% if not loop.first %}<|eom|>{% endif %}<|bom|><|{{ m.role }}|> {{ m.content }}"
+    "{% endfor %}<|eom|>{% if add_generation_prompt %}<|bom|><|assistant|>{% endif %}"
+)
+
+
+def test_a_closer_written_by_the_next_message_is_trained():
+    # Jamba 1.6 writes each turn's <|eom|> when the next message begins
+    special = ["<|bom|>", "<|eom|>", "<|user|>", "<|assistant|>"]
+    tok = build_tokenizer(LATE_CLOSER, eos="<|endoftext|>", special=special)
+    enc = check(tok, chat(("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "b")), ["<|eom|>"])
+    assert trained(tok, enc) == " a<|eom|> b<|eom|>"
+
+
+OPENER_AFTER_LOOP = (
+    "<extra_id_0>System\n\n{% for m in messages %}<extra_id_1>{{ m.role }}\n{{ m.content.strip() }}\n{% endfor %}"
+    "<extra_id_1>assistant\n"
+)
+
+
+def test_a_prompt_written_after_every_conversation_is_not_a_stop_token():
+    # Nemotron-Mini: no closer; the generation prompt is written after the loop in every render
+    tok = build_tokenizer(OPENER_AFTER_LOOP, eos="</s>", special=["<extra_id_0>", "<extra_id_1>"])
+    enc = check(tok, chat(("user", "q"), ("assistant", "Yes."), ("user", "q2"), ("assistant", "No.")), [])
+    assert trained(tok, enc).split() == ["Yes.", "No."]  # a newline may share the answer's first token
+
+
+def test_whitespace_only_content_still_trains_the_stop_token():
+    # Nemotron 3 Nano trims content inside a longer expression: an all-whitespace reply keeps its
+    # place (a zero-length mark) so its turn still ends at its stop token
+    tok = fixture_tokenizer("nemotron_3_nano")
+    enc = check(tok, chat(("user", "q"), ("assistant", " \t"), ("user", "q2"), ("assistant", "b")), ["<|im_end|>"])
+    assert trained(tok, enc) == "</think><|im_end|></think>b<|im_end|>"

@@ -256,7 +256,9 @@ class ChatMasker:
         )
         eos = self.tokenizer.eos_token
         end_of_turn = [*profile.end_of_turn, *([eos] if eos else []), *self._configured_stops]
-        next_turn = [*([eos] if eos else []), *self._configured_stops]
+        # a stop token may open the next message's output: templates that write a turn's closer
+        # when the next message begins (Jamba's <|eom|>), or whose next role token ends a turn
+        next_turn = [*profile.end_of_turn, *([eos] if eos else []), *self._configured_stops]
         stops = StopTokens(
             end_of_turn=token_regex(end_of_turn),
             call_end=token_regex(profile.call_end),

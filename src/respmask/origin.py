@@ -55,9 +55,16 @@ class Traced(str):
 
     def __radd__(self, other: Any) -> Any:
         if type(other) is str:
-            n = len(other)
             t = Traced(str.__add__(other, self))
-            t.marks = tuple([(a + n, b + n, o, f) for a, b, o, f in self.marks]) if n else self.marks
+            n = len(other)
+            marks = self.marks
+            if not n:
+                t.marks = marks
+            elif len(marks) == 1:
+                a, b, o, f = marks[0]
+                t.marks = ((a + n, b + n, o, f),)
+            else:
+                t.marks = tuple([(a + n, b + n, o, f) for a, b, o, f in marks])
             return t
         return NotImplemented
 
@@ -84,23 +91,25 @@ class Traced(str):
             index += len(self)
         return _sub(self, text, index, index + 1)
 
+    # stripping keeps the place of a value it removed entirely (whitespace-only content): a
+    # zero-length mark where the value was
     def strip(self, chars: str | None = None) -> str:
         text = str.strip(self, chars)
         if len(text) == len(self):
             return self
-        return _sub(self, text, len(self) - len(str.lstrip(self, chars)), None)
+        return _sub(self, text, len(self) - len(str.lstrip(self, chars)), None, keep=True)
 
     def lstrip(self, chars: str | None = None) -> str:
         text = str.lstrip(self, chars)
         if len(text) == len(self):
             return self
-        return _sub(self, text, len(self) - len(text), None)
+        return _sub(self, text, len(self) - len(text), None, keep=True)
 
     def rstrip(self, chars: str | None = None) -> str:
         text = str.rstrip(self, chars)
         if len(text) == len(self):
             return self
-        return _sub(self, text, 0, None)
+        return _sub(self, text, 0, None, keep=True)
 
     def removeprefix(self, prefix: str) -> str:
         text = str.removeprefix(self, prefix)
@@ -244,17 +253,21 @@ def concat(parts: Iterable[Any], text: str | None = None) -> str:
     return traced(text, tuple(marks))
 
 
-def _sub(source: Traced, text: str, lo: int, hi: int | None) -> str:
-    """``text``, which is ``source[lo:hi]`` (``hi`` None: ``lo + len(text)``), with the marks there."""
+def _sub(source: Traced, text: str, lo: int, hi: int | None, keep: bool = False) -> str:
+    """``text``, which is ``source[lo:hi]`` (``hi`` None: ``lo + len(text)``), with the marks there
+    (``keep``: marks wholly outside become zero-length marks at the nearer end)."""
     hi = lo + len(text) if hi is None else hi
     out: list[Mark] = []
     for a, b, o, f in source.marks:
         if b < lo or a > hi:
+            if keep:
+                p = 0 if b < lo else hi - lo
+                out.append((p, p, o, f))
             continue
         s, e = max(a, lo), min(b, hi)
         if s < e:
             out.append((s - lo, e - lo, o, f))
-        elif (a == b or lo == hi) and s == e:
+        elif (a == b or lo == hi or keep) and s == e:
             # an empty value printed here, or an empty slice of a value: keep its place
             out.append((s - lo, s - lo, o, f))
     return traced(text, tuple(out))

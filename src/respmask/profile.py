@@ -15,6 +15,7 @@ own render.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -183,14 +184,11 @@ def tail_ranges(segs: Segments, owner: int, after: int) -> tuple[list[tuple[int,
 
 def bisect_segments(segs: Segments, pos: int) -> int:
     """Index of the first segment that ends after ``pos`` (or starts at it)."""
-    lo, hi = 0, len(segs.starts)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if segs.ends[mid] < pos or (segs.ends[mid] == pos and segs.starts[mid] < pos):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    i = bisect_left(segs.ends, pos)  # segments are contiguous: ends never decrease
+    ends, starts, n = segs.ends, segs.starts, len(segs.ends)
+    while i < n and ends[i] == pos and starts[i] < pos:
+        i += 1
+    return i
 
 
 def token_regex(tokens: Sequence[str]) -> re.Pattern[str] | None:
@@ -250,6 +248,7 @@ def learn_profile(
     history: dict[str | None, set[tuple[str, int]]] = {}
     end_of_turn: list[str] = []
     closer_then_eos: dict[str, list[bool]] = {}  # per first closer: is it followed by EOS, each turn
+    opens: dict[str, list[str]] = {}  # per first closer: the text from it on, each turn
     call_tails: list[list[str]] = []
     closes: list[str] = []
     rendered = 0
@@ -300,6 +299,9 @@ def learn_profile(
                 if tail_tokens:
                     end_of_turn.append(tail_tokens[0])
                     if tail_ends and tail_ends[0][0] == tail_tokens[0]:
+                        # what follows the token: a header opening there makes it an opener
+                        opens.setdefault(tail_tokens[0], []).append(full.text[tail_ends[0][1] - len(tail_tokens[0]):])
+                    if tail_ends and tail_ends[0][0] == tail_tokens[0]:
                         followed = bool(eos) and full.text.startswith(eos, tail_ends[0][1])  # type: ignore[arg-type]
                         closer_then_eos.setdefault(tail_tokens[0], []).append(followed)
             if message.get("reasoning_content"):
@@ -311,8 +313,16 @@ def learn_profile(
         raise TemplateError(
             "the chat template raised on every probe conversation; first error: " + (errors[0] if errors else "?")
         )
+    # a token that begins a learned header every time it follows an answer opens the next turn
+    # (a generation prompt written after the loop whatever add_generation_prompt says): not a stop
+    learned = [h for hs in headers.values() for h in hs if h]
+    opener = {
+        t for t, texts in opens.items() if t != eos and all(any(x.startswith(h) for h in learned) for x in texts)
+    }
     eot = tuple(
-        t for t in dict.fromkeys(end_of_turn) if t == eos or not (closer_then_eos.get(t) and all(closer_then_eos[t]))
+        t
+        for t in dict.fromkeys(end_of_turn)
+        if t not in opener and (t == eos or not (closer_then_eos.get(t) and all(closer_then_eos[t])))
     )
     call_end = tuple(
         dict.fromkeys(tail[-1] for tail in call_tails if tail and not any(t in eot for t in tail))
@@ -364,25 +374,33 @@ def _learn_header(
     # 1. what add_generation_prompt=True adds, cut back to a token boundary (may be empty:
     #    templates such as Llama 2's end the user turn with the assistant's cue)
     cut = _lcp_cut(prompt, without.text, token_starts(prompt))
-    found.add(prompt[cut:])
+    candidates = [prompt[cut:]]
     # 2. what the prompt holds after the history's last message (a token that closes a block of
     #    tool results before the model speaks, say)
     owned_end = max((e for e, o in zip(with_prompt.ends, with_prompt.owners) if o != NO_OWNER), default=0)
     if prompt[owned_end:]:
-        found.add(prompt[owned_end:])
+        candidates.append(prompt[owned_end:])
     # 3. what the prompt holds beyond the point where this turn starts in the full render
     if prompt[:start] == full.text[:start] and prompt[start:]:
-        found.add(prompt[start:])
+        candidates.append(prompt[start:])
+    found.update(candidates)
     # 4. the turn as history renders it, between the previous message and its own text, where
     #    that is not the prompt's header: how much of it the prompt holds
     first = next((s for s, o, k in zip(full.starts, full.owners, full.kinds) if o == i and k == DATA), None)
-    header = prompt[owned_end:]
+    header = max(candidates, key=len)
     if first is None or not header:
         return
     window = full.text[full.window_start(i, first):first]
-    if window.startswith(header) or header not in found:
+    if window.startswith(header):
         return
     common = len(commonprefix([window, header]))
+    if header[common:].strip():
+        # the prompt's header says something history's does not ("Source: assistant\nDestination:
+        # user" against "Source: assistant"): history's is another header, all of it prompt
+        windows.setdefault(prev_role, set()).add((window, len(window)))
+        return
+    # the prompt ends where history goes on (``<think>\n`` against ``<think></think>``): the
+    # model writes the rest
     cut = max((c for c in [*token_starts(window), len(window)] if 0 < c <= common), default=0)
     if cut:
         windows.setdefault(prev_role, set()).add((window, cut))

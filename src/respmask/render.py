@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.ext import Extension
 from jinja2.runtime import LoopContext
 from jinja2.utils import Namespace
@@ -126,13 +127,12 @@ class _Hooks:
         tls = self.tls
 
         @jinja2.pass_context
-        def push(_ctx: Any, _: Any) -> str:
+        def push(_ctx: Any, _: Any) -> None:
             st = tls.state
             st.stack.append(st.owner)
-            return ""
 
         @jinja2.pass_context
-        def iteration(_ctx: Any, _: Any, item: Any) -> str:
+        def iteration(_ctx: Any, _: Any, item: Any) -> None:
             st = tls.state
             owner = st.ids.get(id(item))
             if owner is None and isinstance(item, tuple):
@@ -140,14 +140,14 @@ class _Hooks:
             if owner is None:
                 # an item the template built (merged messages, say): the message whose text it holds
                 owner = owner_of(item, st.stack[-1]) if isinstance(item, (dict, Mapping)) else st.stack[-1]
-            st.set_owner(owner)
-            return ""
+            if owner != st.owner:
+                st.owner = owner
+                st.owner_events.append((st.pos, owner))
 
         @jinja2.pass_context
-        def pop(_ctx: Any, _: Any) -> str:
+        def pop(_ctx: Any, _: Any) -> None:
             st = tls.state
             st.set_owner(st.stack.pop())
-            return ""
 
         @jinja2.pass_context
         def clear(_ctx: Any, _: Any) -> None:
@@ -155,18 +155,18 @@ class _Hooks:
 
         @jinja2.pass_context
         def piece(_ctx: Any, _: Any, _cleared: Any, value: Any) -> str:
-            if type(value) is str:  # the template's own (a loop counter, a date, a special token)
-                return value
-            text = str(value)
+            kind = type(value)
+            if kind is str:  # the template's own (a loop counter, a date, a special token): every
+                return value  # string of a message, tools or documents carries marks
             st = tls.state
-            if type(text) is Traced:  # its marks say who wrote what (recorded when it is printed)
+            if kind is Traced:  # its marks say who wrote what (recorded when it is printed)
                 if st.last_read is not None and st.last_read != st.owner:
                     st.gap_owner = st.last_read
-            elif hasattr(text, "__html__"):  # Markup escapes the strings it holds: their marks are lost
+                return value
+            text = str(value)
+            if hasattr(value, "__html__"):  # Markup escapes the strings it holds: their marks are lost
                 owner = st.owner if st.last_read is None else st.last_read
                 st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
-            # any other string is the template's own (a loop counter, a date, a special token):
-            # every string of a message, tools or documents carries marks
             return text
 
         self.filters = {
@@ -214,6 +214,31 @@ def _plain_namespace(kind: type) -> bool:
 _NAMESPACE_TYPES: set[type] = {Namespace}
 
 
+def _bare(node: nodes.Expr, frame: Any, finalize: Any) -> bool:
+    """An output of the ``piece`` hook, which returns a str itself: printed without ``str(...)``."""
+    return (
+        isinstance(node, nodes.Filter)
+        and node.name == _PREFIX + "piece"
+        and not frame.eval_ctx.volatile
+        and not frame.eval_ctx.autoescape
+        and finalize.src is None
+    )
+
+
+class _CodeGenerator(CodeGenerator):
+    def _output_child_pre(self, node: nodes.Expr, frame: Any, finalize: Any) -> None:
+        if _bare(node, frame, finalize):
+            self.write("(")
+        else:
+            super()._output_child_pre(node, frame, finalize)
+
+    def _output_child_post(self, node: nodes.Expr, frame: Any, finalize: Any) -> None:
+        if _bare(node, frame, finalize):
+            self.write(")")
+        else:
+            super()._output_child_post(node, frame, finalize)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """transformers' sandbox, plus a record of which message each read touches.
 
@@ -223,6 +248,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     """
 
     respmask_hooks: _Hooks
+    code_generator_class = _CodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
@@ -251,18 +277,31 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        if type(obj) is dict and argument != "role":
-            st = self.respmask_hooks.tls.__dict__.get("state")
-            if st is not None:
-                k = st.ids.get(id(obj))
-                if k is not None:
-                    st.last_read = k
+        if type(obj) is dict:
+            if argument != "role":
+                st = self.respmask_hooks.tls.__dict__.get("state")
+                if st is not None:
+                    k = st.ids.get(id(obj))
+                    if k is not None:
+                        st.last_read = k
+            try:  # what the sandbox returns for a dict item that exists
+                return obj[argument]
+            except (TypeError, LookupError):
+                pass
         return super().getitem(obj, argument)
 
 
 # Every filter's new plain-string result is marked as written by the message its input came from
 # (``trim`` of a list of content parts, ``tojson`` of tool calls...); results that are already
 # traced strings (``trim`` of a string) keep their own marks.
+
+
+# filters that never return a string (numbers, lists): no wrapper. (``default`` stays wrapped: an
+# empty value replaced by a literal default still marks where the value was.)
+_NO_NEW_STRINGS = frozenset(
+    ("length", "count", "int", "float", "abs", "round", "wordcount", "list", "dictsort", "items", "batch", "slice",
+     "groupby", "select", "reject", "selectattr", "rejectattr", "map", "unique", "sort", "sum")
+)
 
 
 def _smearing(func: Any) -> Any:
@@ -279,6 +318,17 @@ def _smearing(func: Any) -> Any:
             setattr(wrapper, attr, getattr(func, attr))
     wrapper.__name__ = getattr(func, "__name__", "filter")
     return wrapper
+
+
+def _traced_trim(func: Any) -> Any:
+    """Jinja's ``trim`` filter (the commonest in chat templates), straight to ``Traced.strip``."""
+
+    def trim(value: Any, chars: str | None = None) -> str:
+        if type(value) is Traced:
+            return value.strip(chars)
+        return smear(func(value, chars), (value,))
+
+    return trim
 
 
 def _traced_join(func: Any) -> Any:
@@ -336,7 +386,9 @@ def _make_environment() -> _Environment:
     for name, func in list(env.filters.items()):
         if name == "join":
             env.filters[name] = _traced_join(func)
-        else:
+        elif name == "trim":
+            env.filters[name] = _traced_trim(func)
+        elif name not in _NO_NEW_STRINGS:
             env.filters[name] = _smearing(func)
     hooks = _Hooks()
     env.respmask_hooks = hooks
@@ -458,12 +510,13 @@ class _Instrumenter:
                 out.append(self.output(node))
             elif isinstance(node, nodes.For) and not node.recursive:
                 ln = node.lineno
-                mark = nodes.Output([_hook("iteration", _as_load(node.target), lineno=ln)]).set_lineno(ln)
+                # statements, not outputs: nothing is printed
+                mark = nodes.ExprStmt(_hook("iteration", _as_load(node.target), lineno=ln)).set_lineno(ln)
                 node.body = [mark, *self.statements(node.body)]
                 node.else_ = self.statements(node.else_)
-                out.append(nodes.Output([_hook("push", lineno=ln)]).set_lineno(ln))
+                out.append(nodes.ExprStmt(_hook("push", lineno=ln)).set_lineno(ln))
                 out.append(node)
-                out.append(nodes.Output([_hook("pop", lineno=ln)]).set_lineno(ln))
+                out.append(nodes.ExprStmt(_hook("pop", lineno=ln)).set_lineno(ln))
             elif isinstance(node, nodes.If):
                 node.body = self.statements(node.body)
                 for elif_ in node.elif_:
@@ -578,20 +631,17 @@ def _plain_message(message: Mapping[str, Any], owner: int) -> dict[str, Any]:
     the same dict transformers' ``_plain_template_data`` builds, at a fraction of the cost.
     """
     if type(message) is dict:
-        plain = True
+        out: dict[str, Any] = {}
         for k, v in message.items():
-            if type(k) is not str or (type(v) is not str and v is not None):
-                plain = False
-                break
-        if plain:
-            out: dict[str, Any] = {}
-            for k, v in message.items():
-                if v is None:
-                    continue
+            kind = type(v)
+            if kind is str and type(k) is str:
                 if k != "role":
                     v = Traced(v)
                     v.marks = ((0, len(v), owner, REASONING if k in REASONING_KEYS else CONTENT),)
                 out[k] = v
+            elif v is not None:
+                break
+        else:
             return out
     copy = _plain({k: v for k, v in message.items() if v is not None})
     return {k: v if k == "role" else mark(v, owner, REASONING if k in REASONING_KEYS else CONTENT) for k, v in copy.items()}

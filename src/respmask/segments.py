@@ -29,47 +29,47 @@ class Segments:
     def of(cls, rendered: Rendered) -> Segments:
         text = rendered.text
         n = len(text)
-        tl_pos = [0]
-        tl_owner = [NO_OWNER]
-        for pos, owner in rendered.owner_events:
-            if pos == tl_pos[-1]:
-                tl_owner[-1] = owner
-            else:
-                tl_pos.append(pos)
-                tl_owner.append(owner)
+        events = rendered.owner_events  # (position, owner), positions never decrease
+        n_events = len(events)
         starts: list[int] = []
         ends: list[int] = []
         owners: list[int] = []
         kinds: list[int] = []
         regions: list[int] = []
-
-        def literal(a: int, b: int) -> None:
-            i = bisect_right(tl_pos, a) - 1
-            while a < b:
-                nxt = tl_pos[i + 1] if i + 1 < len(tl_pos) else n
-                e = min(b, nxt)
-                if e > a:
-                    starts.append(a)
-                    ends.append(e)
-                    owners.append(tl_owner[i])
-                    kinds.append(LITERAL)
-                    regions.append(tl_owner[i])
-                a = e
-                i += 1
-
+        j = 0  # next owner event
+        region = NO_OWNER  # the loop owner at the current position
         cur = 0
-        for s, e, owner, kind in rendered.pieces:
+        for s, e, owner, kind in (*rendered.pieces, (n, n, None, None)):
             if s < cur:  # defensive: pieces are disjoint and ordered by construction
                 continue
-            if s > cur:
-                literal(cur, s)
+            # template text in [cur, s), split where the loop owner changes
+            while j < n_events and events[j][0] <= cur:
+                region = events[j][1]
+                j += 1
+            while cur < s:
+                nxt = events[j][0] if j < n_events else n
+                stop = s if s < nxt else nxt
+                if stop > cur:
+                    starts.append(cur)
+                    ends.append(stop)
+                    owners.append(region)
+                    kinds.append(LITERAL)
+                    regions.append(region)
+                    cur = stop
+                while j < n_events and events[j][0] <= cur:
+                    region = events[j][1]
+                    j += 1
+            if owner is None:
+                break
+            while j < n_events and events[j][0] <= s:
+                region = events[j][1]
+                j += 1
             starts.append(s)
             ends.append(e)
             owners.append(owner)
             kinds.append(kind)
-            regions.append(tl_owner[bisect_right(tl_pos, s) - 1])
+            regions.append(region)
             cur = e
-        literal(cur, n)
         return cls(text, starts, ends, owners, kinds, regions)
 
     def by_owner(self, n_messages: int) -> list[list[int]]:

@@ -85,10 +85,11 @@ def _header_end(
 
     1. a header learned after the same previous role, then after any role, written by the
        template (no data inside): its first occurrence in the window;
-    2. an empty header learned for the previous role: the window's start;
-    2b. a window learned from the probes where history turns render differently from the
-       prompt (``<think></think>`` where the prompt ends in ``<think>\n``, say): the prompt's
-       part of it;
+    2. a window learned from the probes where history turns render differently from the
+       prompt, ending right before the turn's text: the prompt's part of it (the prompt ends in
+       ``<think>\n`` where history has ``<think></think>``: up to ``<think>``; history has a
+       header of its own, ``Source: assistant`` against ``Source: assistant\nDestination:
+       user``: all of it); else an empty header learned for the previous role: the window's start;
     3. this turn's own prompt, rendered (``prompt()``), when the render starts with it and it
        ends inside the window (headers that count turns, say);
     4. the part of a learned header the window ends with, right before the turn's text (a
@@ -103,6 +104,7 @@ def _header_end(
     text = segs.text
     w0 = segs.window_start(owner, first)
     own = profile.headers.get(prev_role, ())
+    own_history = profile.history_headers.get(prev_role, ())
     for group in (own, profile.all_headers):
         best = None
         for h in group:  # longest first
@@ -116,11 +118,12 @@ def _header_end(
         if best is not None:
             return best[1]
         if group is own and "" in own:
-            return w0
-    for group in (profile.history_headers.get(prev_role, ()), profile.all_history_headers):
-        for window, cut in group:
-            if first - len(window) >= w0 and text.startswith(window, first - len(window)):
-                return first - len(window) + cut
+            end = _history_header(segs, first, w0, own_history)
+            return w0 if end is None else end
+    for windows in (own_history, profile.all_history_headers):
+        end = _history_header(segs, first, w0, windows)
+        if end is not None:
+            return end
     rendered = prompt()
     if rendered is not None and w0 <= len(rendered) <= first and text.startswith(rendered):
         return len(rendered)
@@ -134,6 +137,14 @@ def _header_end(
     if "" in profile.all_headers and rendered is None:
         return w0
     raise UnplacedTurn(owner)
+
+
+def _history_header(segs: Segments, first: int, w0: int, windows: Sequence[tuple[str, int]]) -> int | None:
+    """End of the prompt's part of a learned history window that ends right at ``first``."""
+    for window, cut in windows:
+        if first - len(window) >= w0 and segs.text.startswith(window, first - len(window)):
+            return first - len(window) + cut
+    return None
 
 
 def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tuple[int, int] | None:
