@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from markupsafe import Markup
+
 # what a run of marked characters holds
 CONTENT = 0
 REASONING = 1
@@ -205,6 +207,22 @@ class Traced(str):
         return (str, (str.__str__(self),))
 
 
+class TracedMarkup(Markup):
+    """``value|safe`` of a traced string: a ``Markup`` (``+`` escapes plain strings, exactly as
+    transformers' render does) that keeps the marks of the string it was made from. Results of
+    Markup's own operations carry no marks (they are recorded as data when printed)."""
+
+    marks: Marks = ()
+
+
+def plain_marks(value: Any) -> Marks:
+    """The marks of a traced string or traced markup (empty for anything else)."""
+    kind = type(value)
+    if kind is Traced or kind is TracedMarkup:
+        return value.marks
+    return ()
+
+
 def traced(text: str, marks: Marks) -> str:
     """``text`` with ``marks`` (a plain str when there are none)."""
     if not marks:
@@ -233,12 +251,13 @@ def concat(parts: Iterable[Any], text: str | None = None) -> str:
     """``"".join(parts)`` (``text`` when already known) with the parts' marks."""
     if type(parts) is not list and type(parts) is not tuple:
         parts = list(parts)
-    if Traced not in map(type, parts):  # no marks anywhere: plain text
+    kinds = set(map(type, parts))
+    if Traced not in kinds and TracedMarkup not in kinds:  # no marks anywhere: plain text
         return "".join(parts) if text is None else text
     marks: list[Mark] = []
     pos = 0
     for p in parts:
-        if type(p) is Traced:
+        if type(p) is Traced or type(p) is TracedMarkup:
             for a, b, o, f in p.marks:
                 if marks and marks[-1][1] == a + pos and marks[-1][2] == o and marks[-1][3] == f and a < b:
                     last = marks[-1]

@@ -18,13 +18,14 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
+from markupsafe import Markup
 from jinja2.ext import Extension
 from jinja2.runtime import LoopContext
 from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
-from .origin import CONTENT, REASONING, REASONING_KEYS, Traced, concat, mark, owner_of, smear, traced
+from .origin import CONTENT, REASONING, REASONING_KEYS, Traced, TracedMarkup, concat, mark, owner_of, smear, traced
 
 LITERAL = 0
 DATA = 1
@@ -163,6 +164,11 @@ class _Hooks:
                 if st.last_read is not None and st.last_read != st.owner:
                     st.gap_owner = st.last_read
                 return value
+            if kind is TracedMarkup and value.marks:  # ``value|safe`` printed: the value's own marks
+                text = traced(str.__str__(value), value.marks)
+                if st.last_read is not None and st.last_read != st.owner:
+                    st.gap_owner = st.last_read
+                return text
             text = str(value)
             if hasattr(value, "__html__"):  # Markup escapes the strings it holds: their marks are lost
                 owner = st.owner if st.last_read is None else st.last_read
@@ -304,13 +310,23 @@ _NO_NEW_STRINGS = frozenset(
 )
 
 
-def _smearing(func: Any) -> Any:
-    """``func`` whose new plain-string results are marked by the message its inputs came from."""
+# filters whose traced results follow the characters exactly (the string's own methods, or the
+# value itself); any other filter's result is marked as a whole: a filter may rebuild its text
+# with plain-string operations (``indent`` joins lines with "\n".join) that drop marks
+_KEEPS_MARKS = frozenset(("replace", "lower", "upper", "capitalize", "title", "string", "default", "d", "first", "last"))
+
+
+def _smearing(func: Any, keeps_marks: bool = False) -> Any:
+    """``func`` whose string results are marked as a whole by the message its inputs came from
+    (traced results of a filter in :data:`_KEEPS_MARKS` are kept as they are)."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = func(*args, **kwargs)
-        if type(result) is str:
+        kind = type(result)
+        if kind is str:
             return smear(result, (args, kwargs))
+        if kind is Traced and not keeps_marks:
+            return smear(str.__str__(result), (args, kwargs))
         return result
 
     for attr in ("jinja_pass_arg",):  # pass_context / pass_eval_context / pass_environment
@@ -329,6 +345,20 @@ def _traced_trim(func: Any) -> Any:
         return smear(func(value, chars), (value,))
 
     return trim
+
+
+def _traced_safe(func: Any) -> Any:
+    """Jinja's ``safe`` filter, keeping a traced string's marks (Mistral's ``arguments|tojson|safe``)."""
+
+    def safe(value: Any) -> Any:
+        result = func(value)
+        if type(value) is Traced and type(result) is Markup and str.__eq__(result, value):
+            out = TracedMarkup(result)
+            out.marks = value.marks
+            return out
+        return result
+
+    return safe
 
 
 def _traced_join(func: Any) -> Any:
@@ -388,8 +418,10 @@ def _make_environment() -> _Environment:
             env.filters[name] = _traced_join(func)
         elif name == "trim":
             env.filters[name] = _traced_trim(func)
+        elif name == "safe":
+            env.filters[name] = _traced_safe(func)
         elif name not in _NO_NEW_STRINGS:
-            env.filters[name] = _smearing(func)
+            env.filters[name] = _smearing(func, name in _KEEPS_MARKS)
     hooks = _Hooks()
     env.respmask_hooks = hooks
     for name, func in hooks.filters.items():
@@ -597,7 +629,7 @@ class ChatTemplate:
 
 
 def _str_join(seq: Any) -> str:
-    return concat([str(x) for x in seq])
+    return concat([x if type(x) is TracedMarkup else str(x) for x in seq])
 
 
 # ---------------------------------------------------------------------------------------------

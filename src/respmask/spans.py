@@ -139,6 +139,23 @@ def _header_end(
     raise UnplacedTurn(owner)
 
 
+def _after_header(segs: Segments, start: int, end: int, profile: TemplateProfile, prev_role: str | None) -> int:
+    """Where a turn that printed none of its message's text would begin: after the first learned
+    header (or history form of it) in its own output ``[start, end)`` (the end when there is none)."""
+    windows = (profile.history_headers.get(prev_role, ()), profile.all_history_headers)
+    for group in (profile.headers.get(prev_role, ()), profile.all_headers, *([w for w, _ in ws] for ws in windows)):
+        for h in group:  # longest first
+            p = segs.text.find(h, start, end) if h else -1
+            if p >= 0:
+                return p + len(h)
+    for h in profile.all_headers:  # a header whose end history leaves out (``>>>`` of an empty reply)
+        for c in sorted(profile.header_cuts.get(h, ()), reverse=True):
+            p = segs.text.find(h[:c], start, end) if c else -1
+            if p >= 0:
+                return p + c
+    return end
+
+
 def _history_header(segs: Segments, first: int, w0: int, windows: Sequence[tuple[str, int]]) -> int | None:
     """End of the prompt's part of a learned history window that ends right at ``first``."""
     for window, cut in windows:
@@ -186,26 +203,6 @@ def _own_tail_end(segs: Segments, owner: int, after: int) -> int:
                 end = max(s, after) + len(body)
         i += 1
     return end
-
-
-def _stop_inside(
-    segs: Segments, seg: int, lo: int, stops: StopTokens, own: Sequence[str] = ()
-) -> tuple[int, int] | None:
-    """The last stop token inside one data segment (templates that print a whole turn as one value,
-    such as ``content + eos_token``). Only text the template added counts: stop strings inside the
-    message's own values are content, which never ends a turn."""
-    if stops.end_of_turn is None:
-        return None
-    a, b = segs.starts[seg], segs.ends[seg]
-    body = segs.text[a:b]
-    if any(body.strip() in v for v in own):
-        return None  # the piece is the message's own text and nothing else
-    covered = [(a + p, a + p + len(v)) for v in own for p in _find_all(body, v)]
-    found = None
-    for m in stops.end_of_turn.finditer(segs.text, max(lo, a), b):
-        if not any(c0 < m.end() and m.start() < c1 for c0, c1 in covered):
-            found = (m.start(), m.end())
-    return found
 
 
 def _reasoning(
@@ -387,17 +384,19 @@ def find_turns(
         first_data = next((i for i in idxs if segs.kinds[i] == DATA), None)
         last_data = next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
         if role == "assistant":
-            first = segs.starts[first_data] if first_data is not None else segs.ends[idxs[-1]]
+            if first_data is not None:
+                first = segs.starts[first_data]
+            else:  # nothing of the message printed (empty content left out): right after its header
+                first = _after_header(segs, start, segs.ends[idxs[-1]], profile, roles[k - 1] if k else None)
             header_end = _header_end(
                 segs, k, first, profile, roles[k - 1] if k else None, lambda k=k: prompt(k) if prompt else None
             )
         else:  # a non-assistant message the user asked to train: its content onward
             header_end = segs.starts[first_data] if first_data is not None else start
         after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
+        # a stop token is template text: stop strings inside a message's values (a tool call's
+        # JSON, say) are data, never the end of its turn
         stop = _find_stop(segs, k, after, stops)
-        if stop is None and last_data is not None:
-            own = _own_strings(messages[k]) if messages is not None else ()
-            stop = _stop_inside(segs, last_data, header_end, stops, own)
         end = stop[1] if stop else _own_tail_end(segs, k, after)
         reasoning = None
         if not reasoning_in_loss:

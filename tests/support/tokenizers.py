@@ -170,17 +170,14 @@ def fixture_cases(name: str, tok: Any, source: str | None = None) -> list:
 
 
 # Templates the nonce reference still finds wrong on some shapes (known_failures.json), and those
-# whose render respmask cannot yet reproduce byte for byte: tests over generated conversations
-# expect them to fail until the engine is fixed (see the ledger for what fails).
-RENDER_DIFFERS = {"functionary_v3_2": "respmask's render differs from apply_chat_template (open: issue 11)"}
+# the conversation generator cannot drive: tests over generated conversations expect them to fail
+# until the engine (or generator) is fixed (see the ledger for what fails).
 NEEDS_KWARGS = {"firefunction_v2": "needs its own template variables (functions, datetime) the generator does not pass"}
 
 
 def known_failing(name: str) -> str | None:
     """Why fixture template ``name`` is expected to fail generated-conversation tests (None: it is not)."""
     ledger = json.loads((FIXTURES / "known_failures.json").read_text(encoding="utf-8"))
-    if name in RENDER_DIFFERS:
-        return RENDER_DIFFERS[name]
     if name in NEEDS_KWARGS:
         return NEEDS_KWARGS[name]
     if name in ledger:
