@@ -13,6 +13,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MethodType
 from typing import Any
 
 import jinja2
@@ -205,6 +206,7 @@ class _GenerationTags(Extension):
 
 
 _DICT_ATTRS = frozenset(dir(dict))
+_BUILTIN_METHOD = type("".startswith)
 # str methods the sandbox lets a template call unchanged (it wraps only format / format_map)
 _STR_METHODS = frozenset(n for n in dir(str) if not n.startswith("_") and n not in ("format", "format_map"))
 _LOOP_ATTRS = frozenset(
@@ -281,6 +283,19 @@ class _Environment(ImmutableSandboxedEnvironment):
                 return attrs[attribute]
             return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """A string's own method is called directly (the sandbox would find it safe and call it
+        the same way); anything else goes through the sandbox."""
+        kind = type(obj)
+        if kind is _BUILTIN_METHOD or kind is MethodType:
+            owner = type(obj.__self__)
+            if owner is str or owner is Traced:
+                if kwargs:
+                    kwargs.pop("_block_vars", None)  # what Context.call removes
+                    kwargs.pop("_loop_vars", None)
+                return obj(*args, **kwargs)
+        return super().call(context, obj, *args, **kwargs)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         if type(obj) is dict:
