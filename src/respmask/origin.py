@@ -99,7 +99,8 @@ class Traced(str):
         text = str.strip(self, chars)
         if len(text) == len(self):
             return self
-        return _sub(self, text, len(self) - len(str.lstrip(self, chars)), None, keep=True)
+        # the stripped text first occurs where stripping left it (it starts with a kept character)
+        return _sub(self, text, str.find(self, text) if text else len(self), None, keep=True)
 
     def lstrip(self, chars: str | None = None) -> str:
         text = str.lstrip(self, chars)
@@ -269,7 +270,9 @@ def concat(parts: Iterable[Any], text: str | None = None) -> str:
         text = "".join(parts)
     if not marks:
         return text
-    return traced(text, tuple(marks))
+    t = Traced(text)
+    t.marks = tuple(marks)
+    return t
 
 
 def _sub(source: Traced, text: str, lo: int, hi: int | None, keep: bool = False) -> str:
@@ -283,13 +286,18 @@ def _sub(source: Traced, text: str, lo: int, hi: int | None, keep: bool = False)
                 p = 0 if b < lo else hi - lo
                 out.append((p, p, o, f))
             continue
-        s, e = max(a, lo), min(b, hi)
+        s = a if a > lo else lo
+        e = b if b < hi else hi
         if s < e:
             out.append((s - lo, e - lo, o, f))
         elif (a == b or lo == hi or keep) and s == e:
             # an empty value printed here, or an empty slice of a value: keep its place
             out.append((s - lo, s - lo, o, f))
-    return traced(text, tuple(out))
+    if not out:
+        return str.__str__(text) if type(text) is not str else text
+    t = Traced(text)
+    t.marks = tuple(out)
+    return t
 
 
 def _same_length(source: Traced, text: str) -> str:

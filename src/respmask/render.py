@@ -118,6 +118,12 @@ class _State:
             self.owner_events.append((self.pos, owner))
 
 
+class _Local(threading.local):
+    """Per-thread render state (None outside a render)."""
+
+    state: _State | None = None
+
+
 class _Hooks:
     """The functions the instrumented template calls (as filters); they update the render's state.
 
@@ -125,7 +131,7 @@ class _Hooks:
     """
 
     def __init__(self) -> None:
-        self.tls = threading.local()
+        self.tls = _Local()
         tls = self.tls
 
         @jinja2.pass_context
@@ -185,7 +191,7 @@ class _Hooks:
         }
 
     def generation(self, rendered: str) -> str:
-        st = self.tls.__dict__.get("state")
+        st = self.tls.state
         if st is not None:
             st.generation.append((st.pos, st.pos + len(rendered), st.owner))
         return rendered
@@ -256,13 +262,14 @@ class _Environment(ImmutableSandboxedEnvironment):
     """
 
     respmask_hooks: _Hooks
+    respmask_tls: _Local
     code_generator_class = _CodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
         if kind is dict:
             if attribute != "role":
-                st = self.respmask_hooks.tls.__dict__.get("state")
+                st = self.respmask_tls.state
                 if st is not None:
                     k = st.ids.get(id(obj))
                     if k is not None:
@@ -300,7 +307,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         if type(obj) is dict:
             if argument != "role":
-                st = self.respmask_hooks.tls.__dict__.get("state")
+                st = self.respmask_tls.state
                 if st is not None:
                     k = st.ids.get(id(obj))
                     if k is not None:
@@ -356,6 +363,8 @@ def _traced_trim(func: Any) -> Any:
 
     def trim(value: Any, chars: str | None = None) -> str:
         if type(value) is Traced:
+            if len(str.strip(value, chars)) == len(value):
+                return value  # nothing to trim (the common case)
             return value.strip(chars)
         return smear(func(value, chars), (value,))
 
@@ -439,6 +448,7 @@ def _make_environment() -> _Environment:
             env.filters[name] = _smearing(func, name in _KEEPS_MARKS)
     hooks = _Hooks()
     env.respmask_hooks = hooks
+    env.respmask_tls = hooks.tls
     for name, func in hooks.filters.items():
         env.filters[_PREFIX + name] = func
     return env
@@ -623,7 +633,7 @@ class ChatTemplate:
         """Render with ``variables``; ``tracked`` are the message dicts (as passed) to attribute output to."""
         hooks = self.env.respmask_hooks
         st = _State(tracked)
-        previous = hooks.tls.__dict__.get("state")
+        previous = hooks.tls.state
         hooks.tls.state = st
         parts: list[str] = []
         try:
