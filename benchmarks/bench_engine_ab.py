@@ -1,0 +1,94 @@
+"""Rendering + span finding of this checkout against a git revision, in one process.
+
+The collator benchmark is dominated by the Rust tokenizer and, on a shared machine, too noisy
+to resolve a few percent. This script times only the Python side that engine changes touch
+(``ChatMasker.render``: template render, attribution, spans) for this checkout and for an older
+revision loaded side by side, interleaved batch by batch, single-threaded CPU time, minimum of
+the rounds (the minimum is what CPU steal and neighbours cannot inflate):
+
+    python benchmarks/bench_engine_ab.py 81eae0d                 # 3 families, 3 and 24 turns
+    python benchmarks/bench_engine_ab.py HEAD~3 --turns 3 8 --rounds 40
+
+The revision's ``src/respmask`` is exported with ``git archive`` into a temporary folder as the
+package ``respmask_ref`` (its imports are relative). Real tokenizers come from
+RESPMASK_SHARED_TOKENIZERS or ../shared/tokenizers, with TRL's training templates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from workloads import batch as make_batch  # noqa: E402
+from workloads import shared_tokenizers  # noqa: E402
+
+FOLDER = {"qwen3": "qwen3", "llama3": "llama3_1", "gemma3": "gemma3"}
+
+
+def export(rev: str, into: Path) -> None:
+    """``src/respmask`` at ``rev`` as the package ``respmask_ref`` under ``into``."""
+    data = subprocess.run(
+        ["git", "archive", rev, "src/respmask"], cwd=HERE.parent, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    (into / "src" / "respmask").rename(into / "respmask_ref")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("rev", help="git revision to compare against")
+    ap.add_argument("--families", nargs="+", default=list(FOLDER))
+    ap.add_argument("--turns", type=int, nargs="+", default=[3, 24])
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+    shared = shared_tokenizers()
+    if shared is None:
+        print("needs the real tokenizers (RESPMASK_SHARED_TOKENIZERS)")
+        return 2
+    import trl
+    from transformers import AutoTokenizer
+
+    import respmask
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export(args.rev, Path(tmp))
+        sys.path.insert(0, tmp)
+        import respmask_ref
+
+        print(f"ChatMasker.render per batch of 32, CPU ms (min of {args.rounds}): {args.rev} vs this checkout")
+        for fam in args.families:
+            tok = AutoTokenizer.from_pretrained(shared / FOLDER[fam])
+            tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / f"{fam}_training.jinja").read_text()
+            maskers = {"ref": respmask_ref.ChatMasker(tok), "new": respmask.ChatMasker(tok)}
+            for turns in args.turns:
+                b = make_batch(turns, 32, seed=1)
+                best = {k: float("inf") for k in maskers}
+                for m in maskers.values():
+                    for s in b:
+                        m.render(s)
+                for _ in range(args.rounds):
+                    for k, m in maskers.items():
+                        t = time.process_time()
+                        for s in b:
+                            m.render(s)
+                        best[k] = min(best[k], time.process_time() - t)
+                print(
+                    f"{fam:7s} {turns:3d} turns  {args.rev}: {best['ref'] * 1e3:7.2f}  now: {best['new'] * 1e3:7.2f}"
+                    f"  ({best['new'] / best['ref']:.2f}x)",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
