@@ -10,6 +10,7 @@ from .errors import (
 )
 from .check import CheckReport, TrainerReport, check, check_trainer
 from .collator import ResponseOnlyCollator
+from .formats import MessageMapping
 from .masker import ChatMasker, Encoded, RenderedSample
 from .masks import IGNORE_INDEX
 from .pretokenize import Pretokenizer
@@ -20,6 +21,7 @@ __all__ = [
     "CheckReport",
     "Encoded",
     "IGNORE_INDEX",
+    "MessageMapping",
     "MissingColumnsError",
     "Preview",
     "Pretokenizer",

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import SampleError, UntrainableSampleError, check_choice, check_max_length
+from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, Encoded, TrainOn
 from .masks import IGNORE_INDEX
 from .preview import remember
@@ -63,7 +64,8 @@ class ResponseOnlyCollator:
     Use it as ``Trainer(..., data_collator=ResponseOnlyCollator(tokenizer))``. Each feature is a
     dict with ``messages`` (plus optional ``tools``, ``documents``, ``chat_template_kwargs``),
     or ``prompt``/``completion`` (strings or message lists), or pre-tokenized ``input_ids`` with
-    ``labels`` or ``assistant_masks``.
+    ``labels`` or ``assistant_masks``; ShareGPT and Alpaca rows, and other layouts through
+    ``mapping``, are converted first (see :mod:`respmask.formats`).
 
     Args:
         tokenizer: a fast tokenizer with a chat template.
@@ -71,8 +73,8 @@ class ResponseOnlyCollator:
         truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end.
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
-        train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens: see
-            :class:`respmask.ChatMasker`.
+        train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens, data_format,
+            mapping: see :class:`respmask.ChatMasker`.
         on_untrainable: what to do with a sample whose labels are all -100 (no assistant turn,
             or truncated away): ``"warn"`` (default), ``"raise"``, or ``"keep"`` silently.
         return_tensors: ``"pt"`` (torch) or ``"np"``.
@@ -96,6 +98,8 @@ class ResponseOnlyCollator:
         chat_template: str | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
         stop_tokens: Sequence[str] | None = None,
+        data_format: DataFormat = "auto",
+        mapping: MessageMapping | Mapping[str, Any] | None = None,
         on_untrainable: OnUntrainable = "warn",
         return_tensors: Literal["pt", "np"] = "pt",
         padding_free: bool = False,
@@ -115,6 +119,8 @@ class ResponseOnlyCollator:
             train_on=train_on,
             reasoning_in_loss=reasoning_in_loss,
             stop_tokens=stop_tokens,
+            data_format=data_format,
+            mapping=mapping,
         )
         self.tokenizer = tokenizer
         self.max_length = max_length

@@ -20,6 +20,7 @@ from .byte_offsets import ByteLengths
 from .masks import IGNORE_INDEX, labels_from_mask, mask_from_ranges, token_ranges
 from .profile import TemplateProfile, learn_profile, token_regex
 from .render import ChatTemplate, template_inputs
+from .formats import DataFormat, MessageMapping, SampleReader
 from .samples import Chat, Pretokenized, TextPair, parse
 from .segments import Segments
 from .spans import StopTokens, Turn, UnplacedTurn, find_turns, select_messages, trained_spans
@@ -113,6 +114,15 @@ class ChatMasker:
             transformers' ``return_assistant_tokens_mask`` does) instead of the turns respmask finds.
             Off by default: shipped templates' blocks often include the role header or the newline
             after the stop token (SmolLM3, LFM2.5), which the model never generates.
+        data_format: the layout of the rows: ``"auto"`` (decided per row), ``"messages"``,
+            ``"sharegpt"``, ``"alpaca"`` or ``"prompt_completion"`` (see :mod:`respmask.formats`).
+        mapping: for any other list of messages, a :class:`respmask.MessageMapping` (or a dict of
+            its fields: ``field_messages``, ``role_key``, ``content_key``, ``role_map``) that says
+            where they are and how to read them; ``data_format`` must then be ``"auto"``.
+
+    Raises:
+        TokenizerError: the tokenizer is not a fast one.
+        ValueError: an option has an invalid value.
     """
 
     def __init__(
@@ -125,6 +135,8 @@ class ChatMasker:
         reasoning_in_loss: bool = True,
         stop_tokens: Sequence[str] | None = None,
         use_generation_tags: bool = False,
+        data_format: DataFormat = "auto",
+        mapping: MessageMapping | Mapping[str, Any] | None = None,
     ):
         if not _is_fast(tokenizer):
             raise TokenizerError(
@@ -140,6 +152,9 @@ class ChatMasker:
         self.reasoning_in_loss = reasoning_in_loss
         self.stop_tokens = tuple(stop_tokens or ())
         self.use_generation_tags = use_generation_tags
+        self.reader = SampleReader(data_format, mapping)
+        self.data_format = data_format
+        self.mapping = self.reader.mapping
         self._templates: dict[str, ChatTemplate] = {}
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
@@ -269,9 +284,17 @@ class ChatMasker:
         return profile, stops
 
     # -- one sample ----------------------------------------------------------------------------
+    def parse(self, sample: Any) -> Chat | TextPair | Pretokenized:
+        """``sample`` read in this masker's ``data_format`` / ``mapping`` and checked.
+
+        Raises:
+            SampleError: the sample is malformed (``MissingColumnsError``: it matches no format).
+        """
+        return parse(sample, self.reader)
+
     def render(self, sample: Any) -> RenderedSample:
         """Render a raw sample and find its trained character spans."""
-        parsed = parse(sample)
+        parsed = parse(sample, self.reader)
         if isinstance(parsed, Pretokenized):
             raise SampleError("is already tokenized; render() needs messages or a prompt/completion")
         return self._render_parsed(parsed)
@@ -376,7 +399,7 @@ class ChatMasker:
         for j, sample in enumerate(samples):
             index = indices[j] if indices is not None else j
             try:
-                parsed = parse(sample)
+                parsed = parse(sample, self.reader)
                 if isinstance(parsed, Pretokenized):
                     vocab = len(self.tokenizer) if vocab is None else vocab
                     self._check_ids(parsed, vocab)

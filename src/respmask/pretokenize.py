@@ -1,6 +1,6 @@
 """Pretokenizer: one picklable batch transform for every data engine.
 
-``messages`` (or ``prompt``/``completion``) in, ``input_ids`` and ``labels`` out. It runs
+Rows in any format respmask reads in, ``input_ids`` and ``labels`` out. It runs
 unchanged in ``datasets.Dataset.map(batched=True, num_proc=N)``, ``IterableDataset.map``, Ray
 Data's ``map_batches`` (numpy, pandas or pyarrow batches) and plain Python, so a dataset survives
 ``Trainer``'s removal of unused columns and the collator only pads.
@@ -15,6 +15,7 @@ import numpy as np
 
 from .collator import truncate
 from .errors import RespmaskError, UntrainableSampleError, check_choice, check_max_length
+from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
 
@@ -36,7 +37,8 @@ class Pretokenizer:
     """Turn a batch of samples into ``input_ids`` and ``labels`` columns.
 
     Accepts the samples :class:`respmask.ResponseOnlyCollator` accepts (``messages`` plus optional
-    ``tools``/``documents``/``chat_template_kwargs``, or ``prompt``/``completion``), as a dict of
+    ``tools``/``documents``/``chat_template_kwargs``, ``prompt``/``completion``, ShareGPT and
+    Alpaca rows, or a layout described by ``mapping``), as a dict of
     columns (lists or numpy arrays), a pandas DataFrame or a pyarrow Table, and returns the same
     kind. Token columns are int32.
 
@@ -51,8 +53,8 @@ class Pretokenizer:
             bad rows) and a ``truncated`` column, so that a pipeline can route bad rows to a
             rejects file and count truncations.
         keep_columns: input columns to pass through unchanged (an id, a source, ...).
-        train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens: see
-            :class:`respmask.ChatMasker`.
+        train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens, data_format,
+            mapping: see :class:`respmask.ChatMasker`.
     """
 
     def __init__(
@@ -69,6 +71,8 @@ class Pretokenizer:
         chat_template: str | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
         stop_tokens: Sequence[str] | None = None,
+        data_format: DataFormat = "auto",
+        mapping: MessageMapping | Mapping[str, Any] | None = None,
     ):
         check_choice("on_untrainable", on_untrainable, ("keep", "drop", "raise"))
         check_choice("on_error", on_error, ("raise", "collect"))
@@ -81,6 +85,8 @@ class Pretokenizer:
             train_on=train_on,
             reasoning_in_loss=reasoning_in_loss,
             stop_tokens=stop_tokens,
+            data_format=data_format,
+            mapping=mapping,
         )
         self.max_length = max_length
         self.truncation = truncation

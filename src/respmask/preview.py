@@ -167,7 +167,7 @@ def preview(sample: Any, tokenizer: Any = None, **options: Any) -> Preview | lis
         rows = _rows(sample)
         previews = [_pretokenized(_strip_padding(r), tok) for r in rows]
         return previews[0] if len(previews) == 1 and np.asarray(_to_numpy(sample["input_ids"])).ndim == 1 else previews
-    if isinstance(parse(sample), Pretokenized):  # pragma: no cover - handled above
+    if isinstance(masker.parse(sample), Pretokenized):  # pragma: no cover - handled above
         raise RespmaskError("unreachable")
     rs = masker.render(sample)
     backend = tok.backend_tokenizer

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingColumnsError, SampleError
+from .errors import SampleError
+from .formats import AUTO, SampleReader, no_format
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MASK_KEYS = ("assistant_masks", "completion_mask")
@@ -46,12 +47,6 @@ class Pretokenized:
     input_ids: np.ndarray
     labels: np.ndarray
     position_ids: np.ndarray | None = None
-
-
-HINT_COLUMNS = (
-    "Each sample needs 'messages' (a list of {role, content} dicts), or 'prompt' and 'completion', "
-    "or pre-tokenized 'input_ids' with 'labels' or 'assistant_masks'."
-)
 
 
 def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
@@ -121,8 +116,24 @@ def _int_array(value: Any, key: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def parse(sample: Any) -> Chat | TextPair | Pretokenized:
-    """Classify and check one sample (without its index: callers add it to errors)."""
+def parse(sample: Any, reader: SampleReader | None = None) -> Chat | TextPair | Pretokenized:
+    """Classify and check one sample (without its index: callers add it to errors).
+
+    Args:
+        sample: a row in any format respmask reads (see :mod:`respmask.formats`).
+        reader: reads the row as a sample (a :class:`respmask.formats.SampleReader`, as
+            ``ChatMasker`` builds from its ``data_format`` and ``mapping``); default: the format
+            each row shows.
+
+    Returns:
+        A ``Chat`` (messages to render), a ``TextPair`` (plain prompt and completion) or a
+        ``Pretokenized`` row.
+
+    Raises:
+        SampleError: the row is malformed (the message names the column, message and fix).
+        MissingColumnsError: the row matches no format.
+    """
+    sample = (reader or AUTO)(sample)
     if isinstance(sample, (list, tuple)):
         return _chat(_check_messages(sample, "the conversation"), {}, None)
     if not isinstance(sample, Mapping):
@@ -168,11 +179,4 @@ def parse(sample: Any) -> Chat | TextPair | Pretokenized:
             if len(positions) != len(ids):
                 raise SampleError(f"'position_ids' has {len(positions)} entries but 'input_ids' has {len(ids)}")
         return Pretokenized(ids, labels, positions)
-    keys = sorted(map(str, sample.keys()))
-    raise MissingColumnsError(
-        f"has none of the columns respmask needs (it has {keys}). {HINT_COLUMNS} If you train with "
-        "transformers.Trainer, it drops columns the model does not take: set "
-        "TrainingArguments(remove_unused_columns=False), or pre-tokenize the dataset with "
-        "ds.map(respmask.Pretokenizer(tokenizer), batched=True, remove_columns=ds.column_names) so that "
-        "'input_ids' and 'labels' survive."
-    )
+    raise no_format(sample)  # unreachable: the reader raises first

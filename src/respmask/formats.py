@@ -1,0 +1,594 @@
+"""Dataset layouts, converted to the samples respmask trains on: no conversion code on your side.
+
+Every front-end (``ResponseOnlyCollator``, ``Pretokenizer``, ``check``, ``preview`` and the
+``respmask`` command) reads rows through one :class:`SampleReader`, chosen with the
+``data_format`` and ``mapping`` options of :class:`respmask.ChatMasker`. It turns a row into the
+sample :func:`respmask.samples.parse` takes (``messages`` in the OpenAI layout, plus ``tools``
+and the row's other columns), before the chat template sees anything.
+
+Formats (``data_format``):
+
+``"messages"``
+    OpenAI messages: ``{"messages": [{"role", "content", ...}], "tools"?: [...]}`` (the list may
+    also be under ``conversations``). Used as it is, but for two storage forms:
+    ``tools`` stored as a JSON string is parsed, and content parts that hold their text under
+    ``value`` (LLaMA-Factory v1: ``{"type": "text", "value": ...}``) are read as text, their
+    ``reasoning`` parts as ``reasoning_content`` and their ``tool_call`` parts as ``tool_calls``.
+``"sharegpt"``
+    ShareGPT / LLaMA-Factory: ``{"conversations": [{"from": ..., "value": ...}], "tools"?,
+    "system"?}``. Roles ``human``/``user`` -> user, ``gpt``/``assistant``/``model`` ->
+    assistant, ``system``, ``observation``/``tool`` -> tool (a tool result), and
+    ``function_call``: an assistant tool call whose value is JSON ``{"name", "arguments"}`` or a
+    list of them, turned into an assistant message with ``content: ""`` and OpenAI ``tool_calls``
+    (consecutive calls, and a call right after an assistant reply, join that assistant message).
+    A message's other keys (``reasoning_content``, ``train`` ...) are kept; value-style content
+    parts are read as in ``"messages"``. A ``system`` column becomes the first message.
+``"alpaca"``
+    ``{"instruction", "input"?, "output", "system"?, "history"?}``: ``instruction``, then
+    ``"\\n"`` and ``input`` when it is not empty (as LLaMA-Factory joins them), is the user
+    message and ``output`` the assistant's; ``history`` (``[[user, assistant], ...]``) gives the
+    turns before, trained like the rest.
+``"prompt_completion"``
+    ``{"prompt", "completion"}``: strings or message lists, used as they are.
+``mapping=MessageMapping(...)``
+    Any other list of messages: which column holds them, which keys hold role and content, and
+    a role map (``{"bot": "assistant"}``), in the spirit of Axolotl's ``field_messages`` and
+    ``message_property_mappings``. Messages are then read as in ``"sharegpt"``.
+
+``"auto"`` (the default) decides per row, by the first rule that matches (:func:`detect_format`):
+a ``messages`` (else ``conversations``) list whose first message has ``from`` and no ``role`` ->
+sharegpt, any other such list -> messages; ``instruction`` and ``output`` -> alpaca; ``prompt`` and
+``completion`` -> prompt_completion; ``input_ids`` -> pre-tokenized (used as it is). A column
+holding ``None`` counts as absent. A row matching no rule raises
+:class:`respmask.MissingColumnsError` listing its columns and these formats.
+
+Conversion never changes the caller's row (a new dict is returned when anything changes), keeps
+the columns it does not consume (``chat_template_kwargs``, ``documents``, ...), and raises
+:class:`respmask.SampleError` naming the column and message in the row's own terms. Tool schemas
+given bare (``{"name", "description", "parameters"}``, as glaive and LLaMA-Factory ship them) are
+wrapped in the OpenAI form ``{"type": "function", "function": ...}`` in the sharegpt, alpaca and
+mapped formats; an empty ``tools`` string (``""`` or ``"[]"``) means no tools. Message indices
+in errors raised later (by the template or the engine) count the converted messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import MissingColumnsError, SampleError
+
+DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion"]
+FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion")
+
+#: Role names the sharegpt and mapped formats understand without a role map, and what they become.
+#: ``"function_call"`` stands for an assistant tool call (JSON ``{"name", "arguments"}``).
+KNOWN_ROLES: dict[str, str] = {
+    "system": "system",
+    "developer": "developer",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "observation": "tool",
+    "function_call": "function_call",
+}
+FUNCTION_CALL = "function_call"
+
+HINT_FORMATS = (
+    "respmask reads: messages ('messages': [{role, content}]), sharegpt ('conversations': [{from, value}]), "
+    "alpaca ('instruction', 'input', 'output'), prompt_completion ('prompt', 'completion') and pre-tokenized "
+    "rows ('input_ids' with 'labels' or 'assistant_masks'); for another layout pass "
+    "mapping=MessageMapping(field_messages=..., role_key=..., content_key=..., role_map={...}) "
+    "(respmask check/preview/tokenize: --field-messages, --role-key, --content-key, --role-map)"
+)
+_TRAINER_HINT = (
+    "If you train with transformers.Trainer, it drops columns the model does not take: set "
+    "TrainingArguments(remove_unused_columns=False), or pre-tokenize the dataset with "
+    "ds.map(respmask.Pretokenizer(tokenizer), batched=True, remove_columns=ds.column_names) so that "
+    "'input_ids' and 'labels' survive."
+)
+
+
+@dataclass(frozen=True)
+class MessageMapping:
+    """Where a row keeps its messages and how to read them, for layouts respmask does not know.
+
+    Args:
+        field_messages: the column holding the list of messages.
+        role_key: the key of a message that holds its role.
+        content_key: the key of a message that holds its text (a string or content parts).
+        role_map: role names of the data -> respmask roles (``"user"``, ``"assistant"``,
+            ``"system"``, ``"tool"``, or ``"function_call"`` for an assistant tool call written
+            as JSON). Names in :data:`KNOWN_ROLES` (``human``, ``gpt`` ...) need no entry; any
+            other role raises a :class:`respmask.SampleError` naming it.
+
+    Raises:
+        ValueError: a key is not a non-empty string, or the role map is not strings to strings.
+    """
+
+    field_messages: str = "messages"
+    role_key: str = "role"
+    content_key: str = "content"
+    role_map: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("field_messages", "role_key", "content_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"MessageMapping.{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.role_map, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in self.role_map.items()
+        ):
+            raise ValueError(f"MessageMapping.role_map must map role names to role names, got {self.role_map!r}")
+        object.__setattr__(self, "role_map", dict(self.role_map))
+
+    @classmethod
+    def of(cls, value: MessageMapping | Mapping[str, Any]) -> MessageMapping:
+        """A mapping from a ``MessageMapping`` or a dict of its fields.
+
+        Raises:
+            ValueError: the dict has keys that are not fields of ``MessageMapping``.
+        """
+        if isinstance(value, MessageMapping):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"mapping must be a MessageMapping or a dict of its fields, got {type(value).__name__}")
+        unknown = sorted(set(value) - {"field_messages", "role_key", "content_key", "role_map"})
+        if unknown:
+            raise ValueError(
+                f"mapping has unknown keys {unknown}: use field_messages, role_key, content_key and role_map"
+            )
+        return cls(**value)
+
+
+SHAREGPT = MessageMapping("conversations", "from", "value")
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection
+# ---------------------------------------------------------------------------------------------
+
+
+def _present(row: Mapping[str, Any], key: str) -> bool:
+    return row.get(key) is not None
+
+
+def _first_keys(messages: Any) -> tuple[bool, bool]:
+    """(first message has 'role', first message has 'from')."""
+    if isinstance(messages, (list, tuple)) and messages and isinstance(messages[0], Mapping):
+        return "role" in messages[0], "from" in messages[0]
+    return False, False
+
+
+def _message_field(row: Mapping[str, Any]) -> str | None:
+    for key in ("messages", "conversations"):
+        if _present(row, key):
+            return key
+    return None
+
+
+def detect_format(row: Any) -> str:
+    """The format ``"auto"`` reads ``row`` as: one of :data:`FORMATS`, or ``"pretokenized"``.
+
+    The first rule that matches decides (a column holding ``None`` counts as absent):
+
+    1. a ``messages`` (else ``conversations``) column, or a bare list of messages, whose first
+       message has ``from`` (and no ``role``) -> ``"sharegpt"``; any other such list (``role``
+       keys, empty, malformed: its own errors tell) -> ``"messages"``;
+    2. ``instruction`` and ``output`` -> ``"alpaca"``;
+    3. ``prompt`` and ``completion`` -> ``"prompt_completion"``;
+    4. ``input_ids`` -> ``"pretokenized"``.
+
+    Raises:
+        MissingColumnsError: no rule matches; the message lists the row's columns and the formats.
+        SampleError: the row is neither a dict nor a list of messages.
+    """
+    if isinstance(row, (list, tuple)):
+        has_role, has_from = _first_keys(row)
+        return "sharegpt" if has_from and not has_role else "messages"
+    if not isinstance(row, Mapping):
+        raise SampleError(f"a sample must be a dict (or a list of messages), got {type(row).__name__}")
+    key = _message_field(row)
+    if key is not None:
+        has_role, has_from = _first_keys(row[key])
+        return "sharegpt" if has_from and not has_role else "messages"
+    if _present(row, "instruction") and "output" in row:
+        return "alpaca"
+    if "prompt" in row and "completion" in row:
+        return "prompt_completion"
+    if "input_ids" in row:
+        return "pretokenized"
+    raise no_format(row)
+
+
+def no_format(row: Mapping[str, Any]) -> MissingColumnsError:
+    keys = sorted(map(str, row.keys()))
+    return MissingColumnsError(
+        f"has none of the columns respmask needs (it has {keys}). {HINT_FORMATS}. {_TRAINER_HINT}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces shared by the formats
+# ---------------------------------------------------------------------------------------------
+
+
+def _tools(value: Any, wrap: bool) -> Any:
+    """``tools`` as a list (a JSON string parsed; empty means none), bare schemas wrapped when
+    ``wrap``. Anything else is returned for parse() to judge."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SampleError(f"'tools' is a string but not JSON ({exc.msg} at character {exc.pos})") from None
+        if isinstance(value, Mapping):
+            value = [value]
+        if not isinstance(value, list):
+            raise SampleError(f"'tools' holds JSON {type(value).__name__}, not a list of tool schemas")
+        if not value:
+            return None
+    if wrap and isinstance(value, (list, tuple)):
+        if not value:
+            return None
+        value = [_wrap_tool(t) for t in value]
+    return value
+
+
+def _wrap_tool(tool: Any) -> Any:
+    if isinstance(tool, Mapping) and "function" not in tool and "name" in tool and tool.get("type") in (None, "function"):
+        return {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
+    return tool
+
+
+def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
+    """OpenAI ``tool_calls`` from a function call written as JSON ``{"name", "arguments"}``, a list
+    of them, or already as ``{"type": "function", "function": {...}}``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SampleError(
+                f"{where} is a function call but its value is not JSON ({exc.msg} at character {exc.pos}): "
+                'expected {"name": ..., "arguments": {...}} or a list of them'
+            ) from None
+    calls = value if isinstance(value, list) else [value]
+    if not calls:
+        raise SampleError(f"{where} is a function call with an empty list of calls")
+    out = []
+    for k, call in enumerate(calls):
+        what = f"{where}" if len(calls) == 1 else f"{where}, call {k}"
+        if not isinstance(call, Mapping):
+            raise SampleError(f'{what}: a function call must be {{"name": ..., "arguments": ...}}, got {call!r:.80}')
+        if isinstance(call.get("function"), Mapping):
+            call = {**call["function"], **{k2: v for k2, v in call.items() if k2 not in ("function", "type")}}
+        name = call.get("name")
+        if not isinstance(name, str) or not name:
+            raise SampleError(f"{what}: a function call needs a 'name' (got keys {sorted(map(str, call))})")
+        function: dict[str, Any] = {"name": name, "arguments": call.get("arguments", {})}
+        entry: dict[str, Any] = {"type": "function", "function": function}
+        if call.get("id") is not None:
+            entry["id"] = call["id"]
+        out.append(entry)
+    return out
+
+
+_REASONING_PARTS = ("reasoning", "thinking")
+
+
+def _value_part(part: Any) -> bool:
+    """A content part that keeps its payload under ``value`` (``{"type": "text", "value": ...}``)
+    rather than under its type's name (``{"type": "text", "text": ...}``)."""
+    if not isinstance(part, Mapping) or "value" not in part:
+        return False
+    kind = part.get("type")
+    return kind is None or (isinstance(kind, str) and kind not in part)
+
+
+def _add_calls(message: dict[str, Any], calls: list[dict[str, Any]], where: str) -> None:
+    existing = message.get("tool_calls")
+    if existing is not None and not isinstance(existing, (list, tuple)):
+        raise SampleError(f"{where}['tool_calls'] must be a list, got {type(existing).__name__}")
+    message["tool_calls"] = [*(existing or []), *calls]
+
+
+def _content(content: Any, where: str) -> tuple[Any, str | None, list[dict[str, Any]]]:
+    """(content, reasoning, tool calls) of a message's content.
+
+    Content parts that keep their payload under ``value`` (LLaMA-Factory v1) are converted:
+    ``text`` parts to text (joined into one string when every remaining part is text, as
+    LLaMA-Factory does), ``reasoning`` parts to reasoning, ``tool_call`` parts to tool calls,
+    other parts to ``{"type": t, t: value}``. Other content is returned unchanged.
+    """
+    if not isinstance(content, (list, tuple)) or not any(_value_part(p) for p in content):
+        return content, None, []
+    parts: list[Any] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for k, part in enumerate(content):
+        if not _value_part(part):
+            parts.append(part)
+            continue
+        kind, value = part.get("type"), part["value"]
+        rest = {key: v for key, v in part.items() if key not in ("type", "value")}
+        if kind in _REASONING_PARTS:
+            if not isinstance(value, str):
+                raise SampleError(f"{where}[{k}] is a {kind} part whose value is not a string")
+            reasoning.append(value)
+        elif kind == "tool_call":
+            calls += _tool_calls(value, f"{where}[{k}]")
+        elif kind == "text" or kind is None:
+            parts.append({"type": "text", "text": value, **rest})
+        else:
+            parts.append({"type": kind, kind: value, **rest})
+    text_only = all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                    and len(p) == 2 for p in parts)
+    new: Any = "".join(p["text"] for p in parts) if text_only else parts
+    return new, ("\n".join(reasoning) if reasoning else None), calls
+
+
+def _with_parts(message: dict[str, Any], where: str) -> dict[str, Any]:
+    """``message`` (a new dict) with value-style content parts converted (see :func:`_content`)."""
+    content, reasoning, calls = _content(message.get("content"), f"{where}['content']")
+    if reasoning is None and not calls and content is message.get("content"):
+        return message
+    message = dict(message)
+    if content is None:
+        message.pop("content", None)
+    else:
+        message["content"] = content
+    if reasoning is not None:
+        if any(message.get(k) is not None for k in ("reasoning_content", "thinking", "reasoning")):
+            raise SampleError(f"{where} has reasoning both in its content parts and in a reasoning field")
+        message["reasoning_content"] = reasoning
+    if calls:
+        _add_calls(message, calls, where)
+    return message
+
+
+def _system_first(messages: list[dict[str, Any]], system: Any, column: str) -> list[dict[str, Any]]:
+    """Prepend the ``system`` column as the first message (once)."""
+    if system is None or system == "":
+        return messages
+    if not isinstance(system, str):
+        raise SampleError(f"'{column}' must be a string (the system prompt), got {type(system).__name__}")
+    if messages and messages[0].get("role") == "system":
+        if messages[0].get("content") == system:
+            return messages
+        raise SampleError(
+            f"has a '{column}' column and also starts its conversation with another system message: keep one"
+        )
+    return [{"role": "system", "content": system}, *messages]
+
+
+# ---------------------------------------------------------------------------------------------
+# The reader
+# ---------------------------------------------------------------------------------------------
+
+
+class SampleReader:
+    """Reads rows of one format (or of the format each row shows) as samples respmask parses.
+
+    Args:
+        data_format: ``"auto"`` (per row, see :func:`detect_format`), or one of :data:`FORMATS`
+            for every row.
+        mapping: read every row's messages through this :class:`MessageMapping` (or dict of its
+            fields) instead; ``data_format`` must then be ``"auto"``.
+
+    Raises:
+        ValueError: an unknown format, or ``mapping`` together with a named format.
+    """
+
+    def __init__(self, data_format: DataFormat = "auto",
+                 mapping: MessageMapping | Mapping[str, Any] | None = None):
+        if data_format not in ("auto", *FORMATS):
+            raise ValueError(f"data_format must be one of {', '.join(map(repr, ('auto', *FORMATS)))}; got {data_format!r}")
+        if mapping is not None and data_format != "auto":
+            raise ValueError(
+                f"mapping=... reads every row through the mapping, so data_format must stay 'auto' "
+                f"(got {data_format!r})"
+            )
+        self.data_format = data_format
+        self.mapping = MessageMapping.of(mapping) if mapping is not None else None
+
+    def __repr__(self) -> str:
+        return f"SampleReader(data_format={self.data_format!r}, mapping={self.mapping!r})"
+
+    def format_of(self, row: Any) -> str:
+        """The format this reader reads ``row`` as (``"mapping"`` with a mapping)."""
+        if self.mapping is not None:
+            return "mapping"
+        if self.data_format != "auto":
+            return self.data_format
+        return detect_format(row)
+
+    def __call__(self, row: Any) -> Any:
+        """``row`` as a sample :func:`respmask.samples.parse` takes (``row`` itself when nothing
+        needs converting; never modified).
+
+        Raises:
+            SampleError: the row does not fit its format; the message names the column and message.
+            MissingColumnsError: ``"auto"`` found no format (the row's columns and the formats).
+        """
+        fmt = self.format_of(row)
+        if fmt == "messages":
+            return self._messages(row)
+        if fmt == "sharegpt":
+            return self._mapped(row, SHAREGPT, sharegpt=True)
+        if fmt == "mapping":
+            assert self.mapping is not None
+            return self._mapped(row, self.mapping, sharegpt=False)
+        if fmt == "alpaca":
+            return self._alpaca(row)
+        if fmt == "prompt_completion":
+            if isinstance(row, Mapping):
+                if not ("prompt" in row and "completion" in row):
+                    raise self._missing(row, "'prompt' and 'completion'", "prompt_completion")
+                if isinstance(row.get("tools"), str):
+                    return {**row, "tools": _tools(row["tools"], wrap=False)}
+            return row
+        return row  # pre-tokenized
+
+    # -- formats -------------------------------------------------------------------------------
+    @staticmethod
+    def _missing(row: Mapping[str, Any], what: str, fmt: str) -> SampleError:
+        return SampleError(
+            f"has no {what} column, which data_format={fmt!r} reads (it has {sorted(map(str, row.keys()))})"
+        )
+
+    def _messages(self, row: Any) -> Any:
+        if isinstance(row, (list, tuple)):
+            messages, key = row, None
+        else:
+            if not isinstance(row, Mapping):
+                raise SampleError(f"a sample must be a dict (or a list of messages), got {type(row).__name__}")
+            key = _message_field(row)
+            if key is None:
+                if self.data_format == "messages":
+                    raise self._missing(row, "'messages'", "messages")
+                return row
+            messages = row[key]
+        converted = messages
+        if isinstance(messages, (list, tuple)):
+            for i, m in enumerate(messages):  # fast path: only list contents may need converting
+                if isinstance(m, dict) and isinstance(m.get("content"), (list, tuple)):
+                    new_message = _with_parts(m, f"'{key}'[{i}]" if key else f"the conversation[{i}]")
+                    if new_message is not m:
+                        if converted is messages:
+                            converted = list(messages)
+                        converted[i] = new_message
+        if key is None:
+            return converted
+        tools = row.get("tools")
+        new_tools = _tools(tools, wrap=False) if isinstance(tools, str) else tools
+        if converted is messages and new_tools is tools:
+            return row
+        new = dict(row)
+        new[key] = converted
+        if new_tools is not tools:
+            new["tools"] = new_tools
+        return new
+
+    def _mapped(self, row: Any, mapping: MessageMapping, *, sharegpt: bool) -> Any:
+        if isinstance(row, (list, tuple)):
+            return self._convert_messages(row, mapping, "the conversation")
+        if not isinstance(row, Mapping):
+            raise SampleError(f"a sample must be a dict (or a list of messages), got {type(row).__name__}")
+        key = mapping.field_messages
+        if sharegpt and not _present(row, key):
+            key = "messages" if _present(row, "messages") else key
+        if not _present(row, key):
+            if sharegpt:
+                raise self._missing(row, "'conversations'", "sharegpt")
+            raise SampleError(
+                f"has no '{key}' column, which mapping field_messages={key!r} reads "
+                f"(it has {sorted(map(str, row.keys()))})"
+            )
+        messages = self._convert_messages(row[key], mapping, f"'{key}'")
+        messages = _system_first(messages, row.get("system"), "system")
+        out = {k: v for k, v in row.items() if k not in (key, "system")}
+        out["messages"] = messages
+        if "tools" in row:
+            out["tools"] = _tools(row["tools"], wrap=True)
+        return out
+
+    @staticmethod
+    def _convert_messages(messages: Any, mapping: MessageMapping, where: str) -> list[dict[str, Any]]:
+        if not isinstance(messages, (list, tuple)):
+            raise SampleError(f"{where} must be a list of messages, got {type(messages).__name__}")
+        role_key, content_key = mapping.role_key, mapping.content_key
+        roles = {**KNOWN_ROLES, **mapping.role_map}
+        out: list[dict[str, Any]] = []
+        for i, m in enumerate(messages):
+            at = f"{where}[{i}]"
+            if not isinstance(m, Mapping):
+                raise SampleError(f"{at} must be a dict with {role_key!r} and {content_key!r}, got {type(m).__name__}")
+            raw = m.get(role_key)
+            if raw is None:
+                raise SampleError(f"{at} has no {role_key!r} (its keys: {sorted(map(str, m))})")
+            if not isinstance(raw, str) or raw not in roles:
+                known = ", ".join(repr(r) for r in roles)
+                raise SampleError(
+                    f"{at} has role {raw!r}, which is not one of {known}: pass role_map={{{raw!r}: 'user'}} "
+                    "(or 'assistant', 'system', 'tool', 'function_call': the role it stands for)"
+                )
+            role = roles[raw]
+            value = m.get(content_key)
+            rest = {k: v for k, v in m.items() if k not in (role_key, content_key)}
+            if role != FUNCTION_CALL and value is not None and not isinstance(value, (str, list, tuple)):
+                raise SampleError(
+                    f"{at}[{content_key!r}] must be a string or a list of content parts, got {type(value).__name__}"
+                )
+            if role == FUNCTION_CALL:
+                calls = _tool_calls(value, f"{at} ({raw})")
+                previous = out[-1] if out else None
+                if previous is not None and previous["role"] == "assistant" and all(v is None for v in rest.values()):
+                    _add_calls(previous, calls, f"{where}[{i - 1}]")
+                else:
+                    out.append({"role": "assistant", "content": "", **rest, "tool_calls": calls})
+                continue
+            message = {"role": role, **rest}
+            if value is not None:
+                message["content"] = value
+            out.append(_with_parts(message, at))
+        return out
+
+    def _alpaca(self, row: Any) -> Any:
+        if not isinstance(row, Mapping):
+            raise SampleError(f"an alpaca sample must be a dict, got {type(row).__name__}")
+        for key in ("instruction", "output"):
+            if key not in row:
+                raise self._missing(row, f"'{key}'", "alpaca")
+        texts = []
+        for key in ("instruction", "input"):
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                raise SampleError(f"'{key}' must be a string, got {type(value).__name__}")
+            if value:
+                texts.append(value)
+        output = row.get("output")
+        if not isinstance(output, str):
+            raise SampleError(f"'output' must be a string (the reply to train), got {type(output).__name__}")
+        messages: list[dict[str, Any]] = []
+        history = row.get("history")
+        if history is not None:
+            if not isinstance(history, (list, tuple)):
+                raise SampleError(f"'history' must be a list of [instruction, response] pairs, got {type(history).__name__}")
+            for i, pair in enumerate(history):
+                if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                    raise SampleError(f"'history'[{i}] must be an [instruction, response] pair of strings, got {pair!r:.80}")
+                messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+        messages += [{"role": "user", "content": "\n".join(texts)}, {"role": "assistant", "content": output}]
+        messages = _system_first(messages, row.get("system"), "system")
+        consumed = ("instruction", "input", "output", "system", "history")
+        out = {k: v for k, v in row.items() if k not in consumed}
+        out["messages"] = messages
+        if "tools" in row:
+            out["tools"] = _tools(row["tools"], wrap=True)
+        return out
+
+
+AUTO = SampleReader()
+
+
+def to_sample(row: Any, data_format: DataFormat = "auto",
+              mapping: MessageMapping | Mapping[str, Any] | None = None) -> Any:
+    """``row`` converted to the sample respmask parses (OpenAI ``messages`` with ``tools``).
+
+    A convenience for one row (the front-ends keep one :class:`SampleReader`): useful to see what
+    a row becomes, e.g. ``tokenizer.apply_chat_template(s["messages"], tools=s.get("tools"))``.
+
+    Raises:
+        SampleError: the row does not fit its format.
+        MissingColumnsError: ``"auto"`` found no format.
+        ValueError: invalid ``data_format`` / ``mapping``.
+    """
+    reader = AUTO if data_format == "auto" and mapping is None else SampleReader(data_format, mapping)
+    return reader(row)
