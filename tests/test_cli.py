@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from respmask import check
 from respmask.cli import main
 from support.tokenizers import fixture_tokenizer
 
@@ -65,3 +69,119 @@ def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "respmask.cli", "check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "OK" in out.stdout
+
+
+# -- data formats: JSON arrays, ShareGPT / Alpaca / OpenAI rows, the mapping flags ------------------
+
+FORMATS_DIR = Path(__file__).resolve().parent / "fixtures" / "formats"
+MAPPING_FLAGS = ["--field-messages", "dialog", "--role-key", "speaker", "--content-key", "text",
+                 "--role-map", '{"customer": "user", "agent": "assistant"}']
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok") / "qwen3"
+    fixture_tokenizer("qwen3").save_pretrained(path)
+    return str(path)
+
+
+def _rows(path: Path) -> list:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    value = json.loads(text)
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("name", ["sharegpt_tools.json", "alpaca.json", "openai.jsonl", "conversation_object.json"])
+def test_check_reads_each_format_with_no_conversion_code(qwen3_dir, name, capsys):
+    path = FORMATS_DIR / name
+    assert main(["check", str(path), "--tokenizer", qwen3_dir, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected = check(_rows(path), fixture_tokenizer("qwen3"))
+    assert report["samples"] == len(_rows(path)) == expected.samples and report["errors"] == []
+    assert report["trained_tokens"] == expected.trained_tokens > 0 and report["untrainable"] == []
+
+
+def test_check_reads_a_pretty_printed_json_array(tmp_path, qwen3_dir, capsys):
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(3)]
+    for name, text in [("rows.json", json.dumps(rows, indent=2)), ("one_line.json", json.dumps(rows)),
+                       ("rows.jsonl", "\n".join(json.dumps(r) for r in rows))]:
+        (tmp_path / name).write_text(text)
+        assert main(["check", str(tmp_path / name), "--tokenizer", qwen3_dir, "--json"]) == 0, name
+        assert json.loads(capsys.readouterr().out)["samples"] == 3
+    # a JSON Lines file of bare message lists is still one conversation per line
+    (tmp_path / "lists.jsonl").write_text(json.dumps(rows[0]["messages"]) + "\n")
+    assert main(["check", str(tmp_path / "lists.jsonl"), "--tokenizer", qwen3_dir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 1
+
+
+def test_broken_json_array_is_reported_with_its_position(tmp_path, qwen3_dir, capsys):
+    path = tmp_path / "broken.json"
+    path.write_text('[\n  {"messages": []},\n  {"messages": [}\n]\n')
+    assert main(["check", str(path), "--tokenizer", qwen3_dir]) == 2
+    err = capsys.readouterr().err
+    assert "broken.json: not valid JSON at line 3 column" in err and "JSON array of rows" in err
+    # a broken JSON Lines line keeps its own message (line number)
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "x"}]}\n{not json\n')
+    assert main(["check", str(path), "--tokenizer", qwen3_dir]) == 2
+    assert "broken.jsonl:2: not valid JSON" in capsys.readouterr().err
+
+
+def test_mapping_flags(qwen3_dir, capsys):
+    path = str(FORMATS_DIR / "custom.jsonl")
+    assert main(["check", path, "--tokenizer", qwen3_dir, "--json", *MAPPING_FLAGS]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 2 and report["turns"] == 2 and report["errors"] == []
+    # without the mapping: every row is an error that lists its columns and the known formats
+    assert main(["check", path, "--tokenizer", qwen3_dir, "--json"]) == 1
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert len(errors) == 2 and "it has ['dialog', 'id']" in errors[0][1] and "--field-messages" in errors[0][1]
+    # a role the map lacks is named
+    assert main(["check", path, "--tokenizer", qwen3_dir, "--json", *MAPPING_FLAGS[:-1],
+                 '{"customer": "user"}']) == 1
+    assert "'dialog'[1] has role 'agent'" in json.loads(capsys.readouterr().out)["errors"][0][1]
+    assert main(["preview", path, "--tokenizer", qwen3_dir, "--no-color", *MAPPING_FLAGS]) == 0
+    out = capsys.readouterr().out
+    assert "ships tomorrow.<|im_end|>⟧" in out and "welcome.<|im_end|>⟧" in out
+    assert all("⟦" not in line and "⟧" not in line for line in out.splitlines() if "order is late" in line)
+
+
+def test_format_flag_and_bad_flags(qwen3_dir, capsys):
+    path = str(FORMATS_DIR / "sharegpt_tools.json")
+    assert main(["check", path, "--tokenizer", qwen3_dir, "--json", "--format", "sharegpt"]) == 0
+    capsys.readouterr()
+    assert main(["check", path, "--tokenizer", qwen3_dir, "--json", "--format", "alpaca"]) == 1
+    assert "which data_format='alpaca' reads" in json.loads(capsys.readouterr().out)["errors"][0][1]
+    assert main(["check", path, "--tokenizer", qwen3_dir, "--format", "sharegpt", "--role-key", "from"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main(["check", path, "--tokenizer", qwen3_dir, "--role-map", "{human: user}"]) == 2
+    assert "--role-map is not JSON" in capsys.readouterr().err
+
+
+def test_preview_sharegpt_array(qwen3_dir, capsys):
+    path = str(FORMATS_DIR / "sharegpt_tools.json")
+    assert main(["preview", path, "--tokenizer", qwen3_dir, "--no-color", "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "sample 1" in out and "sample 2" not in out and "error" not in out
+    assert '⟦<tool_call>↵\n{"name": "get_weather", "arguments": {"city": "Paris"}}↵\n</tool_call><|im_end|>⟧' in out
+
+
+REAL_FILES = ["llamafactory/alpaca_en_demo.json", "llamafactory/glaive_toolcall_en_demo.json",
+              "llamafactory/identity.json", "axolotl/alpaca_alpaca.json", "axolotl/conversation.json",
+              "axolotl/conversation.missingturns.json"]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_real_files_check_with_a_real_tokenizer(shared_root, name, capsys):
+    realdata = shared_root.parent / "realdata"
+    if not (realdata / name).is_file():
+        pytest.skip(f"{realdata / name} not available")
+    assert main(["check", str(realdata / name), "--tokenizer", str(shared_root / "qwen3"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = _rows(realdata / name)
+    assert report["samples"] == len(rows) and report["errors"] == [] and report["untrainable"] == []
+    assert report["turns_without_stop"] == [] and 0 < report["trained_fraction"] < 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,93 @@ def test_ray_engine_matches_datasets_engine(tmp_path):
         sorted(read_rejects(tmp_path / "b"), key=lambda r: r["index"])
     assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}
     assert os.path.exists(tmp_path / "b" / "summary.json")
+
+
+# -- data formats: JSON arrays and ShareGPT / Alpaca / mapped rows, with no conversion code ---------
+
+FORMATS_DIR = Path(__file__).resolve().parent / "fixtures" / "formats"
+
+
+def _reference_ids(tok, rows, **options):
+    from respmask.formats import SampleReader
+
+    read = SampleReader(**options)
+    out = []
+    for row in rows:
+        sample = read(row)
+        ids = tok.apply_chat_template(sample["messages"], tools=sample.get("tools"), tokenize=True)
+        out.append(list(ids if isinstance(ids, list) else ids["input_ids"]))
+    return out
+
+
+def test_json_array_input_is_read_as_rows(tmp_path):
+    tok = fixture_tokenizer("qwen3")
+    data = rows(9)
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(data, indent=2))  # pretty-printed, as LLaMA-Factory ships data
+    summary = tokenize_files(str(src), str(tmp_path / "out"), tok, shard_size=4, progress=False)
+    parts, rejects = check_accounting(tmp_path / "out", 9, summary)
+    assert rejects == [] and summary.shards == 3
+    assert parts["input_ids"] == _reference_ids(tok, data)
+
+
+@pytest.mark.parametrize("name", ["sharegpt_tools.json", "alpaca.json", "openai.jsonl", "conversation_object.json"])
+def test_command_line_tokenizes_each_format(tmp_path, capsys, name):
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src = FORMATS_DIR / name
+    data = [json.loads(x) for x in src.read_text().splitlines() if x.strip()] if src.suffix == ".jsonl" \
+        else json.loads(src.read_text())
+    data = data if isinstance(data, list) else [data]
+    assert main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[: out.rindex("}") + 1])
+    assert summary["input_rows"] == summary["written_rows"] == len(data) and summary["rejected_rows"] == 0
+    assert read_parts(tmp_path / "out")["input_ids"] == _reference_ids(tok, data)
+
+
+def test_command_line_mapping_and_saved_dataset(tmp_path, capsys):
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src = FORMATS_DIR / "custom.jsonl"
+    data = [json.loads(x) for x in src.read_text().splitlines()]
+    flags = ["--field-messages", "dialog", "--role-key", "speaker", "--content-key", "text",
+             "--role-map", '{"customer": "user", "agent": "assistant"}', "--quiet"]
+    assert main(["tokenize", str(src), str(tmp_path / "a"), "--tokenizer", str(tmp_path / "tok"), *flags]) == 0
+    mapping = {"field_messages": "dialog", "role_key": "speaker", "content_key": "text",
+               "role_map": {"customer": "user", "agent": "assistant"}}
+    assert read_parts(tmp_path / "a")["input_ids"] == _reference_ids(tok, data, mapping=mapping)
+    # without the mapping every row is rejected, with the reason
+    assert main(["tokenize", str(src), str(tmp_path / "b"), "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 0
+    rejects = read_rejects(tmp_path / "b")
+    assert [r["index"] for r in rejects] == [0, 1] and "it has ['dialog', 'id']" in rejects[0]["error"]
+    capsys.readouterr()
+    # Alpaca rows through a saved datasets directory (Arrow rows) and --format
+    alpaca = json.loads((FORMATS_DIR / "alpaca.json").read_text())
+    datasets.Dataset.from_dict({k: [r.get(k) for r in alpaca] for k in
+                                ("instruction", "input", "output", "system", "history")}).save_to_disk(
+        str(tmp_path / "saved"))
+    assert main(["tokenize", str(tmp_path / "saved"), str(tmp_path / "c"), "--tokenizer", str(tmp_path / "tok"),
+                 "--format", "alpaca", "--quiet"]) == 0
+    assert read_parts(tmp_path / "c")["input_ids"] == _reference_ids(tok, alpaca)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", ["llamafactory/glaive_toolcall_en_demo.json", "llamafactory/identity.json",
+                                  "axolotl/conversation.json"])
+def test_real_files_tokenize_with_a_real_tokenizer(shared_root, tmp_path, capsys, name):
+    src = shared_root.parent / "realdata" / name
+    if not src.is_file():
+        pytest.skip(f"{src} not available")
+    data = json.loads(src.read_text(encoding="utf-8"))
+    data = data if isinstance(data, list) else [data]
+    code = main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(shared_root / "qwen3"), "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[: out.rindex("}") + 1])
+    assert summary["written_rows"] == summary["input_rows"] == len(data) and summary["rejected_rows"] == 0
+    assert summary["untrainable_rows"] == 0
+    from support.tokenizers import shared_tokenizer
+
+    parts = read_parts(tmp_path / "out")
+    assert parts["input_ids"][:20] == _reference_ids(shared_tokenizer("qwen3"), data[:20])

@@ -7,16 +7,19 @@ inside the package, so a fresh install shows the main job offline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .check import check, read_jsonl
+from .check import check
 from .errors import RespmaskError
+from .formats import FORMATS, MessageMapping
 
 
-def _load(args: argparse.Namespace) -> tuple[list[Any], Any, str]:
+def _load(args: argparse.Namespace) -> tuple[Iterable[Any], Any, str]:
     from . import demo
 
     if args.tokenizer:
@@ -29,8 +32,40 @@ def _load(args: argparse.Namespace) -> tuple[list[Any], Any, str]:
     else:
         tok = demo.tokenizer()
         tok_name = "respmask demo tokenizer (Qwen3 chat template)"
-    samples = read_jsonl(args.file) if args.file else demo.samples()
+    if args.file:
+        from .shards import iter_rows
+
+        samples: Iterable[Any] = iter_rows(args.file)
+    else:
+        samples = demo.samples()
     return samples, tok, tok_name
+
+
+def _format_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``data_format`` and ``mapping`` from --format and the mapping flags (only when given)."""
+    opts: dict[str, Any] = {}
+    if args.format != "auto":
+        opts["data_format"] = args.format
+    mapping: dict[str, Any] = {}
+    for flag, key in (("field_messages", "field_messages"), ("role_key", "role_key"), ("content_key", "content_key")):
+        if getattr(args, flag):
+            mapping[key] = getattr(args, flag)
+    if args.role_map:
+        try:
+            mapping["role_map"] = json.loads(args.role_map)
+        except json.JSONDecodeError as exc:
+            raise RespmaskError(f"--role-map is not JSON ({exc.msg}): give an object such as '{{\"human\": \"user\"}}'")
+    if mapping:
+        if args.format != "auto":
+            raise RespmaskError(
+                "--format and the mapping flags (--field-messages, --role-key, --content-key, --role-map) exclude "
+                "each other: the mapping reads every row"
+            )
+        try:
+            opts["mapping"] = dataclasses.asdict(MessageMapping.of(mapping))
+        except ValueError as exc:
+            raise RespmaskError(f"mapping flags: {exc}") from None
+    return opts
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,6 +77,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     if args.chat_template:
         with open(args.chat_template, encoding="utf-8") as f:
             opts["chat_template"] = f.read()
+    opts.update(_format_options(args))
     return opts
 
 
@@ -54,7 +90,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     color = not args.no_color and (args.color or sys.stdout.isatty())
     html_parts = []
     print(f"tokenizer: {tok_name}; trained tokens are " + ("highlighted in green" if color else "inside ⟦ ⟧"))
-    for i, sample in enumerate(samples[: args.n]):
+    for i, sample in enumerate(itertools.islice(samples, args.n)):
         print(f"\n── sample {i} " + "─" * 60)
         try:
             p = preview(sample, masker)
@@ -111,13 +147,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def data_options(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group(
+            "data format",
+            "Rows are read as OpenAI messages, ShareGPT / LLaMA-Factory, Alpaca or prompt/completion, "
+            "detected per row; the mapping flags read any other list of messages.",
+        )
+        g.add_argument("--format", choices=["auto", *FORMATS], default="auto",
+                       help="the layout of every row (default: auto, decided per row)")
+        g.add_argument("--field-messages", metavar="COLUMN", help="the column holding the list of messages")
+        g.add_argument("--role-key", metavar="KEY", help="the message key holding the role (default: role)")
+        g.add_argument("--content-key", metavar="KEY", help="the message key holding the text (default: content)")
+        g.add_argument("--role-map", metavar="JSON",
+                       help='JSON object of data roles to respmask roles, e.g. \'{"human": "user", "bot": "assistant"}\'')
+
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("file", nargs="?", help="JSON Lines file, one sample per line (default: the demo samples)")
+        p.add_argument("file", nargs="?", help="data file: JSON Lines, a JSON array of rows, Parquet, or a saved "
+                       "datasets directory (default: the demo samples)")
         p.add_argument("--tokenizer", "-t", help="tokenizer directory or name (default: the demo tokenizer)")
         p.add_argument("--chat-template", help="a Jinja file to use instead of the tokenizer's template")
         p.add_argument("--template-kwargs", help='JSON object of template kwargs, e.g. \'{"enable_thinking": false}\'')
         p.add_argument("--train-on", choices=["all", "last"], default="all", help="assistant turns to train")
         p.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
+        data_options(p)
 
     p = sub.add_parser("preview", help="show samples with trained tokens highlighted")
     common(p)
@@ -135,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser("tokenize", help="pre-tokenize a dataset into Parquet shards (resumable)")
-    t.add_argument("input", help="JSON Lines file, Parquet file, or a saved datasets directory")
+    t.add_argument("input", help="JSON Lines file, JSON array of rows, Parquet file, or a saved datasets directory")
     t.add_argument("output", help="output directory (part-*.parquet, rejects-*.jsonl, summary.json)")
     t.add_argument("--tokenizer", "-t", required=True, help="tokenizer directory or name")
     t.add_argument("--chat-template", help="a Jinja file to use instead of the tokenizer's template")
@@ -151,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--drop-untrainable", action="store_true",
                    help="move samples with no trained token to the rejects instead of writing them")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_options(t)
     t.set_defaults(func=cmd_tokenize)
     return parser
 

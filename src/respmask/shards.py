@@ -1,6 +1,7 @@
 """``respmask tokenize``: pre-tokenize a dataset file into Parquet shards, resumably.
 
-Input: JSON Lines, Parquet, or a saved ``datasets`` directory. Output directory:
+Input: JSON Lines, a JSON array of rows (or one JSON object), Parquet, or a saved ``datasets``
+directory. Output directory:
 ``part-00000.parquet`` ... (``input_ids``, ``labels`` as list<int32>, ``index`` of the input row;
 with packing also ``position_ids`` and ``lengths``), ``rejects-00000.jsonl`` (every input row that
 could not be used, with its index and the reason), ``stats-00000.json`` per shard and
@@ -98,8 +99,66 @@ class _JsonRows:
         return out
 
 
-def _open_input(path: str) -> tuple[str, Any]:
-    """('jsonl', path) or ('dataset', datasets.Dataset) for Parquet / saved datasets."""
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def _json_layout(path: str) -> str:
+    """How a JSON file holds its rows: ``"lines"`` (JSON Lines) or ``"document"`` (one JSON
+    value: an array of rows, or one object). Only the first lines are read.
+
+    A first line that is a JSON value by itself starts JSON Lines, except a file that is one
+    array on one line and is not named ``.jsonl``/``.ndjson`` (an array of rows). A first line
+    that is the start of a longer value (``[``, ``{``, a pretty-printed row) starts a document;
+    a first line that breaks off before its end is a broken JSON Lines row, reported as such.
+    """
+    first = None
+    more = False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            if first is None:
+                first = line.strip()
+            else:
+                more = True
+                break
+    if first is None:
+        return "lines"
+    try:
+        json.loads(first)
+    except json.JSONDecodeError as exc:
+        return "document" if exc.pos >= len(first) else "lines"
+    if first.startswith("[") and not more and Path(path).suffix not in JSON_LINES_SUFFIXES:
+        return "document"
+    return "lines"
+
+
+def _json_document(path: str) -> list[Any]:
+    """The rows of a file holding one JSON array (its items) or one JSON object (one row)."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            value = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise RespmaskError(
+                f"{path}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); respmask reads a "
+                "JSON array of rows, one JSON object, or JSON Lines (one object per line)"
+            ) from exc
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [value]
+    raise RespmaskError(f"{path}: holds a JSON {type(value).__name__}, not an array of rows or an object")
+
+
+def open_input(path: str) -> tuple[str, Any]:
+    """A data file or directory, opened: ``("jsonl", path)`` for JSON Lines (read as a stream),
+    ``("rows", list)`` for a JSON array (or a single JSON object), ``("dataset", Dataset)`` for
+    Parquet and saved ``datasets`` directories.
+
+    Raises:
+        RespmaskError: no such file, a saved DatasetDict without a 'train' split, or a JSON
+            document that does not parse (its line and column).
+    """
     p = Path(path)
     if p.is_dir():
         import datasets
@@ -110,13 +169,41 @@ def _open_input(path: str) -> tuple[str, Any]:
                 raise RespmaskError(f"{path}: a DatasetDict without a 'train' split ({list(ds)})")
             ds = ds["train"]
         return "dataset", ds
+    if not p.is_file():
+        raise RespmaskError(f"{path}: no such file or directory")
     if p.suffix in (".parquet", ".pq"):
         import datasets
 
         return "dataset", datasets.Dataset.from_parquet(str(p))
-    if p.suffix in (".jsonl", ".json", ".ndjson") or p.is_file():
-        return "jsonl", str(p)
-    raise RespmaskError(f"{path}: no such file or directory")
+    if _json_layout(str(p)) == "document":
+        return "rows", _json_document(str(p))
+    return "jsonl", str(p)
+
+
+def iter_rows(path: str) -> Iterator[Any]:
+    """Every row of a data file (JSON Lines, a JSON array or object, Parquet, a saved dataset).
+
+    Raises:
+        RespmaskError: as :func:`open_input`, and a JSON Lines line that is not valid JSON (its
+            line number) or not an object or list.
+    """
+    kind, source = open_input(path)
+    if kind == "rows":
+        yield from source
+    elif kind == "dataset":
+        yield from source
+    else:
+        with open(source, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RespmaskError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+                if not isinstance(value, (Mapping, list)):
+                    raise RespmaskError(f"{path}:{n}: each line must be a JSON object")
+                yield value
 
 
 def _jsonl_shards(path: str, size: int) -> Iterator[tuple[int, list[str], list[int]]]:
@@ -236,7 +323,7 @@ def tokenize_files(
 
     pretokenizer = Pretokenizer(tokenizer, on_error="collect", **options)
     fn = _JsonRows(pretokenizer)
-    kind, source = _open_input(input_path)
+    kind, source = open_input(input_path)
     if kind == "jsonl":
         total = _count_jsonl(source)
         shards: Iterator[tuple[int, Any]] = (
@@ -249,7 +336,7 @@ def tokenize_files(
         def dataset_shards() -> Iterator[tuple[int, Any]]:
             for k, a in enumerate(range(0, total, shard_size)):
                 b = min(a + shard_size, total)
-                rows = source.select(range(a, b)).to_list()
+                rows = source[a:b] if kind == "rows" else source.select(range(a, b)).to_list()
                 yield k, pa.table({"json": [json.dumps(r, default=_json_default) for r in rows],
                                    "index": pa.array(range(a, b), type=pa.int64())})
 
