@@ -124,7 +124,9 @@ class MessageMapping:
         if not isinstance(self.role_map, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) and v for k, v in self.role_map.items()
         ):
-            raise ValueError(f"MessageMapping.role_map must map role names to role names, got {self.role_map!r}")
+            raise ValueError(
+                f"MessageMapping.role_map must map role names to role names, got {self.role_map!r}"
+            )
         object.__setattr__(self, "role_map", dict(self.role_map))
 
     @classmethod
@@ -137,7 +139,9 @@ class MessageMapping:
         if isinstance(value, MessageMapping):
             return value
         if not isinstance(value, Mapping):
-            raise ValueError(f"mapping must be a MessageMapping or a dict of its fields, got {type(value).__name__}")
+            raise ValueError(
+                f"mapping must be a MessageMapping or a dict of its fields, got {type(value).__name__}"
+            )
         unknown = sorted(set(value) - {"field_messages", "role_key", "content_key", "role_map"})
         if unknown:
             raise ValueError(
@@ -228,7 +232,9 @@ def _tools(value: Any, wrap: bool) -> Any:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SampleError(f"'tools' is a string but not JSON ({exc.msg} at character {exc.pos})") from None
+            raise SampleError(
+                f"'tools' is a string but not JSON ({exc.msg} at character {exc.pos})"
+            ) from None
         if isinstance(value, Mapping):
             value = [value]
         if not isinstance(value, list):
@@ -243,7 +249,8 @@ def _tools(value: Any, wrap: bool) -> Any:
 
 
 def _wrap_tool(tool: Any) -> Any:
-    if isinstance(tool, Mapping) and "function" not in tool and "name" in tool and tool.get("type") in (None, "function"):
+    bare = isinstance(tool, Mapping) and "function" not in tool and "name" in tool
+    if bare and tool.get("type") in (None, "function"):
         return {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
     return tool
 
@@ -266,7 +273,9 @@ def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
     for k, call in enumerate(calls):
         what = f"{where}" if len(calls) == 1 else f"{where}, call {k}"
         if not isinstance(call, Mapping):
-            raise SampleError(f'{what}: a function call must be {{"name": ..., "arguments": ...}}, got {call!r:.80}')
+            raise SampleError(
+                f'{what}: a function call must be {{"name": ..., "arguments": ...}}, got {call!r:.80}'
+            )
         if isinstance(call.get("function"), Mapping):
             call = {**call["function"], **{k2: v for k2, v in call.items() if k2 not in ("function", "type")}}
         name = call.get("name")
@@ -389,7 +398,8 @@ class SampleReader:
     def __init__(self, data_format: DataFormat = "auto",
                  mapping: MessageMapping | Mapping[str, Any] | None = None):
         if data_format not in ("auto", *FORMATS):
-            raise ValueError(f"data_format must be one of {', '.join(map(repr, ('auto', *FORMATS)))}; got {data_format!r}")
+            choices = ", ".join(map(repr, ("auto", *FORMATS)))
+            raise ValueError(f"data_format must be one of {choices}; got {data_format!r}")
         if mapping is not None and data_format != "auto":
             raise ValueError(
                 f"mapping=... reads every row through the mapping, so data_format must stay 'auto' "
@@ -448,7 +458,9 @@ class SampleReader:
             messages, key = row, None
         else:
             if not isinstance(row, Mapping):
-                raise SampleError(f"a sample must be a dict (or a list of messages), got {type(row).__name__}")
+                raise SampleError(
+                    f"a sample must be a dict (or a list of messages), got {type(row).__name__}"
+                )
             key = _message_field(row)
             if key is None:
                 if self.data_format == "messages":
@@ -509,7 +521,9 @@ class SampleReader:
         for i, m in enumerate(messages):
             at = f"{where}[{i}]"
             if not isinstance(m, Mapping):
-                raise SampleError(f"{at} must be a dict with {role_key!r} and {content_key!r}, got {type(m).__name__}")
+                raise SampleError(
+                    f"{at} must be a dict with {role_key!r} and {content_key!r}, got {type(m).__name__}"
+                )
             raw = m.get(role_key)
             if raw is None:
                 raise SampleError(f"{at} has no {role_key!r} (its keys: {sorted(map(str, m))})")
@@ -524,12 +538,14 @@ class SampleReader:
             rest = {k: v for k, v in m.items() if k not in (role_key, content_key)}
             if role != FUNCTION_CALL and value is not None and not isinstance(value, (str, list, tuple)):
                 raise SampleError(
-                    f"{at}[{content_key!r}] must be a string or a list of content parts, got {type(value).__name__}"
+                    f"{at}[{content_key!r}] must be a string or a list of content parts, "
+                    f"got {type(value).__name__}"
                 )
             if role == FUNCTION_CALL:
                 calls = _tool_calls(value, f"{at} ({raw})")
                 previous = out[-1] if out else None
-                if previous is not None and previous["role"] == "assistant" and all(v is None for v in rest.values()):
+                if (previous is not None and previous["role"] == "assistant"
+                        and all(v is None for v in rest.values())):
                     _add_calls(previous, calls, f"{where}[{i - 1}]")
                 else:
                     out.append({"role": "assistant", "content": "", **rest, "tool_calls": calls})
@@ -560,10 +576,15 @@ class SampleReader:
         history = row.get("history")
         if history is not None:
             if not isinstance(history, (list, tuple)):
-                raise SampleError(f"'history' must be a list of [instruction, response] pairs, got {type(history).__name__}")
+                raise SampleError(
+                    f"'history' must be a list of [instruction, response] pairs, got {type(history).__name__}"
+                )
             for i, pair in enumerate(history):
-                if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-                    raise SampleError(f"'history'[{i}] must be an [instruction, response] pair of strings, got {pair!r:.80}")
+                if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                        and all(isinstance(x, str) for x in pair)):
+                    raise SampleError(
+                        f"'history'[{i}] must be an [instruction, response] pair of strings, got {pair!r:.80}"
+                    )
                 messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
         messages += [{"role": "user", "content": "\n".join(texts)}, {"role": "assistant", "content": output}]
         messages = _system_first(messages, row.get("system"), "system")
