@@ -114,8 +114,10 @@ def test_command_line(tmp_path, capsys):
     write_input(src, 30)
     code = main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"),
                  "--num-proc", "2", "--shard-size", "8", "--max-length", "64", "--quiet"])
-    assert code == 0
-    out = capsys.readouterr().out
+    assert code == 1  # rows were rejected: a pipeline must notice
+    captured = capsys.readouterr()
+    assert "4 of 30 input rows were rejected" in captured.err and "--allow-rejects" in captured.err
+    out = captured.out
     summary = json.loads(out[: out.rindex("}") + 1])
     # rows 5, 11, 17 and 29 are rejected; row 23 (no reply) is written (kept) and counted untrainable
     assert summary["input_rows"] == 30 and summary["rejected_rows"] == 4 and summary["untrainable_rows"] >= 1
@@ -195,8 +197,8 @@ def test_command_line_mapping_and_saved_dataset(tmp_path, capsys):
     mapping = {"field_messages": "dialog", "role_key": "speaker", "content_key": "text",
                "role_map": {"customer": "user", "agent": "assistant"}}
     assert read_parts(tmp_path / "a")["input_ids"] == _reference_ids(tok, data, mapping=mapping)
-    # without the mapping every row is rejected, with the reason
-    assert main(["tokenize", str(src), str(tmp_path / "b"), "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 0
+    # without the mapping every row is rejected, with the reason (and exit 1: nothing was written)
+    assert main(["tokenize", str(src), str(tmp_path / "b"), "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 1
     rejects = read_rejects(tmp_path / "b")
     assert [r["index"] for r in rejects] == [0, 1] and "it has ['dialog', 'id']" in rejects[0]["error"]
     capsys.readouterr()
@@ -229,3 +231,16 @@ def test_real_files_tokenize_with_a_real_tokenizer(shared_root, tmp_path, capsys
 
     parts = read_parts(tmp_path / "out")
     assert parts["input_ids"][:20] == _reference_ids(shared_tokenizer("qwen3"), data[:20])
+
+
+def test_exit_code_with_allow_rejects(tmp_path, capsys):
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src = tmp_path / "in.jsonl"
+    write_input(src, 30)  # rows 5, 11, 17 and 29 are rejected
+    args = ["--tokenizer", str(tmp_path / "tok"), "--quiet", "--allow-rejects"]
+    assert main(["tokenize", str(src), str(tmp_path / "out"), *args]) == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"messages": "not a list"}) + "\n" for _ in range(3)))
+    assert main(["tokenize", str(bad), str(tmp_path / "out2"), *args]) == 1  # nothing written
+    assert "3 of 3 input rows were rejected" in capsys.readouterr().err

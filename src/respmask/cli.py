@@ -137,6 +137,11 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}/part-*.parquet ({summary.written_rows} rows"
           + (f" packed into {summary.packed_rows}" if args.pack else "")
           + f"), rejects: {summary.rejected_rows} (rejects-*.jsonl), {summary.resumed_shards} shard(s) resumed")
+    if summary.rejected_rows and (not args.allow_rejects or summary.written_rows == 0):
+        print(f"respmask tokenize: {summary.rejected_rows} of {summary.input_rows} input rows were rejected; their "
+              f"reasons are in {args.output}/rejects-*.jsonl" + ("" if args.allow_rejects else
+              " (pass --allow-rejects to exit 0 when some rows were written)"), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -202,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pack", type=int, metavar="L", help="pack samples into rows of at most L tokens")
     t.add_argument("--drop-untrainable", action="store_true",
                    help="move samples with no trained token to the rejects instead of writing them")
+    t.add_argument("--allow-rejects", action="store_true",
+                   help="exit 0 when some rows were rejected (default: exit 1 when any row was; always 1 when none "
+                        "was written)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     data_options(t)
     t.set_defaults(func=cmd_tokenize)
