@@ -276,3 +276,21 @@ def test_pickling_reuses_the_serialized_tokenizer_and_is_deterministic():
 
     assert Hasher.hash(Pretokenizer(tok)) == Hasher.hash(Pretokenizer(tok))
     assert Hasher.hash(Pretokenizer(tok)) != Hasher.hash(Pretokenizer(other))
+
+
+def test_rows_with_labels_on_every_token_are_flagged():
+    tok = fixture_tokenizer("qwen2_5")
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    ids = list(tok.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"])
+    row = {"input_ids": ids, "labels": ids}  # what a dataset prepared by someone else looks like
+    collator = ResponseOnlyCollator(tok)
+    with pytest.warns(UserWarning, match="labels on every token"):
+        batch = collator([row])
+    assert collator.stats.every_token_trained == 1
+    assert batch["labels"].tolist() == [ids]  # kept as given: respmask cannot tell the prompt apart
+    with pytest.raises(UntrainableSampleError, match="skip_prepare_dataset"):
+        ResponseOnlyCollator(tok, on_untrainable="raise")([row])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # respmask's own rows (prompt at -100) are not flagged
+        own = ResponseOnlyCollator(tok)([{"messages": chat}])
+    assert own["input_ids"][0].tolist() == ids and own["labels"][0].tolist() != ids

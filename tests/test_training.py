@@ -235,3 +235,18 @@ def test_per_message_train_flag_in_training(tmp_path):
     chat["messages"][3]["train"] = False
     batch = ResponseOnlyCollator(tok)([chat])
     assert _trained(tok, batch) == "first answer<|im_end|>"
+
+
+def test_trl_recipe_without_its_settings_is_caught(tmp_path):
+    # SFTTrainer left to prepare the dataset itself: rows reach the collator already tokenized,
+    # 'messages' dropped, labels on every token. The collator warns; check_trainer says why.
+    trl = pytest.importorskip("trl")
+    tok = fixture_tokenizer("qwen2_5")
+    config = trl.SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[],
+                           use_cpu=True, save_strategy="no", disable_tqdm=True)
+    ds = datasets.Dataset.from_list(rows(8))
+    trainer = trl.SFTTrainer(model=tiny_model(len(tok)), args=config, train_dataset=ds, processing_class=tok,
+                             data_collator=ResponseOnlyCollator(tok))
+    with pytest.warns(UserWarning, match="labels on every token"):
+        report = respmask.check_trainer(trainer, batches=1)
+    assert any("labels on every token" in p.what and "skip_prepare_dataset" in p.fix for p in report.problems)

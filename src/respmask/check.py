@@ -292,6 +292,24 @@ def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: An
     report.samples += labels.shape[0]
     report.tokens += int(labels.size)
     report.trained_tokens += int(trained.sum())
+    ids = batch.get("input_ids")
+    if ids is not None:
+        ids = np.asarray(ids.detach().cpu() if hasattr(ids, "detach") else ids).reshape(labels.shape)
+        mask = batch.get("attention_mask")
+        real = (np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask).reshape(labels.shape) == 1
+                if mask is not None else np.ones(labels.shape, dtype=bool))
+        # rows whose every real token is trained with itself as the label: labels copied from input_ids
+        copied = ((labels == ids) | ~real).all(axis=1) & (real.sum(axis=1) > 1)
+        title = "samples reach the model with labels on every token (prompts are trained)"
+        if copied.any() and not any(p.what.startswith(title) for p in report.problems):
+            report.problems.append(Problem(
+                f"{title}: {int(copied.sum())} of {len(copied)} in batch {report.batches - 1}",
+                "the dataset was tokenized before the collator, with labels = input_ids (TRL's SFTTrainer "
+                "prepares the dataset itself unless told not to, and Trainer then drops 'messages'); a collator "
+                "that only pads keeps those labels",
+                "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) with "
+                "respmask.ResponseOnlyCollator, or pre-tokenize with respmask.Pretokenizer",
+            ))
     if not trained.any():
         report.problems.append(Problem(
             f"batch {report.batches - 1}: every label is -100: the loss is NaN (or 0)",

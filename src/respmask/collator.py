@@ -45,6 +45,7 @@ class CollatorStats:
     untrainable: int = 0
     turns: int = 0
     turns_without_stop: int = 0
+    every_token_trained: int = 0  # pre-tokenized rows whose labels train every token (prompt included)
 
 
 def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -168,6 +169,21 @@ class ResponseOnlyCollator:
         st.truncated += cut
         st.turns += enc.n_turns
         st.turns_without_stop += enc.turns_without_stop
+        if trained and enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
+            # rows that arrive with labels on every token: somebody else made them from input_ids
+            st.every_token_trained += 1
+            message = (
+                f"sample {index} of this batch arrives with labels on every token (its prompt is trained too): "
+                "its 'labels' were made before respmask saw it, typically by TRL's SFTTrainer preparing the "
+                "dataset itself. Pass SFTConfig(remove_unused_columns=False, "
+                "dataset_kwargs={'skip_prepare_dataset': True}) so the raw 'messages' reach the collator, or "
+                "pre-tokenize with respmask.Pretokenizer. (on_untrainable='keep' silences this)"
+            )
+            if self.on_untrainable == "raise":
+                raise UntrainableSampleError(message)
+            if self.on_untrainable == "warn":
+                warnings.warn(message, stacklevel=3)
+            return
         if trained:
             return
         st.untrainable += 1
