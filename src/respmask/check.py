@@ -27,6 +27,8 @@ class CheckReport:
     truncated_untrainable: list[int] = field(default_factory=list)
     turns_without_stop: list[tuple[int, int]] = field(default_factory=list)  # (sample, message)
     unconfirmed_headers: list[tuple[int, int]] = field(default_factory=list)  # (sample, message)
+    # (sample, message, what) of data the chat template leaves out of the render
+    dropped: list[tuple[int, int, str]] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -35,8 +37,9 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """No sample raised and every sample has at least one trained token."""
-        return not self.errors and not self.untrainable
+        """No sample raised, every sample has a trained token, and the template drops no data but
+        earlier turns' reasoning (which templates such as Qwen3's leave out by design)."""
+        return not self.errors and not self.untrainable and not any(w != "reasoning" for _, _, w in self.dropped)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,6 +68,19 @@ class CheckReport:
         lines.append(f"turns without a trained stop token: {len(self.turns_without_stop)}" + (
             f"  [sample, message: {some(self.turns_without_stop)}]  (the model may not learn to stop)"
             if self.turns_without_stop else ""))
+        if self.dropped:
+            lost = [d for d in self.dropped if d[2] != "reasoning"]
+            reasoning = [d[:2] for d in self.dropped if d[2] == "reasoning"]
+            if lost:
+                lines.append(f"data the chat template leaves out: {len(lost)} message(s)")
+                groups: dict[str, list[tuple[int, int]]] = {}
+                for sample, message, what in lost:
+                    groups.setdefault(what.split(" (role")[0], []).append((sample, message))
+                for what, where in groups.items():
+                    lines.append(f"  {what}: {len(where)}  [sample, message: {some(where)}]")
+            if reasoning:
+                lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
+                             f"  [sample, message: {some(reasoning)}]")
         if self.unconfirmed_headers:
             lines.append(f"turns whose header did not match the generation prompt: {some(self.unconfirmed_headers)}")
         lines.append(f"errors:             {len(self.errors)}")
@@ -124,6 +140,7 @@ def check(
                 report.untrainable.append(index)
                 if cut and enc.n_trained:
                     report.truncated_untrainable.append(index)
+            report.dropped.extend((index, message, what) for message, what in enc.dropped)
             for t in enc.turns:
                 if t.stop is None:
                     report.turns_without_stop.append((index, t.message))

@@ -46,6 +46,7 @@ class CollatorStats:
     turns: int = 0
     turns_without_stop: int = 0
     every_token_trained: int = 0  # pre-tokenized rows whose labels train every token (prompt included)
+    dropped_data: int = 0  # samples holding data the chat template leaves out (respmask.check lists it)
 
 
 def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -169,6 +170,7 @@ class ResponseOnlyCollator:
         st.truncated += cut
         st.turns += enc.n_turns
         st.turns_without_stop += enc.turns_without_stop
+        st.dropped_data += bool(enc.dropped)
         if trained and enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
             # rows that arrive with labels on every token: somebody else made them from input_ids
             st.every_token_trained += 1

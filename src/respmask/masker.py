@@ -23,7 +23,7 @@ from .render import ChatTemplate, template_inputs
 from .formats import DataFormat, MessageMapping, SampleReader
 from .samples import Chat, Pretokenized, TextPair, parse
 from .segments import Segments
-from .spans import StopTokens, Turn, UnplacedTurn, find_turns, select_messages, trained_spans
+from .spans import StopTokens, Turn, UnplacedTurn, dropped_data, find_turns, select_messages, trained_spans
 
 TrainOn = Literal["all", "last"]
 _TRUTHY = ("1", "true", "yes", "on")
@@ -41,6 +41,7 @@ class Encoded:
     text: str | None = None  # the rendered text (raw samples only)
     turns: list[Turn] = field(default_factory=list)
     position_ids: np.ndarray | None = None  # packed rows only
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # (message, what) the render leaves out
 
     @property
     def n_trained(self) -> int:
@@ -56,6 +57,8 @@ class RenderedSample:
     turns: list[Turn]
     segments: Segments | None = None
     add_special_tokens: bool = False
+    # (message, what) the render leaves out (spans.dropped_data)
+    dropped: list[tuple[int, str]] = field(default_factory=list)
 
 
 # Tokenizers of the maskers built in this process, so that a forked worker reuses its copy.
@@ -362,7 +365,8 @@ class ChatMasker:
                 f'conversation the way the template expects, or set "train": false on message {k}.'
             ) from None
         self._check_attributed(parsed, selected, turns, segs)
-        return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs)
+        dropped = dropped_data(parsed.messages, rendered.printed, turns, rendered.text)
+        return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped)
 
     @staticmethod
     def _check_attributed(parsed: Chat, selected: Sequence[bool], turns: Sequence[Turn], segs: Segments) -> None:
@@ -439,6 +443,7 @@ class ChatMasker:
                     unconfirmed_headers=sum(1 for t in rs.turns if not t.header_confirmed),
                     text=rs.text,
                     turns=rs.turns,
+                    dropped=rs.dropped,
                 )
         return out  # type: ignore[return-value]
 

@@ -24,6 +24,8 @@ from markupsafe import Markup
 # what a run of marked characters holds
 CONTENT = 0
 REASONING = 1
+TOOLS = 2  # a message's tool calls
+MIXED = 3  # several fields of one message, mixed by an operation that cannot follow characters
 
 # message keys that hold reasoning (transformers copies reasoning under all three)
 REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
@@ -345,8 +347,11 @@ def smear(result: Any, sources: Any) -> Any:
     found = owners(sources)
     if not found:
         return result
-    if len(found) != 1:  # text of several messages mixed: data, of none of them
+    if len({o for o, _ in found}) != 1:  # text of several messages mixed: data, of none of them
         return traced(result, ((0, len(result), -1, CONTENT),))
+    owners_only = {o for o, _ in found}
+    if len(owners_only) == 1 and len(found) > 1:  # one message's content and tool calls, say
+        return traced(result, ((0, len(result), next(iter(owners_only)), MIXED),))
     owner, field = next(iter(found))
     return traced(result, ((0, len(result), owner, field),))
 
@@ -355,3 +360,12 @@ def owner_of(value: Any, default: int) -> int:
     """The last message whose text ``value`` (a dict the template built, say) holds, else ``default``."""
     found = [o for o, _ in owners(value, 32) if o >= 0]
     return max(found) if found else default
+
+
+def field_of(key: str) -> int:
+    """The field a message's top-level ``key`` holds."""
+    if key in REASONING_KEYS:
+        return REASONING
+    if key == "tool_calls":
+        return TOOLS
+    return CONTENT

@@ -26,7 +26,7 @@ from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
-from .origin import CONTENT, REASONING, REASONING_KEYS, Traced, TracedMarkup, concat, mark, owner_of, smear, traced
+from .origin import MIXED, REASONING, REASONING_KEYS, Traced, TracedMarkup, concat, field_of, mark, owner_of, smear, traced
 
 LITERAL = 0
 DATA = 1
@@ -64,11 +64,14 @@ class Rendered:
     generation_blocks: list[tuple[int, int, int]] = field(default_factory=list)
     # (start, end, owner) of every run of reasoning text a message wrote.
     reasoning: list[tuple[int, int, int]] = field(default_factory=list)
+    # (message, field) of every non-empty run of message text in the output (origin's fields).
+    printed: set[tuple[int, int]] = field(default_factory=set)
 
 
 class _State:
     __slots__ = (
-        "pos", "ids", "owner", "stack", "last_read", "owner_events", "pieces", "generation", "reasoning", "gap_owner"
+        "pos", "ids", "owner", "stack", "last_read", "owner_events", "pieces", "generation", "reasoning", "gap_owner",
+        "printed",
     )
 
     def __init__(self, tracked: Sequence[dict]):
@@ -83,6 +86,8 @@ class _State:
         self.reasoning: list[tuple[int, int, int]] = []
         # who wrote the template text inside the next traced output, when not the loop's owner
         self.gap_owner: int | None = None
+        # (message, field) of every non-empty run of message text that reached the output
+        self.printed: set[tuple[int, int]] = set()
 
     def output(self, s: Traced) -> None:
         """Record the marks of one traced string the template printed, and move on."""
@@ -97,8 +102,10 @@ class _State:
                 pieces.append((pos + cur, pos + a, gap_owner, LITERAL))
             pieces.append((pos + a, pos + b, o, DATA))
             cur = b
-            if f == REASONING and b > a:
-                self.reasoning.append((pos + a, pos + b, o))
+            if b > a:
+                self.printed.add((o, f))
+                if f == REASONING:
+                    self.reasoning.append((pos + a, pos + b, o))
             if o > later:
                 later = o
         if gap_owner is not None:
@@ -180,6 +187,8 @@ class _Hooks:
             if hasattr(value, "__html__"):  # Markup escapes the strings it holds: their marks are lost
                 owner = st.owner if st.last_read is None else st.last_read
                 st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
+                if text:
+                    st.printed.add((owner, MIXED))
             return text
 
         self.filters = {
@@ -650,7 +659,7 @@ class ChatTemplate:
                 self.env.handle_exception()
         finally:
             hooks.tls.state = previous
-        return Rendered("".join(parts), st.owner_events, st.pieces, st.generation, st.reasoning)
+        return Rendered("".join(parts), st.owner_events, st.pieces, st.generation, st.reasoning, st.printed)
 
 
 def _str_join(seq: Any) -> str:
@@ -694,14 +703,14 @@ def _plain_message(message: Mapping[str, Any], owner: int) -> dict[str, Any]:
             if kind is str and type(k) is str:
                 if k != "role":
                     v = Traced(v)
-                    v.marks = ((0, len(v), owner, REASONING if k in REASONING_KEYS else CONTENT),)
+                    v.marks = ((0, len(v), owner, field_of(k)),)
                 out[k] = v
             elif v is not None:
                 break
         else:
             return out
     copy = _plain({k: v for k, v in message.items() if v is not None})
-    return {k: v if k == "role" else mark(v, owner, REASONING if k in REASONING_KEYS else CONTENT) for k, v in copy.items()}
+    return {k: v if k == "role" else mark(v, owner, field_of(k)) for k, v in copy.items()}
 
 
 def _tool_schemas(tools: Sequence[Any] | None) -> list[dict] | None:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .origin import MIXED, REASONING, REASONING_KEYS, TOOLS
+from .origin import CONTENT as CONTENT_FIELD
 from .profile import TemplateProfile, bisect_segments, region_start, tail_ranges
 from .render import DATA, NO_OWNER, Rendered
 from .segments import Segments
@@ -454,3 +456,46 @@ def trained_spans(turns: Sequence[Turn], segs: Segments) -> list[tuple[int, int]
         else:
             merged.append((a, b))
     return merged
+
+
+def _has_text(value: Any) -> bool:
+    """A non-blank string, or content parts holding one."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, (list, tuple)):
+        return any(
+            _has_text(p.get("text") if isinstance(p, Mapping) else p) for p in value
+        )
+    return False
+
+
+def dropped_data(
+    messages: Sequence[Mapping[str, Any]], printed: set[tuple[int, int]], turns: Sequence[Turn], text: str
+) -> list[tuple[int, str]]:
+    """``(message, what)`` for data a message holds that its render does not show: its content,
+    reasoning or tool calls (a template without tool support; Qwen3 dropping earlier turns'
+    reasoning), the whole message (a role the template does not know), and trained turns that
+    train nothing but their stop token (an empty reply, tool calls the template dropped)."""
+    got: dict[int, set[int]] = {}
+    for owner, f in printed:
+        got.setdefault(owner, set()).add(f)
+    out: list[tuple[int, str]] = []
+    for k, m in enumerate(messages):
+        has = []
+        if _has_text(m.get("content")):
+            has.append((CONTENT_FIELD, "content"))
+        if any(_has_text(m.get(key)) for key in REASONING_KEYS):
+            has.append((REASONING, "reasoning"))
+        if m.get("tool_calls"):
+            has.append((TOOLS, "tool calls"))
+        if not has:
+            continue
+        fields = got.get(k)
+        if not fields:
+            out.append((k, f"the whole message (role {m.get('role')!r})"))
+        elif MIXED not in fields:
+            out.extend((k, name) for f, name in has if f not in fields)
+    for t in turns:
+        if t.stop is not None and not text[t.start : t.stop[0]].strip():
+            out.append((t.message, "everything but its stop token (only the stop token is trained)"))
+    return out

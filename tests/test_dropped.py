@@ -1,0 +1,68 @@
+"""Data the chat template leaves out of the render is reported, never lost silently (issue 12)."""
+
+from __future__ import annotations
+
+from respmask import ChatMasker, ResponseOnlyCollator, check
+from support.conversations import WEATHER_TOOL
+from support.tokenizers import fixture_tokenizer
+
+CALL = {"id": "call00001", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+
+
+def chat(*pairs):
+    return [{"role": r, "content": c} for r, c in pairs]
+
+
+def test_a_clean_conversation_drops_nothing():
+    tok = fixture_tokenizer("qwen3")
+    sample = {"messages": chat(("system", "s"), ("user", "q"), ("assistant", "a"))}
+    assert ChatMasker(tok).encode(sample).dropped == []
+    assert check([sample], tok).ok
+
+
+def test_tool_calls_a_template_cannot_render():
+    # Zephyr's template has no tool support: the call is dropped and the turn trains only </s>
+    tok = fixture_tokenizer("zephyr")
+    msgs = [*chat(("user", "weather?")), {"role": "assistant", "content": "", "tool_calls": [CALL]}]
+    enc = ChatMasker(tok).encode({"messages": msgs, "tools": [WEATHER_TOOL]})
+    assert (1, "the whole message (role 'assistant')") in enc.dropped
+    assert any(k == 1 and "only the stop token" in what for k, what in enc.dropped)
+    report = check([{"messages": msgs, "tools": [WEATHER_TOOL]}], tok)
+    assert not report.ok and "data the chat template leaves out" in str(report)
+
+
+def test_a_role_the_template_does_not_know():
+    tok = fixture_tokenizer("qwen3")
+    msgs = chat(("user", "q"), ("wizard", "abracadabra"), ("assistant", "a"))
+    enc = ChatMasker(tok).encode({"messages": msgs})
+    assert enc.dropped == [(1, "the whole message (role 'wizard')")]
+    assert "abracadabra" not in tok.decode(enc.input_ids)
+
+
+def test_an_empty_reply_trains_only_its_stop_token():
+    tok = fixture_tokenizer("llama3_1")
+    enc = ChatMasker(tok).encode({"messages": chat(("user", "q"), ("assistant", ""))})
+    assert enc.dropped == [(1, "everything but its stop token (only the stop token is trained)")]
+
+
+def test_reasoning_of_earlier_turns_is_listed_but_not_a_failure():
+    # Qwen3 leaves out the reasoning of assistant turns before the last user message
+    tok = fixture_tokenizer("qwen3")
+    msgs = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1", "reasoning_content": "thought one"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "a2", "reasoning_content": "thought two"},
+    ]
+    enc = ChatMasker(tok).encode({"messages": msgs})
+    assert enc.dropped == [(1, "reasoning")]
+    report = check([{"messages": msgs}], tok)
+    assert report.ok and "reasoning the template leaves out (earlier turns): 1" in str(report)
+
+
+def test_the_collator_counts_samples_with_dropped_data():
+    tok = fixture_tokenizer("qwen3")
+    collator = ResponseOnlyCollator(tok)
+    collator([{"messages": chat(("user", "q"), ("wizard", "w"), ("assistant", "a"))},
+              {"messages": chat(("user", "q"), ("assistant", "a"))}])
+    assert collator.stats.dropped_data == 1
