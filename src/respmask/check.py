@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -154,23 +153,6 @@ def check(
             flush()
     flush()
     return report
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """Samples from a JSON Lines file (one JSON object per line)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RespmaskError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(value, (Mapping, list)):
-                raise RespmaskError(f"{path}:{n}: each line must be a JSON object")
-            out.append(value)
-    return out
 
 
 @dataclass
