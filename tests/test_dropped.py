@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
+import pytest
+
 from respmask import ChatMasker, ResponseOnlyCollator, check
 from support.conversations import WEATHER_TOOL
 from support.tokenizers import fixture_tokenizer
@@ -60,9 +64,15 @@ def test_reasoning_of_earlier_turns_is_listed_but_not_a_failure():
     assert report.ok and "reasoning the template leaves out (earlier turns): 1" in str(report)
 
 
-def test_the_collator_counts_samples_with_dropped_data():
+def test_the_collator_counts_and_warns_about_dropped_data():
     tok = fixture_tokenizer("qwen3")
     collator = ResponseOnlyCollator(tok)
-    collator([{"messages": chat(("user", "q"), ("wizard", "w"), ("assistant", "a"))},
-              {"messages": chat(("user", "q"), ("assistant", "a"))}])
+    batch = [{"messages": chat(("user", "q"), ("wizard", "w"), ("assistant", "a"))},
+             {"messages": chat(("user", "q"), ("assistant", "a"))}]
+    with pytest.warns(UserWarning, match=r"1 of 2 samples in this batch .*the whole message"):
+        collator(batch)
     assert collator.stats.dropped_data == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ResponseOnlyCollator(tok, on_untrainable="keep")(batch)  # silenced on request
+        ResponseOnlyCollator(tok)(batch[1:])  # nothing lost: no warning

@@ -46,7 +46,7 @@ class CollatorStats:
     turns: int = 0
     turns_without_stop: int = 0
     every_token_trained: int = 0  # pre-tokenized rows whose labels train every token (prompt included)
-    dropped_data: int = 0  # samples holding data the chat template leaves out (respmask.check lists it)
+    dropped_data: int = 0  # samples holding data the chat template leaves out, besides earlier reasoning
 
 
 def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -159,6 +159,16 @@ class ResponseOnlyCollator:
                     "is a packed row (it has 'position_ids'): padding would let its samples attend to each "
                     "other. Use ResponseOnlyCollator(..., padding_free=True).", index
                 )
+        lost = [i for i, enc in enumerate(encoded) if any(what != "reasoning" for _, what in enc.dropped)]
+        if lost and self.on_untrainable != "keep":
+            kinds = sorted({what.split(" (")[0] for i in lost for _, what in encoded[i].dropped if what != "reasoning"})
+            warnings.warn(
+                f"{len(lost)} of {len(encoded)} samples in this batch (samples {lost[:8]} of the batch; "
+                f"{self.stats.dropped_data} of {self.stats.samples} so far) hold data the chat template leaves out "
+                f"of the render ({'; '.join(kinds)}): it is not trained. Run respmask.check on the dataset to "
+                "see which messages. (on_untrainable='keep' silences this)",
+                stacklevel=2,
+            )
         return self.flatten(rows, positions) if self.padding_free else self.pad(rows)
 
     def _account(self, index: int, enc: Encoded, labels: np.ndarray, cut: bool) -> None:
@@ -170,7 +180,7 @@ class ResponseOnlyCollator:
         st.truncated += cut
         st.turns += enc.n_turns
         st.turns_without_stop += enc.turns_without_stop
-        st.dropped_data += bool(enc.dropped)
+        st.dropped_data += any(what != "reasoning" for _, what in enc.dropped)
         if trained and enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
             # rows that arrive with labels on every token: somebody else made them from input_ids
             st.every_token_trained += 1
