@@ -10,6 +10,7 @@ from .collator import truncate
 from .errors import RespmaskError
 from .masker import ChatMasker
 from .masks import IGNORE_INDEX
+from .spans import DROPPED_REASONING
 
 
 @dataclass
@@ -25,7 +26,6 @@ class CheckReport:
     truncated: list[int] = field(default_factory=list)
     truncated_untrainable: list[int] = field(default_factory=list)
     turns_without_stop: list[tuple[int, int]] = field(default_factory=list)  # (sample, message)
-    unconfirmed_headers: list[tuple[int, int]] = field(default_factory=list)  # (sample, message)
     # (sample, message, what) of data the chat template leaves out of the render
     dropped: list[tuple[int, int, str]] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
@@ -38,7 +38,7 @@ class CheckReport:
     def ok(self) -> bool:
         """No sample raised, every sample has a trained token, and the template drops no data but
         earlier turns' reasoning (which templates such as Qwen3's leave out by design)."""
-        return not self.errors and not self.untrainable and not any(w != "reasoning" for _, _, w in self.dropped)
+        return not self.errors and not self.untrainable and not any(w != DROPPED_REASONING for _, _, w in self.dropped)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,8 +68,8 @@ class CheckReport:
             f"  [sample, message: {some(self.turns_without_stop)}]  (the model may not learn to stop)"
             if self.turns_without_stop else ""))
         if self.dropped:
-            lost = [d for d in self.dropped if d[2] != "reasoning"]
-            reasoning = [d[:2] for d in self.dropped if d[2] == "reasoning"]
+            lost = [d for d in self.dropped if d[2] != DROPPED_REASONING]
+            reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
             if lost:
                 lines.append(f"data the chat template leaves out: {len(lost)} message(s)")
                 groups: dict[str, list[tuple[int, int]]] = {}
@@ -80,8 +80,6 @@ class CheckReport:
             if reasoning:
                 lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
                              f"  [sample, message: {some(reasoning)}]")
-        if self.unconfirmed_headers:
-            lines.append(f"turns whose header did not match the generation prompt: {some(self.unconfirmed_headers)}")
         lines.append(f"errors:             {len(self.errors)}")
         for index, message in self.errors[:8]:
             lines.append(f"  {message}" if message.startswith("sample") else f"  sample {index}: {message}")
@@ -143,8 +141,6 @@ def check(
             for t in enc.turns:
                 if t.stop is None:
                     report.turns_without_stop.append((index, t.message))
-                if not t.header_confirmed:
-                    report.unconfirmed_headers.append((index, t.message))
         batch.clear()
 
     for index, sample in enumerate(samples):

@@ -159,9 +159,9 @@ class ResponseOnlyCollator:
                     "is a packed row (it has 'position_ids'): padding would let its samples attend to each "
                     "other. Use ResponseOnlyCollator(..., padding_free=True).", index
                 )
-        lost = [i for i, enc in enumerate(encoded) if any(what != "reasoning" for _, what in enc.dropped)]
+        lost = [i for i, enc in enumerate(encoded) if enc.lost_data]
         if lost and self.on_untrainable != "keep":
-            kinds = sorted({what.split(" (")[0] for i in lost for _, what in encoded[i].dropped if what != "reasoning"})
+            kinds = sorted({what.split(" (role")[0] for i in lost for _, what in encoded[i].lost_data})
             warnings.warn(
                 f"{len(lost)} of {len(encoded)} samples in this batch (samples {lost[:8]} of the batch; "
                 f"{self.stats.dropped_data} of {self.stats.samples} so far) hold data the chat template leaves out "
@@ -180,7 +180,7 @@ class ResponseOnlyCollator:
         st.truncated += cut
         st.turns += enc.n_turns
         st.turns_without_stop += enc.turns_without_stop
-        st.dropped_data += any(what != "reasoning" for _, what in enc.dropped)
+        st.dropped_data += bool(enc.lost_data)
         if trained and enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
             # rows that arrive with labels on every token: somebody else made them from input_ids
             st.every_token_trained += 1

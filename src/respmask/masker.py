@@ -23,7 +23,7 @@ from .render import ChatTemplate, template_inputs
 from .formats import DataFormat, MessageMapping, SampleReader
 from .samples import Chat, Pretokenized, TextPair, parse
 from .segments import Segments
-from .spans import StopTokens, Turn, UnplacedTurn, dropped_data, find_turns, select_messages, trained_spans
+from .spans import DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, find_turns, select_messages, trained_spans
 
 TrainOn = Literal["all", "last"]
 _TRUTHY = ("1", "true", "yes", "on")
@@ -37,11 +37,15 @@ class Encoded:
     labels: np.ndarray
     n_turns: int = 0  # trained turns found
     turns_without_stop: int = 0  # trained turns with no stop token inside their span
-    unconfirmed_headers: int = 0  # turns whose header did not match the learned generation prompt
     text: str | None = None  # the rendered text (raw samples only)
     turns: list[Turn] = field(default_factory=list)
     position_ids: np.ndarray | None = None  # packed rows only
     dropped: list[tuple[int, str]] = field(default_factory=list)  # (message, what) the render leaves out
+
+    @property
+    def lost_data(self) -> list[tuple[int, str]]:
+        """What the render leaves out, but earlier turns' reasoning (left out by design)."""
+        return [(k, what) for k, what in self.dropped if what != DROPPED_REASONING]
 
     @property
     def n_trained(self) -> int:
@@ -252,9 +256,12 @@ class ChatMasker:
     def _profile_key(source: str, kwargs: Mapping[str, Any]) -> tuple[str, str]:
         return (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
 
-    def profile(self, source: str, kwargs: Mapping[str, Any]) -> tuple[TemplateProfile, StopTokens]:
-        """The learned profile of a template under these template kwargs (cached)."""
-        key = self._profile_key(source, kwargs)
+    def profile(
+        self, source: str, kwargs: Mapping[str, Any], key: tuple[str, str] | None = None
+    ) -> tuple[TemplateProfile, StopTokens]:
+        """The learned profile of a template under these template kwargs (cached under ``key``,
+        ``_profile_key(source, kwargs)`` when not given)."""
+        key = self._profile_key(source, kwargs) if key is None else key
         cached = self._profiles.get(key)
         if cached is not None:
             return cached
@@ -314,7 +321,8 @@ class ChatMasker:
         source = self.template_source(parsed.tools)
         kwargs = {**self.template_kwargs, **parsed.kwargs}
         template = self.template(source)
-        profile, stops = self.profile(source, kwargs)
+        key = self._profile_key(source, kwargs)
+        profile, stops = self.profile(source, kwargs, key)
         try:
             rendered, chat = self._render(template, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
         except RespmaskError:
@@ -324,7 +332,7 @@ class ChatMasker:
                 f"the chat template raised {type(exc).__name__}: {exc}. Fix the conversation so the template "
                 "accepts it (the same error comes from tokenizer.apply_chat_template)."
             ) from exc
-        if not self._exact[self._profile_key(source, kwargs)]:
+        if not self._exact[key]:
             reference = self._reference_text(source, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
             if reference != rendered.text:
                 at = len(commonprefix([reference or "", rendered.text]))
@@ -440,7 +448,6 @@ class ChatMasker:
                     labels_from_mask(ids, mask),
                     n_turns=len(rs.turns),
                     turns_without_stop=sum(1 for t in rs.turns if t.stop is None),
-                    unconfirmed_headers=sum(1 for t in rs.turns if not t.header_confirmed),
                     text=rs.text,
                     turns=rs.turns,
                     dropped=rs.dropped,

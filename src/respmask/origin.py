@@ -36,8 +36,8 @@ Marks = tuple[Mark, ...]
 
 class Traced(str):
     """A ``str`` with ``marks``: sorted, disjoint ``(start, end, owner, field)`` runs of characters
-    written by message ``owner`` (``field``: :data:`CONTENT` or :data:`REASONING`). Characters
-    outside every run were written by the template."""
+    written by message ``owner`` (``field``: :data:`CONTENT`, :data:`REASONING`, :data:`TOOLS` or
+    :data:`MIXED`). Characters outside every run were written by the template."""
 
     marks: Marks
 
@@ -347,12 +347,12 @@ def smear(result: Any, sources: Any) -> Any:
     found = owners(sources)
     if not found:
         return result
-    if len({o for o, _ in found}) != 1:  # text of several messages mixed: data, of none of them
+    by = {o for o, _ in found}
+    if len(by) != 1:  # text of several messages mixed: data, of none of them
         return traced(result, ((0, len(result), -1, CONTENT),))
-    owners_only = {o for o, _ in found}
-    if len(owners_only) == 1 and len(found) > 1:  # one message's content and tool calls, say
-        return traced(result, ((0, len(result), next(iter(owners_only)), MIXED),))
     owner, field = next(iter(found))
+    if len(found) > 1:  # several fields of one message (its content and tool calls, say)
+        field = MIXED
     return traced(result, ((0, len(result), owner, field),))
 
 

@@ -299,11 +299,12 @@ def learn_profile(
                 if tail_tokens:
                     end_of_turn.append(tail_tokens[0])
                     if tail_ends and tail_ends[0][0] == tail_tokens[0]:
-                        # what follows the token: a header opening there makes it an opener
-                        opens.setdefault(tail_tokens[0], []).append(full.text[tail_ends[0][1] - len(tail_tokens[0]):])
-                    if tail_ends and tail_ends[0][0] == tail_tokens[0]:
-                        followed = bool(eos) and full.text.startswith(eos, tail_ends[0][1])  # type: ignore[arg-type]
-                        closer_then_eos.setdefault(tail_tokens[0], []).append(followed)
+                        token, token_end = tail_ends[0]
+                        # the text from the token on (a header opening there makes it an opener),
+                        # and whether EOS follows it
+                        opens.setdefault(token, []).append(full.text[token_end - len(token):])
+                        followed = bool(eos) and full.text.startswith(eos, token_end)  # type: ignore[arg-type]
+                        closer_then_eos.setdefault(token, []).append(followed)
             if message.get("reasoning_content"):
                 close = _reasoning_close(full, idxs)
                 if close:

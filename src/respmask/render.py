@@ -155,9 +155,7 @@ class _Hooks:
             if owner is None:
                 # an item the template built (merged messages, say): the message whose text it holds
                 owner = owner_of(item, st.stack[-1]) if isinstance(item, (dict, Mapping)) else st.stack[-1]
-            if owner != st.owner:
-                st.owner = owner
-                st.owner_events.append((st.pos, owner))
+            st.set_owner(owner)
 
         @jinja2.pass_context
         def pop(_ctx: Any, _: Any) -> None:
@@ -174,15 +172,12 @@ class _Hooks:
             if kind is str:  # the template's own (a loop counter, a date, a special token): every
                 return value  # string of a message, tools or documents carries marks
             st = tls.state
+            if kind is TracedMarkup and value.marks:  # ``value|safe`` printed: the value's own marks
+                value, kind = traced(str.__str__(value), value.marks), Traced
             if kind is Traced:  # its marks say who wrote what (recorded when it is printed)
                 if st.last_read is not None and st.last_read != st.owner:
                     st.gap_owner = st.last_read
                 return value
-            if kind is TracedMarkup and value.marks:  # ``value|safe`` printed: the value's own marks
-                text = traced(str.__str__(value), value.marks)
-                if st.last_read is not None and st.last_read != st.owner:
-                    st.gap_owner = st.last_read
-                return text
             text = str(value)
             if hasattr(value, "__html__"):  # Markup escapes the strings it holds: their marks are lost
                 owner = st.owner if st.last_read is None else st.last_read
@@ -328,11 +323,6 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
 
-# Every filter's new plain-string result is marked as written by the message its input came from
-# (``trim`` of a list of content parts, ``tojson`` of tool calls...); results that are already
-# traced strings (``trim`` of a string) keep their own marks.
-
-
 # filters that never return a string (numbers, lists): no wrapper. (``default`` stays wrapped: an
 # empty value replaced by a literal default still marks where the value was.)
 _NO_NEW_STRINGS = frozenset(
@@ -372,8 +362,6 @@ def _traced_trim(func: Any) -> Any:
 
     def trim(value: Any, chars: str | None = None) -> str:
         if type(value) is Traced:
-            if len(str.strip(value, chars)) == len(value):
-                return value  # nothing to trim (the common case)
             return value.strip(chars)
         return smear(func(value, chars), (value,))
 

@@ -29,7 +29,6 @@ class Turn:
     start: int  # first trained character (after the header)
     end: int  # one past the last trained character (after the stop token)
     stop: tuple[int, int] | None  # the stop token's characters, when one was found
-    header_confirmed: bool  # the header matched a learned generation prompt exactly
     reasoning: tuple[int, int] | None = None  # reasoning block left out of the loss
 
 
@@ -151,7 +150,7 @@ def _after_header(segs: Segments, start: int, end: int, profile: TemplateProfile
             if p >= 0:
                 return p + len(h)
     for h in profile.all_headers:  # a header whose end history leaves out (``>>>`` of an empty reply)
-        for c in sorted(profile.header_cuts.get(h, ()), reverse=True):
+        for c in reversed(profile.header_cuts.get(h, ())):  # longest first
             p = segs.text.find(h[:c], start, end) if c else -1
             if p >= 0:
                 return p + c
@@ -405,7 +404,7 @@ def find_turns(
             reasoning = _reasoning(
                 segs, k, header_end, stop[0] if stop else end, stops, rendered.reasoning, profile.all_headers
             )
-        turns.append(Turn(k, role, header_end, end, stop, True, reasoning))
+        turns.append(Turn(k, role, header_end, end, stop, reasoning))
     return turns, segs
 
 
@@ -420,7 +419,7 @@ def _tag_turns(
         if stops.end_of_turn is not None:
             for m in stops.end_of_turn.finditer(rendered.text, start, end):
                 stop = (m.start(), m.end())
-        turns.append(Turn(owner, roles[owner], start, end, stop, True))
+        turns.append(Turn(owner, roles[owner], start, end, stop))
     return turns
 
 
@@ -469,6 +468,11 @@ def _has_text(value: Any) -> bool:
     return False
 
 
+# what ``dropped_data`` says of reasoning left out: templates such as Qwen3's drop earlier turns'
+# reasoning by design, so it is listed but not counted as lost
+DROPPED_REASONING = "reasoning"
+
+
 def dropped_data(
     messages: Sequence[Mapping[str, Any]], printed: set[tuple[int, int]], turns: Sequence[Turn], text: str
 ) -> list[tuple[int, str]]:
@@ -485,7 +489,7 @@ def dropped_data(
         if _has_text(m.get("content")):
             has.append((CONTENT_FIELD, "content"))
         if any(_has_text(m.get(key)) for key in REASONING_KEYS):
-            has.append((REASONING, "reasoning"))
+            has.append((REASONING, DROPPED_REASONING))
         if m.get("tool_calls"):
             has.append((TOOLS, "tool calls"))
         if not has:
