@@ -76,3 +76,52 @@ def test_the_collator_counts_and_warns_about_dropped_data():
         warnings.simplefilter("error")
         ResponseOnlyCollator(tok, on_untrainable="keep")(batch)  # silenced on request
         ResponseOnlyCollator(tok)(batch[1:])  # nothing lost: no warning
+
+
+LOSSY = [
+    {"messages": chat(("user", "q"), ("assistant", "fine"))},
+    {"messages": chat(("user", "q"), ("wizard", "abracadabra"), ("assistant", "a"))},  # unknown role
+    {"messages": chat(("user", "q"), ("assistant", "also fine"))},
+    {"messages": [*chat(("user", "weather?")), {"role": "assistant", "content": "", "tool_calls": [CALL]}]},
+]
+
+
+def test_the_pretokenizer_warns_rejects_or_keeps_rows_that_lose_data():
+    from respmask import Pretokenizer
+    from respmask.errors import LostDataError
+
+    tok = fixture_tokenizer("qwen3")
+    cols = {"messages": [r["messages"] for r in LOSSY]}
+    with pytest.warns(UserWarning, match=r"1 of 4 samples in this batch \(rows \[11\]\)"):
+        kept = Pretokenizer(tok)(cols, indices=[10, 11, 12, 13])  # qwen3 renders the tool call
+    assert len(kept["input_ids"]) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(Pretokenizer(tok, on_lost_data="keep")(cols)["input_ids"]) == 4
+    with pytest.raises(LostDataError, match=r"sample 1: .*message 1: the whole message \(role 'wizard'\)"):
+        Pretokenizer(tok, on_lost_data="reject")(cols)
+    out = Pretokenizer(tok, on_lost_data="reject", on_error="collect")(cols)
+    assert [e is None for e in out["error"]] == [True, False, True, True]
+    assert len(out["input_ids"][1]) == 0 and len(out["input_ids"][0]) > 0
+
+
+def test_tokenize_rejects_rows_that_lose_data_unless_told_to_keep_them(tmp_path, capsys):
+    import json
+
+    from respmask.cli import main
+    from respmask.shards import read_parts, read_rejects
+
+    tok = fixture_tokenizer("zephyr")  # no tool support: row 3's call is dropped too
+    tok.save_pretrained(tmp_path / "tok")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in LOSSY))
+    code = main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"), "--quiet"])
+    assert code == 1
+    rejects = {r["index"]: r["error"] for r in read_rejects(tmp_path / "out")}
+    assert sorted(rejects) == [1, 3] and sorted(read_parts(tmp_path / "out")["index"]) == [0, 2]
+    assert "message 1: the whole message (role 'wizard')" in rejects[1]
+    assert "only the stop token is trained" in rejects[3] and "--keep-lost-data" in rejects[3]
+    capsys.readouterr()
+    code = main(["tokenize", str(src), str(tmp_path / "kept"), "--tokenizer", str(tmp_path / "tok"), "--quiet",
+                 "--keep-lost-data"])
+    assert code == 0 and sorted(read_parts(tmp_path / "kept")["index"]) == [0, 1, 2, 3]

@@ -128,6 +128,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if args.max_length:
         options["max_length"] = args.max_length
         options["truncation"] = args.truncation
+    options["on_lost_data"] = "keep" if args.keep_lost_data else "reject"
     summary = tokenize_files(
         args.input, args.output, tok, engine=args.engine, num_proc=args.num_proc, shard_size=args.shard_size,
         pack=args.pack, drop_untrainable=args.drop_untrainable, progress=not args.quiet, **options,
@@ -207,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pack", type=int, metavar="L", help="pack samples into rows of at most L tokens")
     t.add_argument("--drop-untrainable", action="store_true",
                    help="move samples with no trained token to the rejects instead of writing them")
+    t.add_argument("--keep-lost-data", action="store_true",
+                   help="write rows holding data the chat template leaves out (tool calls on a template without "
+                        "tools, unknown roles, replies that train only their stop token) instead of rejecting them")
     t.add_argument("--allow-rejects", action="store_true",
                    help="exit 0 when some rows were rejected (default: exit 1 when any row was; always 1 when none "
                         "was written)")

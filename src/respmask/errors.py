@@ -45,6 +45,11 @@ class UntrainableSampleError(SampleError):
     """A sample has no trained token left: its loss would be NaN or missing."""
 
 
+class LostDataError(SampleError):
+    """A sample holds data (tool calls, content, whole messages) the chat template leaves out of the
+    render, or a turn that trains nothing but its stop token."""
+
+
 def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
     """Raise a ValueError naming the option when ``value`` is not one of ``allowed``."""
     if value not in allowed:

@@ -8,16 +8,18 @@ Data's ``map_batches`` (numpy, pandas or pyarrow batches) and plain Python, so a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from .collator import truncate
-from .errors import RespmaskError, UntrainableSampleError, check_choice, check_max_length
+from .errors import LostDataError, RespmaskError, UntrainableSampleError, check_choice, check_max_length
 from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
+from .spans import describe_dropped
 
 
 def to_python(value: Any) -> Any:
@@ -48,6 +50,11 @@ class Pretokenizer:
         on_untrainable: a sample left with no trained token is kept (``"keep"``, default: the
             collator warns about it later), dropped (``"drop"``: a batched map may shrink a batch;
             use ``remove_columns``), or raises (``"raise"``).
+        on_lost_data: a sample holding data the chat template leaves out of the render (tool calls
+            on a template without tools, a message of a role it does not know, an empty reply that
+            trains only its stop token; earlier turns' reasoning is not counted) is kept with a
+            warning naming the rows (``"warn"``, default), kept silently (``"keep"``) or treated
+            as a bad sample (``"reject"``: raised, or an ``error`` with ``on_error="collect"``).
         on_error: ``"raise"`` (default) stops at a bad sample with an error naming it;
             ``"collect"`` keeps going and returns an ``error`` column (empty token columns for the
             bad rows) and a ``truncated`` column, so that a pipeline can route bad rows to a
@@ -64,6 +71,7 @@ class Pretokenizer:
         max_length: int | None = None,
         truncation: Literal["right", "left"] = "right",
         on_untrainable: Literal["keep", "drop", "raise"] = "keep",
+        on_lost_data: Literal["warn", "keep", "reject"] = "warn",
         on_error: Literal["raise", "collect"] = "raise",
         keep_columns: Sequence[str] = (),
         train_on: TrainOn = "all",
@@ -76,6 +84,7 @@ class Pretokenizer:
     ):
         check_choice("on_untrainable", on_untrainable, ("keep", "drop", "raise"))
         check_choice("on_error", on_error, ("raise", "collect"))
+        check_choice("on_lost_data", on_lost_data, ("warn", "keep", "reject"))
         check_choice("truncation", truncation, ("right", "left"))
         check_max_length(max_length)
         self.masker = ChatMasker(
@@ -91,6 +100,7 @@ class Pretokenizer:
         self.max_length = max_length
         self.truncation = truncation
         self.on_untrainable = on_untrainable
+        self.on_lost_data = on_lost_data
         self.on_error = on_error
         self.keep_columns = tuple(keep_columns)
 
@@ -146,7 +156,19 @@ class Pretokenizer:
         truncated: list[bool] = []
         kept: list[int] = []
         empty = np.zeros(0, dtype=np.int32)
+        lost: list[int] = []
         for j, enc in enumerate(encoded):
+            if not isinstance(enc, RespmaskError) and enc.lost_data:
+                if self.on_lost_data == "reject":
+                    enc = LostDataError(
+                        f"the chat template leaves out data it holds ({describe_dropped(enc.lost_data)}): fix the "
+                        "data or the template, or keep such rows (on_lost_data='keep'; CLI: --keep-lost-data)",
+                        positions[j],
+                    )
+                    if self.on_error == "raise":
+                        raise enc
+                else:
+                    lost.append(positions[j])
             if isinstance(enc, RespmaskError):
                 ids_out.append(empty)
                 labels_out.append(empty)
@@ -166,6 +188,13 @@ class Pretokenizer:
             errors.append(None)
             truncated.append(cut)
             kept.append(j)
+        if lost and self.on_lost_data == "warn":
+            warnings.warn(
+                f"{len(lost)} of {len(rows)} samples in this batch (rows {lost[:8]}{' ...' if len(lost) > 8 else ''}) "
+                "hold data the chat template leaves out of the render: it is not trained. respmask.check lists "
+                "what each lost; on_lost_data='reject' rejects such rows, 'keep' silences this.",
+                stacklevel=2,
+            )
         out: dict[str, list] = {"input_ids": ids_out, "labels": labels_out}
         if self.on_error == "collect":
             out["error"] = errors

@@ -294,7 +294,8 @@ def tokenize_files(
     """Pre-tokenize ``input_path`` into Parquet shards under ``output_dir`` (see module doc).
 
     ``options`` are :class:`respmask.Pretokenizer` options (``max_length``, ``truncation``,
-    ``train_on``, ``template_kwargs`` ...). ``pack=L`` packs each shard's samples into rows of at
+    ``train_on``, ``template_kwargs`` ...); ``on_lost_data`` defaults to ``"reject"`` here: a row
+    holding data the chat template leaves out goes to the rejects with what it lost. ``pack=L`` packs each shard's samples into rows of at
     most L tokens (best-fit decreasing). ``drop_untrainable`` moves samples with no trained token to
     the rejects instead of writing them.
     """
@@ -302,6 +303,7 @@ def tokenize_files(
     import pyarrow.parquet as pq
 
     started = time.time()
+    options.setdefault("on_lost_data", "reject")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {

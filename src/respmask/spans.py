@@ -473,6 +473,11 @@ def _has_text(value: Any) -> bool:
 DROPPED_REASONING = "reasoning"
 
 
+def describe_dropped(dropped: Sequence[tuple[int, str]]) -> str:
+    """``"message 2: tool calls; message 4: content"``: what :func:`dropped_data` found, for messages."""
+    return "; ".join(f"message {k}: {what}" for k, what in dropped)
+
+
 def dropped_data(
     messages: Sequence[Mapping[str, Any]], printed: set[tuple[int, int]], turns: Sequence[Turn], text: str
 ) -> list[tuple[int, str]]:
