@@ -123,11 +123,12 @@ def test_broken_json_array_is_reported_with_its_position(tmp_path, qwen3_dir, ca
     assert main(["check", str(path), "--tokenizer", qwen3_dir]) == 2
     err = capsys.readouterr().err
     assert "broken.json: not valid JSON at line 3 column" in err and "JSON array of rows" in err
-    # a broken JSON Lines line keeps its own message (line number)
+    # a broken JSON Lines line is recorded with its line number, and checking goes on (exit 1 at the end)
     path = tmp_path / "broken.jsonl"
     path.write_text('{"messages": [{"role": "user", "content": "x"}]}\n{not json\n')
-    assert main(["check", str(path), "--tokenizer", qwen3_dir]) == 2
-    assert "broken.jsonl:2: not valid JSON" in capsys.readouterr().err
+    assert main(["check", str(path), "--tokenizer", qwen3_dir]) == 1
+    out = capsys.readouterr().out
+    assert "sample 1: line 2: not valid JSON" in out and "samples:            2" in out
 
 
 def test_mapping_flags(qwen3_dir, capsys):

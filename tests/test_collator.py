@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import respmask
+
 from respmask import (
     ChatMasker,
     MissingColumnsError,
@@ -105,7 +107,8 @@ def test_pad_token_falls_back_to_eos():
 def test_untrainable_sample_warns_names_it_and_is_counted(tok):
     no_reply = {"messages": [{"role": "user", "content": "hello"}]}
     c = ResponseOnlyCollator(tok)
-    with pytest.warns(UserWarning, match=r"sample 1 of this batch has no trained token"):
+    with pytest.warns(respmask.RespmaskWarning,
+                      match=r"(?s)\[batch sample 1\]: no trained token.*So far: 1 of 2 samples had no trained token"):
         batch = c([QA, no_reply])
     assert (batch["labels"][1] == -100).all()
     assert c.stats.untrainable == 1 and c.stats.samples == 2

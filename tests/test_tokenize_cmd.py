@@ -113,7 +113,7 @@ def test_command_line(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     write_input(src, 30)
     code = main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"),
-                 "--num-proc", "2", "--shard-size", "8", "--max-length", "64", "--quiet"])
+                 "--num-proc", "2", "--shard-size", "8", "--max-length", "64", "--quiet", "--json"])
     assert code == 1  # rows were rejected: a pipeline must notice
     captured = capsys.readouterr()
     assert "4 of 30 input rows were rejected" in captured.err and "--allow-rejects" in captured.err
@@ -179,7 +179,7 @@ def test_command_line_tokenizes_each_format(tmp_path, capsys, name):
     data = [json.loads(x) for x in src.read_text().splitlines() if x.strip()] if src.suffix == ".jsonl" \
         else json.loads(src.read_text())
     data = data if isinstance(data, list) else [data]
-    assert main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 0
+    assert main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"), "--quiet", "--json"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[: out.rindex("}") + 1])
     assert summary["input_rows"] == summary["written_rows"] == len(data) and summary["rejected_rows"] == 0
@@ -198,7 +198,7 @@ def test_command_line_mapping_and_saved_dataset(tmp_path, capsys):
                "role_map": {"customer": "user", "agent": "assistant"}}
     assert read_parts(tmp_path / "a")["input_ids"] == _reference_ids(tok, data, mapping=mapping)
     # without the mapping every row is rejected, with the reason (and exit 1: nothing was written)
-    assert main(["tokenize", str(src), str(tmp_path / "b"), "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 1
+    assert main(["tokenize", str(src), str(tmp_path / "b"), "--tokenizer", str(tmp_path / "tok"), "--quiet", "--json"]) == 1
     rejects = read_rejects(tmp_path / "b")
     assert [r["index"] for r in rejects] == [0, 1] and "it has ['dialog', 'id']" in rejects[0]["error"]
     capsys.readouterr()
@@ -208,7 +208,7 @@ def test_command_line_mapping_and_saved_dataset(tmp_path, capsys):
                                 ("instruction", "input", "output", "system", "history")}).save_to_disk(
         str(tmp_path / "saved"))
     assert main(["tokenize", str(tmp_path / "saved"), str(tmp_path / "c"), "--tokenizer", str(tmp_path / "tok"),
-                 "--format", "alpaca", "--quiet"]) == 0
+                 "--format", "alpaca", "--quiet", "--json"]) == 0
     assert read_parts(tmp_path / "c")["input_ids"] == _reference_ids(tok, alpaca)
 
 
@@ -221,7 +221,7 @@ def test_real_files_tokenize_with_a_real_tokenizer(shared_root, tmp_path, capsys
         pytest.skip(f"{src} not available")
     data = json.loads(src.read_text(encoding="utf-8"))
     data = data if isinstance(data, list) else [data]
-    code = main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(shared_root / "qwen3"), "--quiet"])
+    code = main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(shared_root / "qwen3"), "--quiet", "--json"])
     assert code == 0
     out = capsys.readouterr().out
     summary = json.loads(out[: out.rindex("}") + 1])

@@ -155,8 +155,9 @@ def test_all_masked_labels_give_nan_and_respmask_stops_early(tmp_path):
     trainer = transformers.Trainer(model=model, args=_args(tmp_path, max_steps=1, remove_unused_columns=False),
                                    train_dataset=datasets.Dataset.from_list(rows(4)), data_collator=collator)
     report = respmask.check_trainer(trainer)
-    assert any("no trained token" in p.what for p in report.problems)
-    with pytest.raises(UntrainableSampleError, match="sample 0 .*truncation to max_length=12"):
+    assert [p.what for p in report.problems] == ["4 sample(s) lose every trained token to truncation (rows 0, 1, 2, 3)"]
+    assert "max_length=12" in report.problems[0].cause
+    with pytest.raises(UntrainableSampleError, match="sample 0: no trained token: truncation to max_length=12"):
         trainer.train()
 
 
@@ -247,6 +248,7 @@ def test_trl_recipe_without_its_settings_is_caught(tmp_path):
     ds = datasets.Dataset.from_list(rows(8))
     trainer = trl.SFTTrainer(model=tiny_model(len(tok)), args=config, train_dataset=ds, processing_class=tok,
                              data_collator=ResponseOnlyCollator(tok))
-    with pytest.warns(UserWarning, match="labels on every token"):
-        report = respmask.check_trainer(trainer, batches=1)
+    report = respmask.check_trainer(trainer, batches=1)  # says it once, in its report (no per-batch warning)
     assert any("labels on every token" in p.what and "skip_prepare_dataset" in p.fix for p in report.problems)
+    with pytest.warns(respmask.RespmaskWarning, match="labels on every token"):  # and training warns per batch
+        next(iter(trainer.get_train_dataloader()))

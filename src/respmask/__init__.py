@@ -2,13 +2,15 @@
 
 from .errors import (
     MissingColumnsError,
+    LostDataError,
     RespmaskError,
+    RespmaskWarning,
     SampleError,
     TemplateError,
     TokenizerError,
     UntrainableSampleError,
 )
-from .check import CheckReport, TrainerReport, check, check_trainer
+from .check import CheckReport, TrainerCheckError, TrainerReport, check, check_trainer
 from .collator import ResponseOnlyCollator
 from .formats import MessageMapping
 from .masker import ChatMasker, Encoded, RenderedSample
@@ -16,11 +18,23 @@ from .masks import IGNORE_INDEX
 from .pretokenize import Pretokenizer
 from .preview import Preview, preview
 
+
+
+def __getattr__(name: str) -> object:
+    if name == "CollatorSummary":  # imports transformers' Trainer machinery: only when asked for
+        from .callback import CollatorSummary
+
+        return CollatorSummary
+    raise AttributeError(f"module 'respmask' has no attribute {name!r}")
+
+
 __all__ = [
     "ChatMasker",
+    "CollatorSummary",
     "CheckReport",
     "Encoded",
     "IGNORE_INDEX",
+    "LostDataError",
     "MessageMapping",
     "MissingColumnsError",
     "Preview",
@@ -28,10 +42,12 @@ __all__ = [
     "RenderedSample",
     "RespmaskError",
     "ResponseOnlyCollator",
+    "RespmaskWarning",
     "SampleError",
     "TemplateError",
     "TokenizerError",
     "UntrainableSampleError",
+    "TrainerCheckError",
     "TrainerReport",
     "check",
     "check_trainer",

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .collator import truncate
-from .errors import RespmaskError
+from .errors import RespmaskError, RespmaskWarning
 from .masker import ChatMasker
 from .masks import IGNORE_INDEX
 from .spans import DROPPED_REASONING
+
+
+def _some(items: Sequence[Any], n: int = 8) -> str:
+    """The first ``n`` items, and how many there are in all."""
+    shown = ", ".join(str(x) for x in items[:n])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _reason(message: str) -> str:
+    """An error without its ``sample N:`` prefix, so that identical problems group together."""
+    return message.split(": ", 1)[1] if message.startswith("sample ") and ": " in message else message
 
 
 @dataclass
@@ -25,10 +39,12 @@ class CheckReport:
     untrainable: list[int] = field(default_factory=list)
     truncated: list[int] = field(default_factory=list)
     truncated_untrainable: list[int] = field(default_factory=list)
+    truncated_trained_tokens: int = 0  # trained tokens that truncation to max_length cuts away
     turns_without_stop: list[tuple[int, int]] = field(default_factory=list)  # (sample, message)
     # (sample, message, what) of data the chat template leaves out of the render
     dropped: list[tuple[int, int, str]] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list, repr=False)  # tokens per sample, before truncation
 
     @property
     def trained_fraction(self) -> float:
@@ -38,53 +54,87 @@ class CheckReport:
     def ok(self) -> bool:
         """No sample raised, every sample has a trained token, and the template drops no data but
         earlier turns' reasoning (which templates such as Qwen3's leave out by design)."""
-        return not self.errors and not self.untrainable and not any(w != DROPPED_REASONING for _, _, w in self.dropped)
+        return not self.errors and not self.untrainable and not self.lost
+
+    @property
+    def lost(self) -> list[tuple[int, int, str]]:
+        """``dropped`` without earlier turns' reasoning."""
+        return [d for d in self.dropped if d[2] != DROPPED_REASONING]
+
+    def length_distribution(self) -> dict[str, int]:
+        """Tokens per sample before truncation: min, p50, p90, p99 and max (to choose max_length)."""
+        if not self.lengths:
+            return {}
+        a = np.asarray(self.lengths)
+        q = np.percentile(a, [50, 90, 99], method="higher")
+        return {"min": int(a.min()), "p50": int(q[0]), "p90": int(q[1]), "p99": int(q[2]), "max": int(a.max())}
+
+    def error_groups(self) -> list[tuple[str, list[int]]]:
+        """Errors grouped by their text (without the sample index), most frequent first."""
+        groups: dict[str, list[int]] = {}
+        for index, message in self.errors:
+            groups.setdefault(_reason(message), []).append(index)
+        return sorted(groups.items(), key=lambda g: -len(g[1]))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["lengths"]
+        d["length_distribution"] = self.length_distribution()
+        d["error_groups"] = [{"error": e, "count": len(ix), "samples": ix[:20]} for e, ix in self.error_groups()]
         d["trained_fraction"] = self.trained_fraction
         d["ok"] = self.ok
         return d
 
-    def __str__(self) -> str:
-        def some(items: Sequence[Any], n: int = 8) -> str:
-            shown = ", ".join(str(x) for x in items[:n])
-            return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
+    def summary(self, verdict: bool = True) -> str:
+        """The report as text; ``verdict=False`` leaves out the closing OK / PROBLEMS FOUND line."""
         lines = [
             f"samples:            {self.samples}",
             f"tokens:             {self.tokens}",
             f"trained tokens:     {self.trained_tokens} ({100 * self.trained_fraction:.1f}%)",
             f"trained turns:      {self.turns}",
         ]
+        dist = self.length_distribution()
+        if dist:
+            lines.append("tokens per sample:  " + "  ".join(f"{k} {v}" for k, v in dist.items()))
         if self.max_length is not None:
-            lines.append(f"truncated to {self.max_length}: {len(self.truncated)}" + (
-                f"  [{some(self.truncated)}]" if self.truncated else ""))
+            lines.append(f"truncated to {self.max_length}: {len(self.truncated)} sample(s), "
+                         f"{self.truncated_trained_tokens} trained token(s) cut" + (
+                             f"  [{_some(self.truncated)}]" if self.truncated else ""))
         lines.append(f"untrainable:        {len(self.untrainable)}" + (
-            f"  [{some(self.untrainable)}]  (labels all -100: NaN or missing loss)" if self.untrainable else ""))
+            f"  [{_some(self.untrainable)}]  (labels all -100: NaN or missing loss)" if self.untrainable else ""))
         if self.truncated_untrainable:
-            lines.append(f"  of which by truncation: {some(self.truncated_untrainable)}")
+            lines.append(f"  of which by truncation: {_some(self.truncated_untrainable)}")
         lines.append(f"turns without a trained stop token: {len(self.turns_without_stop)}" + (
-            f"  [sample, message: {some(self.turns_without_stop)}]  (the model may not learn to stop)"
+            f"  [sample, message: {_some(self.turns_without_stop)}]  (the model may not learn to stop)"
             if self.turns_without_stop else ""))
-        if self.dropped:
-            lost = [d for d in self.dropped if d[2] != DROPPED_REASONING]
-            reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
-            if lost:
-                lines.append(f"data the chat template leaves out: {len(lost)} message(s)")
-                groups: dict[str, list[tuple[int, int]]] = {}
-                for sample, message, what in lost:
-                    groups.setdefault(what.split(" (role")[0], []).append((sample, message))
-                for what, where in groups.items():
-                    lines.append(f"  {what}: {len(where)}  [sample, message: {some(where)}]")
-            if reasoning:
-                lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
-                             f"  [sample, message: {some(reasoning)}]")
+        lost = self.lost
+        if lost:
+            lines.append(f"data the chat template leaves out: {len(lost)} message(s)")
+            groups: dict[str, list[tuple[int, int]]] = {}
+            for sample, message, what in lost:
+                groups.setdefault(what.split(" (role")[0], []).append((sample, message))
+            for what, where in groups.items():
+                lines.append(f"  {what}: {len(where)}  [sample, message: {_some(where)}]")
+        reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
+        if reasoning:
+            lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
+                         f"  [sample, message: {_some(reasoning)}]")
         lines.append(f"errors:             {len(self.errors)}")
-        for index, message in self.errors[:8]:
-            lines.append(f"  {message}" if message.startswith("sample") else f"  sample {index}: {message}")
-        lines.append("OK" if self.ok else "PROBLEMS FOUND")
+        groups_shown = self.error_groups()
+        for reason, indices in groups_shown[:8]:
+            if len(indices) == 1:
+                lines.append(f"  sample {indices[0]}: {reason}")
+            else:
+                lines.append(f"  {len(indices)} samples [{_some(indices, 5)}]: {reason}")
+        if len(groups_shown) > 8:
+            more = sum(len(ix) for _, ix in groups_shown[8:])
+            lines.append(f"  and {more} more error(s) of {len(groups_shown) - 8} other kind(s) (--json lists them)")
+        if verdict:
+            lines.append("OK" if self.ok else "PROBLEMS FOUND")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
 
 
 def check(
@@ -100,7 +150,11 @@ def check(
     """Run respmask over ``samples`` and report counts and problems (nothing is raised).
 
     ``options`` are :class:`respmask.ChatMasker` options (``train_on``, ``template_kwargs`` ...).
+    Rows that are :class:`respmask.shards.BadLine` (a file line that held no JSON row) are
+    recorded as errors, so a whole file is checked in one run.
     """
+    from .shards import BadLine
+
     if masker is None:
         if tokenizer is None:
             raise RespmaskError("check() needs a tokenizer (or a ChatMasker)")
@@ -126,6 +180,7 @@ def check(
             if isinstance(enc, RespmaskError):
                 report.errors.append((index, str(enc)))
                 continue
+            report.lengths.append(len(enc.input_ids))
             ids, labels, cut = truncate(enc, max_length, truncation)
             report.tokens += len(ids)
             trained = int((labels != IGNORE_INDEX).sum())
@@ -133,6 +188,7 @@ def check(
             report.turns += enc.n_turns
             if cut:
                 report.truncated.append(index)
+                report.truncated_trained_tokens += enc.n_trained - trained
             if not trained:
                 report.untrainable.append(index)
                 if cut and enc.n_trained:
@@ -144,6 +200,10 @@ def check(
         batch.clear()
 
     for index, sample in enumerate(samples):
+        if isinstance(sample, BadLine):
+            report.samples += 1
+            report.errors.append((index, f"sample {index}: {sample.message}"))
+            continue
         batch.append((index, sample))
         if len(batch) >= batch_size:
             flush()
@@ -158,14 +218,21 @@ class Problem:
     what: str
     cause: str
     fix: str
+    batches: list[int] = field(default_factory=list)  # the checked batches it was seen in, if batch-level
 
     def __str__(self) -> str:
-        return f"- {self.what}\n  cause: {self.cause}\n  fix:   {self.fix}"
+        seen = f" (seen in batch{'es' if len(self.batches) > 1 else ''} {_some(self.batches)})" if self.batches else ""
+        return f"- {self.what}{seen}\n  cause: {self.cause}\n  fix:   {self.fix}"
 
 
 @dataclass
 class TrainerReport:
-    """What ``check_trainer`` found in the batches a Trainer would train on."""
+    """What ``check_trainer`` found in the batches a Trainer would train on.
+
+    ``problems`` holds each problem once, with the batches it was seen in; ``dataset`` is
+    respmask's report on the dataset's first rows as stored (before the Trainer's column
+    removal); ``collator`` the respmask collator's counts over the checked batches.
+    """
 
     batches: int = 0
     samples: int = 0
@@ -173,43 +240,117 @@ class TrainerReport:
     tokens: int = 0
     problems: list[Problem] = field(default_factory=list)
     dataset: CheckReport | None = None
+    collator: Any = None  # CollatorStats over the checked batches
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def add(self, problem: Problem, batch: int | None = None) -> None:
+        """Record a problem once; a problem seen again only gains the batch it was seen in."""
+        for p in self.problems:
+            if p.what == problem.what:
+                if batch is not None and batch not in p.batches:
+                    p.batches.append(batch)
+                return
+        if batch is not None:
+            problem.batches = [batch]
+        self.problems.append(problem)
+
     def __str__(self) -> str:
-        lines = [f"checked {self.batches} batch(es), {self.samples} samples, "
-                 f"{self.trained_tokens}/{self.tokens} tokens trained"]
+        share = f" ({100 * self.trained_tokens / self.tokens:.1f}%)" if self.tokens else ""
+        lines = [f"respmask.check_trainer: {self.batches} batch(es) from the Trainer's own DataLoader, "
+                 f"{self.samples} samples, {self.trained_tokens} of {self.tokens} tokens trained{share}"]
+        if self.collator is not None and self.collator.samples:
+            lines.append(str(self.collator).replace("respmask collator:", "collator over these batches:"))
         if self.dataset is not None:
-            lines += ["dataset (respmask):", "  " + str(self.dataset).replace("\n", "\n  ")]
-        lines += [str(p) for p in self.problems] or ["no problems found"]
+            lines += [f"dataset: the first {self.dataset.samples} rows as stored, masked as the collator would mask "
+                      "them if they reach it:",
+                      "  " + self.dataset.summary(verdict=False).replace("\n", "\n  ")]
+        if self.problems:
+            lines.append(f"{len(self.problems)} PROBLEM(S):")
+            lines += [str(p) for p in self.problems]
+        else:
+            lines.append("No problems found.")
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<TrainerReport: {'ok' if self.ok else f'{len(self.problems)} problem(s)'}>\n{self}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        color = "#1a7f37" if self.ok else "#cf222e"
+        verdict = "No problems found" if self.ok else f"{len(self.problems)} problem(s)"
+        return (f"<div><b style='color:{color}'>respmask.check_trainer: {verdict}</b>"
+                f"<pre style='white-space:pre-wrap'>{html.escape(str(self))}</pre></div>")
+
+
+class TrainerCheckError(RespmaskError):
+    """``check_trainer(..., raise_on_problems=True)`` found problems; ``report`` holds them."""
+
+    def __init__(self, report: TrainerReport):
+        self.report = report
+        super().__init__(str(report))
 
 
 _LOSS_ERROR = '"The model did not return a loss from the inputs, only the following keys: logits"'
 
 
-def check_trainer(trainer: Any, batches: int = 2) -> TrainerReport:
+def _where(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of an exception's traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (raised at {f.filename}:{f.lineno} in {f.name})"
+
+
+def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
+                  raise_on_problems: bool = False) -> TrainerReport:
     """Inspect what a ``transformers.Trainer`` would feed its model, before training starts.
 
     Builds the Trainer's own train DataLoader (so column removal and the data collator run
     exactly as in training) and reports: columns removed before they reach the collator, batches
     without ``labels`` (the cause of the "did not return a loss" error), samples or batches whose
-    labels are all -100 (NaN or zero loss), and, when the collator is respmask's, its dataset
-    report (untrainable, truncated, turns without a trained stop token).
+    labels are all -100 (NaN or zero loss), labels copied from the input ids, and, when the
+    collator is respmask's, its report on the dataset's first 256 rows (untrainable, truncated,
+    data the chat template leaves out, turns without a trained stop token). The collator's
+    counters are left as they were.
+
+    Args:
+        trainer: a ``transformers.Trainer`` (or TRL trainer), before ``train()``.
+        batches: how many batches to build and inspect.
+        verbose: print the report (it is returned either way).
+        raise_on_problems: raise :class:`TrainerCheckError` (holding the report) when a problem
+            is found, to stop a script before it trains.
+
+    Returns:
+        The :class:`TrainerReport`; ``report.ok`` is True when no problem was found.
+
+    Example::
+
+        trainer = Trainer(model, args, train_dataset=ds, data_collator=ResponseOnlyCollator(tok))
+        respmask.check_trainer(trainer, raise_on_problems=True)
+        trainer.train()
     """
+    from dataclasses import fields, replace
+
     from .collator import ResponseOnlyCollator
-    from .errors import MissingColumnsError
+    from .errors import MissingColumnsError, UntrainableSampleError
 
     report = TrainerReport()
+    failure: tuple[int, BaseException] | None = None
     collator = getattr(trainer, "data_collator", None)
+    ours = isinstance(collator, ResponseOnlyCollator)
     args = getattr(trainer, "args", None)
     remove = bool(getattr(args, "remove_unused_columns", False))
     dataset = getattr(trainer, "train_dataset", None)
     columns = list(getattr(dataset, "column_names", None) or [])
 
-    if isinstance(collator, ResponseOnlyCollator) and dataset is not None and hasattr(dataset, "__getitem__"):
+    if ours and dataset is not None and hasattr(dataset, "__getitem__"):
         try:
             n = min(len(dataset), 256)
             sample_rows = [dataset[i] for i in range(n)]
@@ -218,26 +359,22 @@ def check_trainer(trainer: Any, batches: int = 2) -> TrainerReport:
         except Exception:  # the batches below tell what is wrong
             report.dataset = None
 
+    before = replace(collator.stats) if ours else None
     try:
-        loader = trainer.get_train_dataloader()
-        it = iter(loader)
-        for _ in range(batches):
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            _inspect_batch(batch, report, collator)
+        with warnings.catch_warnings():  # the collator's per-batch warnings: this report says it all, once
+            warnings.simplefilter("ignore", RespmaskWarning)
+            _inspect_batches(trainer, batches, report, collator)
     except MissingColumnsError as exc:
-        report.problems.append(Problem(
+        report.add(Problem(
             "the data collator received samples without the columns it needs",
             f"Trainer(remove_unused_columns={remove}) dropped every column the model's forward() does not "
             f"take before batching{f' (dataset columns: {columns})' if columns else ''}; respmask said: {exc.problem}",
             "set TrainingArguments(remove_unused_columns=False), or pre-tokenize: "
             "ds.map(respmask.Pretokenizer(tok), batched=True, remove_columns=ds.column_names)",
         ))
-    except ValueError as exc:
-        if "No columns in the dataset match" in str(exc):
-            report.problems.append(Problem(
+    except Exception as exc:  # noqa: BLE001 - report whatever the pipeline raises
+        if isinstance(exc, ValueError) and "No columns in the dataset match" in str(exc):
+            report.add(Problem(
                 "Trainer removes every dataset column before batching",
                 f"remove_unused_columns=True and none of the columns {columns} is an argument of the model's "
                 "forward(), so nothing reaches the collator",
@@ -245,43 +382,105 @@ def check_trainer(trainer: Any, batches: int = 2) -> TrainerReport:
                 "ResponseOnlyCollator, or pre-tokenize with respmask.Pretokenizer",
             ))
         else:
-            report.problems.append(Problem("building a batch failed", f"{type(exc).__name__}: {exc}",
-                                           "see the error above"))
-    except Exception as exc:  # noqa: BLE001 - report whatever the pipeline raises
-        report.problems.append(Problem("building a batch failed", f"{type(exc).__name__}: {exc}",
-                                       "see the error above"))
-    if report.dataset is not None and report.dataset.untrainable:
-        report.problems.append(Problem(
-            f"{len(report.dataset.untrainable)} sample(s) have no trained token "
-            f"(indices {report.dataset.untrainable[:8]})",
-            "no assistant reply, every message train=false, or truncation removed the reply",
-            "drop those samples, raise max_length, or truncate from the left",
-        ))
-    if report.dataset is not None and report.dataset.turns_without_stop:
-        report.problems.append(Problem(
-            f"{len(report.dataset.turns_without_stop)} trained turn(s) have no stop token",
-            "the chat template closes those turns with nothing the tokenizer knows ends generation",
-            "pass stop_tokens=[...] (the model's generation_config eos tokens), or the model may not learn to stop",
-        ))
+            failure = (report.batches, exc)
+    if ours:
+        after = collator.stats
+        report.collator = replace(after, **{f.name: getattr(after, f.name) - getattr(before, f.name)
+                                            for f in fields(after)})
+        collator.stats = before  # checking is not training: leave the counters as they were
+    _dataset_problems(report, collator)
+    if failure is not None:
+        b, exc = failure
+        untrainable = report.dataset is not None and report.dataset.untrainable
+        if not (isinstance(exc, UntrainableSampleError) and untrainable):  # else: said above, with its cause
+            report.add(Problem(
+                f"building batch {b} failed",
+                f"{type(exc).__name__}: {exc}{_where(exc)}",
+                "run next(iter(trainer.get_train_dataloader())) to see the full traceback",
+            ))
+    if verbose:
+        print(report)
+    if raise_on_problems and report.problems:
+        raise TrainerCheckError(report)
     return report
 
 
-def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: Any) -> None:
+def _dataset_problems(report: TrainerReport, collator: Any) -> None:
+    ds = report.dataset
+    if ds is None:
+        return
+    by_truncation = set(ds.truncated_untrainable)
+    cut = [i for i in ds.untrainable if i in by_truncation]
+    empty = [i for i in ds.untrainable if i not in by_truncation]
+    if cut:
+        report.add(Problem(
+            f"{len(cut)} sample(s) lose every trained token to truncation (rows {_some(cut)})",
+            f"max_length={ds.max_length} with truncation={collator.truncation!r} cuts their assistant replies away; "
+            f"{len(ds.truncated)} of {ds.samples} rows are truncated (tokens per sample: "
+            + ", ".join(f"{k} {v}" for k, v in ds.length_distribution().items()) + ")",
+            "raise max_length (the p99 above), truncate from the left, or drop samples longer than max_length",
+        ))
+    if empty:
+        report.add(Problem(
+            f"{len(empty)} sample(s) have no trained token (rows {_some(empty)})",
+            "no assistant reply, or every assistant message has train=false: their loss is NaN or missing",
+            "drop those samples or give them an assistant reply (respmask.preview(ds[i]) shows one)",
+        ))
+    lost = ds.lost
+    if lost:
+        kinds = sorted({what.split(" (role")[0] for _, _, what in lost})
+        rows = sorted({i for i, _, _ in lost})
+        report.add(Problem(
+            f"{len(rows)} sample(s) hold data the chat template leaves out (rows {_some(rows)})",
+            f"the template does not render: {'; '.join(kinds)}; that data is never trained",
+            "use a chat template that renders it, or fix the data (respmask check FILE lists each message)",
+        ))
+    if ds.turns_without_stop:
+        report.add(Problem(
+            f"{len(ds.turns_without_stop)} trained turn(s) have no stop token",
+            "the chat template closes those turns with nothing the tokenizer knows ends generation",
+            "pass stop_tokens=[...] (the model's generation_config eos tokens), or the model may not learn to stop",
+        ))
+    if ds.errors:
+        first_index, first = ds.errors[0]
+        report.add(Problem(
+            f"{len(ds.errors)} sample(s) cannot be masked (rows {_some([i for i, _ in ds.errors])})",
+            first if first.startswith("sample") else f"sample {first_index}: {first}",
+            "fix those rows, or filter them out; respmask check FILE groups every error",
+        ))
+
+
+def _inspect_batches(trainer: Any, batches: int, report: TrainerReport, collator: Any) -> None:
+    it = iter(trainer.get_train_dataloader())
+    for _ in range(batches):
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        _inspect_batch(batch, report, collator)
+
+
+def _as_numpy(x: Any) -> Any:
     import numpy as np
 
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+
+
+def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: Any) -> None:
+    b = report.batches
     report.batches += 1
-    if "labels" not in batch or batch["labels"] is None:
+    if batch.get("labels") is None:
         name = type(collator).__name__
-        report.problems.append(Problem(
-            f"batches have no 'labels' (keys: {sorted(batch.keys())}): the model returns only logits and "
-            f"Trainer raises {_LOSS_ERROR}",
+        state = "(the collator set 'labels' to None)" if "labels" in batch else f"(keys: {sorted(batch.keys())})"
+        report.add(Problem(
+            f"batches have no 'labels' {state}: the model returns only logits and Trainer raises {_LOSS_ERROR}",
             f"the data collator ({name}) does not create labels"
             + (" - DataCollatorForSeq2Seq/DataCollatorWithPadding only pad labels that already exist" if name in (
                 "DataCollatorForSeq2Seq", "DataCollatorWithPadding", "DefaultDataCollator") else ""),
             "use data_collator=respmask.ResponseOnlyCollator(tokenizer), which always returns labels",
-        ))
+        ), b)
         return
-    labels = np.asarray(batch["labels"].detach().cpu() if hasattr(batch["labels"], "detach") else batch["labels"])
+    labels = _as_numpy(batch["labels"])
     labels = labels.reshape(len(labels), -1) if labels.ndim > 1 else labels.reshape(1, -1)
     trained = labels != IGNORE_INDEX
     report.samples += labels.shape[0]
@@ -289,25 +488,24 @@ def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: An
     report.trained_tokens += int(trained.sum())
     ids = batch.get("input_ids")
     if ids is not None:
-        ids = np.asarray(ids.detach().cpu() if hasattr(ids, "detach") else ids).reshape(labels.shape)
+        ids = _as_numpy(ids).reshape(labels.shape)
         mask = batch.get("attention_mask")
-        real = (np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask).reshape(labels.shape) == 1
-                if mask is not None else np.ones(labels.shape, dtype=bool))
+        real = (_as_numpy(mask).reshape(labels.shape) == 1 if mask is not None
+                else np.ones(labels.shape, dtype=bool))
         # rows whose every real token is trained with itself as the label: labels copied from input_ids
         copied = ((labels == ids) | ~real).all(axis=1) & (real.sum(axis=1) > 1)
-        title = "samples reach the model with labels on every token (prompts are trained)"
-        if copied.any() and not any(p.what.startswith(title) for p in report.problems):
-            report.problems.append(Problem(
-                f"{title}: {int(copied.sum())} of {len(copied)} in batch {report.batches - 1}",
+        if copied.any():
+            report.add(Problem(
+                "samples reach the model with labels on every token (prompts are trained)",
                 "the dataset was tokenized before the collator, with labels = input_ids (TRL's SFTTrainer "
                 "prepares the dataset itself unless told not to, and Trainer then drops 'messages'); a collator "
                 "that only pads keeps those labels",
                 "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) with "
                 "respmask.ResponseOnlyCollator, or pre-tokenize with respmask.Pretokenizer",
-            ))
+            ), b)
     if not trained.any():
-        report.problems.append(Problem(
-            f"batch {report.batches - 1}: every label is -100: the loss is NaN (or 0)",
+        report.add(Problem(
+            "every label of a batch is -100: its loss is NaN (or 0)",
             "masking or truncation left no trained token in any sample of the batch",
             "check the samples with respmask.preview / respmask check; raise max_length",
-        ))
+        ), b)

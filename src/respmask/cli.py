@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from .errors import RespmaskError
 from .formats import FORMATS, MessageMapping
 
 
-def _load(args: argparse.Namespace) -> tuple[Iterable[Any], Any, str]:
+def _load(args: argparse.Namespace, bad_lines: str = "raise") -> tuple[Iterable[Any], Any, str]:
     from . import demo
 
     if args.tokenizer:
@@ -35,7 +36,7 @@ def _load(args: argparse.Namespace) -> tuple[Iterable[Any], Any, str]:
     if args.file:
         from .shards import iter_rows
 
-        samples: Iterable[Any] = iter_rows(args.file)
+        samples: Iterable[Any] = iter_rows(args.file, bad_lines=bad_lines)
     else:
         samples = demo.samples()
     return samples, tok, tok_name
@@ -108,7 +109,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    samples, tok, tok_name = _load(args)
+    samples, tok, tok_name = _load(args, bad_lines="yield")  # a bad line is recorded, and checking goes on
     report = check(samples, tok, max_length=args.max_length, truncation=args.truncation, **_options(args))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -133,14 +134,23 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         args.input, args.output, tok, engine=args.engine, num_proc=args.num_proc, shard_size=args.shard_size,
         pack=args.pack, drop_untrainable=args.drop_untrainable, progress=not args.quiet, **options,
     )
-    d = summary.to_dict()
-    print(json.dumps(d, indent=2))
-    print(f"wrote {args.output}/part-*.parquet ({summary.written_rows} rows"
-          + (f" packed into {summary.packed_rows}" if args.pack else "")
-          + f"), rejects: {summary.rejected_rows} (rejects-*.jsonl), {summary.resumed_shards} shard(s) resumed")
-    if summary.rejected_rows and (not args.allow_rejects or summary.written_rows == 0):
+    failed = bool(summary.rejected_rows) and (not args.allow_rejects or summary.written_rows == 0)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    elif not args.quiet or failed:
+        parts = os.path.join(args.output, "part-*.parquet")
+        rejects = os.path.join(args.output, "rejects-*.jsonl")
+        print(f"respmask tokenize: {summary.input_rows} input rows -> {summary.written_rows} written to {parts}"
+              + (f" (packed into {summary.packed_rows} rows)" if args.pack else "")
+              + f", {summary.rejected_rows} rejected ({rejects}); {summary.tokens} tokens, "
+              f"{100 * summary.trained_fraction:.1f}% trained; {summary.truncated_rows} truncated, "
+              f"{summary.untrainable_rows} untrainable; {summary.resumed_shards} of {summary.shards} shard(s) resumed",
+              file=sys.stderr if failed and args.quiet else sys.stdout)
+        for reason, n in sorted(summary.reject_reasons.items(), key=lambda r: -r[1])[:8]:
+            print(f"  {n} x {reason}", file=sys.stderr if failed and args.quiet else sys.stdout)
+    if failed:
         print(f"respmask tokenize: {summary.rejected_rows} of {summary.input_rows} input rows were rejected; their "
-              f"reasons are in {args.output}/rejects-*.jsonl" + ("" if args.allow_rejects else
+              f"reasons are in {os.path.join(args.output, 'rejects-*.jsonl')}" + ("" if args.allow_rejects else
               " (pass --allow-rejects to exit 0 when some rows were written)"), file=sys.stderr)
         return 1
     return 0
@@ -187,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="count trained tokens and report untrainable or truncated samples")
     common(c)
-    c.add_argument("--max-length", type=int, help="truncate as the collator would")
+    c.add_argument("--max-length", type=int,
+                   help="truncate as the collator would, and count the samples and trained tokens it cuts")
     c.add_argument("--truncation", choices=["right", "left"], default="right")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=cmd_check)
@@ -214,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--allow-rejects", action="store_true",
                    help="exit 0 when some rows were rejected (default: exit 1 when any row was; always 1 when none "
                         "was written)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true",
+                   help="print nothing but errors: no progress bars, no engine logs, no summary unless rows were "
+                        "rejected (or --json)")
+    t.add_argument("--json", action="store_true", help="print the summary as JSON (as in out/summary.json)")
     data_options(t)
     t.set_defaults(func=cmd_tokenize)
     return parser

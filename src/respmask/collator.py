@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from .errors import SampleError, UntrainableSampleError, check_choice, check_max_length
+from .errors import SampleError, UntrainableSampleError, check_choice, check_max_length, warn
 from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, Encoded, TrainOn
 from .masks import IGNORE_INDEX
@@ -47,6 +46,34 @@ class CollatorStats:
     turns_without_stop: int = 0
     every_token_trained: int = 0  # pre-tokenized rows whose labels train every token (prompt included)
     dropped_data: int = 0  # samples holding data the chat template leaves out, besides earlier reasoning
+    batches: int = 0
+
+    def __str__(self) -> str:
+        if not self.samples:
+            return "respmask collator: no batch collated in this process"
+        share = f"{100 * self.trained_tokens / self.tokens:.1f}%" if self.tokens else "0%"
+        return (
+            f"respmask collator: {self.batches} batches, {self.samples} samples, {self.trained_tokens} of "
+            f"{self.tokens} tokens trained ({share}), {self.turns} assistant turns; "
+            f"untrainable samples: {self.untrainable}, truncated: {self.truncated}, "
+            f"holding data the template leaves out: {self.dropped_data}, "
+            f"arriving with labels on every token: {self.every_token_trained}, "
+            f"turns without a trained stop token: {self.turns_without_stop}"
+        )
+
+
+_ROW_ID_KEYS = ("index", "idx", "id", "row_id")
+
+
+def _row_names(features: Sequence[Any]) -> list[str]:
+    """How to name each sample in a message: its dataset row (an ``index``/``idx``/``id``/``row_id``
+    value it carries) or else its position in the batch."""
+    names = []
+    for j, f in enumerate(features):
+        key = next((k for k in _ROW_ID_KEYS if isinstance(f, Mapping) and isinstance(f.get(k), (int, str))
+                    and not isinstance(f.get(k), bool)), None)
+        names.append(f"dataset row {f[key]!r}" if key else f"batch sample {j}")
+    return names
 
 
 def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -147,11 +174,23 @@ class ResponseOnlyCollator:
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
         encoded = self.masker.encode_batch(features)
+        self.stats.batches += 1
+        names = _row_names(features)
+        notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
         rows = []
         positions = []
         for index, enc in enumerate(encoded):
             ids, labels, cut = truncate(enc, self.max_length, self.truncation)
-            self._account(index, enc, labels, cut)
+            problem = self._account(enc, labels, cut)
+            if problem is not None:
+                if self.on_untrainable == "raise":
+                    raise UntrainableSampleError(f"{names[index]}: {problem}")
+                notes.setdefault(problem, []).append(names[index])
+            if enc.lost_data:
+                what = "; ".join(sorted({w.split(" (role")[0] for _, w in enc.lost_data}))
+                notes.setdefault(f"data the chat template leaves out of the render ({what}): it is not "
+                                 "trained; respmask.check(dataset, tokenizer) lists which messages", []
+                                 ).append(names[index])
             rows.append((ids, labels))
             positions.append(enc.position_ids)
             if enc.position_ids is not None and not self.padding_free:
@@ -159,19 +198,26 @@ class ResponseOnlyCollator:
                     "is a packed row (it has 'position_ids'): padding would let its samples attend to each "
                     "other. Use ResponseOnlyCollator(..., padding_free=True).", index
                 )
-        lost = [i for i, enc in enumerate(encoded) if enc.lost_data]
-        if lost and self.on_untrainable != "keep":
-            kinds = sorted({what.split(" (role")[0] for i in lost for _, what in encoded[i].lost_data})
-            warnings.warn(
-                f"{len(lost)} of {len(encoded)} samples in this batch (samples {lost[:8]} of the batch; "
-                f"{self.stats.dropped_data} of {self.stats.samples} so far) hold data the chat template leaves out "
-                f"of the render ({'; '.join(kinds)}): it is not trained. Run respmask.check on the dataset to "
-                "see which messages. (on_untrainable='keep' silences this)",
-                stacklevel=2,
-            )
+        if notes and self.on_untrainable == "warn":
+            warn(self._warning(notes, len(encoded)))
         return self.flatten(rows, positions) if self.padding_free else self.pad(rows)
 
-    def _account(self, index: int, enc: Encoded, labels: np.ndarray, cut: bool) -> None:
+    def _warning(self, notes: Mapping[str, list[str]], n: int) -> str:
+        st = self.stats
+        lines = [f"respmask: in batch {st.batches} ({n} samples; {st.samples} samples collated so far):"]
+        for problem, who in notes.items():
+            shown = ", ".join(who[:8]) + (f" and {len(who) - 8} more" if len(who) > 8 else "")
+            lines.append(f"- {len(who)} sample(s) [{shown}]: {problem}")
+        lines.append(f"So far: {st.untrainable} of {st.samples} samples had no trained token, {st.dropped_data} lost "
+                     f"data, {st.every_token_trained} arrived with labels on every token. "
+                     "(on_untrainable='keep' silences this; 'raise' stops)")
+        if not all(name.startswith("dataset row ") for who in notes.values() for name in who):
+            lines.append("Positions are within the batch: give the dataset an 'index' column "
+                         "(ds.add_column('index', range(len(ds)))) to name its rows.")
+        return "\n".join(lines)
+
+    def _account(self, enc: Encoded, labels: np.ndarray, cut: bool) -> str | None:
+        """Count a sample; return what is wrong with it, if its labels cannot train it right."""
         st = self.stats
         st.samples += 1
         st.tokens += len(labels)
@@ -184,20 +230,14 @@ class ResponseOnlyCollator:
         if trained and enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
             # rows that arrive with labels on every token: somebody else made them from input_ids
             st.every_token_trained += 1
-            message = (
-                f"sample {index} of this batch arrives with labels on every token (its prompt is trained too): "
-                "its 'labels' were made before respmask saw it, typically by TRL's SFTTrainer preparing the "
-                "dataset itself. Pass SFTConfig(remove_unused_columns=False, "
-                "dataset_kwargs={'skip_prepare_dataset': True}) so the raw 'messages' reach the collator, or "
-                "pre-tokenize with respmask.Pretokenizer. (on_untrainable='keep' silences this)"
+            return (
+                "labels on every token (the prompt is trained too): the 'labels' were made before "
+                "respmask saw them, typically by TRL's SFTTrainer preparing the dataset itself. Pass "
+                "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) so the raw "
+                "'messages' reach the collator, or pre-tokenize with respmask.Pretokenizer"
             )
-            if self.on_untrainable == "raise":
-                raise UntrainableSampleError(message)
-            if self.on_untrainable == "warn":
-                warnings.warn(message, stacklevel=3)
-            return
         if trained:
-            return
+            return None
         st.untrainable += 1
         if enc.n_trained:
             why = f"truncation to max_length={self.max_length} ({self.truncation}) removed all its trained tokens"
@@ -208,14 +248,7 @@ class ResponseOnlyCollator:
         else:
             why = "it has no trained turn (no assistant message, or every message has train=false)"
             fix = "drop such samples, or give them an assistant reply"
-        message = (
-            f"sample {index} of this batch has no trained token: {why}. Its loss would be NaN or missing; "
-            f"{fix}. (on_untrainable='keep' silences this)"
-        )
-        if self.on_untrainable == "raise":
-            raise UntrainableSampleError(message)
-        if self.on_untrainable == "warn":
-            warnings.warn(message, stacklevel=3)
+        return f"no trained token: {why}. The loss of such a sample is NaN or missing; {fix}"
 
     def pad(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
         """Pad (ids, labels) rows into input_ids / attention_mask / labels."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import sysconfig
+import warnings
+
 
 class RespmaskError(Exception):
     """Base class of every error respmask raises on purpose."""
@@ -48,6 +53,35 @@ class UntrainableSampleError(SampleError):
 class LostDataError(SampleError):
     """A sample holds data (tool calls, content, whole messages) the chat template leaves out of the
     render, or a turn that trains nothing but its stop token."""
+
+
+class RespmaskWarning(UserWarning):
+    """A problem with the data that does not stop training (untrainable samples, lost data)."""
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    here = os.path.dirname(os.path.abspath(__file__))
+    return tuple({os.path.abspath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+                 | {here})
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`RespmaskWarning` that is shown every time it is raised.
+
+    Python's default filter shows a warning once per text and code location, so identical
+    problems in later batches would go unseen; the warning also points at the first frame of the
+    user's own code (the ``trainer.train()`` line) rather than at torch's data loader. Filters the
+    user sets (``ignore``, ``error``) still apply.
+    """
+    libraries = _library_dirs()
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(libraries):
+        frame = frame.f_back
+    if frame is None:  # only library code on the stack (a data loader worker): point at the caller
+        frame = sys._getframe(1)
+    warnings.warn_explicit(message, RespmaskWarning, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__", "respmask"), registry=None)
 
 
 def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:

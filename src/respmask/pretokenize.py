@@ -8,14 +8,13 @@ Data's ``map_batches`` (numpy, pandas or pyarrow batches) and plain Python, so a
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from .collator import truncate
-from .errors import LostDataError, RespmaskError, UntrainableSampleError, check_choice, check_max_length
+from .errors import LostDataError, RespmaskError, UntrainableSampleError, check_choice, check_max_length, warn
 from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
@@ -189,11 +188,11 @@ class Pretokenizer:
             truncated.append(cut)
             kept.append(j)
         if lost and self.on_lost_data == "warn":
-            warnings.warn(
-                f"{len(lost)} of {len(rows)} samples in this batch (rows {lost[:8]}{' ...' if len(lost) > 8 else ''}) "
-                "hold data the chat template leaves out of the render: it is not trained. respmask.check lists "
-                "what each lost; on_lost_data='reject' rejects such rows, 'keep' silences this.",
-                stacklevel=2,
+            warn(
+                f"respmask: {len(lost)} of {len(rows)} samples in this batch (rows {lost[:8]}"
+                f"{' ...' if len(lost) > 8 else ''}) hold data the chat template leaves out of the render: it is not "
+                "trained. respmask.check lists what each lost; on_lost_data='reject' rejects such rows, 'keep' "
+                "silences this."
             )
         out: dict[str, list] = {"input_ids": ids_out, "labels": labels_out}
         if self.on_error == "collect":

@@ -16,14 +16,16 @@ could not put in one table) reach respmask and get a precise error.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -180,12 +182,25 @@ def open_input(path: str) -> tuple[str, Any]:
     return "jsonl", str(p)
 
 
-def iter_rows(path: str) -> Iterator[Any]:
+class BadLine(NamedTuple):
+    """A JSON Lines line that holds no row: what :func:`iter_rows` yields in its place with
+    ``bad_lines="yield"`` (so that a reader can record it and go on, as ``tokenize`` does)."""
+
+    line: int
+    message: str
+
+
+def iter_rows(path: str, bad_lines: str = "raise") -> Iterator[Any]:
     """Every row of a data file (JSON Lines, a JSON array or object, Parquet, a saved dataset).
 
+    Args:
+        path: the file or directory.
+        bad_lines: ``"raise"`` at a JSON Lines line that is not valid JSON or not an object or
+            list, or ``"yield"`` a :class:`BadLine` in its place.
+
     Raises:
-        RespmaskError: as :func:`open_input`, and a JSON Lines line that is not valid JSON (its
-            line number) or not an object or list.
+        RespmaskError: as :func:`open_input`, and bad lines with ``bad_lines="raise"`` (their line
+            number).
     """
     kind, source = open_input(path)
     if kind == "rows":
@@ -200,8 +215,15 @@ def iter_rows(path: str) -> Iterator[Any]:
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:
+                    problem = f"line {n}: not valid JSON ({exc.msg})"
+                    if bad_lines == "yield":
+                        yield BadLine(n, problem)
+                        continue
                     raise RespmaskError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(value, (Mapping, list)):
+                    if bad_lines == "yield":
+                        yield BadLine(n, f"line {n}: not a JSON object")
+                        continue
                     raise RespmaskError(f"{path}:{n}: each line must be a JSON object")
                 yield value
 
@@ -232,7 +254,44 @@ def _count_jsonl(path: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_size: int) -> Any:
+@contextlib.contextmanager
+def _engine_output(engine: str, quiet: bool) -> Iterator[None]:
+    """With ``quiet``, silence the engine's progress bars and logs for the run, and put back the
+    caller's settings afterwards."""
+    if not quiet:
+        yield
+        return
+    undo: list[Callable[[], None]] = []
+    try:
+        if engine == "datasets":
+            import datasets.utils as ds_utils
+            from datasets.utils import logging as ds_logging
+
+            if not ds_utils.are_progress_bars_disabled():
+                ds_utils.disable_progress_bars()
+                undo.append(ds_utils.enable_progress_bars)
+            level = ds_logging.get_verbosity()
+            ds_logging.set_verbosity_error()
+            undo.append(lambda: ds_logging.set_verbosity(level))
+        else:
+            import ray.data
+
+            ctx = ray.data.DataContext.get_current()
+            bars = ctx.enable_progress_bars
+            ctx.enable_progress_bars = False
+            undo.append(lambda: setattr(ctx, "enable_progress_bars", bars))
+            for name in ("ray", "ray.data"):
+                logger = logging.getLogger(name)
+                old = logger.level
+                logger.setLevel(logging.ERROR)
+                undo.append(lambda logger=logger, old=old: logger.setLevel(old))
+        yield
+    finally:
+        for fn in reversed(undo):
+            fn()
+
+
+def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_size: int, quiet: bool = False) -> Any:
     """Run ``fn`` over a shard (a pyarrow table with 'json' and 'index') inside the engine; the
     result is a pyarrow table (input_ids, labels, error, truncated, index) in input order."""
     if engine == "datasets":
@@ -256,7 +315,8 @@ def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_siz
         import ray.data
 
         if not ray.is_initialized():
-            ray.init(num_cpus=num_proc if num_proc > 1 else None, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_proc if num_proc > 1 else None, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR if quiet else logging.INFO)
 
         def arrow_fn(batch: Any) -> Any:
             cols = fn(batch.to_pydict())
@@ -353,7 +413,8 @@ def tokenize_files(
             summary.resumed_shards += 1
             bar.update(1)
             continue
-        cols = _run_engine(engine, table, fn, num_proc, batch_size)
+        with _engine_output(engine, quiet=not progress):
+            cols = _run_engine(engine, table, fn, num_proc, batch_size, quiet=not progress)
         stats, part, rejects = _finish_shard(cols, pack, drop_untrainable)
         _write_atomic(out / f"rejects-{k:05d}.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects).encode())
