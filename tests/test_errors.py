@@ -162,5 +162,5 @@ def test_unknown_role_follows_the_template():
 
 def test_max_length_shorter_than_the_prompt():
     tok = fixture_tokenizer("qwen2_5")
-    with pytest.raises(UntrainableSampleError, match="sample 0 .*truncation to max_length=4"):
+    with pytest.raises(UntrainableSampleError, match="sample 0: no trained token: truncation to max_length=4"):
         ResponseOnlyCollator(tok, max_length=4, on_untrainable="raise")([OK])
