@@ -32,6 +32,7 @@ class CheckReport:
     """Counts over a dataset, and the samples that need attention (by index)."""
 
     samples: int = 0
+    rows: int = 0  # rows trained (more than samples when split="auto"/"turns" splits conversations)
     tokens: int = 0
     trained_tokens: int = 0
     turns: int = 0
@@ -43,6 +44,8 @@ class CheckReport:
     turns_without_stop: list[tuple[int, int]] = field(default_factory=list)  # (sample, message)
     # (sample, message, what) of data the chat template leaves out of the render
     dropped: list[tuple[int, int, str]] = field(default_factory=list)
+    dropped_tokens: int = 0  # tokens of the data the template leaves out, lost data and reasoning alike
+    dropped_reasoning_tokens: int = 0  # of which earlier turns' reasoning
     errors: list[tuple[int, str]] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list, repr=False)  # tokens per sample, before truncation
 
@@ -87,15 +90,18 @@ class CheckReport:
 
     def summary(self, verdict: bool = True) -> str:
         """The report as text; ``verdict=False`` leaves out the closing OK / PROBLEMS FOUND line."""
-        lines = [
-            f"samples:            {self.samples}",
+        lines = [f"samples:            {self.samples}"]
+        if self.rows != self.samples - len(self.errors):
+            lines.append(f"rows (split):       {self.rows}")
+        lines += [
             f"tokens:             {self.tokens}",
             f"trained tokens:     {self.trained_tokens} ({100 * self.trained_fraction:.1f}%)",
             f"trained turns:      {self.turns}",
         ]
         dist = self.length_distribution()
         if dist:
-            lines.append("tokens per sample:  " + "  ".join(f"{k} {v}" for k, v in dist.items()))
+            label = "tokens per sample:  " if self.rows == self.samples - len(self.errors) else "tokens per row:     "
+            lines.append(label + "  ".join(f"{k} {v}" for k, v in dist.items()))
         if self.max_length is not None:
             lines.append(f"truncated to {self.max_length}: {len(self.truncated)} sample(s), "
                          f"{self.truncated_trained_tokens} trained token(s) cut" + (
@@ -109,7 +115,9 @@ class CheckReport:
             if self.turns_without_stop else ""))
         lost = self.lost
         if lost:
-            lines.append(f"data the chat template leaves out: {len(lost)} message(s)")
+            lost_tokens = self.dropped_tokens - self.dropped_reasoning_tokens
+            lines.append(f"data the chat template leaves out: {len(lost)} message(s)"
+                         + (f", about {lost_tokens} tokens" if lost_tokens else ""))
             groups: dict[str, list[tuple[int, int]]] = {}
             for sample, message, what in lost:
                 groups.setdefault(what.split(" (role")[0], []).append((sample, message))
@@ -118,7 +126,8 @@ class CheckReport:
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
-                         f"  [sample, message: {_some(reasoning)}]")
+                         + (f", about {self.dropped_reasoning_tokens} tokens" if self.dropped_reasoning_tokens else "")
+                         + f"  [sample, message: {_some(reasoning)}]  (split='auto' trains it)")
         lines.append(f"errors:             {len(self.errors)}")
         groups_shown = self.error_groups()
         for reason, indices in groups_shown[:8]:
@@ -162,24 +171,32 @@ def check(
     report = CheckReport(max_length=max_length)
     batch: list[tuple[int, Any]] = []
 
-    def encode_all() -> list[Any]:
+    def encode_all() -> list[tuple[int, Any]]:
+        """(sample index, Encoded or its error) for every row."""
         try:
-            return masker.encode_batch([s for _, s in batch], [i for i, _ in batch])
+            return [(batch[enc.sample][0], enc)
+                    for enc in masker.encode_batch([s for _, s in batch], [i for i, _ in batch])]
         except RespmaskError:  # find every bad sample, not just the first
-            out: list[Any] = []
+            out: list[tuple[int, Any]] = []
             for index, sample in batch:
                 try:
-                    out.append(masker.encode_batch([sample], [index])[0])
+                    out.extend((index, enc) for enc in masker.encode_batch([sample], [index]))
                 except RespmaskError as exc:
-                    out.append(exc)
+                    out.append((index, exc))
             return out
 
+    def once(items: list[int], index: int) -> None:
+        if not items or items[-1] != index:
+            items.append(index)
+
     def flush() -> None:
-        for (index, _), enc in zip(batch, encode_all()):
-            report.samples += 1
+        for index, enc in encode_all():
             if isinstance(enc, RespmaskError):
+                report.samples += 1
                 report.errors.append((index, str(enc)))
                 continue
+            report.samples += enc.row == 0
+            report.rows += 1
             report.lengths.append(len(enc.input_ids))
             ids, labels, cut = truncate(enc, max_length, truncation)
             report.tokens += len(ids)
@@ -187,13 +204,15 @@ def check(
             report.trained_tokens += trained
             report.turns += enc.n_turns
             if cut:
-                report.truncated.append(index)
+                once(report.truncated, index)  # a sample split into rows is listed once
                 report.truncated_trained_tokens += enc.n_trained - trained
             if not trained:
-                report.untrainable.append(index)
+                once(report.untrainable, index)
                 if cut and enc.n_trained:
-                    report.truncated_untrainable.append(index)
+                    once(report.truncated_untrainable, index)
             report.dropped.extend((index, message, what) for message, what in enc.dropped)
+            report.dropped_tokens += enc.dropped_tokens
+            report.dropped_reasoning_tokens += enc.reasoning_tokens_dropped
             for t in enc.turns:
                 if t.stop is None:
                     report.turns_without_stop.append((index, t.message))

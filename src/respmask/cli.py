@@ -75,6 +75,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["template_kwargs"] = json.loads(args.template_kwargs)
     if args.no_reasoning:
         opts["reasoning_in_loss"] = False
+    if args.split != "never":
+        opts["split"] = args.split
     if args.chat_template:
         with open(args.chat_template, encoding="utf-8") as f:
             opts["chat_template"] = f.read()
@@ -156,6 +158,13 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+SPLIT_HELP = (
+    '"auto": split conversations whose template rewrites earlier turns (Qwen3 drops their reasoning) into the '
+    'fewest rows in which every trained turn reads as at inference; "turns": one row per trained turn '
+    '(default: never)'
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="respmask",
@@ -185,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--template-kwargs", help='JSON object of template kwargs, e.g. \'{"enable_thinking": false}\'')
         p.add_argument("--train-on", choices=["all", "last"], default="all", help="assistant turns to train")
         p.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
+        p.add_argument("--split", choices=["never", "auto", "turns"], default="never", help=SPLIT_HELP)
         data_options(p)
 
     p = sub.add_parser("preview", help="show samples with trained tokens highlighted")
@@ -211,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--template-kwargs", help="JSON object of template kwargs")
     t.add_argument("--train-on", choices=["all", "last"], default="all")
     t.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
+    t.add_argument("--split", choices=["never", "auto", "turns"], default="never", help=SPLIT_HELP)
     t.add_argument("--max-length", type=int, help="truncate samples to this many tokens")
     t.add_argument("--truncation", choices=["right", "left"], default="right")
     t.add_argument("--engine", choices=["datasets", "ray"], default="datasets")

@@ -14,6 +14,7 @@ from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, Encoded, TrainOn
 from .masks import IGNORE_INDEX
 from .preview import remember
+from .split import Split
 
 OnUntrainable = Literal["warn", "raise", "keep"]
 
@@ -46,19 +47,27 @@ class CollatorStats:
     turns_without_stop: int = 0
     every_token_trained: int = 0  # pre-tokenized rows whose labels train every token (prompt included)
     dropped_data: int = 0  # samples holding data the chat template leaves out, besides earlier reasoning
+    dropped_reasoning: int = 0  # samples whose earlier turns' reasoning the template leaves out (split="never")
+    dropped_tokens: int = 0  # tokens of the data the template leaves out (that reasoning included)
     batches: int = 0
+    rows: int = 0  # rows made (more than samples when split="auto"/"turns" splits conversations)
 
     def __str__(self) -> str:
         if not self.samples:
             return "respmask collator: no batch collated in this process"
         share = f"{100 * self.trained_tokens / self.tokens:.1f}%" if self.tokens else "0%"
         return (
-            f"respmask collator: {self.batches} batches, {self.samples} samples, {self.trained_tokens} of "
+            f"respmask collator: {self.batches} batches, {self.samples} samples"
+            + (f" in {self.rows} rows" if self.rows != self.samples else "")
+            + f", {self.trained_tokens} of "
             f"{self.tokens} tokens trained ({share}), {self.turns} assistant turns; "
             f"untrainable samples: {self.untrainable}, truncated: {self.truncated}, "
             f"holding data the template leaves out: {self.dropped_data}, "
             f"arriving with labels on every token: {self.every_token_trained}, "
             f"turns without a trained stop token: {self.turns_without_stop}"
+            + (f", whose earlier reasoning the template leaves out: {self.dropped_reasoning} (split='auto' "
+               "trains it)" if self.dropped_reasoning else "")
+            + (f"; about {self.dropped_tokens} tokens of data not rendered" if self.dropped_tokens else "")
         )
 
 
@@ -103,7 +112,7 @@ class ResponseOnlyCollator:
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
         train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens, data_format,
-            mapping: see :class:`respmask.ChatMasker`.
+            mapping, split: see :class:`respmask.ChatMasker`.
         on_untrainable: what to do with a sample whose labels are all -100 (no assistant turn,
             or truncated away): ``"warn"`` (default), ``"raise"``, or ``"keep"`` silently.
         return_tensors: ``"pt"`` (torch) or ``"np"``.
@@ -129,6 +138,7 @@ class ResponseOnlyCollator:
         stop_tokens: Sequence[str] | None = None,
         data_format: DataFormat = "auto",
         mapping: MessageMapping | Mapping[str, Any] | None = None,
+        split: Split = "never",
         on_untrainable: OnUntrainable = "warn",
         return_tensors: Literal["pt", "np"] = "pt",
         padding_free: bool = False,
@@ -150,6 +160,7 @@ class ResponseOnlyCollator:
             stop_tokens=stop_tokens,
             data_format=data_format,
             mapping=mapping,
+            split=split,
         )
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -179,13 +190,15 @@ class ResponseOnlyCollator:
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
         rows = []
         positions = []
-        for index, enc in enumerate(encoded):
+        for enc in encoded:
+            index = enc.sample
             ids, labels, cut = truncate(enc, self.max_length, self.truncation)
             problem = self._account(enc, labels, cut)
+            name = names[index] + (f" (row {enc.row + 1} of {enc.rows})" if enc.rows > 1 else "")
             if problem is not None:
                 if self.on_untrainable == "raise":
-                    raise UntrainableSampleError(f"{names[index]}: {problem}")
-                notes.setdefault(problem, []).append(names[index])
+                    raise UntrainableSampleError(f"{name}: {problem}")
+                notes.setdefault(problem, []).append(name)
             if enc.lost_data:
                 what = "; ".join(sorted({w.split(" (role")[0] for _, w in enc.lost_data}))
                 notes.setdefault(f"data the chat template leaves out of the render ({what}): it is not "
@@ -219,7 +232,8 @@ class ResponseOnlyCollator:
     def _account(self, enc: Encoded, labels: np.ndarray, cut: bool) -> str | None:
         """Count a sample; return what is wrong with it, if its labels cannot train it right."""
         st = self.stats
-        st.samples += 1
+        st.samples += enc.row == 0
+        st.rows += 1
         st.tokens += len(labels)
         trained = int((labels != IGNORE_INDEX).sum())
         st.trained_tokens += trained
@@ -227,6 +241,8 @@ class ResponseOnlyCollator:
         st.turns += enc.n_turns
         st.turns_without_stop += enc.turns_without_stop
         st.dropped_data += bool(enc.lost_data)
+        st.dropped_reasoning += len(enc.dropped) > len(enc.lost_data)
+        st.dropped_tokens += enc.dropped_tokens
         if trained and enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
             # rows that arrive with labels on every token: somebody else made them from input_ids
             st.every_token_trained += 1

@@ -18,12 +18,17 @@ import numpy as np
 from .errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
 from .byte_offsets import ByteLengths
 from .masks import IGNORE_INDEX, labels_from_mask, mask_from_ranges, token_ranges
-from .profile import TemplateProfile, learn_profile, token_regex
+from .origin import REASONING_KEYS
+from .profile import TemplateProfile, history_probes, learn_profile, token_regex
 from .render import ChatTemplate, template_inputs
 from .formats import DataFormat, MessageMapping, SampleReader
 from .samples import Chat, Pretokenized, TextPair, parse
 from .segments import Segments
-from .spans import DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, find_turns, select_messages, trained_spans
+from .split import SPLITS, Split, is_exact, plan_rows
+from .spans import (
+    DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_text, find_turns, select_messages,
+    trained_spans,
+)
 
 TrainOn = Literal["all", "last"]
 _TRUTHY = ("1", "true", "yes", "on")
@@ -41,6 +46,21 @@ class Encoded:
     turns: list[Turn] = field(default_factory=list)
     position_ids: np.ndarray | None = None  # packed rows only
     dropped: list[tuple[int, str]] = field(default_factory=list)  # (message, what) the render leaves out
+    dropped_counts: list[int] = field(default_factory=list)  # tokens of each ``dropped`` entry's data
+    sample: int = 0  # the position of its sample in the batch (split rows share it)
+    through: int | None = None  # the last message the row renders (None: the whole sample)
+    row: int = 0  # which row of its sample (0 unless split)
+    rows: int = 1  # how many rows its sample gave
+
+    @property
+    def dropped_tokens(self) -> int:
+        """Tokens of the data the render leaves out (its text tokenized alone: a lower bound)."""
+        return sum(self.dropped_counts)
+
+    @property
+    def reasoning_tokens_dropped(self) -> int:
+        """Of which earlier turns' reasoning."""
+        return sum(n for (_, what), n in zip(self.dropped, self.dropped_counts) if what == DROPPED_REASONING)
 
     @property
     def lost_data(self) -> list[tuple[int, str]]:
@@ -63,6 +83,8 @@ class RenderedSample:
     add_special_tokens: bool = False
     # (message, what) the render leaves out (spans.dropped_data)
     dropped: list[tuple[int, str]] = field(default_factory=list)
+    through: int | None = None  # a split row: the last message it renders (None: the whole sample)
+    dropped_text: list[str] = field(default_factory=list)  # the data of each ``dropped`` entry
 
 
 # Tokenizers of the maskers built in this process, so that a forked worker reuses its copy.
@@ -103,6 +125,14 @@ def _generation_config_eos(tokenizer: Any) -> list[str]:
     return [t for t in tokens if isinstance(t, str)]
 
 
+def _drops_all_reasoning(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> bool:
+    """Whether the render left out only reasoning, and that of every message holding some."""
+    if any(what != DROPPED_REASONING for _, what in dropped):
+        return False
+    reasoned = {k for k, m in enumerate(messages) if any(m.get(key) for key in REASONING_KEYS)}
+    return reasoned == {k for k, _ in dropped}
+
+
 class ChatMasker:
     """Finds, through the chat template itself, the tokens a model generates in each sample.
 
@@ -126,6 +156,12 @@ class ChatMasker:
         mapping: for any other list of messages, a :class:`respmask.MessageMapping` (or a dict of
             its fields: ``field_messages``, ``role_key``, ``content_key``, ``role_map``) that says
             where they are and how to read them; ``data_format`` must then be ``"auto"``.
+        split: templates that rewrite history (Qwen3 drops earlier turns' reasoning) render
+            earlier turns unlike the model produced them. ``"never"`` (default) trains one row per
+            conversation as rendered; ``"auto"`` makes the fewest rows in which every trained turn
+            reads exactly as in the render of its own prefix (one row on templates that keep
+            history); ``"turns"`` makes one row per trained turn (its prefix). See
+            :mod:`respmask.split`.
 
     Raises:
         TokenizerError: the tokenizer is not a fast one.
@@ -144,6 +180,7 @@ class ChatMasker:
         use_generation_tags: bool = False,
         data_format: DataFormat = "auto",
         mapping: MessageMapping | Mapping[str, Any] | None = None,
+        split: Split = "never",
     ):
         if not _is_fast(tokenizer):
             raise TokenizerError(
@@ -152,6 +189,7 @@ class ChatMasker:
                 "directory that has tokenizer.json."
             )
         check_choice("train_on", train_on, ("all", "last"))
+        check_choice("split", split, SPLITS)
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.template_kwargs = dict(template_kwargs or {})
@@ -159,12 +197,14 @@ class ChatMasker:
         self.reasoning_in_loss = reasoning_in_loss
         self.stop_tokens = tuple(stop_tokens or ())
         self.use_generation_tags = use_generation_tags
+        self.split = split
         self.reader = SampleReader(data_format, mapping)
         self.data_format = data_format
         self.mapping = self.reader.mapping
         self._templates: dict[str, ChatTemplate] = {}
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
+        self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
         self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
         self._blob: tuple[Any, bytes] | None = None
@@ -185,6 +225,7 @@ class ChatMasker:
         state["_templates"] = {}
         state["_profiles"] = {}
         state["_exact"] = {}
+        state["_keeps_history"] = {}
         state["_bytes"] = None
         state["tokenizer"] = None
         return state
@@ -374,7 +415,100 @@ class ChatMasker:
             ) from None
         self._check_attributed(parsed, selected, turns, segs)
         dropped = dropped_data(parsed.messages, rendered.printed, turns, rendered.text)
-        return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped)
+        return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped,
+                              dropped_text=dropped_text(parsed.messages, dropped))
+
+    def render_rows(self, sample: Any) -> list[RenderedSample]:
+        """The rows a raw sample gives under this masker's ``split`` (one unless it splits)."""
+        parsed = parse(sample, self.reader)
+        if isinstance(parsed, Pretokenized):
+            raise SampleError("is already tokenized; render_rows() needs messages or a prompt/completion")
+        return self._rows_parsed(parsed)
+
+    def _rows_parsed(self, parsed: Chat | TextPair) -> list[RenderedSample]:
+        whole = self._render_parsed(parsed)
+        if self.split == "never" or isinstance(parsed, TextPair):
+            return [whole]
+        source = self.template_source(parsed.tools)
+        kwargs = {**self.template_kwargs, **parsed.kwargs}
+        template = self.template(source)
+        key = self._profile_key(source, kwargs)
+        if self.split == "auto" and self._history_kept(key, kwargs) and (
+            not whole.dropped or _drops_all_reasoning(parsed.messages, whole.dropped)
+        ):
+            # the template keeps history (learned) and this render left nothing out, or nothing but
+            # the reasoning of every message (a template without reasoning: no prefix shows it either)
+            return [whole]
+        analysed: dict[int, RenderedSample | None] = {}
+        last = len(parsed.messages) - 1
+
+        def prefix_text(k: int) -> str | None:
+            try:
+                return self._render(template, parsed.messages[: k + 1], parsed.tools, parsed.documents, kwargs,
+                                    False)[0].text
+            except Exception:  # the template rejects this prefix: nothing to compare against
+                return None
+
+        def prefix_turns(k: int) -> tuple[str, list[Turn]] | None:
+            if k not in analysed:
+                prefix = Chat(parsed.messages[: k + 1], parsed.flags[: k + 1], parsed.tools, parsed.documents,
+                              parsed.kwargs)
+                try:
+                    rs = self._render_parsed(prefix)
+                    # a prefix render that leaves out the turn's own data is no reference for it
+                    analysed[k] = None if any(m == k for m, _ in rs.dropped) else rs
+                except RespmaskError:
+                    analysed[k] = None
+            rs = analysed[k]
+            return None if rs is None else (rs.text, rs.turns)
+
+        rows = plan_rows(self.split, whole.text, whole.turns, last, prefix_text, prefix_turns)  # type: ignore[arg-type]
+        # "turns" rows are prefixes not analysed yet; one the template cannot analyse is trained in place
+        rows = [(k if k is None or prefix_turns(k) is not None else None, chosen) for k, chosen in rows]
+        shown = [(k, analysed[k]) for k, _ in rows if k is not None]
+        # what the whole render leaves out is lost unless a prefix row shows it
+        still = [not any(rs is not None and d[0] <= k and d not in rs.dropped for k, rs in shown) for d in whole.dropped]
+        lost = [d for d, gone in zip(whole.dropped, still) if gone]
+        lost_text = [t for t, gone in zip(whole.dropped_text, still) if gone]
+        out = []
+        for n, (k, chosen) in enumerate(rows):
+            rs = whole if k is None else analysed[k]
+            assert rs is not None  # plan_rows only makes rows of analysed prefixes
+            turns = [t for t in rs.turns if t.message in chosen]
+            out.append(RenderedSample(rs.text, trained_spans(turns, rs.segments), turns, rs.segments,  # type: ignore[arg-type]
+                                      rs.add_special_tokens, dropped=lost if n == 0 else [], through=k,
+                                      dropped_text=lost_text if n == 0 else []))
+        return out
+
+    def _history_kept(self, key: tuple[str, str], kwargs: Mapping[str, Any]) -> bool:
+        """Whether, on probe conversations (multi-turn, reasoning, tool-call chains), every trained
+        turn reads in the whole render exactly as in the render of its own prefix. Learned once per
+        template and template kwargs; a conversation whose render leaves data out is checked anyway."""
+        kept = self._keeps_history.get(key)
+        if kept is None:
+            kept = True
+            for probe in history_probes():
+                chat = Chat([dict(m) for m in probe.messages], [None] * len(probe.messages), probe.tools, None,
+                            dict(kwargs))
+                try:
+                    whole = self._render_parsed(chat)
+                except RespmaskError:
+                    continue  # the template rejects this probe shape
+                last = len(chat.messages) - 1
+                if not all(is_exact(whole.text, t, whole.text if t.message == last else self._prefix_text(chat, t.message))
+                           for t in whole.turns):
+                    kept = False
+                    break
+            self._keeps_history[key] = kept
+        return kept
+
+    def _prefix_text(self, chat: Chat, k: int) -> str | None:
+        source = self.template_source(chat.tools)
+        try:
+            return self._render(self.template(source), chat.messages[: k + 1], chat.tools, chat.documents,
+                                {**self.template_kwargs, **chat.kwargs}, False)[0].text
+        except Exception:
+            return None
 
     @staticmethod
     def _check_attributed(parsed: Chat, selected: Sequence[bool], turns: Sequence[Turn], segs: Segments) -> None:
@@ -405,8 +539,8 @@ class ChatMasker:
     def encode_batch(self, samples: Iterable[Any], indices: Sequence[int] | None = None) -> list[Encoded]:
         """Render, tokenize (one Rust batch call) and mask many samples."""
         samples = list(samples)
-        out: list[Encoded | None] = [None] * len(samples)
-        groups: dict[bool, list[tuple[int, RenderedSample]]] = {False: [], True: []}
+        out: list[list[Encoded | None]] = [[None] for _ in samples]
+        groups: dict[bool, list[tuple[int, int, RenderedSample]]] = {False: [], True: []}
         vocab: int | None = None  # len(tokenizer), once per batch (it counts added tokens)
         for j, sample in enumerate(samples):
             index = indices[j] if indices is not None else j
@@ -415,27 +549,30 @@ class ChatMasker:
                 if isinstance(parsed, Pretokenized):
                     vocab = len(self.tokenizer) if vocab is None else vocab
                     self._check_ids(parsed, vocab)
-                    out[j] = Encoded(parsed.input_ids, parsed.labels, position_ids=parsed.position_ids)
+                    out[j] = [Encoded(parsed.input_ids, parsed.labels, position_ids=parsed.position_ids, sample=j)]
                     continue
-                rs = self._render_parsed(parsed)
+                rows = self._rows_parsed(parsed)
             except SampleError as exc:
                 raise exc.at(index) from exc.__cause__
             except RespmaskError as exc:
                 raise type(exc)(f"sample {index}: {exc}") from exc
-            groups[rs.add_special_tokens].append((j, rs))
+            out[j] = [None] * len(rows)
+            for r, rs in enumerate(rows):
+                groups[rs.add_special_tokens].append((j, r, rs))
         backend = self.tokenizer.backend_tokenizer
         self._reset_backend(backend)
+        dropped_counts = self._count_dropped(backend, groups)
         for add_special, items in groups.items():
             if not items:
                 continue
             # Special tokens added by a post-processor have no bytes in the text: offsets path.
             table = None if add_special else self._byte_lengths(backend)
-            texts = [rs.text for _, rs in items]
+            texts = [rs.text for _, _, rs in items]
             encodings = self._encode_texts(backend, texts, add_special, offsets=table is None)
             rows = [np.asarray(enc.ids, dtype=np.int64) for enc in encodings]
             if table is not None and max((int(r.max()) for r in rows if len(r)), default=-1) >= len(table.lengths):
                 table = self._byte_lengths(backend, rebuild=True)  # tokens were added since it was built
-            for (j, rs), enc, ids in zip(items, encodings, rows):
+            for (j, r, rs), enc, ids in zip(items, encodings, rows):
                 ranges = None if table is None else table.token_ranges(ids, rs.text, rs.spans)
                 if ranges is None:
                     if table is not None:  # this text needs the tokenizer's own offsets
@@ -443,7 +580,7 @@ class ChatMasker:
                         ids = np.asarray(enc.ids, dtype=np.int64)
                     ranges = token_ranges(enc, rs.spans, len(ids))
                 mask = mask_from_ranges(ranges, len(ids))
-                out[j] = Encoded(
+                out[j][r] = Encoded(
                     ids,
                     labels_from_mask(ids, mask),
                     n_turns=len(rs.turns),
@@ -451,8 +588,25 @@ class ChatMasker:
                     text=rs.text,
                     turns=rs.turns,
                     dropped=rs.dropped,
+                    dropped_counts=dropped_counts.get((j, r), []),
+                    sample=j,
+                    through=rs.through,
+                    row=r,
+                    rows=len(out[j]),
                 )
-        return out  # type: ignore[return-value]
+        return [enc for row in out for enc in row]  # type: ignore[misc]
+
+    def _count_dropped(self, backend: Any, groups: Mapping[bool, Sequence[tuple[int, int, RenderedSample]]]
+                       ) -> dict[tuple[int, int], list[int]]:
+        """Tokens of the data each row's render leaves out, per entry (one Rust call, only when there
+        is some)."""
+        where = [(j, r) for items in groups.values() for j, r, rs in items for _ in rs.dropped_text]
+        texts = [t for items in groups.values() for _, _, rs in items for t in rs.dropped_text]
+        out: dict[tuple[int, int], list[int]] = {}
+        if texts:
+            for at, enc in zip(where, self._encode_texts(backend, texts, False, offsets=False)):
+                out.setdefault(at, []).append(len(enc.ids))
+        return out
 
     @staticmethod
     def _check_ids(parsed: Pretokenized, vocab: int) -> None:
@@ -464,7 +618,12 @@ class ChatMasker:
             raise SampleError(f"'labels' must be -100 or token ids in [0, {vocab})")
 
     def encode(self, sample: Any) -> Encoded:
+        """One sample's first row (its only row unless ``split`` splits it)."""
         return self.encode_batch([sample])[0]
+
+    def encode_rows(self, sample: Any) -> list[Encoded]:
+        """Every row of one sample (several when ``split`` splits it)."""
+        return self.encode_batch([sample])
 
     def _encode_texts(self, backend: Any, texts: list[str], add_special: bool, offsets: bool) -> list[Any]:
         """One Rust batch call (without offset tracking unless ``offsets``). In a forked child (a

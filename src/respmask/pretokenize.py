@@ -18,6 +18,7 @@ from .errors import LostDataError, RespmaskError, UntrainableSampleError, check_
 from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
+from .split import Split
 from .spans import describe_dropped
 
 
@@ -60,7 +61,7 @@ class Pretokenizer:
             rejects file and count truncations.
         keep_columns: input columns to pass through unchanged (an id, a source, ...).
         train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens, data_format,
-            mapping: see :class:`respmask.ChatMasker`.
+            mapping, split: see :class:`respmask.ChatMasker`.
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class Pretokenizer:
         stop_tokens: Sequence[str] | None = None,
         data_format: DataFormat = "auto",
         mapping: MessageMapping | Mapping[str, Any] | None = None,
+        split: Split = "never",
     ):
         check_choice("on_untrainable", on_untrainable, ("keep", "drop", "raise"))
         check_choice("on_error", on_error, ("raise", "collect"))
@@ -95,6 +97,7 @@ class Pretokenizer:
             stop_tokens=stop_tokens,
             data_format=data_format,
             mapping=mapping,
+            split=split,
         )
         self.max_length = max_length
         self.truncation = truncation
@@ -113,6 +116,8 @@ class Pretokenizer:
         if self.on_error == "collect":
             f["error"] = datasets.Value("string")
             f["truncated"] = datasets.Value("bool")
+        if self._indexed:
+            f["index"] = datasets.Value("int64")
         return datasets.Features(f)
 
     # -- engines ------------------------------------------------------------------------------
@@ -146,7 +151,11 @@ class Pretokenizer:
 
     # -- the work -----------------------------------------------------------------------------
     def encode_rows(self, rows: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None) -> dict[str, list]:
-        """Encode rows (dicts); returns the output columns (lists)."""
+        """Encode rows (dicts); returns the output columns (lists).
+
+        With ``split`` a conversation may give several output rows; they carry its position in
+        an ``index`` column (as do all rows with ``on_error="collect"``).
+        """
         positions = list(indices) if indices is not None else list(range(len(rows)))
         encoded = self._encode(rows, positions)
         ids_out: list[np.ndarray] = []
@@ -156,7 +165,10 @@ class Pretokenizer:
         kept: list[int] = []
         empty = np.zeros(0, dtype=np.int32)
         lost: list[int] = []
-        for j, enc in enumerate(encoded):
+        rejected: set[int] = set()
+        for j, enc in encoded:
+            if j in rejected:
+                continue  # a conversation rejected for lost data: one error row stands for all its rows
             if not isinstance(enc, RespmaskError) and enc.lost_data:
                 if self.on_lost_data == "reject":
                     enc = LostDataError(
@@ -164,6 +176,7 @@ class Pretokenizer:
                         "data or the template, or keep such rows (on_lost_data='keep'; CLI: --keep-lost-data)",
                         positions[j],
                     )
+                    rejected.add(j)
                     if self.on_error == "raise":
                         raise enc
                 else:
@@ -198,20 +211,27 @@ class Pretokenizer:
         if self.on_error == "collect":
             out["error"] = errors
             out["truncated"] = truncated
+        if self._indexed:
+            out["index"] = [positions[j] for j in kept]
         for c in self.keep_columns:
             out[c] = [rows[j].get(c) for j in kept]
         return out
 
-    def _encode(self, rows: Sequence[Mapping[str, Any]], positions: list[int]) -> list[Any]:
+    @property
+    def _indexed(self) -> bool:
+        return self.masker.split != "never" or self.on_error == "collect"
+
+    def _encode(self, rows: Sequence[Mapping[str, Any]], positions: list[int]) -> list[tuple[int, Any]]:
+        """``(row position, Encoded or the error)`` for every output row, in order."""
         try:
-            return self.masker.encode_batch(rows, positions)
+            return [(enc.sample, enc) for enc in self.masker.encode_batch(rows, positions)]
         except RespmaskError:
             if self.on_error == "raise":
                 raise
-        out: list[Any] = []  # find every bad row, not just the first
-        for row, index in zip(rows, positions):
+        out: list[tuple[int, Any]] = []  # find every bad row, not just the first
+        for j, (row, index) in enumerate(zip(rows, positions)):
             try:
-                out.append(self.masker.encode_batch([row], [index])[0])
+                out.extend((j, enc) for enc in self.masker.encode_batch([row], [index]))
             except RespmaskError as exc:
-                out.append(exc)
+                out.append((j, exc))
         return out

@@ -105,6 +105,24 @@ def probes() -> list[Probe]:
     ]
 
 
+def history_probes() -> list[Probe]:
+    """Conversations that show whether a template renders earlier turns as their own prefixes do:
+    several turns with and without reasoning, and a tool-call chain with reasoning."""
+    def thinking(i: int, **more: Any) -> dict:
+        return {"role": "assistant", "content": f"{_AST}{i}", "reasoning_content": f"{_RSN}{i}", **more}
+
+    call = _tool_call(1)
+    return [
+        Probe([_user(1), _assistant(1), _user(2), _assistant(2), _user(3), _assistant(3)]),
+        Probe([_user(1), thinking(1), _user(2), thinking(2)]),
+        Probe([_user(1), {**call, "reasoning_content": f"{_RSN}0"}, _tool_result(1), thinking(1), _user(2), thinking(2)],
+              PROBE_TOOLS),
+        Probe([_user(1), call, _tool_result(1), _assistant(1), _user(2), _assistant(2)], PROBE_TOOLS),
+        Probe([{"role": "system", "content": _SYS}, _user(1), _assistant(1), _user(2), _assistant(2)], PROBE_TOOLS),
+        Probe([_user(1), _assistant(1), {"role": "system", "content": f"{_SYS}2"}, _user(2), _assistant(2)]),
+    ]
+
+
 @dataclass(frozen=True)
 class TemplateProfile:
     """Learned facts about one template under one set of template keyword arguments."""

@@ -38,11 +38,12 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Summary:
-    """Counts over a whole run (input rows = written + rejected)."""
+    """Counts over a whole run (input rows + split rows = written + rejected, before packing)."""
 
     input_rows: int = 0
     written_rows: int = 0
     rejected_rows: int = 0
+    split_rows: int = 0  # rows added by splitting conversations (split="auto"/"turns")
     tokens: int = 0
     trained_tokens: int = 0
     untrainable_rows: int = 0
@@ -58,7 +59,7 @@ class Summary:
         return self.trained_tokens / self.tokens if self.tokens else 0.0
 
     def add(self, other: Mapping[str, Any]) -> None:
-        for key in ("input_rows", "written_rows", "rejected_rows", "tokens", "trained_tokens", "untrainable_rows",
+        for key in ("input_rows", "written_rows", "rejected_rows", "split_rows", "tokens", "trained_tokens", "untrainable_rows",
                     "truncated_rows", "packed_rows"):
             setattr(self, key, getattr(self, key) + int(other.get(key, 0)))
         for reason, n in other.get("reject_reasons", {}).items():
@@ -94,10 +95,10 @@ class _JsonRows:
                 parse_errors[j] = f"sample {index}: not valid JSON ({exc})"
                 rows.append({})
         out = self.pretokenizer.encode_rows(rows, indices)
-        errors = out["error"]
+        # a row that is not JSON was read as {} and gave one error row: put the JSON error there
+        where = {index: r for r, index in enumerate(out["index"])}
         for j, message in parse_errors.items():
-            errors[j] = message
-        out["index"] = indices
+            out["error"][where[indices[j]]] = message
         return out
 
 
@@ -427,7 +428,7 @@ def tokenize_files(
         _maybe_fail_for_tests(k)
     bar.close()
     summary.seconds = time.time() - started
-    if summary.input_rows != summary.written_rows + summary.rejected_rows and not pack:
+    if summary.input_rows + summary.split_rows != summary.written_rows + summary.rejected_rows and not pack:
         raise RespmaskError(f"internal error: counts do not add up: {summary.to_dict()}")
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     return summary
@@ -467,7 +468,8 @@ def _finish_shard(table: Any, pack: int | None,
         reasons[_reason(message)] += 1
 
     stats: dict[str, Any] = {
-        "input_rows": int(n),
+        "input_rows": int(len(np.unique(index))),
+        "split_rows": int(n - len(np.unique(index))),
         "written_rows": int(keep.sum()),
         "rejected_rows": int(rejected.sum()),
         "untrainable_rows": int(untrainable.sum()),

@@ -473,6 +473,34 @@ def _has_text(value: Any) -> bool:
 DROPPED_REASONING = "reasoning"
 
 
+def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> list[str]:
+    """The data each :func:`dropped_data` entry stands for, as text (to count its tokens): the
+    content, reasoning or tool calls (as JSON) the render leaves out; nothing for a turn that
+    trains only its stop token (its data is counted under its own entry)."""
+    import json
+
+    def text(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)):
+            return "".join(text(p.get("text") if isinstance(p, Mapping) else p) for p in value)
+        return ""
+
+    out = []
+    for k, what in dropped:
+        m = messages[k]
+        parts = []
+        whole = what.startswith("the whole message")
+        if whole or what == "content":
+            parts.append(text(m.get("content")))
+        if whole or what == DROPPED_REASONING:
+            parts += [text(m.get(key)) for key in REASONING_KEYS]
+        if (whole or what == "tool calls") and m.get("tool_calls"):
+            parts.append(json.dumps(m.get("tool_calls"), ensure_ascii=False, default=str))
+        out.append("".join(parts))
+    return out
+
+
 def describe_dropped(dropped: Sequence[tuple[int, str]]) -> str:
     """``"message 2: tool calls; message 4: content"``: what :func:`dropped_data` found, for messages."""
     return "; ".join(f"message {k}: {what}" for k, what in dropped)
