@@ -268,7 +268,7 @@ def test_split_rows_train_each_turn_of_never_exactly_once(name, case_index, mode
 def test_never_reports_how_many_tokens_of_reasoning_it_leaves_out():
     tok = fixture_tokenizer("qwen3")
     messages, _ = reasoning_chains(2, tools=False)  # the first answer's reasoning is dropped
-    dropped = messages[3]["reasoning_content"]
+    dropped = messages[2]["reasoning_content"]
     expected = len(tok(dropped, add_special_tokens=False)["input_ids"])
     report = check([{"messages": messages}], tok)
     assert report.ok and report.dropped_reasoning_tokens == expected > 0
