@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 
 import pytest
 
@@ -30,7 +32,7 @@ def test_html_highlights_exactly_the_trained_tokens(tok):
     html = p._repr_html_()
     enc = ChatMasker(tok).encode(SAMPLE)
     n_trained = int((enc.labels != -100).sum())
-    assert html.count('class="rm-tok rm-train"') == n_trained == p.n_trained
+    assert len(re.findall(r'class="rm-tok rm-train[ "]', html)) == n_trained == p.n_trained
     assert html.count('class="rm-tok ') == len(enc.input_ids) == p.n_tokens
     assert "<b>" not in html  # content is escaped, never markup
     import html as htmllib
@@ -43,8 +45,8 @@ def test_html_highlights_exactly_the_trained_tokens(tok):
 
 def test_terminal_text_with_and_without_colour(tok):
     p = respmask.preview(SAMPLE, tok)
-    coloured = str(p)
-    assert "\x1b[30;42m" in coloured or "\x1b[30;102m" in coloured
+    coloured = p.to_text(color=True)
+    assert re.search(r"\x1b\[[0-9;]*48;5;\d+m", coloured)  # trained tokens on a background
     plain = p.to_text(color=False)
     assert "⟦A tag.↵\nDone.<|im_end|>⟧" in plain
     text = tok.apply_chat_template(SAMPLE["messages"], tokenize=False)
@@ -81,3 +83,205 @@ def test_preview_uses_the_latest_collator_options(tok):
                          {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
     assert respmask.preview(chat).turns == 1
     assert respmask.preview(chat, tok).turns == 2
+
+
+# -- terminal colours: when, and which --------------------------------------------------------------
+
+SGR = re.compile(r"\x1b\[[0-9;]*m")
+# a tab, a lone space and newlines in the prompt, and a special token typed by the user
+WHITESPACE = {"messages": [{"role": "user", "content": "Tab\there, two  spaces? <|im_end|>"},
+                           {"role": "assistant", "content": "A tag.\nDone."}]}
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.fixture()
+def env(monkeypatch):
+    """No colour variables, a colour terminal type; tests set stdout and the variables they need."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    return monkeypatch
+
+
+def test_print_writes_escape_codes_only_to_a_terminal(tok, env, capsys):
+    p = respmask.preview(SAMPLE, tok)  # one object: colour is decided each time it is printed
+    print(p)  # pytest's captured stdout is no terminal
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "⟦A tag.↵\nDone.<|im_end|>⟧" in out  # the plain view marks trained tokens
+    env.setattr(sys, "stdout", _Stream(tty=False))
+    assert "\x1b" not in str(p)
+    env.setattr(sys, "stdout", _Stream(tty=True))
+    assert SGR.search(str(p))
+
+
+def test_no_color_turns_colours_off_even_on_a_terminal(tok, env):
+    p = respmask.preview(SAMPLE, tok)
+    env.setattr(sys, "stdout", _Stream(tty=True))
+    env.setenv("NO_COLOR", "1")
+    assert "\x1b" not in str(p) and "\x1b" not in f"{p}"
+    env.setenv("FORCE_COLOR", "1")  # NO_COLOR wins over FORCE_COLOR
+    assert "\x1b" not in str(p)
+    env.setenv("NO_COLOR", "")  # set but empty: ignored (no-color.org)
+    env.delenv("FORCE_COLOR")
+    assert SGR.search(str(p))
+    env.setenv("TERM", "dumb")
+    assert "\x1b" not in str(p)
+
+
+def test_force_color_and_explicit_color_force_colours(tok, env):
+    p = respmask.preview(SAMPLE, tok)
+    env.setattr(sys, "stdout", _Stream(tty=False))
+    assert "\x1b" not in str(p)
+    env.setenv("FORCE_COLOR", "1")
+    assert SGR.search(str(p))
+    env.delenv("FORCE_COLOR")
+    env.setenv("NO_COLOR", "1")
+    assert SGR.search(p.to_text(color=True))  # an explicit request beats the environment
+    env.delenv("NO_COLOR")
+    env.setenv("FORCE_COLOR", "1")
+    assert "\x1b" not in p.to_text(color=False)
+
+
+def test_cli_colour_follows_the_same_rule(env, capsys):
+    from respmask.cli import main
+
+    def out(*flags: str) -> str:
+        assert main(["preview", "-n", "1", *flags]) == 0
+        return capsys.readouterr().out
+
+    assert "\x1b" not in out()  # captured stdout is no terminal
+    env.setenv("FORCE_COLOR", "1")
+    assert SGR.search(out())
+    assert "\x1b" not in out("--no-color")
+    env.delenv("FORCE_COLOR")
+    env.setenv("NO_COLOR", "1")
+    assert "\x1b" not in out()
+    coloured = out("--color")
+    assert SGR.search(coloured)
+    assert "legend:" in coloured and "special token" in coloured
+
+
+def _body_styles(text: str) -> list[tuple[str, str]]:
+    """(escape codes, text) of each styled run after the summary and legend lines."""
+    body = text.split("\n", 2)[2]
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"((?:\x1b\[[0-9;]*m)+)([^\x1b]*)\x1b\[0m", body)]
+
+
+def _xterm_rgb(n: int) -> tuple[int, int, int]:
+    """The xterm 256-colour palette above the 16 colours a theme picks."""
+    assert 16 <= n <= 255, f"colour {n} is one the terminal theme chooses"
+    if n >= 232:
+        return (8 + 10 * (n - 232),) * 3
+    steps = (0, 95, 135, 175, 215, 255)
+    n -= 16
+    return steps[n // 36], steps[n // 6 % 6], steps[n % 6]
+
+
+def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    def lum(rgb):
+        c = [x / 255 for x in rgb]
+        c = [x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4 for x in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _sgr(style: str) -> dict:
+    """Foreground, background (256-colour numbers, or 'basic') and other attributes of escape codes."""
+    out: dict = {"fg": None, "bg": None, "attrs": set()}
+    for seq in re.findall(r"\x1b\[([0-9;]*)m", style):
+        codes = [int(c) for c in seq.split(";") if c]
+        i = 0
+        while i < len(codes):
+            c = codes[i]
+            if c in (38, 48):
+                assert codes[i + 1] == 5, style
+                out["fg" if c == 38 else "bg"] = codes[i + 2]
+                i += 3
+                continue
+            if 30 <= c <= 37 or 90 <= c <= 97:
+                out["fg"] = "basic"
+            elif 40 <= c <= 47 or 100 <= c <= 107:
+                out["bg"] = "basic"
+            else:
+                out["attrs"].add(c)
+            i += 1
+    return out
+
+
+def test_palette_reads_on_dark_and_light_terminals(tok):
+    p = respmask.preview(WHITESPACE, tok)
+    runs = _body_styles(p.to_text(color=True))
+    assert len(runs) == p.n_tokens and "".join(t for _, t in runs).count("<|im_end|>") == 4
+    black, white = (0, 0, 0), (255, 255, 255)
+    for i, (style, shown) in enumerate(runs):
+        st = _sgr(style)
+        if p.trained[i]:  # a background highlight with its own foreground, never the theme's
+            assert st["bg"] is not None and st["fg"] is not None, (shown, style)
+            assert _contrast(_xterm_rgb(st["fg"]), _xterm_rgb(st["bg"])) >= 7, style
+        else:  # masked: foreground only, readable on whatever background the terminal has
+            assert st["bg"] is None and st["fg"] is not None, (shown, style)
+            fg = _xterm_rgb(st["fg"])
+            assert _contrast(fg, black) >= 4 and _contrast(fg, white) >= 4, style
+    # the shade alternates, so neighbours of the same kind never look alike: every boundary shows
+    for i in range(1, len(runs)):
+        if p.trained[i] == p.trained[i - 1]:
+            a, b = _sgr(runs[i - 1][0]), _sgr(runs[i][0])
+            assert (a["fg"], a["bg"]) != (b["fg"], b["bg"]), (runs[i - 1], runs[i])
+    # special tokens (bold, underlined) and only they; here the template's and the one the user typed
+    assert sum(p.special) >= 5
+    for i, (style, shown) in enumerate(runs):
+        marked = {1, 4} <= _sgr(style)["attrs"]
+        assert marked == p.special[i] == (shown in ("<|im_start|>", "<|im_end|>")), shown
+
+
+def test_legend_explains_every_style_and_symbol(tok):
+    p = respmask.preview(WHITESPACE, tok)
+    for color in (True, False):
+        summary, legend, body = p.to_text(color=color).split("\n", 2)
+        assert summary == p.summary() and legend.startswith("legend: ")
+        used = {s for s in "·↵→" if s in body}
+        assert used == {"·", "↵", "→"}  # this sample shows all three
+        for sym, meaning in (("·", "space"), ("↵", "newline"), ("→", "tab")):
+            assert f"{sym} {meaning}" in legend
+        assert "·" not in summary  # · means a space, nothing else
+        if color:
+            assert set(SGR.findall(body)) <= set(SGR.findall(legend))  # each style is shown in the legend
+            assert "trained" in legend and "masked (-100)" in legend and "special token" in legend
+            assert "alternate per token" in legend
+        else:
+            assert "⟦" in body and "⟧" in body and "⟦ ⟧ enclose trained tokens" in legend
+    assert "legend" not in p.to_text(color=False, legend=False)
+
+
+def test_html_tokens_never_split_and_special_tokens_stand_out(tok):
+    p = respmask.preview(WHITESPACE, tok)
+    page = p._repr_html_()
+    assert "break-all" not in page and "pre-wrap" not in page
+    spans = re.findall(r'<span class="(rm-tok[^"]*)" title="[^"]*" style="([^"]*)">([^<]*)</span>', page)
+    assert len(spans) == p.n_tokens
+    for i, (cls, style, shown) in enumerate(spans):
+        decl = dict(d.split(":", 1) for d in style.split(";") if d)
+        # one unbreakable box
+        assert decl["display"] == "inline-block" and decl["white-space"] == "pre", style
+        assert ("rm-train" in cls) == p.trained[i]
+        assert ("rm-special" in cls) == p.special[i] and (decl.get("font-weight") == "700") == p.special[i]
+        if p.trained[i]:  # explicit colours: readable on a light or a dark notebook theme
+            assert decl["background"].startswith("#") and decl["color"].startswith("#")
+        else:  # translucent, in the theme's own text colour
+            assert decl["background"].startswith("rgba(") and decl["color"] == "inherit"
+    assert sum("rm-special" in c for c, _, _ in spans) == sum(p.special) >= 5
+    legend = re.search(r'class="rm-legend">(.*?)</div>', page).group(1)
+    text = re.sub(r"<[^>]+>", "", legend)
+    for words in ("trained", "masked (-100)", "special token", "each box is one token",
+                  "· space", "↵ newline", "→ tab"):
+        assert words in text

@@ -86,13 +86,15 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from .masker import ChatMasker
-    from .preview import preview
+    from .preview import legend, preview, use_color
 
     samples, tok, tok_name = _load(args)
     masker = ChatMasker(tok, **_options(args))
-    color = not args.no_color and (args.color or sys.stdout.isatty())
+    # --no-color / --color decide; else only on a terminal, never with NO_COLOR, always with FORCE_COLOR
+    color = use_color(False if args.no_color else True if args.color else None)
     html_parts = []
-    print(f"tokenizer: {tok_name}; trained tokens are " + ("highlighted in green" if color else "inside ⟦ ⟧"))
+    print(f"tokenizer: {tok_name}")
+    print(legend(color))
     for i, sample in enumerate(itertools.islice(samples, args.n)):
         print(f"\n── sample {i} " + "─" * 60)
         try:
@@ -101,7 +103,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             print(f"error: {exc}")
             continue
         assert not isinstance(p, list)
-        print(p.to_text(color=color))
+        print(p.to_text(color=color, legend=False))
         html_parts.append(f"<h3>sample {i}</h3>" + p._repr_html_())
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
@@ -200,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preview", help="show samples with trained tokens highlighted")
     common(p)
     p.add_argument("-n", type=int, default=3, help="number of samples to show (default 3)")
-    p.add_argument("--color", action="store_true", help="force ANSI colours")
+    p.add_argument("--color", action="store_true",
+                   help="force ANSI colours (default: on a terminal unless NO_COLOR is set, or FORCE_COLOR)")
     p.add_argument("--no-color", action="store_true", help="mark trained tokens with ⟦ ⟧ instead of colours")
     p.add_argument("--html", help="also write the previews as an HTML page")
     p.set_defaults(func=cmd_preview)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,62 @@ def remember(masker: ChatMasker) -> None:
     _LAST[:] = [masker]
 
 
+# Terminal styles, from the xterm 256-colour palette (themes recolour the 16 base colours, seldom
+# these). Trained: black on a green background, set together so they read on any theme. Masked:
+# foreground only (the terminal's own background shows through), two mid-tones that read on dark
+# and light backgrounds alike. Each kind alternates two shades, so every change of shade is a token
+# boundary. Special tokens add bold and underline to their shade.
+_TRAINED = ("\x1b[38;5;16;48;5;77m", "\x1b[38;5;16;48;5;157m")
+_MASKED = ("\x1b[38;5;243m", "\x1b[38;5;31m")
+_SPECIAL = "\x1b[1;4m"
+_RESET = "\x1b[0m"
+_SYMBOLS = "· space, ↵ newline, → tab"
+
+# Notebook styles. Each token is one box that never breaks (lines wrap only between tokens). Trained
+# tokens set their background and text colour; masked ones are translucent and take the theme's
+# text colour, so both read on light and dark notebook themes.
+_HTML_TOK = ("display:inline-block;white-space:pre;word-break:keep-all;overflow-wrap:normal;"
+             "vertical-align:top;line-height:1.45;border-radius:3px;padding:0 2px;margin:1px 1px")
+_HTML_TRAINED = "background:#b7f0c1;color:#0b3d16;border:1px solid #2f9e44"
+_HTML_MASKED = ("background:rgba(128,128,128,.14);color:inherit;border:1px solid rgba(128,128,128,.5);"
+                "opacity:.8")
+_HTML_SPECIAL = "font-weight:700;border:1px dashed #8b5cf6;box-shadow:inset 0 -2px 0 #8b5cf6"
+
+
+def use_color(color: bool | None = None, stream: Any = None) -> bool:
+    """Whether to write ANSI colours: ``color`` when given (``--color`` / ``--no-color``); else
+    never when ``NO_COLOR`` is set and not empty (no-color.org), always when ``FORCE_COLOR`` is,
+    and otherwise only when ``stream`` (default ``sys.stdout``) is a terminal (not ``TERM=dumb``)."""
+    if color is not None:
+        return bool(color)
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    stream = sys.stdout if stream is None else stream
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # None, closed or a stand-in without isatty
+        tty = False
+    return tty and os.environ.get("TERM") != "dumb"
+
+
+def legend(color: bool) -> str:
+    """One line saying what each style and symbol of :meth:`Preview.to_text` means."""
+    if not color:
+        return f"legend: ⟦ ⟧ enclose trained tokens, everything else is masked (-100); {_SYMBOLS}"
+    t0, t1 = _TRAINED
+    m0, m1 = _MASKED
+    r = _RESET
+    return (
+        f"legend: {t0}trained{r} {m0}masked (-100){r} {m0}{_SPECIAL}special token{r} (bold, underlined); "
+        f"shades alternate per token: {t0}to{r}{t1}ke{r}{t0}ns{r} {m0}to{r}{m1}ke{r}{m0}ns{r}; {_SYMBOLS}"
+    )
+
+
+_legend = legend  # Preview.to_text's own parameter is called legend
+
+
 @dataclass
 class Preview:
     """Tokens of one sample and whether each is trained."""
@@ -31,6 +89,7 @@ class Preview:
     trained: list[bool]
     turns: int
     notes: list[str] = field(default_factory=list)
+    special: list[bool] = field(default_factory=list)  # the tokenizer's special tokens (<|im_start|>, ...)
 
     @property
     def n_tokens(self) -> int:
@@ -43,21 +102,29 @@ class Preview:
     def summary(self) -> str:
         pct = 100.0 * self.n_trained / self.n_tokens if self.n_tokens else 0.0
         parts = [f"{self.n_tokens} tokens", f"{self.n_trained} trained ({pct:.0f}%)", f"{self.turns} turns"]
-        return "respmask: " + " · ".join(parts + self.notes)
+        return "respmask: " + ", ".join(parts + self.notes)
+
+    def _is_special(self, i: int) -> bool:
+        return i < len(self.special) and self.special[i]
 
     # -- terminal ------------------------------------------------------------------------------
-    def to_text(self, color: bool = True) -> str:
-        """ANSI colours (trained: green; masked: grey), or brackets around trained runs."""
+    def to_text(self, color: bool | None = None, legend: bool = True) -> str:
+        """The summary, a legend line (unless ``legend=False``) and the tokens: in ANSI colours
+        (trained tokens on green, masked ones in plain text, the shade alternating at each token
+        boundary, special tokens bold and underlined), or with ⟦ ⟧ around trained runs.
+        ``color=None`` decides as :func:`use_color` does for ``sys.stdout``."""
+        color = use_color(color)
         out = [self.summary(), "\n"]
+        if legend:
+            out += [_legend(color), "\n"]
         prev = False
         for i, (tok, on) in enumerate(zip(self.tokens, self.trained)):
             shown = _visible(tok)
             if color:
-                if on:
-                    style = "\x1b[30;42m" if i % 2 == 0 else "\x1b[30;102m"
-                else:
-                    style = "\x1b[37;100m" if i % 2 == 0 else "\x1b[90;40m"
-                out.append(style + shown + "\x1b[0m")
+                style = (_TRAINED if on else _MASKED)[i % 2]
+                if self._is_special(i):
+                    style += _SPECIAL
+                out.append(style + shown + _RESET)
                 if "\n" in tok:
                     out.append("\n")
             else:
@@ -72,30 +139,37 @@ class Preview:
         return "".join(out)
 
     def __str__(self) -> str:
-        return self.to_text(color=True)
+        # decided when printed: colours only on a terminal, never with NO_COLOR, always with FORCE_COLOR
+        return self.to_text(color=use_color())
 
     # -- notebook ------------------------------------------------------------------------------
     def _repr_html_(self) -> str:
+        badge = "padding:0 4px;border-radius:3px;white-space:pre"
         rows = [
             '<div class="respmask-preview" style="font-family:ui-monospace,Menlo,Consolas,monospace;'
-            'font-size:12.5px;line-height:1.9;white-space:pre-wrap;word-break:break-all">',
-            '<div class="rm-summary" style="font-family:system-ui,sans-serif;font-weight:600;margin-bottom:6px">'
-            f"{html.escape(self.summary())} "
-            '<span style="background:#b7f0c1;border:1px solid #2f9e44;padding:0 4px;border-radius:3px">trained</span> '
-            '<span style="background:#eceff3;color:#667085;border:1px solid #d0d5dd;padding:0 4px;'
-            'border-radius:3px">masked (-100)</span></div>',
+            'font-size:12.5px;line-height:1.7;white-space:normal">',
+            '<div class="rm-summary" style="font-family:system-ui,sans-serif;margin-bottom:6px">'
+            f'<span style="font-weight:600">{html.escape(self.summary())}</span><br>'
+            f'<span class="rm-legend">legend: <span style="{_HTML_TRAINED};{badge}">trained</span> '
+            f'<span style="{_HTML_MASKED};{badge}">masked (-100)</span> '
+            f'<span style="{_HTML_MASKED};{_HTML_SPECIAL};{badge}">special token</span>; '
+            "each box is one token; "
+            + ", ".join(f'<span style="white-space:pre">{html.escape(x)}</span>'
+                        for x in _SYMBOLS.split(", "))
+            + "</span></div>",
         ]
-        for tok, tid, on in zip(self.tokens, self.ids, self.trained):
+        for i, (tok, tid, on) in enumerate(zip(self.tokens, self.ids, self.trained)):
+            special = self._is_special(i)
             cls = "rm-tok rm-train" if on else "rm-tok rm-mask"
-            style = (
-                "background:#b7f0c1;border:1px solid #2f9e44;color:#0b3d16"
-                if on
-                else "background:#f2f4f7;border:1px solid #d0d5dd;color:#667085"
-            )
+            style = f"{_HTML_TOK};{_HTML_TRAINED if on else _HTML_MASKED}"
             label = "trained" if on else "-100"
+            if special:
+                cls += " rm-special"
+                style += f";{_HTML_SPECIAL}"
+                label += ", special token"
             rows.append(
-                f'<span class="{cls}" title="id {tid} · {label}" style="{style};border-radius:3px;'
-                f'padding:0 1px;margin:0 1px">{html.escape(_visible(tok))}</span>'
+                f'<span class="{cls}" title="id {tid}, {label}" style="{style}">'
+                f"{html.escape(_visible(tok))}</span>"
             )
             if "\n" in tok:
                 rows.append("<br>")
@@ -109,6 +183,14 @@ def _visible(token: str) -> str:
     if shown and not shown.strip(" "):
         shown = "·" * len(shown)
     return shown
+
+
+def _special_flags(ids: Sequence[int], tok: Any) -> list[bool]:
+    """Which ids are the tokenizer's special tokens (its special added tokens and named ones)."""
+    special = {int(i) for i in (getattr(tok, "all_special_ids", None) or [])}
+    added = getattr(tok, "added_tokens_decoder", None) or {}
+    special.update(int(i) for i, t in added.items() if getattr(t, "special", False))
+    return [int(i) in special for i in ids]
 
 
 def _masker_for(tokenizer: Any, options: Mapping[str, Any]) -> ChatMasker:
@@ -159,7 +241,8 @@ def preview(sample: Any, tokenizer: Any = None, **options: Any) -> Preview | lis
     one (``input_ids`` with ``labels`` or ``assistant_masks``), or a collated batch (one row, or
     all rows as a list). ``tokenizer`` defaults to the one of the most recently built
     ``ResponseOnlyCollator``; ``options`` are :class:`respmask.ChatMasker` options.
-    In a notebook the result displays as HTML; ``print()`` shows ANSI colours.
+    In a notebook the result displays as HTML; ``print()`` shows ANSI colours on a terminal
+    (plain text with ⟦ ⟧ around trained tokens elsewhere, or with ``NO_COLOR`` set).
     """
     masker = _masker_for(tokenizer, options)
     tok = masker.tokenizer
@@ -180,7 +263,7 @@ def preview(sample: Any, tokenizer: Any = None, **options: Any) -> Preview | lis
     missing = sum(1 for t in rs.turns if t.stop is None)
     if missing:
         notes.append(f"{missing} turn(s) without a stop token")
-    return Preview(tokens, ids, [bool(x) for x in mask], len(rs.turns), notes)
+    return Preview(tokens, ids, [bool(x) for x in mask], len(rs.turns), notes, _special_flags(ids, tok))
 
 
 def _token_texts(text: str, enc: Any, tok: Any) -> list[str]:
@@ -202,7 +285,7 @@ def _pretokenized(sample: Mapping[str, Any], tok: Any) -> Preview:
     trained = [bool(x != IGNORE_INDEX) for x in parsed.labels]
     tokens = [tok.decode([i]) for i in ids]
     runs = sum(1 for i, on in enumerate(trained) if on and (i == 0 or not trained[i - 1]))
-    return Preview(tokens, ids, trained, runs, [])
+    return Preview(tokens, ids, trained, runs, [], _special_flags(ids, tok))
 
 
 def preview_many(samples: Sequence[Any], tokenizer: Any = None, **options: Any) -> list[Preview]:
