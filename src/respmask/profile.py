@@ -5,9 +5,15 @@ of nonce words, and the profile records
 
 * the generation prompt (header) the template writes before an assistant turn, for each role
   of the message before it: what ``add_generation_prompt=True`` adds to the history;
-* the tokens that close an assistant turn (the first control token after a plain answer), and
-  the tokens that close a tool call where no end-of-turn token does;
+* how a turn's text before its own reads in history where that differs from the generation
+  prompt, and how much of it the prompt holds (history headers);
+* the tokens that close an assistant turn (the first control token after a plain answer, unless
+  EOS always follows it or it opens the next turn's header), and the tokens that close a tool
+  call where no end-of-turn token does;
 * the markup that closes a reasoning block, so reasoning can be left out of the loss.
+
+``history_probes`` are the conversations on which the masker checks whether a template renders
+earlier turns as their own prefixes do; ``token_regex`` compiles the learned tokens into searches.
 
 Every learned fact is a hypothesis that the span finder confirms against each conversation's
 own render.
@@ -15,7 +21,6 @@ own render.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,7 +140,6 @@ class TemplateProfile:
     end_of_turn: tuple[str, ...] = ()
     call_end: tuple[str, ...] = ()
     reasoning_close: tuple[str, ...] = ()
-    rendered_probes: int = 0
     all_headers: tuple[str, ...] = field(init=False)  # every role's headers, longest first
     all_history_headers: tuple[tuple[str, int], ...] = field(init=False)
 
@@ -147,66 +151,6 @@ class TemplateProfile:
 
 
 RenderFn = Callable[[list[dict], "list[dict] | None", bool], Segments]
-
-
-def _first_data(segs: Segments, idxs: Sequence[int]) -> int | None:
-    return next((i for i in idxs if segs.kinds[i] == DATA), None)
-
-
-def _last_data(segs: Segments, idxs: Sequence[int]) -> int | None:
-    return next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
-
-
-def region_start(segs: Segments, idxs: Sequence[int]) -> int | None:
-    """Where a message's own output begins (its first non-empty segment, or first data)."""
-    for i in idxs:
-        if segs.ends[i] > segs.starts[i] or segs.kinds[i] == DATA:
-            return segs.starts[i]
-    return None
-
-
-def tail_ranges(segs: Segments, owner: int, after: int) -> tuple[list[tuple[int, int]], int | None]:
-    """Literal text from position ``after`` that the turn ``owner`` (or nobody) wrote, merged into
-    contiguous ranges, up to the first data or another message's output. Also returns where that
-    other message's output begins, if that is what ended the scan."""
-    ranges: list[tuple[int, int]] = []
-    i = bisect_segments(segs, after)
-    n = len(segs.starts)
-    next_start: int | None = None
-    while i < n:
-        s, e, o, kind = segs.starts[i], segs.ends[i], segs.owners[i], segs.kinds[i]
-        if e <= after and not (s == e == after):
-            i += 1
-            continue
-        if kind == DATA:
-            if s == e and o == owner:
-                i += 1
-                continue
-            if o != owner and o != NO_OWNER:
-                next_start = s
-            break
-        if o != owner and o != NO_OWNER:
-            if e > s:
-                next_start = s
-                break
-            i += 1
-            continue
-        a = max(s, after)
-        if ranges and ranges[-1][1] == a:
-            ranges[-1] = (ranges[-1][0], e)
-        elif e > a:
-            ranges.append((a, e))
-        i += 1
-    return ranges, next_start
-
-
-def bisect_segments(segs: Segments, pos: int) -> int:
-    """Index of the first segment that ends after ``pos`` (or starts at it)."""
-    i = bisect_left(segs.ends, pos)  # segments are contiguous: ends never decrease
-    ends, starts, n = segs.ends, segs.starts, len(segs.ends)
-    while i < n and ends[i] == pos and starts[i] < pos:
-        i += 1
-    return i
 
 
 def token_regex(tokens: Sequence[str]) -> re.Pattern[str] | None:
@@ -260,6 +204,8 @@ def learn_profile(
     The end-of-turn token of a template is the first control token after a plain answer, unless
     ``eos`` follows it immediately in every assistant turn: then that token closes the reply and
     EOS, which comes next, is what ends generation (``<|END_RESPONSE|><|END_OF_TURN_TOKEN|>``).
+    Nor is a token that begins a learned header every time it follows an answer: it opens the
+    next turn (a prompt the template writes after every conversation).
     """
     control = token_regex([t for t in control_tokens if t.strip()])
     headers: dict[str | None, set[str]] = {}
@@ -291,15 +237,15 @@ def learn_profile(
             if message["role"] != "assistant":
                 continue
             idxs = by_owner[i]
-            start = region_start(full, idxs)
+            start = full.region_start(idxs)
             if start is None:
                 continue
             if i:  # an empty history says nothing reliable about the header (the prompt may be empty)
                 prev_role = probe.messages[i - 1]["role"]
                 _learn_header(render, probe, i, full, start, prev_role, headers, token_starts, history)
-            last = _last_data(full, idxs)
+            last = full.last_data(idxs)
             after = full.ends[last] if last is not None else start
-            ranges, _ = tail_ranges(full, i, after)
+            ranges, _ = full.tail_ranges(i, after)
             turn_text = full.text[start:after]
             tail_ends = [
                 (t, e) for t, e in _control_ends(control, full.text, ranges) if not _closes_block(t, turn_text)
@@ -365,7 +311,6 @@ def learn_profile(
         end_of_turn=eot,
         call_end=call_end,
         reasoning_close=tuple(dict.fromkeys(closes)),
-        rendered_probes=rendered,
     )
 
 
@@ -438,14 +383,3 @@ def _reasoning_close(segs: Segments, idxs: Sequence[int]) -> str | None:
     if "".join(pieces) != between:
         return None
     return between.strip() or None
-
-
-def describe(profile: TemplateProfile) -> dict[str, Any]:
-    """A JSON-friendly summary (for ``respmask check`` and debugging)."""
-    return {
-        "headers": {str(k): list(v) for k, v in profile.headers.items()},
-        "end_of_turn": list(profile.end_of_turn),
-        "call_end": list(profile.call_end),
-        "reasoning_close": list(profile.reasoning_close),
-        "rendered_probes": profile.rendered_probes,
-    }

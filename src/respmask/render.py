@@ -13,6 +13,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from types import MethodType
 from typing import Any
 
@@ -28,8 +29,17 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .errors import TemplateError
 from .origin import MIXED, REASONING, REASONING_KEYS, Traced, TracedMarkup, concat, field_of, mark, owner_of, smear, traced
 
-LITERAL = 0
-DATA = 1
+
+class Kind(IntEnum):
+    """What a piece of a render is: the template's own text, or data (of a message, the tools or
+    the documents). Plain ints underneath: lists and arrays of kinds may hold either."""
+
+    LITERAL = 0
+    DATA = 1
+
+
+LITERAL = Kind.LITERAL
+DATA = Kind.DATA
 NO_OWNER = -1
 
 # Names under which transformers passes the tokenizer's special tokens to a template. A template

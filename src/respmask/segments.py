@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .render import DATA, LITERAL, NO_OWNER, Rendered
@@ -86,8 +87,96 @@ class Segments:
                 out[k] = quoted[k]
         return out
 
-    def is_data(self, i: int) -> bool:
-        return self.kinds[i] == DATA
+    def index_at(self, pos: int) -> int:
+        """Index of the first segment that ends after ``pos``, or of an empty one at ``pos``
+        (``len(self.starts)`` when there is none)."""
+        i = bisect_left(self.ends, pos)  # segments are contiguous: ends never decrease
+        ends, starts, n = self.ends, self.starts, len(self.ends)
+        while i < n and ends[i] == pos and starts[i] < pos:
+            i += 1
+        return i
+
+    def first_data(self, idxs: Sequence[int]) -> int | None:
+        """The first of segments ``idxs`` that is data (empty or not), or None."""
+        return next((i for i in idxs if self.kinds[i] == DATA), None)
+
+    def last_data(self, idxs: Sequence[int]) -> int | None:
+        """The last of segments ``idxs`` that is data (empty or not), or None."""
+        return next((i for i in reversed(idxs) if self.kinds[i] == DATA), None)
+
+    def region_start(self, idxs: Sequence[int]) -> int | None:
+        """Where the output of segments ``idxs`` (one message's) begins: the start of the first
+        that is non-empty or data; None when there is none."""
+        for i in idxs:
+            if self.ends[i] > self.starts[i] or self.kinds[i] == DATA:
+                return self.starts[i]
+        return None
+
+    def has_data(self, a: int, b: int) -> bool:
+        """Whether non-empty data (of any message, tools or documents) lies in ``[a, b)``."""
+        i = self.index_at(a)
+        starts, ends, kinds, n = self.starts, self.ends, self.kinds, len(self.starts)
+        while i < n and starts[i] < b:
+            if kinds[i] == DATA and ends[i] > starts[i] and ends[i] > a:
+                return True
+            i += 1
+        return False
+
+    def tail_ranges(self, owner: int, after: int) -> tuple[list[tuple[int, int]], int | None]:
+        """Literal text from position ``after`` that message ``owner`` (or nobody) wrote, merged
+        into contiguous ranges, up to the first data (an empty value of ``owner``'s aside) or
+        another message's non-empty text. Also returns where that other message's output begins
+        (its data, even empty, or its text) when that is what ended the scan, else None."""
+        ranges: list[tuple[int, int]] = []
+        i = self.index_at(after)
+        n = len(self.starts)
+        next_start: int | None = None
+        while i < n:
+            s, e, o, kind = self.starts[i], self.ends[i], self.owners[i], self.kinds[i]
+            if e <= after and not (s == e == after):
+                i += 1
+                continue
+            if kind == DATA:
+                if s == e and o == owner:
+                    i += 1
+                    continue
+                if o != owner and o != NO_OWNER:
+                    next_start = s
+                break
+            if o != owner and o != NO_OWNER:
+                if e > s:
+                    next_start = s
+                    break
+                i += 1
+                continue
+            a = max(s, after)
+            if ranges and ranges[-1][1] == a:
+                ranges[-1] = (ranges[-1][0], e)
+            elif e > a:
+                ranges.append((a, e))
+            i += 1
+        return ranges, next_start
+
+    def own_tail_end(self, owner: int, after: int) -> int:
+        """Where the literal text message ``owner`` wrote from ``after`` on ends, trailing
+        whitespace left out: up to the first non-empty data or text of anyone else (``after``
+        when there is none)."""
+        end = after
+        i = self.index_at(after)
+        text = self.text
+        while i < len(self.starts):
+            s, e = self.starts[i], self.ends[i]
+            if e <= after and not (s == e == after):
+                i += 1
+                continue
+            if e > s and (self.owners[i] != owner or self.kinds[i] == DATA):
+                break
+            if e > s:
+                body = text[max(s, after):e].rstrip()
+                if body:
+                    end = max(s, after) + len(body)
+            i += 1
+        return end
 
     def window_start(self, owner: int, before: int) -> int:
         """The end of the last segment before ``before`` that another message printed (0 when

@@ -2,8 +2,11 @@
 
 A trained assistant turn runs from the end of its generation prompt (the header the template
 writes before the model speaks) up to and including the first stop token after the turn's own
-text. Spans come from the template's structure only: data (message content, tool calls,
-reasoning) can never act as a header, a stop token or reasoning markup.
+text; a turn without one ends after the text its own loop iteration writes after its values.
+Edges come from the template's own text: stop tokens are looked for in the literal text after
+the turn's own (or right where the next message's output begins), learned headers where they
+overlap no data, reasoning markup between the reasoning and the next data. A stop string inside
+a message's values (a tool call's JSON, say) never ends its turn.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from .origin import MIXED, REASONING, REASONING_KEYS, TOOLS
 from .origin import CONTENT as CONTENT_FIELD
-from .profile import TemplateProfile, bisect_segments, region_start, tail_ranges
+from .profile import TemplateProfile
 from .render import DATA, NO_OWNER, Rendered
 from .segments import Segments
 
@@ -27,7 +30,7 @@ class Turn:
     message: int
     role: str
     start: int  # first trained character (after the header)
-    end: int  # one past the last trained character (after the stop token)
+    end: int  # one past the last trained character (after the stop token, when there is one)
     stop: tuple[int, int] | None  # the stop token's characters, when one was found
     reasoning: tuple[int, int] | None = None  # reasoning block left out of the loss
 
@@ -59,16 +62,6 @@ class UnplacedTurn(Exception):
     def __init__(self, message: int):
         super().__init__(message)
         self.message = message
-
-
-def _structural(segs: Segments, a: int, b: int) -> bool:
-    """No data (of any message, tools or documents) lies in ``[a, b)``."""
-    i = bisect_segments(segs, a)
-    while i < len(segs.starts) and segs.starts[i] < b:
-        if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i] and segs.ends[i] > a:
-            return False
-        i += 1
-    return True
 
 
 def _header_end(
@@ -112,7 +105,7 @@ def _header_end(
             if not h:
                 continue
             p = text.find(h, w0, first)
-            while p >= 0 and not _structural(segs, p, p + len(h)):
+            while p >= 0 and segs.has_data(p, p + len(h)):
                 p = text.find(h, p + 1, first)
             if p >= 0 and (best is None or p < best[0]):
                 best = (p, p + len(h))
@@ -131,7 +124,8 @@ def _header_end(
     best_cut = 0
     for h in profile.all_headers:
         for c in profile.header_cuts.get(h, ()):
-            if c > best_cut and first - c >= w0 and text.startswith(h[:c], first - c) and _structural(segs, first - c, first):
+            if (c > best_cut and first - c >= w0 and text.startswith(h[:c], first - c)
+                    and not segs.has_data(first - c, first)):
                 best_cut = c
     if best_cut:
         return first
@@ -168,7 +162,7 @@ def _history_header(segs: Segments, first: int, w0: int, windows: Sequence[tuple
 def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tuple[int, int] | None:
     """The first stop token after position ``after`` in the turn's literal tail (an end-of-turn
     token first, else a tool-call terminator), or at the start of the next message's output."""
-    ranges, next_start = tail_ranges(segs, owner, after)
+    ranges, next_start = segs.tail_ranges(owner, after)
     text = segs.text
     for pattern in (stops.end_of_turn, stops.call_end):
         if pattern is None:
@@ -182,28 +176,6 @@ def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tup
         if m:
             return m.start(), m.end()
     return None
-
-
-def _own_tail_end(segs: Segments, owner: int, after: int) -> int:
-    """Where a turn with no stop token ends: past the literal text its own loop iteration wrote
-    after its last value (closing brackets of a rendered tool call, say), without trailing
-    whitespace, up to the first text of anything else."""
-    end = after
-    i = bisect_segments(segs, after)
-    text = segs.text
-    while i < len(segs.starts):
-        s, e = segs.starts[i], segs.ends[i]
-        if e <= after and not (s == e == after):
-            i += 1
-            continue
-        if e > s and (segs.owners[i] != owner or segs.kinds[i] == DATA):
-            break
-        if e > s:
-            body = text[max(s, after):e].rstrip()
-            if body:
-                end = max(s, after) + len(body)
-        i += 1
-    return end
 
 
 def _reasoning(
@@ -226,7 +198,7 @@ def _reasoning(
         return _empty_reasoning(segs, owner, start, stop, stops)
     r_end = max(ends)
     # the template's text after the reasoning, up to the next data or the stop token
-    i = bisect_segments(segs, r_end)
+    i = segs.index_at(r_end)
     limit = stop
     while i < len(segs.starts) and segs.starts[i] < stop:
         if segs.kinds[i] == DATA and segs.starts[i] >= r_end:
@@ -255,7 +227,7 @@ def _empty_reasoning(segs: Segments, owner: int, start: int, stop: int, stops: S
     if stops.reasoning_close is None:
         return None
     text = segs.text
-    i = bisect_segments(segs, start)
+    i = segs.index_at(start)
     while i < len(segs.starts) and segs.starts[i] < stop:
         if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i]:
             return None  # the turn's own text comes first: no block before it
@@ -359,7 +331,8 @@ def find_turns(
     messages: Sequence[Mapping[str, Any]] | None = None,
     prompt: Callable[[int], str | None] | None = None,
 ) -> tuple[list[Turn], Segments]:
-    """The trained turns of one render, in message order.
+    """The trained turns of one render, in message order, and the render's segments (text a
+    trained message's data quotes from another message handed back to that message).
 
     ``prompt(k)`` renders the generation prompt of message ``k`` (the messages before it with
     ``add_generation_prompt=True``), or None when the template rejects that; it is called only
@@ -379,11 +352,11 @@ def find_turns(
         if not chosen:
             continue
         idxs = by_owner[k]
-        start = region_start(segs, idxs)
+        start = segs.region_start(idxs)
         if start is None:  # the template did not render this message
             continue
-        first_data = next((i for i in idxs if segs.kinds[i] == DATA), None)
-        last_data = next((i for i in reversed(idxs) if segs.kinds[i] == DATA), None)
+        first_data = segs.first_data(idxs)
+        last_data = segs.last_data(idxs)
         if role == "assistant":
             if first_data is not None:
                 first = segs.starts[first_data]
@@ -398,7 +371,9 @@ def find_turns(
         # a stop token is template text: stop strings inside a message's values (a tool call's
         # JSON, say) are data, never the end of its turn
         stop = _find_stop(segs, k, after, stops)
-        end = stop[1] if stop else _own_tail_end(segs, k, after)
+        # no stop token: past the text its own iteration wrote after its values (a tool call's
+        # closing brackets, say)
+        end = stop[1] if stop else segs.own_tail_end(k, after)
         reasoning = None
         if not reasoning_in_loss:
             reasoning = _reasoning(
@@ -424,14 +399,16 @@ def _tag_turns(
 
 
 def trained_spans(turns: Sequence[Turn], segs: Segments) -> list[tuple[int, int]]:
-    """Character spans to train: each turn's range minus text other messages wrote inside it."""
+    """Character spans to train, sorted and merged: each turn's range (from the end of its
+    reasoning when that is left out) minus the text other messages and the data of no message
+    (tools, documents) hold inside it, plus its stop token wherever that lies."""
     spans: list[tuple[int, int]] = []
     for t in turns:
         lo = t.reasoning[1] if t.reasoning else t.start
         hi = t.end
         if hi <= lo:
             continue
-        i = bisect_segments(segs, lo)
+        i = segs.index_at(lo)
         cur = lo
         while i < len(segs.starts) and segs.starts[i] < hi:
             o = segs.owners[i]
