@@ -171,16 +171,20 @@ def check(
     report = CheckReport(max_length=max_length)
     batch: list[tuple[int, Any]] = []
 
+    def encode(samples: list[Any], indices: list[int]) -> list[Any]:
+        if masker.processor is not None:  # images expanded by the processor, as the collator makes them
+            return masker.process_batch(samples, indices, return_tensors="np")[1]
+        return masker.encode_batch(samples, indices)
+
     def encode_all() -> list[tuple[int, Any]]:
         """(sample index, Encoded or its error) for every row."""
         try:
-            return [(batch[enc.sample][0], enc)
-                    for enc in masker.encode_batch([s for _, s in batch], [i for i, _ in batch])]
+            return [(batch[enc.sample][0], enc) for enc in encode([s for _, s in batch], [i for i, _ in batch])]
         except RespmaskError:  # find every bad sample, not just the first
             out: list[tuple[int, Any]] = []
             for index, sample in batch:
                 try:
-                    out.extend((index, enc) for enc in masker.encode_batch([sample], [index]))
+                    out.extend((index, enc) for enc in encode([sample], [index]))
                 except RespmaskError as exc:
                     out.append((index, exc))
             return out

@@ -106,7 +106,9 @@ class ResponseOnlyCollator:
     ``mapping``, are converted first (see :mod:`respmask.formats`).
 
     Args:
-        tokenizer: a fast tokenizer with a chat template.
+        tokenizer: a fast tokenizer with a chat template, or a transformers processor for chats
+            with images: the batch then holds everything the processor returns (``pixel_values``,
+            ``image_grid_thw`` ...) plus ``labels``, image tokens never trained.
         max_length: truncate longer samples (ids and labels together).
         truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end.
         pad_to_multiple_of: round the padded length up to a multiple of this.
@@ -162,7 +164,8 @@ class ResponseOnlyCollator:
             mapping=mapping,
             split=split,
         )
-        self.tokenizer = tokenizer
+        self.tokenizer = self.masker.tokenizer
+        self.processor = self.masker.processor
         self.max_length = max_length
         self.truncation = truncation
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -170,7 +173,12 @@ class ResponseOnlyCollator:
         self.on_untrainable = on_untrainable
         self.return_tensors = return_tensors
         self.padding_free = padding_free
-        self.pad_token_id = pad_token_id(tokenizer)
+        if self.masker.processor is not None and (max_length or padding_free or pad_to_multiple_of):
+            raise ValueError(
+                "with a processor, max_length, pad_to_multiple_of and padding_free are not supported: cutting or "
+                "reshaping a row could split an image's tokens from its pixels (the processor pads the batch)"
+            )
+        self.pad_token_id = pad_token_id(self.masker.tokenizer)
         self.stats = CollatorStats()
         remember(self.masker)
 
@@ -184,7 +192,11 @@ class ResponseOnlyCollator:
         self.tokenizer = self.masker.tokenizer
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
-        encoded = self.masker.encode_batch(features)
+        processed = None
+        if self.masker.processor is not None:  # images: the processor makes the batch, respmask the labels
+            processed, encoded = self.masker.process_batch(features, return_tensors=self.return_tensors)
+        else:
+            encoded = self.masker.encode_batch(features)
         self.stats.batches += 1
         names = _row_names(features)
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
@@ -213,6 +225,8 @@ class ResponseOnlyCollator:
                 )
         if notes and self.on_untrainable == "warn":
             warn(self._warning(notes, len(encoded)))
+        if processed is not None:
+            return processed
         return self.flatten(rows, positions) if self.padding_free else self.pad(rows)
 
     def _warning(self, notes: Mapping[str, list[str]], n: int) -> str:

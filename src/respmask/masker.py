@@ -18,6 +18,7 @@ import numpy as np
 from .errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
 from .byte_offsets import ByteLengths
 from .masks import IGNORE_INDEX, labels_from_mask, mask_from_ranges, token_ranges
+from .media import call_processor, carry_mask, images_of, is_processor, media_token_ids
 from .origin import REASONING_KEYS
 from .profile import TemplateProfile, history_probes, learn_profile, token_regex
 from .render import ChatTemplate, template_inputs
@@ -125,6 +126,10 @@ def _generation_config_eos(tokenizer: Any) -> list[str]:
     return [t for t in tokens if isinstance(t, str)]
 
 
+def _numpy(value: Any) -> np.ndarray:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
 def _drops_all_reasoning(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> bool:
     """Whether the render left out only reasoning, and that of every message holding some."""
     if any(what != DROPPED_REASONING for _, what in dropped):
@@ -182,6 +187,12 @@ class ChatMasker:
         mapping: MessageMapping | Mapping[str, Any] | None = None,
         split: Split = "never",
     ):
+        self.processor = tokenizer if is_processor(tokenizer) else None
+        if self.processor is not None:
+            tokenizer = self.processor.tokenizer
+            if split != "never":
+                raise ValueError("split='auto'/'turns' is not supported with a processor yet (each row would need its "
+                                 "own images); use split='never'")
         if not _is_fast(tokenizer):
             raise TokenizerError(
                 f"respmask needs a fast tokenizer (with character offsets); got {type(tokenizer).__name__}. "
@@ -205,6 +216,7 @@ class ChatMasker:
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
+        self._media_ids: np.ndarray | None = None  # token ids that stand for images (processors; learned)
         self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
         self._blob: tuple[Any, bytes] | None = None
@@ -226,6 +238,7 @@ class ChatMasker:
         state["_profiles"] = {}
         state["_exact"] = {}
         state["_keeps_history"] = {}
+        state["_media_ids"] = None
         state["_bytes"] = None
         state["tokenizer"] = None
         return state
@@ -241,6 +254,10 @@ class ChatMasker:
 
     # -- template and profile ------------------------------------------------------------------
     def template_source(self, tools: Any = None) -> str:
+        if self.chat_template is None and self.processor is not None:
+            own = getattr(self.processor, "chat_template", None)
+            if isinstance(own, str):
+                return own
         try:
             source = self.tokenizer.get_chat_template(self.chat_template, tools)
         except ValueError as exc:
@@ -616,6 +633,82 @@ class ChatMasker:
             raise SampleError(f"'input_ids' holds ids outside this tokenizer's vocabulary [0, {vocab})")
         if len(labels) and (((labels < 0) & (labels != IGNORE_INDEX)).any() or labels.max() >= vocab):
             raise SampleError(f"'labels' must be -100 or token ids in [0, {vocab})")
+
+    # -- processors (images) ----------------------------------------------------------------------
+    def process_batch(self, samples: Sequence[Any], indices: Sequence[int] | None = None,
+                      return_tensors: str = "pt") -> tuple[dict[str, Any], list[Encoded]]:
+        """Chats with images through the masker's processor: everything the processor returns for
+        the batch (``input_ids`` with images expanded, ``attention_mask``, ``pixel_values``,
+        ``image_grid_thw`` ...) plus ``labels``, and one :class:`Encoded` per sample (its real,
+        unpadded ids and labels).
+
+        The chat is rendered and its trained characters found as for text; the processor is
+        called on the rendered texts and the images, as ``processor.apply_chat_template(...,
+        tokenize=True)`` does, and the text's token mask is carried onto the processor's ids (see
+        :mod:`respmask.media`): image tokens and their wrappers are never trained.
+
+        Raises:
+            SampleError: a sample is not a chat, holds video or audio, or its images cannot be
+                loaded (the message names the sample).
+        """
+        if self.processor is None:
+            raise TypeError("process_batch needs a masker built on a processor")
+        samples = list(samples)
+        positions = list(indices) if indices is not None else list(range(len(samples)))
+        encoded = self.encode_batch(samples, positions)
+        images = []
+        for j, sample in enumerate(samples):
+            try:
+                parsed = parse(sample, self.reader)
+                if not isinstance(parsed, Chat):
+                    raise SampleError("a processor masks chats ('messages'); this row is not one")
+                images.append(images_of(sample, parsed.messages))
+            except SampleError as exc:
+                raise exc.at(positions[j]) from exc.__cause__
+        texts = [enc.text or "" for enc in encoded]
+        try:
+            out = call_processor(self.processor, texts, images, return_tensors)
+        except Exception as exc:
+            raise SampleError(
+                f"the processor ({type(self.processor).__name__}) rejected this batch: {type(exc).__name__}: {exc}. "
+                "Check that each row's image parts and images pair up."
+            ) from exc
+        ids = _numpy(out["input_ids"])
+        real = _numpy(out["attention_mask"]).astype(bool) if "attention_mask" in out else np.ones(ids.shape, bool)
+        media = self.media_tokens()
+        labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
+        rows = []
+        for r, enc in enumerate(encoded):
+            where = np.flatnonzero(real[r])
+            b = ids[r, where].astype(np.int64)
+            trained = carry_mask(enc.input_ids, enc.labels != IGNORE_INDEX, b) & ~np.isin(b, media)
+            row_labels = np.where(trained, b, IGNORE_INDEX)
+            labels[r, where] = row_labels
+            rows.append(Encoded(b, row_labels, n_turns=enc.n_turns, turns_without_stop=enc.turns_without_stop,
+                                text=enc.text, turns=enc.turns, dropped=enc.dropped, dropped_counts=enc.dropped_counts,
+                                sample=r))
+        batch = dict(out)
+        if return_tensors == "pt":
+            import torch
+
+            batch["labels"] = torch.from_numpy(labels)
+        else:
+            batch["labels"] = labels
+        return batch, rows
+
+    def media_tokens(self) -> np.ndarray:
+        """The token ids that stand for images with this masker's processor (learned once, see
+        :func:`respmask.media.media_token_ids`); never trained."""
+        if self.processor is None:
+            return np.zeros(0, dtype=np.int64)
+        if self._media_ids is None:
+            processor = self.processor
+
+            def render(messages: list[dict]) -> str:
+                return processor.apply_chat_template(messages, chat_template=self.template_source(), tokenize=False)
+
+            self._media_ids = np.array(sorted(media_token_ids(processor, render)), dtype=np.int64)
+        return self._media_ids
 
     def encode(self, sample: Any) -> Encoded:
         """One sample's first row (its only row unless ``split`` splits it)."""

@@ -18,6 +18,7 @@ from .errors import LostDataError, RespmaskError, UntrainableSampleError, check_
 from .formats import DataFormat, MessageMapping
 from .masker import ChatMasker, TrainOn
 from .masks import IGNORE_INDEX
+from .media import is_processor
 from .split import Split
 from .spans import describe_dropped
 
@@ -88,6 +89,11 @@ class Pretokenizer:
         check_choice("on_lost_data", on_lost_data, ("warn", "keep", "reject"))
         check_choice("truncation", truncation, ("right", "left"))
         check_max_length(max_length)
+        if is_processor(tokenizer):
+            raise TypeError(
+                "the Pretokenizer takes a tokenizer: rows with images need their pixels computed when the batch is "
+                "made, so use ResponseOnlyCollator(processor) in the Trainer (it runs the processor and masks its ids)"
+            )
         self.masker = ChatMasker(
             tokenizer,
             chat_template=chat_template,

@@ -90,13 +90,16 @@ class Preview:
     turns: int
     notes: list[str] = field(default_factory=list)
     special: list[bool] = field(default_factory=list)  # the tokenizer's special tokens (<|im_start|>, ...)
+    repeats: list[int] = field(default_factory=list)  # how many ids an entry stands for (an image's run)
 
     @property
     def n_tokens(self) -> int:
-        return len(self.tokens)
+        return sum(self.repeats) if self.repeats else len(self.tokens)
 
     @property
     def n_trained(self) -> int:
+        if self.repeats:
+            return sum(n for n, on in zip(self.repeats, self.trained) if on)
         return sum(self.trained)
 
     def summary(self) -> str:
@@ -252,6 +255,8 @@ def preview(sample: Any, tokenizer: Any = None, **options: Any) -> Preview | lis
         return previews[0] if len(previews) == 1 and np.asarray(_to_numpy(sample["input_ids"])).ndim == 1 else previews
     if isinstance(masker.parse(sample), Pretokenized):  # pragma: no cover - handled above
         raise RespmaskError("unreachable")
+    if masker.processor is not None:
+        return _processed(sample, masker)
     rs = masker.render(sample)
     backend = tok.backend_tokenizer
     masker._reset_backend(backend)
@@ -276,6 +281,35 @@ def _token_texts(text: str, enc: Any, tok: Any) -> list[str]:
             out.append(tok.decode([tid]))
         prev_end = max(prev_end, b)
     return out
+
+
+def _processed(sample: Any, masker: ChatMasker) -> Preview:
+    """A chat with images, as the processor expands it; each image's run of identical tokens is
+    shown as one entry: ``[<image_soft_token> ×256]``."""
+    tok = masker.tokenizer
+    _, rows = masker.process_batch([sample], return_tensors="np")
+    enc = rows[0]
+    media = set(masker.media_tokens().tolist())
+    ids_all = enc.input_ids.tolist()
+    trained_all = (enc.labels != IGNORE_INDEX).tolist()
+    tokens: list[str] = []
+    ids: list[int] = []
+    trained: list[bool] = []
+    repeats: list[int] = []
+    i = 0
+    while i < len(ids_all):
+        j = i + 1
+        if ids_all[i] in media:
+            while j < len(ids_all) and ids_all[j] == ids_all[i]:
+                j += 1
+        text = tok.convert_ids_to_tokens(ids_all[i]) if ids_all[i] in media else tok.decode([ids_all[i]])
+        tokens.append(f"[{text} ×{j - i}]" if j - i > 1 else text)
+        ids.append(ids_all[i])
+        trained.append(any(trained_all[i:j]))
+        repeats.append(j - i)
+        i = j
+    special = [s or i in media for s, i in zip(_special_flags(ids, tok), ids)]
+    return Preview(tokens, ids, trained, enc.n_turns, [], special, repeats)
 
 
 def _pretokenized(sample: Mapping[str, Any], tok: Any) -> Preview:

@@ -1,0 +1,211 @@
+"""Chats with images through a transformers processor (issue 15), offline: processors built from
+their classes (``*ImageProcessorPil``), real tokenizers carrying the image tokens, the families'
+real chat templates (tests/fixtures/chat_templates/vision/SOURCES.md).
+
+References: the processor's own ``apply_chat_template(..., tokenize=True)`` ids, token for token;
+nonce words planted in every message's text (every assistant nonce trained, no other); the
+processor's image tokens never trained; a real ``Trainer`` on tiny vision models, whose loss equals
+the cross-entropy over the trained tokens computed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("PIL")
+torch = pytest.importorskip("torch")
+
+import respmask  # noqa: E402
+from respmask.errors import SampleError  # noqa: E402
+from support.vision import FAMILIES, build_processor, image_token_ids, make_image  # noqa: E402
+
+
+class Nonces:
+    def __init__(self) -> None:
+        self.kinds: dict[str, str] = {}
+
+    def __call__(self, kind: str) -> str:
+        word = f"{kind.lower()}nonce{chr(97 + len(self.kinds) // 26)}{chr(97 + len(self.kinds) % 26)}"
+        self.kinds[word] = kind
+        return word
+
+
+def _text(t: str) -> dict:
+    return {"type": "text", "text": t}
+
+
+def conversations(family: str) -> list[tuple[list[dict], Nonces]]:
+    """Conversations with 0 to 3 images of several sizes, in user turns (and a system turn and an
+    assistant turn where the family's template renders images there)."""
+    out = []
+    sizes = [(64, 64), (96, 128), (128, 80)]
+    for n_images in (0, 1, 2, 3):
+        nn = Nonces()
+        imgs = [make_image(*sizes[i % 3], seed=i) for i in range(n_images)]
+        first = [{"type": "image", "image": im} for im in imgs[:2]] + [_text(f"What {nn('USR')} is this?")]
+        msgs = [
+            {"role": "system", "content": [_text(f"Be brief {nn('SYS')}.")]},
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": [_text(f"It is {nn('AST')} indeed.")]},
+            {"role": "user", "content": [{"type": "image", "image": im} for im in imgs[2:]] + [_text(f"And {nn('USR')}?")]},
+            {"role": "assistant", "content": [_text(f"Also {nn('AST')} there.")]},
+        ]
+        out.append((msgs, nn))
+    return out
+
+
+def _reference_ids(processor, messages) -> list[int]:
+    ref = processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+    return np.asarray(ref["input_ids"]).reshape(-1).tolist()
+
+
+def _check_row(processor, messages, nn, ids, labels, image_in_reply=False, stops=True):
+    tok = processor.tokenizer
+    assert ids.tolist() == _reference_ids(processor, messages)
+    trained = labels != -100
+    text = tok.decode(ids[trained].tolist())
+    words = {w for w in nn.kinds if w in text}
+    assert words == {w for w, k in nn.kinds.items() if k == "AST"}, text
+    media = image_token_ids(processor)
+    assert media and not np.isin(ids[trained], media).any(), "an image token is trained"
+    assert np.isin(ids, media).any() == any(
+        p.get("type") == "image" for m in messages if isinstance(m["content"], list) for p in m["content"])
+    # one trained run per assistant turn, each ending with the token that ends generation (an added
+    # control token such as <end_of_turn>, <|im_end|>, </s>)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], trained.astype(np.int8), [0]])))
+    runs = list(zip(edges[::2], edges[1::2]))
+    assert len(runs) == sum(m["role"] == "assistant" for m in messages) + image_in_reply  # an image splits a run
+    if stops:  # (llava-1.5's template closes a reply with a space and no stop token: respmask reports it)
+        control = set(tok.added_tokens_decoder)
+        ends = runs[-1:] if image_in_reply else runs  # an image in a reply ends the run before it
+        assert all(int(ids[b - 1]) in control for _, b in ends), [tok.decode(ids[a:b].tolist()) for a, b in runs]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ids_equal_the_processor_and_only_assistant_text_is_trained(family):
+    processor = build_processor(family)
+    masker = respmask.ChatMasker(processor)
+    for messages, nn in conversations(family):
+        batch, rows = masker.process_batch([{"messages": messages}], return_tensors="np")
+        assert batch["labels"].shape == np.asarray(batch["input_ids"]).shape
+        stops = rows[0].turns_without_stop == 0
+        assert stops or rows[0].turns_without_stop == 2  # a template without stop tokens: every turn reported
+        _check_row(processor, messages, nn, rows[0].input_ids, rows[0].labels, stops=stops)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mixed_batches_and_the_images_column(family):
+    processor = build_processor(family)
+    collator = respmask.ResponseOnlyCollator(processor, return_tensors="np")
+    convs = conversations(family)
+    # the same conversations with placeholders in the parts and the images in an 'images' column
+    rows = []
+    for messages, _ in convs:
+        images = [p["image"] for m in messages for p in m["content"] if p.get("type") == "image"]
+        stripped = [{**m, "content": [{"type": "image"} if p.get("type") == "image" else p for p in m["content"]]}
+                    for m in messages]
+        rows.append({"messages": stripped, "images": images})
+    batch = collator(rows)
+    ids = np.asarray(batch["input_ids"])
+    assert ids.shape[0] == len(convs) and batch["labels"].shape == ids.shape
+    real = np.asarray(batch["attention_mask"]).astype(bool)
+    assert (batch["labels"][~real] == -100).all()
+    stops = collator.stats.turns_without_stop == 0
+    for r, (messages, nn) in enumerate(convs):
+        _check_row(processor, messages, nn, ids[r][real[r]], batch["labels"][r][real[r]], stops=stops)
+    assert collator.stats.samples == len(convs) and collator.stats.untrainable == 0
+
+
+def test_an_image_in_an_assistant_turn_is_not_trained():
+    processor = build_processor("gemma3")
+    nn = Nonces()
+    messages = [
+        {"role": "user", "content": [_text(f"Draw {nn('USR')}.")]},
+        {"role": "assistant", "content": [_text(f"Here {nn('AST')}:"), {"type": "image", "image": make_image(64, 64)},
+                                          _text(f"done {nn('AST')}.")]},
+    ]
+    _, rows = respmask.ChatMasker(processor).process_batch([{"messages": messages}], return_tensors="np")
+    _check_row(processor, messages, nn, rows[0].input_ids, rows[0].labels, image_in_reply=True)
+
+
+def test_clear_errors():
+    processor = build_processor("gemma3")
+    masker = respmask.ChatMasker(processor)
+    msgs = [{"role": "user", "content": [{"type": "image", "image": "https://example.com/a.png"}, _text("x")]},
+            {"role": "assistant", "content": "y"}]
+    with pytest.raises(SampleError, match="sample 0: message 0's image is a URL"):
+        masker.process_batch([{"messages": msgs}])
+    video = [{"role": "user", "content": [{"type": "video", "video": "v.mp4"}]}, {"role": "assistant", "content": "y"}]
+    with pytest.raises(SampleError, match="video and audio are not supported"):
+        masker.process_batch([{"messages": video}])
+    with pytest.raises(ValueError, match="max_length"):
+        respmask.ResponseOnlyCollator(processor, max_length=128)
+    with pytest.raises(TypeError, match="ResponseOnlyCollator\\(processor\\)"):
+        respmask.Pretokenizer(processor)
+
+
+def test_check_counts_expanded_tokens():
+    processor = build_processor("gemma3")
+    messages, _ = conversations("gemma3")[2]
+    report = respmask.check([{"messages": messages}], processor)
+    assert report.ok and report.tokens == len(_reference_ids(processor, messages))
+
+
+# -- real Trainer runs on tiny vision models ------------------------------------------------------
+
+def _manual_loss(model, batch):
+    model.eval()
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    labels = batch["labels"]
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    shift_labels = labels[:, 1:].reshape(-1)
+    return torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gemma3", "qwen2_vl"])
+def test_trainer_on_a_tiny_vision_model(tmp_path, family):
+    datasets = pytest.importorskip("datasets")
+    from support.vision import tiny_model
+
+    processor = build_processor(family, tiny=True)
+    model = tiny_model(family, processor)
+    collator = respmask.ResponseOnlyCollator(processor)
+    rows = []
+    for i in range(8):
+        rows.append({"messages": [
+            {"role": "user", "content": [{"type": "image"}, _text(f"what colour is picture {i}")]},
+            {"role": "assistant", "content": [_text(["red", "green", "blue", "black"][i % 4] + " it is")]},
+        ], "images": [make_image(40 + 8 * (i % 3), 32, seed=i)]})
+    ds = datasets.Dataset.from_list(rows)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=12, learning_rate=1e-2, logging_steps=1,
+        report_to=[], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True, remove_unused_columns=False)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+    batch = collator(rows[:4])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).loss, _manual_loss(model, batch), atol=1e-4)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 12 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def test_preview_collapses_image_tokens():
+    processor = build_processor("gemma3")
+    messages, _ = conversations("gemma3")[1]  # one image
+    p = respmask.preview({"messages": messages}, tokenizer=processor)
+    ids = _reference_ids(processor, messages)
+    media = image_token_ids(processor)
+    runs = [t for t in p.tokens if t.startswith("[") and " ×" in t]
+    assert len(runs) == 1 and runs[0].endswith(f"×{int(np.isin(ids, media).sum()) - 2}]")  # soft tokens, not boi/eoi
+    assert p.n_tokens == len(ids)
+    assert p.n_trained == int((respmask.ChatMasker(processor).process_batch(
+        [{"messages": messages}], return_tensors="np")[0]["labels"] != -100).sum())
+    assert "⟦" in p.to_text(color=False)
