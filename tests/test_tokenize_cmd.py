@@ -67,11 +67,22 @@ def test_interrupted_run_resumes_from_finished_shards(tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     write_input(src)
     out = tmp_path / "out"
-    monkeypatch.setenv("RESPMASK_TEST_FAIL_AFTER_SHARD", "1")
+    import respmask.shards as shards
+
+    real_engine = shards._run_engine
+    calls = []
+
+    def interrupted(*args, **kwargs):  # the run is interrupted while shard 2 is being tokenized
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated interruption in shard 2")
+        return real_engine(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "_run_engine", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tokenize_files(str(src), str(out), tok, shard_size=10, progress=False)
     assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
-    monkeypatch.delenv("RESPMASK_TEST_FAIL_AFTER_SHARD")
+    monkeypatch.setattr(shards, "_run_engine", real_engine)
     summary = tokenize_files(str(src), str(out), tok, shard_size=10, progress=False)
     assert summary.resumed_shards == 2 and summary.shards == 4
     check_accounting(out, 40, summary)

@@ -425,7 +425,6 @@ def tokenize_files(
         _write_atomic(stats_file, json.dumps(stats).encode())  # last: marks the shard as done
         summary.add(stats)
         bar.update(1)
-        _maybe_fail_for_tests(k)
     bar.close()
     summary.seconds = time.time() - started
     if summary.input_rows + summary.split_rows != summary.written_rows + summary.rejected_rows and not pack:
@@ -525,13 +524,6 @@ def _progress(total: int, enabled: bool) -> Any:
         return tqdm(total=total, unit="shard", desc="respmask tokenize")
     except ImportError:  # pragma: no cover
         return _NoBar()
-
-
-def _maybe_fail_for_tests(shard: int) -> None:
-    """Simulate an interruption after a given shard (tests of resuming)."""
-    after = os.environ.get("RESPMASK_TEST_FAIL_AFTER_SHARD")
-    if after is not None and shard == int(after):
-        raise KeyboardInterrupt(f"simulated interruption after shard {shard}")
 
 
 def read_parts(output_dir: str) -> Any:
