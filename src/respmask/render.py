@@ -239,9 +239,6 @@ def _plain_namespace(kind: type) -> bool:
     return issubclass(kind, Namespace) and kind.__getattribute__ is Namespace.__getattribute__
 
 
-_NAMESPACE_TYPES: set[type] = {Namespace}
-
-
 def _bare(node: nodes.Expr, frame: Any, finalize: Any) -> bool:
     """An output of the ``piece`` hook, which returns a str itself: printed without ``str(...)``."""
     return (
@@ -277,6 +274,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     respmask_hooks: _Hooks
     respmask_tls: _Local
+    respmask_namespaces: frozenset[type] = frozenset({Namespace})  # plain namespace classes of this environment
     code_generator_class = _CodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -298,7 +296,7 @@ class _Environment(ImmutableSandboxedEnvironment):
                 return getattr(obj, attribute)
         elif kind is LoopContext and attribute in _LOOP_ATTRS:
             return getattr(obj, attribute)
-        elif kind in _NAMESPACE_TYPES and attribute[:1] != "_":
+        elif kind in self.respmask_namespaces and attribute[:1] != "_":
             attrs = object.__getattribute__(obj, "_Namespace__attrs")
             if attribute in attrs:
                 return attrs[attribute]
@@ -440,7 +438,7 @@ def _make_environment() -> _Environment:
         env.globals.update(reference.globals)
         namespace = reference.globals.get("namespace")
         if isinstance(namespace, type) and _plain_namespace(namespace):
-            _NAMESPACE_TYPES.add(namespace)
+            env.respmask_namespaces = frozenset({Namespace, namespace})
         env.filters.update(reference.filters)
         env.tests.update(reference.tests)
     env.concat = concat  # captured output (macros, {% set %} blocks) keeps its marks

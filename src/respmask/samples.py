@@ -14,7 +14,7 @@ from .formats import AUTO, SampleReader, no_format
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MASK_KEYS = ("assistant_masks", "completion_mask")
-_GOOD_ROLES = {"system", "user", "assistant", "tool", "developer"}  # roles already checked
+_COMMON_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})  # valid without the regex
 
 
 @dataclass
@@ -59,14 +59,12 @@ def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
         if not isinstance(m, Mapping):
             raise SampleError(f"{what}[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
         role = m.get("role")
-        if type(role) is str and role in _GOOD_ROLES:
+        if type(role) is str and role in _COMMON_ROLES:
             pass
         elif role is None:
             raise SampleError(f"{what}[{i}] has no 'role' (expected one of system, user, assistant, tool, ...)")
         elif not isinstance(role, str) or not _ROLE.match(role):
             raise SampleError(f"{what}[{i}] has an invalid role {role!r}: roles are plain names like 'user'")
-        elif len(_GOOD_ROLES) < 256:
-            _GOOD_ROLES.add(role)
         train = m.get("train")
         if train is not None and not isinstance(train, (bool, np.bool_)):
             raise SampleError(f"{what}[{i}]['train'] must be true or false, got {train!r}")
