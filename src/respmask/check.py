@@ -12,7 +12,7 @@ import numpy as np
 from .collator import truncate
 from .errors import RespmaskError, RespmaskWarning
 from .masker import ChatMasker
-from .masks import IGNORE_INDEX
+from .masks import IGNORE_INDEX, as_numpy
 from .spans import DROPPED_REASONING
 
 
@@ -483,12 +483,6 @@ def _inspect_batches(trainer: Any, batches: int, report: TrainerReport, collator
         _inspect_batch(batch, report, collator)
 
 
-def _as_numpy(x: Any) -> Any:
-    import numpy as np
-
-    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
-
-
 def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: Any) -> None:
     b = report.batches
     report.batches += 1
@@ -503,7 +497,7 @@ def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: An
             "use data_collator=respmask.ResponseOnlyCollator(tokenizer), which always returns labels",
         ), b)
         return
-    labels = _as_numpy(batch["labels"])
+    labels = as_numpy(batch["labels"])
     labels = labels.reshape(len(labels), -1) if labels.ndim > 1 else labels.reshape(1, -1)
     trained = labels != IGNORE_INDEX
     report.samples += labels.shape[0]
@@ -511,9 +505,9 @@ def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: An
     report.trained_tokens += int(trained.sum())
     ids = batch.get("input_ids")
     if ids is not None:
-        ids = _as_numpy(ids).reshape(labels.shape)
+        ids = as_numpy(ids).reshape(labels.shape)
         mask = batch.get("attention_mask")
-        real = (_as_numpy(mask).reshape(labels.shape) == 1 if mask is not None
+        real = (as_numpy(mask).reshape(labels.shape) == 1 if mask is not None
                 else np.ones(labels.shape, dtype=bool))
         # rows whose every real token is trained with itself as the label: labels copied from input_ids
         copied = ((labels == ids) | ~real).all(axis=1) & (real.sum(axis=1) > 1)

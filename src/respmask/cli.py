@@ -142,6 +142,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     elif not args.quiet or failed:
+        stream = sys.stderr if failed and args.quiet else sys.stdout
         parts = os.path.join(args.output, "part-*.parquet")
         rejects = os.path.join(args.output, "rejects-*.jsonl")
         print(f"respmask tokenize: {summary.input_rows} input rows -> {summary.written_rows} written to {parts}"
@@ -149,9 +150,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
               + f", {summary.rejected_rows} rejected ({rejects}); {summary.tokens} tokens, "
               f"{100 * summary.trained_fraction:.1f}% trained; {summary.truncated_rows} truncated, "
               f"{summary.untrainable_rows} untrainable; {summary.resumed_shards} of {summary.shards} shard(s) resumed",
-              file=sys.stderr if failed and args.quiet else sys.stdout)
+              file=stream)
         for reason, n in sorted(summary.reject_reasons.items(), key=lambda r: -r[1])[:8]:
-            print(f"  {n} x {reason}", file=sys.stderr if failed and args.quiet else sys.stdout)
+            print(f"  {n} x {reason}", file=stream)
     if failed:
         print(f"respmask tokenize: {summary.rejected_rows} of {summary.input_rows} input rows were rejected; their "
               f"reasons are in {os.path.join(args.output, 'rejects-*.jsonl')}" + ("" if args.allow_rejects else

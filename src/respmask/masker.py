@@ -10,14 +10,14 @@ import pickle
 import weakref
 from os.path import commonprefix
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from .errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
 from .byte_offsets import ByteLengths
-from .masks import IGNORE_INDEX, labels_from_mask, mask_from_ranges, token_ranges
+from .masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
 from .media import call_processor, carry_mask, images_of, is_processor, media_token_ids
 from .origin import REASONING_KEYS
 from .profile import TemplateProfile, history_probes, learn_profile, token_regex
@@ -124,10 +124,6 @@ def _generation_config_eos(tokenizer: Any) -> list[str]:
     ids = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
     tokens = tokenizer.convert_ids_to_tokens([i for i in ids if isinstance(i, int)])
     return [t for t in tokens if isinstance(t, str)]
-
-
-def _numpy(value: Any) -> np.ndarray:
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
 def _drops_all_reasoning(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> bool:
@@ -460,11 +456,7 @@ class ChatMasker:
         last = len(parsed.messages) - 1
 
         def prefix_text(k: int) -> str | None:
-            try:
-                return self._render(template, parsed.messages[: k + 1], parsed.tools, parsed.documents, kwargs,
-                                    False)[0].text
-            except Exception:  # the template rejects this prefix: nothing to compare against
-                return None
+            return self._prefix_text(template, parsed, kwargs, k)
 
         def prefix_turns(k: int) -> tuple[str, list[Turn]] | None:
             if k not in analysed:
@@ -512,18 +504,20 @@ class ChatMasker:
                 except RespmaskError:
                     continue  # the template rejects this probe shape
                 last = len(chat.messages) - 1
-                if not all(is_exact(whole.text, t, whole.text if t.message == last else self._prefix_text(chat, t.message))
+                template = self.template(self.template_source(chat.tools))
+                if not all(is_exact(whole.text, t,
+                                    whole.text if t.message == last else self._prefix_text(template, chat, kwargs, t.message))
                            for t in whole.turns):
                     kept = False
                     break
             self._keeps_history[key] = kept
         return kept
 
-    def _prefix_text(self, chat: Chat, k: int) -> str | None:
-        source = self.template_source(chat.tools)
+    def _prefix_text(self, template: ChatTemplate, chat: Chat, kwargs: Mapping[str, Any], k: int) -> str | None:
+        """The render of ``chat``'s messages through ``k`` (None when the template rejects that
+        prefix: nothing to compare against)."""
         try:
-            return self._render(self.template(source), chat.messages[: k + 1], chat.tools, chat.documents,
-                                {**self.template_kwargs, **chat.kwargs}, False)[0].text
+            return self._render(template, chat.messages[: k + 1], chat.tools, chat.documents, kwargs, False)[0].text
         except Exception:
             return None
 
@@ -673,8 +667,8 @@ class ChatMasker:
                 f"the processor ({type(self.processor).__name__}) rejected this batch: {type(exc).__name__}: {exc}. "
                 "Check that each row's image parts and images pair up."
             ) from exc
-        ids = _numpy(out["input_ids"])
-        real = _numpy(out["attention_mask"]).astype(bool) if "attention_mask" in out else np.ones(ids.shape, bool)
+        ids = as_numpy(out["input_ids"])
+        real = as_numpy(out["attention_mask"]).astype(bool) if "attention_mask" in out else np.ones(ids.shape, bool)
         media = self.media_tokens()
         labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
         rows = []
@@ -684,9 +678,7 @@ class ChatMasker:
             trained = carry_mask(enc.input_ids, enc.labels != IGNORE_INDEX, b) & ~np.isin(b, media)
             row_labels = np.where(trained, b, IGNORE_INDEX)
             labels[r, where] = row_labels
-            rows.append(Encoded(b, row_labels, n_turns=enc.n_turns, turns_without_stop=enc.turns_without_stop,
-                                text=enc.text, turns=enc.turns, dropped=enc.dropped, dropped_counts=enc.dropped_counts,
-                                sample=r))
+            rows.append(replace(enc, input_ids=b, labels=row_labels))
         batch = dict(out)
         if return_tensors == "pt":
             import torch

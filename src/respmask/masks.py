@@ -16,6 +16,11 @@ import numpy as np
 IGNORE_INDEX = -100
 
 
+def as_numpy(value: Any) -> np.ndarray:
+    """A NumPy array from a torch tensor (on any device), an array or a list."""
+    return np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+
+
 # ``char_to_token`` scans the encoding from its start: cheap near the start, linear in the
 # position. Beyond this character position a binary search over ``token_to_chars`` (O(1) per call)
 # gives the starting guess instead, so long conversations stay linear overall.

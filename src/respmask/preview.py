@@ -9,11 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .errors import RespmaskError
 from .masker import ChatMasker
-from .masks import IGNORE_INDEX, mask_from_ranges, token_ranges
+from .masks import IGNORE_INDEX, as_numpy, mask_from_ranges, token_ranges
 from .samples import Pretokenized, parse
 
 _LAST: list[ChatMasker] = []
@@ -213,24 +211,18 @@ def _masker_for(tokenizer: Any, options: Mapping[str, Any]) -> ChatMasker:
 
 def _rows(sample: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Split a collated batch (2-D tensors) into rows, dropping padding."""
-    ids = np.asarray(_to_numpy(sample["input_ids"]))
+    ids = as_numpy(sample["input_ids"])
     if ids.ndim == 1:
         return [dict(sample)]
     rows = []
     for r in range(ids.shape[0]):
-        row = {k: _to_numpy(v)[r] for k, v in sample.items() if k in ("input_ids", "labels", "attention_mask")}
+        row = {k: as_numpy(v)[r] for k, v in sample.items() if k in ("input_ids", "labels", "attention_mask")}
         rows.append(row)
     return rows
 
 
-def _to_numpy(value: Any) -> Any:
-    if hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
-    return value
-
-
 def _strip_padding(sample: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: np.asarray(_to_numpy(v)).reshape(-1) for k, v in sample.items() if v is not None}
+    out = {k: as_numpy(v).reshape(-1) for k, v in sample.items() if v is not None}
     if "attention_mask" in out:
         keep = out["attention_mask"].astype(bool)
         out = {k: (v[keep] if k in ("input_ids", "labels") and len(v) == len(keep) else v) for k, v in out.items()}
@@ -252,7 +244,7 @@ def preview(sample: Any, tokenizer: Any = None, **options: Any) -> Preview | lis
     if isinstance(sample, Mapping) and "input_ids" in sample and "messages" not in sample:
         rows = _rows(sample)
         previews = [_pretokenized(_strip_padding(r), tok) for r in rows]
-        return previews[0] if len(previews) == 1 and np.asarray(_to_numpy(sample["input_ids"])).ndim == 1 else previews
+        return previews[0] if len(previews) == 1 and as_numpy(sample["input_ids"]).ndim == 1 else previews
     if isinstance(masker.parse(sample), Pretokenized):  # pragma: no cover - handled above
         raise RespmaskError("unreachable")
     if masker.processor is not None:
