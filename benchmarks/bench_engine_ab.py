@@ -8,6 +8,7 @@ the rounds (the minimum is what CPU steal and neighbours cannot inflate):
 
     python benchmarks/bench_engine_ab.py 81eae0d                 # 3 families, 3 and 24 turns
     python benchmarks/bench_engine_ab.py HEAD~3 --turns 3 8 --rounds 40
+    TOKENIZERS_PARALLELISM=false python benchmarks/bench_engine_ab.py 81eae0d --collator   # whole collator
 
 The revision's ``src/respmask`` is exported with ``git archive`` into a temporary folder as the
 package ``respmask_ref`` (its imports are relative). Real tokenizers come from
@@ -50,6 +51,9 @@ def main() -> int:
     ap.add_argument("--families", nargs="+", default=list(FOLDER))
     ap.add_argument("--turns", type=int, nargs="+", default=[3, 24])
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--collator", action="store_true",
+                    help="time the whole ResponseOnlyCollator (render, tokenize, mask, pad) instead of render alone; "
+                         "set TOKENIZERS_PARALLELISM=false so CPU time is the work of one thread")
     args = ap.parse_args()
     shared = shared_tokenizers()
     if shared is None:
@@ -65,22 +69,27 @@ def main() -> int:
         sys.path.insert(0, tmp)
         import respmask_ref
 
-        print(f"ChatMasker.render per batch of 32, CPU ms (min of {args.rounds}): {args.rev} vs this checkout")
+        what = "ResponseOnlyCollator" if args.collator else "ChatMasker.render"
+        print(f"{what} per batch of 32, CPU ms (min of {args.rounds}): {args.rev} vs this checkout")
         for fam in args.families:
             tok = AutoTokenizer.from_pretrained(shared / FOLDER[fam])
             tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / f"{fam}_training.jinja").read_text()
-            maskers = {"ref": respmask_ref.ChatMasker(tok), "new": respmask.ChatMasker(tok)}
+            if args.collator:
+                maskers = {"ref": respmask_ref.ResponseOnlyCollator(tok, return_tensors="np"),
+                           "new": respmask.ResponseOnlyCollator(tok, return_tensors="np")}
+                run = {k: (lambda m: (lambda b: m(b)))(m) for k, m in maskers.items()}
+            else:
+                maskers = {"ref": respmask_ref.ChatMasker(tok), "new": respmask.ChatMasker(tok)}
+                run = {k: (lambda m: (lambda b: [m.render(s) for s in b]))(m) for k, m in maskers.items()}
             for turns in args.turns:
                 b = make_batch(turns, 32, seed=1)
                 best = {k: float("inf") for k in maskers}
-                for m in maskers.values():
-                    for s in b:
-                        m.render(s)
+                for k in maskers:
+                    run[k](b)
                 for _ in range(args.rounds):
-                    for k, m in maskers.items():
+                    for k in maskers:
                         t = time.process_time()
-                        for s in b:
-                            m.render(s)
+                        run[k](b)
                         best[k] = min(best[k], time.process_time() - t)
                 print(
                     f"{fam:7s} {turns:3d} turns  {args.rev}: {best['ref'] * 1e3:7.2f}  now: {best['new'] * 1e3:7.2f}"

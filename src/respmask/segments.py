@@ -98,11 +98,19 @@ class Segments:
 
     def first_data(self, idxs: Sequence[int]) -> int | None:
         """The first of segments ``idxs`` that is data (empty or not), or None."""
-        return next((i for i in idxs if self.kinds[i] == DATA), None)
+        kinds = self.kinds
+        for i in idxs:
+            if kinds[i] == DATA:
+                return i
+        return None
 
     def last_data(self, idxs: Sequence[int]) -> int | None:
         """The last of segments ``idxs`` that is data (empty or not), or None."""
-        return next((i for i in reversed(idxs) if self.kinds[i] == DATA), None)
+        kinds = self.kinds
+        for i in reversed(idxs):
+            if kinds[i] == DATA:
+                return i
+        return None
 
     def region_start(self, idxs: Sequence[int]) -> int | None:
         """Where the output of segments ``idxs`` (one message's) begins: the start of the first

@@ -280,12 +280,11 @@ def _reassign_foreign(segs: Segments, messages: Sequence[Mapping[str, Any]], sel
     when it holds nothing of the owner's own, else just the occurrences.
     """
     n = len(selected)
-    has_data = [False] * n
-    for owner, kind, a, b in zip(segs.owners, segs.kinds, segs.starts, segs.ends):
-        if kind == DATA and 0 <= owner < n and b > a:
-            has_data[owner] = True
+    with_data = {owner for owner, kind, a, b in zip(segs.owners, segs.kinds, segs.starts, segs.ends)
+                 if kind == DATA and b > a}
     others = [
-        (j, c) for j, m in enumerate(messages) if not selected[j] and not has_data[j] for c in _strings(m.get("content"), [])
+        (j, c) for j, m in enumerate(messages) if not selected[j] and j not in with_data
+        for c in _strings(m.get("content"), [])
     ]
     if not others:
         return
@@ -494,21 +493,25 @@ def dropped_data(
     for owner, f in printed:
         got.setdefault(owner, set()).add(f)
     out: list[tuple[int, str]] = []
+    none: frozenset[int] = frozenset()
     for k, m in enumerate(messages):
-        has = []
-        if _has_text(m.get("content")):
-            has.append((CONTENT_FIELD, "content"))
-        if any(_has_text(m.get(key)) for key in REASONING_KEYS):
-            has.append((REASONING, DROPPED_REASONING))
-        if m.get("tool_calls"):
-            has.append((TOOLS, "tool calls"))
-        if not has:
+        fields = got.get(k, none)
+        if MIXED in fields:
             continue
-        fields = got.get(k)
-        if not fields:
+        # only the fields the render did not show are looked at (the common case: none)
+        missing = []
+        if CONTENT_FIELD not in fields and _has_text(m.get("content")):
+            missing.append("content")
+        if REASONING not in fields and any(_has_text(m.get(key)) for key in REASONING_KEYS if key in m):
+            missing.append(DROPPED_REASONING)
+        if TOOLS not in fields and m.get("tool_calls"):
+            missing.append("tool calls")
+        if not missing:
+            continue
+        if fields:
+            out.extend((k, name) for name in missing)
+        else:
             out.append((k, f"the whole message (role {m.get('role')!r})"))
-        elif MIXED not in fields:
-            out.extend((k, name) for f, name in has if f not in fields)
     for t in turns:
         if t.stop is not None and not text[t.start : t.stop[0]].strip():
             out.append((t.message, "everything but its stop token (only the stop token is trained)"))
