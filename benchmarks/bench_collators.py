@@ -151,7 +151,7 @@ def contenders(tok: Any, training_template: str) -> dict[str, Callable[[list[dic
         texts = tok.apply_chat_template([s["messages"] for s in batch], tokenize=False)
         return backend.encode_batch_fast(texts, add_special_tokens=False)
 
-    # Not a target: the floor without the offset tracking respmask itself skips (see byte_offsets.py).
+    # Not a target: the floor without the offset tracking respmask itself skips (see src/respmask/_byte_lengths.py).
     out["ids only: render + encode_batch_fast"] = ids_only
     return out
 

@@ -124,7 +124,7 @@ elif engine == "ray":
         tokens += pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
     ray.shutdown()
 elif engine == "cli":
-    from respmask.shards import tokenize_files
+    from respmask._shards import tokenize_files
     t0 = time.time()
     s = tokenize_files(data, os.path.join(out, "tok"), tok, num_proc=num_proc, progress=False)
     rows, tokens = s.written_rows, s.tokens

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from respmask import check
-from respmask.cli import main
+from respmask._cli import main
 from support.tokenizers import fixture_tokenizer
 
 
@@ -66,7 +66,7 @@ def test_file_without_tokenizer_is_a_clear_error(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "respmask.cli", "check"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "respmask", "check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "OK" in out.stdout
 

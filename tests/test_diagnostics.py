@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 
 import respmask  # noqa: E402
 from respmask import ResponseOnlyCollator  # noqa: E402
-from respmask.cli import main  # noqa: E402
+from respmask._cli import main  # noqa: E402
 from support.tokenizers import fixture_tokenizer  # noqa: E402
 from test_trainer import _args, rows, tiny_model  # noqa: E402
 from test_training import _tok_with_pad  # noqa: E402

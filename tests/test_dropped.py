@@ -89,7 +89,7 @@ LOSSY = [
 
 def test_the_pretokenizer_warns_rejects_or_keeps_rows_that_lose_data():
     from respmask import Pretokenizer
-    from respmask.errors import LostDataError
+    from respmask._errors import LostDataError
 
     tok = fixture_tokenizer("qwen3")
     cols = {"messages": [r["messages"] for r in LOSSY]}
@@ -109,8 +109,8 @@ def test_the_pretokenizer_warns_rejects_or_keeps_rows_that_lose_data():
 def test_tokenize_rejects_rows_that_lose_data_unless_told_to_keep_them(tmp_path, capsys):
     import json
 
-    from respmask.cli import main
-    from respmask.shards import read_parts, read_rejects
+    from respmask._cli import main
+    from respmask._shards import read_parts, read_rejects
 
     tok = fixture_tokenizer("zephyr")  # no tool support: row 3's call is dropped too
     tok.save_pretrained(tmp_path / "tok")

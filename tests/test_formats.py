@@ -1,4 +1,4 @@
-"""Dataset formats (respmask.formats): each layout converted, ids equal to apply_chat_template of the
+"""Dataset formats (respmask._formats): each layout converted, ids equal to apply_chat_template of the
 converted messages, errors in the row's own terms, the caller's rows untouched, every front-end."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from respmask import (
     ResponseOnlyCollator,
     SampleError,
 )
-from respmask.formats import SampleReader, detect_format, to_sample
+from respmask._formats import SampleReader, detect_format, to_sample
 from support.tokenizers import fixture_tokenizer, shared_dir
 
 FORMATS_DIR = Path(__file__).resolve().parent / "fixtures" / "formats"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from respmask.masks import labels_from_mask, mask_from_ranges, token_ranges
+from respmask._masks import labels_from_mask, mask_from_ranges, token_ranges
 from support.tokenizers import fixture_tokenizer
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 datasets = pytest.importorskip("datasets")
 
 from respmask import Pretokenizer, ResponseOnlyCollator, SampleError  # noqa: E402
-from respmask.packing import Packer, best_fit_decreasing, pack, padding_stats  # noqa: E402
+from respmask._packing import Packer, best_fit_decreasing, pack, padding_stats  # noqa: E402
 from support.tokenizers import fixture_tokenizer  # noqa: E402
 from test_engines import rows  # noqa: E402
 from test_trainer import tiny_model  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 import respmask
 from respmask import ChatMasker, RespmaskError, ResponseOnlyCollator
 from respmask import preview as preview_module  # noqa: F401  (the function)
-from respmask.preview import _LAST
+from respmask._preview import _LAST
 from support.tokenizers import fixture_tokenizer
 
 SAMPLE = {
@@ -151,7 +151,7 @@ def test_force_color_and_explicit_color_force_colours(tok, env):
 
 
 def test_cli_colour_follows_the_same_rule(env, capsys):
-    from respmask.cli import main
+    from respmask._cli import main
 
     def out(*flags: str) -> str:
         assert main(["preview", "-n", "1", *flags]) == 0

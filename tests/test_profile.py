@@ -7,8 +7,8 @@ import functools
 import pytest
 
 from respmask import ChatMasker
-from respmask.errors import TemplateError
-from respmask.profile import history_probes, probes, token_regex
+from respmask._errors import TemplateError
+from respmask._profile import history_probes, probes, token_regex
 from support.tokenizers import build_tokenizer
 
 ROLES = ("user", "system", "assistant", "tool")

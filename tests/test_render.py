@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from respmask import ChatMasker
-from respmask.render import DATA, LITERAL, ChatTemplate, template_inputs
-from respmask.segments import Segments
+from respmask._render import DATA, LITERAL, ChatTemplate, template_inputs
+from respmask._segments import Segments
 from support.conversations import cases
 from support.tokenizers import fixture_tokenizer, template_names, template_params
 
@@ -107,7 +107,7 @@ def test_sandbox_fast_paths_give_the_sandbox_results():
     """respmask's attribute fast paths must not change what a template sees or may touch."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from respmask.render import _make_environment
+    from respmask._render import _make_environment
 
     ours, ref = _make_environment(), ImmutableSandboxedEnvironment()
     ns = ours.globals["namespace"](a=1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from respmask.render import DATA, LITERAL, NO_OWNER, Kind, Rendered
-from respmask.segments import Segments
+from respmask._render import DATA, LITERAL, NO_OWNER, Kind, Rendered
+from respmask._segments import Segments
 
 N = NO_OWNER
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 
 from respmask import ChatMasker
-from respmask.origin import CONTENT, MIXED, REASONING, TOOLS
-from respmask.render import DATA, LITERAL, NO_OWNER, ChatTemplate, template_inputs
-from respmask.segments import Segments
-from respmask.spans import Turn, describe_dropped, dropped_data, dropped_text, find_turns, select_messages, trained_spans
+from respmask._origin import CONTENT, MIXED, REASONING, TOOLS
+from respmask._render import DATA, LITERAL, NO_OWNER, ChatTemplate, template_inputs
+from respmask._segments import Segments
+from respmask._spans import Turn, describe_dropped, dropped_data, dropped_text, find_turns, select_messages, trained_spans
 from support.tokenizers import build_tokenizer
 
 N = NO_OWNER

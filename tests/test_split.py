@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from respmask import ChatMasker, Pretokenizer, ResponseOnlyCollator, check
-from respmask.errors import RespmaskError
+from respmask._errors import RespmaskError
 from support.conversations import TRAINED_KINDS, Nonces, WEATHER_TOOL, _call_id, _tool, _tool_call, _user, cases
 from support.tokenizers import fixture_tokenizer, shared_dir, shared_tokenizer, template_names, template_source
 
@@ -206,8 +206,8 @@ def test_pretokenizer_rows_carry_their_conversation_index():
 
 
 def test_check_counts_rows_and_tokenize_accounts_for_every_conversation(tmp_path, capsys):
-    from respmask.cli import main
-    from respmask.shards import read_parts, read_rejects
+    from respmask._cli import main
+    from respmask._shards import read_parts, read_rejects
 
     tok = fixture_tokenizer("qwen3")
     convs = [reasoning_chains(q, tools=False)[0] for q in (2, 1, 3)]
@@ -228,7 +228,7 @@ def test_check_counts_rows_and_tokenize_accounts_for_every_conversation(tmp_path
 
 
 def test_split_rows_pack_like_any_others():
-    from respmask.packing import pack
+    from respmask._packing import pack
 
     tok = fixture_tokenizer("qwen3")
     convs = [reasoning_chains(q, tools=False)[0] for q in (2, 3)]

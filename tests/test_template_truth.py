@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from respmask import ChatMasker, SampleError, TemplateError
-from respmask.render import ChatTemplate
+from respmask._render import ChatTemplate
 from support.conversations import WEATHER_TOOL, Case, Nonces
 from support.reference import violations
 from support.tokenizers import build_tokenizer, fixture_tokenizer, manifest

@@ -11,8 +11,8 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from respmask import Pretokenizer  # noqa: E402
-from respmask.cli import main  # noqa: E402
-from respmask.shards import read_parts, read_rejects, tokenize_files  # noqa: E402
+from respmask._cli import main  # noqa: E402
+from respmask._shards import read_parts, read_rejects, tokenize_files  # noqa: E402
 from support.tokenizers import fixture_tokenizer  # noqa: E402
 from test_engines import rows  # noqa: E402
 
@@ -67,7 +67,7 @@ def test_interrupted_run_resumes_from_finished_shards(tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     write_input(src)
     out = tmp_path / "out"
-    import respmask.shards as shards
+    import respmask._shards as shards
 
     real_engine = shards._run_engine
     calls = []
@@ -160,7 +160,7 @@ FORMATS_DIR = Path(__file__).resolve().parent / "fixtures" / "formats"
 
 
 def _reference_ids(tok, rows, **options):
-    from respmask.formats import SampleReader
+    from respmask._formats import SampleReader
 
     read = SampleReader(**options)
     out = []

@@ -20,7 +20,7 @@ pytest.importorskip("PIL")
 torch = pytest.importorskip("torch")
 
 import respmask  # noqa: E402
-from respmask.errors import SampleError  # noqa: E402
+from respmask._errors import SampleError  # noqa: E402
 from support.vision import FAMILIES, build_processor, image_token_ids, make_image  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """respmask: train chat models on exactly the tokens the assistant generates."""
 
-from .errors import (
+from ._errors import (
     MissingColumnsError,
     LostDataError,
     RespmaskError,
@@ -10,19 +10,19 @@ from .errors import (
     TokenizerError,
     UntrainableSampleError,
 )
-from .check import CheckReport, TrainerCheckError, TrainerReport, check, check_trainer
-from .collator import ResponseOnlyCollator
-from .formats import MessageMapping
-from .masker import ChatMasker, Encoded, RenderedSample
-from .masks import IGNORE_INDEX
-from .pretokenize import Pretokenizer
-from .preview import Preview, preview
+from ._check import CheckReport, TrainerCheckError, TrainerReport, check, check_trainer
+from ._collator import ResponseOnlyCollator
+from ._formats import MessageMapping
+from ._masker import ChatMasker, Encoded, RenderedSample
+from ._masks import IGNORE_INDEX
+from ._pretokenize import Pretokenizer
+from ._preview import Preview, preview
 
 
 
 def __getattr__(name: str) -> object:
     if name == "CollatorSummary":  # imports transformers' Trainer machinery: only when asked for
-        from .callback import CollatorSummary
+        from ._callback import CollatorSummary
 
         return CollatorSummary
     raise AttributeError(f"module 'respmask' has no attribute {name!r}")

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RespmaskError
-from .masker import ChatMasker
-from .masks import IGNORE_INDEX, as_numpy, mask_from_ranges, token_ranges
-from .samples import Pretokenized, parse
+from ._errors import RespmaskError
+from ._masker import ChatMasker
+from ._masks import IGNORE_INDEX, as_numpy, mask_from_ranges, token_ranges
+from ._samples import Pretokenized, parse
 
 _LAST: list[ChatMasker] = []
 

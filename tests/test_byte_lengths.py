@@ -11,8 +11,8 @@ from support.tokenizers import base_tokenizer_json, fixture_tokenizer, shared_to
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from respmask import ChatMasker
-from respmask.byte_offsets import ByteLengths
-from respmask.masks import mask_from_ranges, token_ranges
+from respmask._byte_lengths import ByteLengths
+from respmask._masks import mask_from_ranges, token_ranges
 
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<tool>"]
 SPACE = "\u2581"

@@ -26,8 +26,8 @@ from jinja2.runtime import LoopContext
 from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import TemplateError
-from .origin import MIXED, REASONING, REASONING_KEYS, Traced, TracedMarkup, concat, field_of, mark, owner_of, smear, traced
+from ._errors import TemplateError
+from ._origin import MIXED, REASONING, REASONING_KEYS, Traced, TracedMarkup, concat, field_of, mark, owner_of, smear, traced
 
 
 class Kind(IntEnum):

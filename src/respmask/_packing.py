@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .masks import IGNORE_INDEX
-from .pretokenize import to_python
+from ._masks import IGNORE_INDEX
+from ._pretokenize import to_python
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:

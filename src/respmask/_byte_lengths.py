@@ -181,7 +181,7 @@ class ByteLengths:
 
     def token_ranges(self, ids: np.ndarray, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray | None:
         """``[first, last]`` token index pairs of the tokens overlapping each character span (the
-        rule of :func:`respmask.masks.token_ranges`), or None when ``ids`` may not spell ``text``
+        rule of :func:`respmask._masks.token_ranges`), or None when ``ids`` may not spell ``text``
         exactly (normalized text, whitespace absorbed, a literal '▁'): use offsets then."""
         if len(ids) and int(ids.max()) >= len(self.lengths):
             return None

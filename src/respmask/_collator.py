@@ -9,12 +9,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import SampleError, UntrainableSampleError, check_choice, check_max_length, warn
-from .formats import DataFormat, MessageMapping
-from .masker import ChatMasker, Encoded, TrainOn
-from .masks import IGNORE_INDEX
-from .preview import remember
-from .split import Split
+from ._errors import SampleError, UntrainableSampleError, check_choice, check_max_length, warn
+from ._formats import DataFormat, MessageMapping
+from ._masker import ChatMasker, Encoded, TrainOn
+from ._masks import IGNORE_INDEX
+from ._preview import remember
+from ._split import Split
 
 OnUntrainable = Literal["warn", "raise", "keep"]
 
@@ -103,7 +103,7 @@ class ResponseOnlyCollator:
     dict with ``messages`` (plus optional ``tools``, ``documents``, ``chat_template_kwargs``),
     or ``prompt``/``completion`` (strings or message lists), or pre-tokenized ``input_ids`` with
     ``labels`` or ``assistant_masks``; ShareGPT and Alpaca rows, and other layouts through
-    ``mapping``, are converted first (see :mod:`respmask.formats`).
+    ``mapping``, are converted first (see :mod:`respmask._formats`).
 
     Args:
         tokenizer: a fast tokenizer with a chat template, or a transformers processor for chats

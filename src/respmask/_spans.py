@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .origin import MIXED, REASONING, REASONING_KEYS, TOOLS
-from .origin import CONTENT as CONTENT_FIELD
-from .profile import TemplateProfile
-from .render import DATA, NO_OWNER, Rendered
-from .segments import Segments
+from ._origin import MIXED, REASONING, REASONING_KEYS, TOOLS
+from ._origin import CONTENT as CONTENT_FIELD
+from ._profile import TemplateProfile
+from ._render import DATA, NO_OWNER, Rendered
+from ._segments import Segments
 
 
 @dataclass

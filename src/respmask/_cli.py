@@ -15,9 +15,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .check import check
-from .errors import RespmaskError
-from .formats import FORMATS, MessageMapping
+from ._check import check
+from ._errors import RespmaskError
+from ._formats import FORMATS, MessageMapping
 
 
 def _load(args: argparse.Namespace, bad_lines: str = "raise") -> tuple[Iterable[Any], Any, str]:
@@ -34,7 +34,7 @@ def _load(args: argparse.Namespace, bad_lines: str = "raise") -> tuple[Iterable[
         tok = demo.tokenizer()
         tok_name = "respmask demo tokenizer (Qwen3 chat template)"
     if args.file:
-        from .shards import iter_rows
+        from ._shards import iter_rows
 
         samples: Iterable[Any] = iter_rows(args.file, bad_lines=bad_lines)
     else:
@@ -85,8 +85,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from .masker import ChatMasker
-    from .preview import legend, preview, use_color
+    from ._masker import ChatMasker
+    from ._preview import legend, preview, use_color
 
     samples, tok, tok_name = _load(args)
     masker = ChatMasker(tok, **_options(args))
@@ -126,7 +126,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from .shards import tokenize_files
+    from ._shards import tokenize_files
 
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     options = _options(args)

@@ -13,14 +13,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .collator import truncate
-from .errors import LostDataError, RespmaskError, UntrainableSampleError, check_choice, check_max_length, warn
-from .formats import DataFormat, MessageMapping
-from .masker import ChatMasker, TrainOn
-from .masks import IGNORE_INDEX
-from .media import is_processor
-from .split import Split
-from .spans import describe_dropped
+from ._collator import truncate
+from ._errors import LostDataError, RespmaskError, UntrainableSampleError, check_choice, check_max_length, warn
+from ._formats import DataFormat, MessageMapping
+from ._masker import ChatMasker, TrainOn
+from ._masks import IGNORE_INDEX
+from ._media import is_processor
+from ._split import Split
+from ._spans import describe_dropped
 
 
 def to_python(value: Any) -> Any:

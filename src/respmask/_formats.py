@@ -3,7 +3,7 @@
 Every front-end (``ResponseOnlyCollator``, ``Pretokenizer``, ``check``, ``preview`` and the
 ``respmask`` command) reads rows through one :class:`SampleReader`, chosen with the
 ``data_format`` and ``mapping`` options of :class:`respmask.ChatMasker`. It turns a row into the
-sample :func:`respmask.samples.parse` takes (``messages`` in the OpenAI layout, plus ``tools``
+sample :func:`respmask._samples.parse` takes (``messages`` in the OpenAI layout, plus ``tools``
 and the row's other columns), before the chat template sees anything.
 
 Formats (``data_format``):
@@ -58,7 +58,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import MissingColumnsError, SampleError
+from ._errors import MissingColumnsError, SampleError
 
 DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion"]
 FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion")
@@ -420,7 +420,7 @@ class SampleReader:
         return detect_format(row)
 
     def __call__(self, row: Any) -> Any:
-        """``row`` as a sample :func:`respmask.samples.parse` takes (``row`` itself when nothing
+        """``row`` as a sample :func:`respmask._samples.parse` takes (``row`` itself when nothing
         needs converting; never modified).
 
         Raises:

@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import RespmaskError, SampleError
-from .masks import IGNORE_INDEX
-from .pretokenize import Pretokenizer
+from ._errors import RespmaskError, SampleError
+from ._masks import IGNORE_INDEX
+from ._pretokenize import Pretokenizer
 
 FORMAT_VERSION = 1
 
@@ -440,7 +440,7 @@ def _finish_shard(table: Any, pack: int | None,
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .packing import pack as pack_rows
+    from ._packing import pack as pack_rows
 
     n = table.num_rows
     index = table.column("index").to_numpy()

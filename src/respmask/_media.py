@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SampleError
+from ._errors import SampleError
 
 IMAGE_KEYS = ("image", "url", "path", "base64")
 

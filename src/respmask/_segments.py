@@ -6,7 +6,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .render import DATA, LITERAL, NO_OWNER, Rendered
+from ._render import DATA, LITERAL, NO_OWNER, Rendered
 
 
 @dataclass

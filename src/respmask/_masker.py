@@ -15,18 +15,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
-from .byte_offsets import ByteLengths
-from .masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
-from .media import call_processor, carry_mask, images_of, is_processor, media_token_ids
-from .origin import REASONING_KEYS
-from .profile import TemplateProfile, history_probes, learn_profile, token_regex
-from .render import ChatTemplate, template_inputs
-from .formats import DataFormat, MessageMapping, SampleReader
-from .samples import Chat, Pretokenized, TextPair, parse
-from .segments import Segments
-from .split import SPLITS, Split, is_exact, plan_rows
-from .spans import (
+from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
+from ._byte_lengths import ByteLengths
+from ._masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
+from ._media import call_processor, carry_mask, images_of, is_processor, media_token_ids
+from ._origin import REASONING_KEYS
+from ._profile import TemplateProfile, history_probes, learn_profile, token_regex
+from ._render import ChatTemplate, template_inputs
+from ._formats import DataFormat, MessageMapping, SampleReader
+from ._samples import Chat, Pretokenized, TextPair, parse
+from ._segments import Segments
+from ._split import SPLITS, Split, is_exact, plan_rows
+from ._spans import (
     DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_text, find_turns, select_messages,
     trained_spans,
 )
@@ -153,7 +153,7 @@ class ChatMasker:
             Off by default: shipped templates' blocks often include the role header or the newline
             after the stop token (SmolLM3, LFM2.5), which the model never generates.
         data_format: the layout of the rows: ``"auto"`` (decided per row), ``"messages"``,
-            ``"sharegpt"``, ``"alpaca"`` or ``"prompt_completion"`` (see :mod:`respmask.formats`).
+            ``"sharegpt"``, ``"alpaca"`` or ``"prompt_completion"`` (see :mod:`respmask._formats`).
         mapping: for any other list of messages, a :class:`respmask.MessageMapping` (or a dict of
             its fields: ``field_messages``, ``role_key``, ``content_key``, ``role_map``) that says
             where they are and how to read them; ``data_format`` must then be ``"auto"``.
@@ -162,7 +162,7 @@ class ChatMasker:
             conversation as rendered; ``"auto"`` makes the fewest rows in which every trained turn
             reads exactly as in the render of its own prefix (one row on templates that keep
             history); ``"turns"`` makes one row per trained turn (its prefix). See
-            :mod:`respmask.split`.
+            :mod:`respmask._split`.
 
     Raises:
         TokenizerError: the tokenizer is not a fast one.
@@ -639,7 +639,7 @@ class ChatMasker:
         The chat is rendered and its trained characters found as for text; the processor is
         called on the rendered texts and the images, as ``processor.apply_chat_template(...,
         tokenize=True)`` does, and the text's token mask is carried onto the processor's ids (see
-        :mod:`respmask.media`): image tokens and their wrappers are never trained.
+        :mod:`respmask._media`): image tokens and their wrappers are never trained.
 
         Raises:
             SampleError: a sample is not a chat, holds video or audio, or its images cannot be
@@ -690,7 +690,7 @@ class ChatMasker:
 
     def media_tokens(self) -> np.ndarray:
         """The token ids that stand for images with this masker's processor (learned once, see
-        :func:`respmask.media.media_token_ids`); never trained."""
+        :func:`respmask._media.media_token_ids`); never trained."""
         if self.processor is None:
             return np.zeros(0, dtype=np.int64)
         if self._media_ids is None:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from os.path import commonprefix
 from typing import Any
 
-from .errors import TemplateError
-from .render import DATA, NO_OWNER
-from .segments import Segments
+from ._errors import TemplateError
+from ._render import DATA, NO_OWNER
+from ._segments import Segments
 
 # Probe words: plain lowercase letters, unlikely to occur in any template.
 _SYS = "zqsysprobe"

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from .spans import Turn
+from ._spans import Turn
 
 Split = Literal["never", "auto", "turns"]
 SPLITS: tuple[str, ...] = ("never", "auto", "turns")

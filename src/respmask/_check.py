@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from .collator import truncate
-from .errors import RespmaskError, RespmaskWarning
-from .masker import ChatMasker
-from .masks import IGNORE_INDEX, as_numpy
-from .spans import DROPPED_REASONING
+from ._collator import truncate
+from ._errors import RespmaskError, RespmaskWarning
+from ._masker import ChatMasker
+from ._masks import IGNORE_INDEX, as_numpy
+from ._spans import DROPPED_REASONING
 
 
 def _some(items: Sequence[Any], n: int = 8) -> str:
@@ -159,10 +159,10 @@ def check(
     """Run respmask over ``samples`` and report counts and problems (nothing is raised).
 
     ``options`` are :class:`respmask.ChatMasker` options (``train_on``, ``template_kwargs`` ...).
-    Rows that are :class:`respmask.shards.BadLine` (a file line that held no JSON row) are
+    Rows that are :class:`respmask._shards.BadLine` (a file line that held no JSON row) are
     recorded as errors, so a whole file is checked in one run.
     """
-    from .shards import BadLine
+    from ._shards import BadLine
 
     if masker is None:
         if tokenizer is None:
@@ -361,8 +361,8 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     """
     from dataclasses import fields, replace
 
-    from .collator import ResponseOnlyCollator
-    from .errors import MissingColumnsError, UntrainableSampleError
+    from ._collator import ResponseOnlyCollator
+    from ._errors import MissingColumnsError, UntrainableSampleError
 
     report = TrainerReport()
     failure: tuple[int, BaseException] | None = None

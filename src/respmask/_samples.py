@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SampleError
-from .formats import AUTO, SampleReader, no_format
+from ._errors import SampleError
+from ._formats import AUTO, SampleReader, no_format
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MASK_KEYS = ("assistant_masks", "completion_mask")
@@ -118,8 +118,8 @@ def parse(sample: Any, reader: SampleReader | None = None) -> Chat | TextPair | 
     """Classify and check one sample (without its index: callers add it to errors).
 
     Args:
-        sample: a row in any format respmask reads (see :mod:`respmask.formats`).
-        reader: reads the row as a sample (a :class:`respmask.formats.SampleReader`, as
+        sample: a row in any format respmask reads (see :mod:`respmask._formats`).
+        reader: reads the row as a sample (a :class:`respmask._formats.SampleReader`, as
             ``ChatMasker`` builds from its ``data_format`` and ``mapping``); default: the format
             each row shows.
 
