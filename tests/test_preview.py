@@ -11,7 +11,6 @@ import pytest
 import respmask
 from respmask import ChatMasker, RespmaskError, ResponseOnlyCollator
 from respmask import preview as preview_module  # noqa: F401  (the function)
-from respmask._preview import _LAST
 from support.tokenizers import fixture_tokenizer
 
 SAMPLE = {
@@ -56,33 +55,45 @@ def test_terminal_text_with_and_without_colour(tok):
 def test_preview_of_pretokenized_and_collated_rows(tok):
     c = ResponseOnlyCollator(tok)
     batch = c([SAMPLE, {"messages": SAMPLE["messages"] + [{"role": "user", "content": "thanks"}]}])
-    rows = respmask.preview(batch)  # uses the collator's tokenizer
+    rows = c.preview(batch)  # the collator's own tokenizer and options
     assert isinstance(rows, list) and len(rows) == 2
     direct = respmask.preview(SAMPLE, tok)
     assert rows[0].trained == direct.trained and rows[0].ids == direct.ids  # padding dropped
     one = respmask.preview({"input_ids": batch["input_ids"][0], "labels": batch["labels"][0],
-                            "attention_mask": batch["attention_mask"][0]})
+                            "attention_mask": batch["attention_mask"][0]}, tok)
     assert one.trained == direct.trained
     pre = respmask.preview({"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, tok)
     assert pre.trained == [False, True, True] and pre.turns == 1
 
 
 def test_preview_without_tokenizer_says_what_to_pass():
-    saved = list(_LAST)
-    _LAST.clear()
-    try:
-        with pytest.raises(RespmaskError, match="tokenizer=tok"):
-            respmask.preview(SAMPLE)
-    finally:
-        _LAST[:] = saved
+    with pytest.raises(TypeError, match=r"collator\.preview\(sample\)"):
+        respmask.preview(SAMPLE, None)
+    with pytest.raises(TypeError, match="tokenizer"):
+        respmask.preview(SAMPLE)  # type: ignore[call-arg]
 
 
-def test_preview_uses_the_latest_collator_options(tok):
-    ResponseOnlyCollator(tok, train_on="last")
+def test_collator_preview_uses_its_own_options_and_nothing_is_remembered(tok):
     chat = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                          {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
-    assert respmask.preview(chat).turns == 1
+    last = ResponseOnlyCollator(tok, train_on="last")
+    ResponseOnlyCollator(tok)  # a later collator changes nothing about the first
+    assert last.preview(chat).turns == 1
     assert respmask.preview(chat, tok).turns == 2
+    assert respmask.preview(chat, last.masker).turns == 1  # a masker carries its options
+    assert respmask.preview(chat, tok, train_on="last").turns == 1
+    with pytest.raises(TypeError, match="carries its own options"):
+        respmask.preview(chat, last.masker, train_on="all")
+
+
+def test_preview_of_split_rows(tok):
+    chat = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
+    rows = respmask.preview(chat, tok, split="turns")
+    assert isinstance(rows, list) and [p.turns for p in rows] == [1, 1]
+    assert "row 2 of 2 (split)" in rows[1].summary()
+    enc = ChatMasker(tok, split="turns").encode_rows(chat)
+    assert [p.ids for p in rows] == [e.input_ids.tolist() for e in enc]
 
 
 # -- terminal colours: when, and which --------------------------------------------------------------

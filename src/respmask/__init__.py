@@ -12,8 +12,9 @@ from ._errors import (
 )
 from ._check import CheckReport, TrainerCheckError, TrainerReport, check, check_trainer
 from ._collator import ResponseOnlyCollator
-from ._formats import MessageMapping
+from ._formats import MessageMapping, to_sample
 from ._masker import ChatMasker, Encoded, RenderedSample
+from ._options import MaskOptions
 from ._masks import IGNORE_INDEX
 from ._pretokenize import Pretokenizer
 from ._preview import Preview, preview
@@ -35,6 +36,7 @@ __all__ = [
     "Encoded",
     "IGNORE_INDEX",
     "LostDataError",
+    "MaskOptions",
     "MessageMapping",
     "MissingColumnsError",
     "Preview",
@@ -52,5 +54,6 @@ __all__ = [
     "check",
     "check_trainer",
     "preview",
+    "to_sample",
 ]
 __version__ = "0.1.0"

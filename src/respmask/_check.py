@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ._collator import truncate
-from ._errors import RespmaskError, RespmaskWarning
-from ._masker import ChatMasker
+from ._encode import encode_rows
+from ._errors import RespmaskError, RespmaskWarning, without_sample
+from ._masker import masker_for
+from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
 from ._spans import DROPPED_REASONING
 
@@ -20,11 +21,6 @@ def _some(items: Sequence[Any], n: int = 8) -> str:
     """The first ``n`` items, and how many there are in all."""
     shown = ", ".join(str(x) for x in items[:n])
     return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
-def _reason(message: str) -> str:
-    """An error without its ``sample N:`` prefix, so that identical problems group together."""
-    return message.split(": ", 1)[1] if message.startswith("sample ") and ": " in message else message
 
 
 @dataclass
@@ -76,7 +72,7 @@ class CheckReport:
         """Errors grouped by their text (without the sample index), most frequent first."""
         groups: dict[str, list[int]] = {}
         for index, message in self.errors:
-            groups.setdefault(_reason(message), []).append(index)
+            groups.setdefault(without_sample(message), []).append(index)
         return sorted(groups.items(), key=lambda g: -len(g[1]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,71 +144,65 @@ class CheckReport:
 
 def check(
     samples: Iterable[Any],
-    tokenizer: Any = None,
+    tokenizer: Any,
     *,
-    masker: ChatMasker | None = None,
+    options: MaskOptions | None = None,
     max_length: int | None = None,
     truncation: str = "right",
     batch_size: int = 64,
-    **options: Any,
+    **changes: Any,
 ) -> CheckReport:
     """Run respmask over ``samples`` and report counts and problems (nothing is raised).
 
-    ``options`` are :class:`respmask.ChatMasker` options (``train_on``, ``template_kwargs`` ...).
-    Rows that are :class:`respmask._shards.BadLine` (a file line that held no JSON row) are
-    recorded as errors, so a whole file is checked in one run.
+    Args:
+        samples: rows in any format respmask reads; a :class:`BadLine` (a file line that held no
+            JSON row) is recorded as an error, so a whole file is checked in one run.
+        tokenizer: a fast tokenizer, a processor or a :class:`respmask.ChatMasker`.
+        options: the masking options (:class:`respmask.MaskOptions`); or by name as ``**changes``.
+        max_length, truncation: report what truncation would cut, as the collator cuts.
+        batch_size: samples encoded together.
+
+    Returns:
+        A :class:`CheckReport`: counts, token lengths, and the samples that need attention.
+
+    Raises:
+        TypeError: a keyword is not a masking option, or a masker was passed with options.
+
+    Example:
+        >>> report = check(ds.select(range(1000)), tok, max_length=4096)
+        >>> print(report)        # ends with OK or PROBLEMS FOUND
     """
     from ._shards import BadLine
 
-    if masker is None:
-        if tokenizer is None:
-            raise RespmaskError("check() needs a tokenizer (or a ChatMasker)")
-        masker = ChatMasker(tokenizer, **options)
+    masker = masker_for(tokenizer, options, changes)
     report = CheckReport(max_length=max_length)
     batch: list[tuple[int, Any]] = []
-
-    def encode(samples: list[Any], indices: list[int]) -> list[Any]:
-        if masker.processor is not None:  # images expanded by the processor, as the collator makes them
-            return masker.process_batch(samples, indices, return_tensors="np")[1]
-        return masker.encode_batch(samples, indices)
-
-    def encode_all() -> list[tuple[int, Any]]:
-        """(sample index, Encoded or its error) for every row."""
-        try:
-            return [(batch[enc.sample][0], enc) for enc in encode([s for _, s in batch], [i for i, _ in batch])]
-        except RespmaskError:  # find every bad sample, not just the first
-            out: list[tuple[int, Any]] = []
-            for index, sample in batch:
-                try:
-                    out.extend((index, enc) for enc in encode([sample], [index]))
-                except RespmaskError as exc:
-                    out.append((index, exc))
-            return out
 
     def once(items: list[int], index: int) -> None:
         if not items or items[-1] != index:
             items.append(index)
 
     def flush() -> None:
-        for index, enc in encode_all():
-            if isinstance(enc, RespmaskError):
+        rows = encode_rows(masker, [s for _, s in batch], [i for i, _ in batch], max_length=max_length,
+                           truncation=truncation, on_error="collect")[1]
+        for row in rows:
+            index, enc = row.index, row.encoded
+            if enc is None:
                 report.samples += 1
-                report.errors.append((index, str(enc)))
+                report.errors.append((index, str(row.error)))
                 continue
             report.samples += enc.row == 0
             report.rows += 1
             report.lengths.append(len(enc.input_ids))
-            ids, labels, cut = truncate(enc, max_length, truncation)
-            report.tokens += len(ids)
-            trained = int((labels != IGNORE_INDEX).sum())
-            report.trained_tokens += trained
+            report.tokens += len(row.labels)  # type: ignore[arg-type]
+            report.trained_tokens += row.trained
             report.turns += enc.n_turns
-            if cut:
+            if row.truncated:
                 once(report.truncated, index)  # a sample split into rows is listed once
-                report.truncated_trained_tokens += enc.n_trained - trained
-            if not trained:
+                report.truncated_trained_tokens += enc.n_trained - row.trained
+            if row.untrainable:
                 once(report.untrainable, index)
-                if cut and enc.n_trained:
+                if row.truncated and enc.n_trained:
                     once(report.truncated_untrainable, index)
             report.dropped.extend((index, message, what) for message, what in enc.dropped)
             report.dropped_tokens += enc.dropped_tokens
@@ -230,7 +220,8 @@ def check(
         batch.append((index, sample))
         if len(batch) >= batch_size:
             flush()
-    flush()
+    if batch:
+        flush()
     return report
 
 
@@ -377,7 +368,7 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
         try:
             n = min(len(dataset), 256)
             sample_rows = [dataset[i] for i in range(n)]
-            report.dataset = check(sample_rows, masker=collator.masker, max_length=collator.max_length,
+            report.dataset = check(sample_rows, collator.masker, max_length=collator.max_length,
                                    truncation=collator.truncation)
         except Exception:  # the batches below tell what is wrong
             report.dataset = None

@@ -10,11 +10,10 @@ from typing import Any, Literal
 import numpy as np
 
 from ._errors import SampleError, UntrainableSampleError, check_choice, check_max_length, warn
-from ._formats import DataFormat, MessageMapping
-from ._masker import ChatMasker, Encoded, TrainOn
+from ._encode import EVERY_TOKEN_TRAINED, TrainingRow, encode_rows
+from ._masker import masker_for
+from ._options import MaskOptions
 from ._masks import IGNORE_INDEX
-from ._preview import remember
-from ._split import Split
 
 OnUntrainable = Literal["warn", "raise", "keep"]
 
@@ -85,17 +84,6 @@ def _row_names(features: Sequence[Any]) -> list[str]:
     return names
 
 
-def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Cut ids and labels (and packed position ids) together to ``max_length``, right or left."""
-    ids, labels = enc.input_ids, enc.labels
-    if max_length is None or len(ids) <= max_length:
-        return ids, labels, False
-    cut = slice(-max_length, None) if side == "left" else slice(0, max_length)
-    if enc.position_ids is not None:
-        enc.position_ids = enc.position_ids[cut]
-    return ids[cut], labels[cut], True
-
-
 class ResponseOnlyCollator:
     """Pads a batch and trains only what the assistant generates.
 
@@ -106,15 +94,16 @@ class ResponseOnlyCollator:
     ``mapping``, are converted first (see :mod:`respmask._formats`).
 
     Args:
-        tokenizer: a fast tokenizer with a chat template, or a transformers processor for chats
-            with images: the batch then holds everything the processor returns (``pixel_values``,
-            ``image_grid_thw`` ...) plus ``labels``, image tokens never trained.
+        tokenizer: a fast tokenizer with a chat template, a transformers processor for chats with
+            images (the batch then holds everything the processor returns: ``pixel_values``,
+            ``image_grid_thw`` ... plus ``labels``, image tokens never trained), or a
+            :class:`respmask.ChatMasker` to share.
+        options: the masking options (:class:`respmask.MaskOptions`); or pass them by name
+            (``train_on="last"``, ``split="auto"`` ...) as ``**changes``.
         max_length: truncate longer samples (ids and labels together).
         truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end.
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
-        train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens, data_format,
-            mapping, split: see :class:`respmask.ChatMasker`.
         on_untrainable: what to do with a sample whose labels are all -100 (no assistant turn,
             or truncated away): ``"warn"`` (default), ``"raise"``, or ``"keep"`` silently.
         return_tensors: ``"pt"`` (torch) or ``"np"``.
@@ -123,47 +112,46 @@ class ResponseOnlyCollator:
             (what transformers' flash-attention path and TRL's padding-free mode take); the first
             label of every sample is -100 so that no sample learns to predict the next one, and
             ``use_cache=False`` so that sdpa/eager attention keeps the samples apart too.
+
+    Returns:
+        Called on a list of rows: ``input_ids``, ``attention_mask`` and ``labels`` (torch tensors
+        or numpy arrays), padded; or the padding-free row described above.
+
+    Raises:
+        SampleError: a row is malformed (the error names it); ``UntrainableSampleError`` with
+            ``on_untrainable="raise"``.
+        TypeError: a keyword is not a masking option, or a masker was passed with options.
+
+    Example:
+        >>> collator = ResponseOnlyCollator(tok, max_length=4096, train_on="all")
+        >>> batch = collator([{"messages": [{"role": "user", "content": "Hi"},
+        ...                                 {"role": "assistant", "content": "Hello!"}]}])
+        >>> collator.preview(ds[0])   # which tokens of a row are trained
     """
 
     def __init__(
         self,
         tokenizer: Any,
         *,
+        options: MaskOptions | None = None,
         max_length: int | None = None,
         truncation: Literal["right", "left"] = "right",
         pad_to_multiple_of: int | None = None,
         padding_side: Literal["right", "left"] | None = None,
-        train_on: TrainOn = "all",
-        reasoning_in_loss: bool = True,
-        chat_template: str | None = None,
-        template_kwargs: Mapping[str, Any] | None = None,
-        stop_tokens: Sequence[str] | None = None,
-        data_format: DataFormat = "auto",
-        mapping: MessageMapping | Mapping[str, Any] | None = None,
-        split: Split = "never",
         on_untrainable: OnUntrainable = "warn",
         return_tensors: Literal["pt", "np"] = "pt",
         padding_free: bool = False,
+        **changes: Any,
     ):
+        self.masker = masker_for(tokenizer, options, changes)
         check_choice("truncation", truncation, ("right", "left"))
-        side = padding_side or getattr(tokenizer, "padding_side", "right") or "right"
+        side = padding_side or getattr(self.masker.tokenizer, "padding_side", "right") or "right"
         check_choice("padding_side", side, ("right", "left"))
         check_choice("on_untrainable", on_untrainable, ("warn", "raise", "keep"))
         check_choice("return_tensors", return_tensors, ("pt", "np"))
         check_max_length(max_length)
         if padding_free and pad_to_multiple_of:
             raise ValueError("padding_free=True concatenates samples: pad_to_multiple_of does not apply")
-        self.masker = ChatMasker(
-            tokenizer,
-            chat_template=chat_template,
-            template_kwargs=template_kwargs,
-            train_on=train_on,
-            reasoning_in_loss=reasoning_in_loss,
-            stop_tokens=stop_tokens,
-            data_format=data_format,
-            mapping=mapping,
-            split=split,
-        )
         self.tokenizer = self.masker.tokenizer
         self.processor = self.masker.processor
         self.max_length = max_length
@@ -180,7 +168,6 @@ class ResponseOnlyCollator:
             )
         self.pad_token_id = pad_token_id(self.masker.tokenizer)
         self.stats = CollatorStats()
-        remember(self.masker)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -192,42 +179,42 @@ class ResponseOnlyCollator:
         self.tokenizer = self.masker.tokenizer
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
-        processed = None
-        if self.masker.processor is not None:  # images: the processor makes the batch, respmask the labels
-            processed, encoded = self.masker.process_batch(features, return_tensors=self.return_tensors)
-        else:
-            encoded = self.masker.encode_batch(features)
+        processed, rows = encode_rows(self.masker, features, max_length=self.max_length, truncation=self.truncation,
+                                      return_tensors=self.return_tensors)
         self.stats.batches += 1
         names = _row_names(features)
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
-        rows = []
-        positions = []
-        for enc in encoded:
-            index = enc.sample
-            ids, labels, cut = truncate(enc, self.max_length, self.truncation)
-            problem = self._account(enc, labels, cut)
-            name = names[index] + (f" (row {enc.row + 1} of {enc.rows})" if enc.rows > 1 else "")
-            if problem is not None:
+        for row in rows:
+            enc = row.encoded
+            assert enc is not None  # errors were raised
+            self._count(row)
+            name = names[row.sample] + (f" (row {enc.row + 1} of {enc.rows})" if enc.rows > 1 else "")
+            if row.problem is not None:
                 if self.on_untrainable == "raise":
-                    raise UntrainableSampleError(f"{name}: {problem}")
-                notes.setdefault(problem, []).append(name)
+                    raise UntrainableSampleError(f"{name}: {row.problem}")
+                notes.setdefault(row.problem, []).append(name)
             if enc.lost_data:
                 what = "; ".join(sorted({w.split(" (role")[0] for _, w in enc.lost_data}))
                 notes.setdefault(f"data the chat template leaves out of the render ({what}): it is not "
                                  "trained; respmask.check(dataset, tokenizer) lists which messages", []
-                                 ).append(names[index])
-            rows.append((ids, labels))
-            positions.append(enc.position_ids)
-            if enc.position_ids is not None and not self.padding_free:
+                                 ).append(names[row.sample])
+            if row.position_ids is not None and not self.padding_free:
                 raise SampleError(
                     "is a packed row (it has 'position_ids'): padding would let its samples attend to each "
-                    "other. Use ResponseOnlyCollator(..., padding_free=True).", index
+                    "other. Use ResponseOnlyCollator(..., padding_free=True).", row.index
                 )
         if notes and self.on_untrainable == "warn":
-            warn(self._warning(notes, len(encoded)))
+            warn(self._warning(notes, len(rows)))
         if processed is not None:
             return processed
-        return self.flatten(rows, positions) if self.padding_free else self.pad(rows)
+        pairs = [(row.input_ids, row.labels) for row in rows]
+        return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)
+
+    def preview(self, sample: Any) -> Any:
+        """Which tokens of ``sample`` this collator trains (see :func:`respmask.preview`)."""
+        from ._preview import preview
+
+        return preview(sample, self.masker)
 
     def _warning(self, notes: Mapping[str, list[str]], n: int) -> str:
         st = self.stats
@@ -243,42 +230,22 @@ class ResponseOnlyCollator:
                          "(ds.add_column('index', range(len(ds)))) to name its rows.")
         return "\n".join(lines)
 
-    def _account(self, enc: Encoded, labels: np.ndarray, cut: bool) -> str | None:
-        """Count a sample; return what is wrong with it, if its labels cannot train it right."""
-        st = self.stats
+    def _count(self, row: TrainingRow) -> None:
+        """Add a row to ``stats``."""
+        st, enc = self.stats, row.encoded
+        assert enc is not None and row.labels is not None
         st.samples += enc.row == 0
         st.rows += 1
-        st.tokens += len(labels)
-        trained = int((labels != IGNORE_INDEX).sum())
-        st.trained_tokens += trained
-        st.truncated += cut
+        st.tokens += len(row.labels)
+        st.trained_tokens += row.trained
+        st.truncated += row.truncated
+        st.untrainable += row.trained == 0
+        st.every_token_trained += row.problem == EVERY_TOKEN_TRAINED
         st.turns += enc.n_turns
         st.turns_without_stop += enc.turns_without_stop
         st.dropped_data += bool(enc.lost_data)
         st.dropped_reasoning += len(enc.dropped) > len(enc.lost_data)
         st.dropped_tokens += enc.dropped_tokens
-        if trained and enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
-            # rows that arrive with labels on every token: somebody else made them from input_ids
-            st.every_token_trained += 1
-            return (
-                "labels on every token (the prompt is trained too): the 'labels' were made before "
-                "respmask saw them, typically by TRL's SFTTrainer preparing the dataset itself. Pass "
-                "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) so the raw "
-                "'messages' reach the collator, or pre-tokenize with respmask.Pretokenizer"
-            )
-        if trained:
-            return None
-        st.untrainable += 1
-        if enc.n_trained:
-            why = f"truncation to max_length={self.max_length} ({self.truncation}) removed all its trained tokens"
-            fix = "raise max_length, or truncate from the other side"
-        elif enc.turns:
-            why = "its assistant turns cover no token"
-            fix = "check the conversation with respmask.preview(sample)"
-        else:
-            why = "it has no trained turn (no assistant message, or every message has train=false)"
-            fix = "drop such samples, or give them an assistant reply"
-        return f"no trained token: {why}. The loss of such a sample is NaN or missing; {fix}"
 
     def pad(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
         """Pad (ids, labels) rows into input_ids / attention_mask / labels."""

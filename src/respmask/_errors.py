@@ -94,3 +94,8 @@ def check_max_length(max_length: int | None) -> None:
     """Raise a ValueError when a token budget is given and is not positive."""
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
+
+
+def without_sample(message: str) -> str:
+    """An error's text without its ``sample N:`` prefix, so that identical problems group together."""
+    return message.split(": ", 1)[1] if message.startswith("sample ") and ": " in message else message

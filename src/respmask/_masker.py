@@ -11,27 +11,26 @@ import weakref
 from os.path import commonprefix
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError, check_choice
+from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError
 from ._byte_lengths import ByteLengths
 from ._masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
 from ._media import call_processor, carry_mask, images_of, is_processor, media_token_ids
 from ._origin import REASONING_KEYS
 from ._profile import TemplateProfile, history_probes, learn_profile, token_regex
 from ._render import ChatTemplate, template_inputs
-from ._formats import DataFormat, MessageMapping, SampleReader
 from ._samples import Chat, Pretokenized, TextPair, parse
 from ._segments import Segments
-from ._split import SPLITS, Split, is_exact, plan_rows
+from ._options import MaskOptions, resolve_options
+from ._split import is_exact, plan_rows
 from ._spans import (
     DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_text, find_turns, select_messages,
     trained_spans,
 )
 
-TrainOn = Literal["all", "last"]
 _TRUTHY = ("1", "true", "yes", "on")
 
 
@@ -88,8 +87,28 @@ class RenderedSample:
     dropped_text: list[str] = field(default_factory=list)  # the data of each ``dropped`` entry
 
 
-# Tokenizers of the maskers built in this process, so that a forked worker reuses its copy.
-_LIVE_TOKENIZERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+class TokenizerRegistry:
+    """Tokenizers by the SHA-1 of their pickled bytes, held weakly.
+
+    Engines pickle the masker for every job (``datasets``' ``num_proc``, DataLoader workers, Ray
+    tasks). When a masker is unpickled in a process that already holds its tokenizer (a forked
+    worker inherits the parent's; a Ray worker keeps the one its first task unpickled), that live
+    copy is used instead of deserializing the bytes again. The key is the content itself, so an
+    entry is only ever the tokenizer those bytes were made from; an entry never keeps a tokenizer
+    alive. This is respmask's one piece of process-wide state, and it is explicit.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+    def put(self, key: str, tokenizer: Any) -> None:
+        self._by_key[key] = tokenizer
+
+    def get(self, key: str) -> Any | None:
+        return self._by_key.get(key)
+
+
+TOKENIZERS = TokenizerRegistry()
 
 
 def _safe_signature(tok: Any) -> tuple[Any, ...] | None:
@@ -137,56 +156,39 @@ def _drops_all_reasoning(messages: Sequence[Mapping[str, Any]], dropped: Sequenc
 class ChatMasker:
     """Finds, through the chat template itself, the tokens a model generates in each sample.
 
+    The core every front-end shares: a sample is read (:class:`respmask.MaskOptions`'
+    ``data_format`` / ``mapping``), rendered with the chat template exactly as
+    ``apply_chat_template`` renders it, its trained characters found (what the assistant
+    generates: reasoning, content, tool calls and the token that ends generation), tokenized and
+    turned into ``labels`` (-100 elsewhere). Everything that depends only on the template is
+    learned once and cached. Pass a masker wherever a tokenizer is taken (collator,
+    ``Pretokenizer``, ``check``, ``preview``) to share it.
+
     Args:
-        tokenizer: a fast Hugging Face tokenizer (``tokenizer.is_fast``).
-        chat_template: a template string or the name of one of the tokenizer's templates; by
-            default the tokenizer's own (the one ``apply_chat_template`` uses).
-        template_kwargs: extra template variables for every sample (e.g. ``enable_thinking``);
-            a sample's own ``chat_template_kwargs`` override them.
-        train_on: ``"all"`` assistant turns, or only the ``"last"`` one. A message's
-            ``"train": true/false`` key overrides this for that message.
-        reasoning_in_loss: when False, reasoning blocks the template renders are not trained.
-        stop_tokens: extra tokens that end generation (besides EOS and the end-of-turn tokens
-            learned from the template, and a ``generation_config.json`` beside the tokenizer).
-        use_generation_tags: train exactly the template's ``{% generation %}`` blocks (as
-            transformers' ``return_assistant_tokens_mask`` does) instead of the turns respmask finds.
-            Off by default: shipped templates' blocks often include the role header or the newline
-            after the stop token (SmolLM3, LFM2.5), which the model never generates.
-        data_format: the layout of the rows: ``"auto"`` (decided per row), ``"messages"``,
-            ``"sharegpt"``, ``"alpaca"`` or ``"prompt_completion"`` (see :mod:`respmask._formats`).
-        mapping: for any other list of messages, a :class:`respmask.MessageMapping` (or a dict of
-            its fields: ``field_messages``, ``role_key``, ``content_key``, ``role_map``) that says
-            where they are and how to read them; ``data_format`` must then be ``"auto"``.
-        split: templates that rewrite history (Qwen3 drops earlier turns' reasoning) render
-            earlier turns unlike the model produced them. ``"never"`` (default) trains one row per
-            conversation as rendered; ``"auto"`` makes the fewest rows in which every trained turn
-            reads exactly as in the render of its own prefix (one row on templates that keep
-            history); ``"turns"`` makes one row per trained turn (its prefix). See
-            :mod:`respmask._split`.
+        tokenizer: a fast Hugging Face tokenizer (``tokenizer.is_fast``), or a transformers
+            processor for chats with images (its tokenizer and chat template are used).
+        options: the masking options (:class:`respmask.MaskOptions`); default: the defaults.
+        **changes: masking options by name, applied over ``options`` (``train_on="last"``).
 
     Raises:
         TokenizerError: the tokenizer is not a fast one.
+        TypeError: a keyword is not a masking option.
         ValueError: an option has an invalid value.
+
+    Example:
+        >>> masker = ChatMasker(tok, train_on="last")
+        >>> enc = masker.encode({"messages": [{"role": "user", "content": "Hi"},
+        ...                                   {"role": "assistant", "content": "Hello!"}]})
+        >>> tok.decode(enc.input_ids[enc.labels != -100])
+        'Hello!<|im_end|>'
     """
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        *,
-        chat_template: str | None = None,
-        template_kwargs: Mapping[str, Any] | None = None,
-        train_on: TrainOn = "all",
-        reasoning_in_loss: bool = True,
-        stop_tokens: Sequence[str] | None = None,
-        use_generation_tags: bool = False,
-        data_format: DataFormat = "auto",
-        mapping: MessageMapping | Mapping[str, Any] | None = None,
-        split: Split = "never",
-    ):
+    def __init__(self, tokenizer: Any, options: MaskOptions | None = None, **changes: Any):
+        opts = resolve_options(options, changes)
         self.processor = tokenizer if is_processor(tokenizer) else None
         if self.processor is not None:
             tokenizer = self.processor.tokenizer
-            if split != "never":
+            if opts.split != "never":
                 raise ValueError("split='auto'/'turns' is not supported with a processor yet (each row would need its "
                                  "own images); use split='never'")
         if not _is_fast(tokenizer):
@@ -195,67 +197,60 @@ class ChatMasker:
                 "Load it with AutoTokenizer.from_pretrained(path) (use_fast=True is the default) from a "
                 "directory that has tokenizer.json."
             )
-        check_choice("train_on", train_on, ("all", "last"))
-        check_choice("split", split, SPLITS)
         self.tokenizer = tokenizer
-        self.chat_template = chat_template
-        self.template_kwargs = dict(template_kwargs or {})
-        self.train_on = train_on
-        self.reasoning_in_loss = reasoning_in_loss
-        self.stop_tokens = tuple(stop_tokens or ())
-        self.use_generation_tags = use_generation_tags
-        self.split = split
-        self.reader = SampleReader(data_format, mapping)
-        self.data_format = data_format
-        self.mapping = self.reader.mapping
+        self.options = opts
+        self.reader = opts.reader()
         self._templates: dict[str, ChatTemplate] = {}
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
         self._media_ids: np.ndarray | None = None  # token ids that stand for images (processors; learned)
-        self._configured_stops = tuple(dict.fromkeys([*self.stop_tokens, *_generation_config_eos(tokenizer)]))
+        self._configured_stops = tuple(dict.fromkeys([*opts.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
-        self._blob: tuple[Any, bytes] | None = None
+        self._blob: tuple[Any, str, bytes] | None = None  # (signature, key, pickled tokenizer)
         self._bytes: tuple[Any, ByteLengths | None] | None = None  # (backend, its table)
-        self._key = hashlib.sha1(repr(_safe_signature(tokenizer)).encode()).hexdigest()
-        _LIVE_TOKENIZERS[self._key] = tokenizer
+        self._backend_copy: tuple[Any, int, Any] | None = None  # (the tokenizer's backend, its size, a copy)
+
+    @property
+    def split(self) -> str:
+        """``options.split``: how conversations become rows."""
+        return self.options.split
 
     # -- pickling ------------------------------------------------------------------------------
-    # Engines pickle the transform for every job (datasets' num_proc, DataLoader workers, Ray).
-    # The tokenizer is serialized once and the bytes reused; a forked worker, which already holds
-    # a copy of the tokenizer, picks that copy up instead of deserializing it. Caches are
-    # rebuilt lazily in the new process.
+    # The tokenizer is serialized once (again only when it changed) and the bytes reused; where
+    # the registry holds the same tokenizer, unpickling picks it up instead. Caches are rebuilt
+    # lazily in the new process.
     def __getstate__(self) -> dict[str, Any]:
         signature = _safe_signature(self.tokenizer)
         if self._blob is None or self._blob[0] != signature:
-            self._blob = (signature, pickle.dumps(self.tokenizer, protocol=pickle.HIGHEST_PROTOCOL))
+            data = pickle.dumps(self.tokenizer, protocol=pickle.HIGHEST_PROTOCOL)
+            key = hashlib.sha1(data).hexdigest()
+            self._blob = (signature, key, data)
+            TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
-        state["_templates"] = {}
-        state["_profiles"] = {}
-        state["_exact"] = {}
-        state["_keeps_history"] = {}
-        state["_media_ids"] = None
-        state["_bytes"] = None
-        state["tokenizer"] = None
+        state.update(_templates={}, _profiles={}, _exact={}, _keeps_history={}, _media_ids=None, _bytes=None,
+                     _backend_copy=None, tokenizer=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        tok = _LIVE_TOKENIZERS.get(self._key)
-        if tok is None or self._blob is None or _safe_signature(tok) != self._blob[0]:
-            tok = pickle.loads(self._blob[1])  # type: ignore[index]
-            _LIVE_TOKENIZERS[self._key] = tok
+        assert self._blob is not None
+        signature, key, data = self._blob
+        tok = TOKENIZERS.get(key)
+        if tok is None or _safe_signature(tok) != signature:  # absent, or changed since it was pickled
+            tok = pickle.loads(data)
+            TOKENIZERS.put(key, tok)
         self.tokenizer = tok
         self._pid = os.getpid()
 
     # -- template and profile ------------------------------------------------------------------
     def template_source(self, tools: Any = None) -> str:
-        if self.chat_template is None and self.processor is not None:
+        if self.options.chat_template is None and self.processor is not None:
             own = getattr(self.processor, "chat_template", None)
             if isinstance(own, str):
                 return own
         try:
-            source = self.tokenizer.get_chat_template(self.chat_template, tools)
+            source = self.tokenizer.get_chat_template(self.options.chat_template, tools)
         except ValueError as exc:
             raise TokenizerError(
                 f"{exc} Pass chat_template=... (a Jinja string) to respmask, or set tokenizer.chat_template."
@@ -303,7 +298,7 @@ class ChatMasker:
         return out
 
     def _token_starts(self, text: str) -> list[int]:
-        enc = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+        enc = self.backend().encode(text, add_special_tokens=False)
         return [s for s, _ in enc.offsets]
 
     @staticmethod
@@ -373,7 +368,7 @@ class ChatMasker:
             span = [(len(parsed.prompt), len(text))] if completion else []
             return RenderedSample(text, span, [], None, add_special_tokens=True)
         source = self.template_source(parsed.tools)
-        kwargs = {**self.template_kwargs, **parsed.kwargs}
+        kwargs = {**self.options.template_kwargs, **parsed.kwargs}
         template = self.template(source)
         key = self._profile_key(source, kwargs)
         profile, stops = self.profile(source, kwargs, key)
@@ -396,8 +391,8 @@ class ChatMasker:
                     "masks would not match the ids the model sees. Please report the template; meanwhile pass a "
                     "template annotated with {% generation %} blocks (chat_template=..., use_generation_tags=True)."
                 )
-        selected = select_messages(parsed.roles, parsed.flags, self.train_on)
-        use_tags = bool(self.use_generation_tags)
+        selected = select_messages(parsed.roles, parsed.flags, self.options.train_on)
+        use_tags = self.options.use_generation_tags
         if use_tags and not template.has_generation_tags:
             raise TemplateError("use_generation_tags=True but the chat template has no {% generation %} blocks")
         def prompt(k: int) -> str | None:
@@ -414,7 +409,7 @@ class ChatMasker:
                 profile,
                 stops,
                 use_generation_tags=use_tags,
-                reasoning_in_loss=self.reasoning_in_loss,
+                reasoning_in_loss=self.options.reasoning_in_loss,
                 messages=parsed.messages,
                 prompt=prompt,
             )
@@ -443,7 +438,7 @@ class ChatMasker:
         if self.split == "never" or isinstance(parsed, TextPair):
             return [whole]
         source = self.template_source(parsed.tools)
-        kwargs = {**self.template_kwargs, **parsed.kwargs}
+        kwargs = {**self.options.template_kwargs, **parsed.kwargs}
         template = self.template(source)
         key = self._profile_key(source, kwargs)
         if self.split == "auto" and self._history_kept(key, kwargs) and (
@@ -570,8 +565,7 @@ class ChatMasker:
             out[j] = [None] * len(rows)
             for r, rs in enumerate(rows):
                 groups[rs.add_special_tokens].append((j, r, rs))
-        backend = self.tokenizer.backend_tokenizer
-        self._reset_backend(backend)
+        backend = self.backend()
         dropped_counts = self._count_dropped(backend, groups)
         for add_special, items in groups.items():
             if not items:
@@ -729,12 +723,45 @@ class ChatMasker:
             cached = self._bytes = (backend, ByteLengths.of(backend))
         return cached[1]
 
-    def _reset_backend(self, backend: Any) -> None:
-        """Tokenize exactly as ``tokenizer(text, add_special_tokens=False)`` does."""
-        if backend.truncation is not None:
-            backend.no_truncation()
-        if backend.padding is not None:
-            backend.no_padding()
+    def backend(self) -> Any:
+        """The tokenizer's Rust backend as ``tokenizer(text, add_special_tokens=False)`` uses it:
+        no truncation, no padding, special tokens split only if ``split_special_tokens``.
+
+        The caller's tokenizer is never changed: when its backend is set otherwise (a call with
+        ``truncation=True`` leaves truncation set on it), a private copy set right is used."""
+        backend = self.tokenizer.backend_tokenizer
         split = bool(getattr(self.tokenizer, "split_special_tokens", False))
-        if getattr(backend, "encode_special_tokens", split) != split:
-            backend.encode_special_tokens = split
+        if backend.truncation is None and backend.padding is None and getattr(
+            backend, "encode_special_tokens", split
+        ) == split:
+            return backend
+        size = backend.get_vocab_size(with_added_tokens=True)
+        cached = self._backend_copy
+        if cached is None or cached[0] is not backend or cached[1] != size:  # none yet, or tokens were added
+            from tokenizers import Tokenizer
+
+            copy = Tokenizer.from_str(backend.to_str())
+            copy.no_truncation()
+            copy.no_padding()
+            if hasattr(copy, "encode_special_tokens"):
+                copy.encode_special_tokens = split
+            cached = self._backend_copy = (backend, size, copy)
+        return cached[2]
+
+
+def masker_for(tokenizer: Any, options: MaskOptions | None = None, changes: Mapping[str, Any] | None = None) -> ChatMasker:
+    """The masker a front-end works with: ``tokenizer`` itself when it is a :class:`ChatMasker`
+    (shared, with its own options), else a new one with ``options`` and ``changes``.
+
+    Raises:
+        TypeError: a masker was passed together with options (give them to the masker), or no
+            tokenizer was passed.
+    """
+    if isinstance(tokenizer, ChatMasker):
+        if options is not None or changes:
+            raise TypeError("a ChatMasker carries its own options: build it with them "
+                            "(ChatMasker(tok, train_on=...)) instead of passing them here too")
+        return tokenizer
+    if tokenizer is None:
+        raise TypeError("a tokenizer, a processor or a respmask.ChatMasker is needed")
+    return ChatMasker(tokenizer, options, **(changes or {}))

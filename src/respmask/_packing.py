@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._masks import IGNORE_INDEX
-from ._pretokenize import to_python
+from ._samples import to_python
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:

@@ -13,27 +13,27 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._collator import truncate
-from ._errors import LostDataError, RespmaskError, UntrainableSampleError, check_choice, check_max_length, warn
-from ._formats import DataFormat, MessageMapping
-from ._masker import ChatMasker, TrainOn
-from ._masks import IGNORE_INDEX
+from ._errors import LostDataError, UntrainableSampleError, check_choice, check_max_length, warn
+from ._encode import TrainingRow, encode_rows
+from ._samples import to_python
+from ._masker import masker_for
+from ._options import MaskOptions
 from ._media import is_processor
-from ._split import Split
 from ._spans import describe_dropped
 
 
-def to_python(value: Any) -> Any:
-    """Plain Python values from the numpy arrays and scalars engines hand out (Ray, pandas)."""
-    if isinstance(value, np.ndarray):
-        return [to_python(v) for v in value.tolist()] if value.dtype == object else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {k: to_python(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_python(v) for v in value]
-    return value
+_ARROW_TYPES = {"input_ids": "tokens", "labels": "tokens", "error": "string", "untrainable": "string",
+                "truncated": "bool", "index": "int64"}
+
+
+def columns_to_arrow(columns: Mapping[str, list]) -> Any:
+    """A pyarrow table of the Pretokenizer's output columns, with their fixed types (token
+    columns ``list<int32>``); kept columns are typed by pyarrow."""
+    import pyarrow as pa
+
+    types = {"tokens": pa.list_(pa.int32()), "string": pa.string(), "bool": pa.bool_(), "int64": pa.int64()}
+    return pa.table({name: pa.array(values, type=types[_ARROW_TYPES[name]]) if name in _ARROW_TYPES
+                     else pa.array(values) for name, values in columns.items()})
 
 
 class Pretokenizer:
@@ -58,53 +58,49 @@ class Pretokenizer:
             as a bad sample (``"reject"``: raised, or an ``error`` with ``on_error="collect"``).
         on_error: ``"raise"`` (default) stops at a bad sample with an error naming it;
             ``"collect"`` keeps going and returns an ``error`` column (empty token columns for the
-            bad rows) and a ``truncated`` column, so that a pipeline can route bad rows to a
-            rejects file and count truncations.
+            bad rows), a ``truncated`` column and an ``untrainable`` column (why a row has no
+            trained token, else None), so that a pipeline can route bad rows to a rejects file and
+            count truncations.
         keep_columns: input columns to pass through unchanged (an id, a source, ...).
-        train_on, reasoning_in_loss, chat_template, template_kwargs, stop_tokens, data_format,
-            mapping, split: see :class:`respmask.ChatMasker`.
+        options: the masking options (:class:`respmask.MaskOptions`); or pass them by name
+            (``train_on="last"``, ``split="auto"`` ...) as ``**changes``.
+
+    Raises:
+        TypeError: ``tokenizer`` is a processor (rows with images are made by the collator), a
+            keyword is not a masking option, or a masker was passed with options.
+        SampleError: (when called) a bad row with ``on_error="raise"``; ``LostDataError`` and
+            ``UntrainableSampleError`` as ``on_lost_data`` / ``on_untrainable`` say.
+
+    Example:
+        >>> pre = Pretokenizer(tok, max_length=4096)
+        >>> ds = ds.map(pre, batched=True, num_proc=8, remove_columns=ds.column_names)
+        >>> collator = ResponseOnlyCollator(tok)   # rows with input_ids and labels: it only pads
     """
 
     def __init__(
         self,
         tokenizer: Any,
         *,
+        options: MaskOptions | None = None,
         max_length: int | None = None,
         truncation: Literal["right", "left"] = "right",
         on_untrainable: Literal["keep", "drop", "raise"] = "keep",
         on_lost_data: Literal["warn", "keep", "reject"] = "warn",
         on_error: Literal["raise", "collect"] = "raise",
         keep_columns: Sequence[str] = (),
-        train_on: TrainOn = "all",
-        reasoning_in_loss: bool = True,
-        chat_template: str | None = None,
-        template_kwargs: Mapping[str, Any] | None = None,
-        stop_tokens: Sequence[str] | None = None,
-        data_format: DataFormat = "auto",
-        mapping: MessageMapping | Mapping[str, Any] | None = None,
-        split: Split = "never",
+        **changes: Any,
     ):
         check_choice("on_untrainable", on_untrainable, ("keep", "drop", "raise"))
         check_choice("on_error", on_error, ("raise", "collect"))
         check_choice("on_lost_data", on_lost_data, ("warn", "keep", "reject"))
         check_choice("truncation", truncation, ("right", "left"))
         check_max_length(max_length)
-        if is_processor(tokenizer):
+        if is_processor(tokenizer) or getattr(tokenizer, "processor", None) is not None:
             raise TypeError(
                 "the Pretokenizer takes a tokenizer: rows with images need their pixels computed when the batch is "
                 "made, so use ResponseOnlyCollator(processor) in the Trainer (it runs the processor and masks its ids)"
             )
-        self.masker = ChatMasker(
-            tokenizer,
-            chat_template=chat_template,
-            template_kwargs=template_kwargs,
-            train_on=train_on,
-            reasoning_in_loss=reasoning_in_loss,
-            stop_tokens=stop_tokens,
-            data_format=data_format,
-            mapping=mapping,
-            split=split,
-        )
+        self.masker = masker_for(tokenizer, options, changes)
         self.max_length = max_length
         self.truncation = truncation
         self.on_untrainable = on_untrainable
@@ -122,6 +118,7 @@ class Pretokenizer:
         if self.on_error == "collect":
             f["error"] = datasets.Value("string")
             f["truncated"] = datasets.Value("bool")
+            f["untrainable"] = datasets.Value("string")
         if self._indexed:
             f["index"] = datasets.Value("int64")
         return datasets.Features(f)
@@ -144,16 +141,7 @@ class Pretokenizer:
         return self.encode_rows(rows, indices)
 
     def _arrow(self, table: Any, indices: Sequence[int] | None) -> Any:
-        import pyarrow as pa
-
-        out = self.encode_rows(table.to_pylist(), indices)
-        arrays = {
-            "input_ids": pa.array(out.pop("input_ids"), type=pa.list_(pa.int32())),
-            "labels": pa.array(out.pop("labels"), type=pa.list_(pa.int32())),
-        }
-        for name, values in out.items():  # errors, truncation flags, kept columns
-            arrays[name] = pa.array(values, type=pa.string()) if name == "error" else pa.array(values)
-        return pa.table(arrays)
+        return columns_to_arrow(self.encode_rows(table.to_pylist(), indices))
 
     # -- the work -----------------------------------------------------------------------------
     def encode_rows(self, rows: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None) -> dict[str, list]:
@@ -162,50 +150,52 @@ class Pretokenizer:
         With ``split`` a conversation may give several output rows; they carry its position in
         an ``index`` column (as do all rows with ``on_error="collect"``).
         """
-        positions = list(indices) if indices is not None else list(range(len(rows)))
-        encoded = self._encode(rows, positions)
+        _, encoded = encode_rows(self.masker, rows, indices, max_length=self.max_length, truncation=self.truncation,
+                                 on_error=self.on_error)
         ids_out: list[np.ndarray] = []
         labels_out: list[np.ndarray] = []
         errors: list[str | None] = []
         truncated: list[bool] = []
-        kept: list[int] = []
+        untrainable: list[str | None] = []
+        kept: list[TrainingRow] = []
         empty = np.zeros(0, dtype=np.int32)
         lost: list[int] = []
         rejected: set[int] = set()
-        for j, enc in encoded:
-            if j in rejected:
+        for row in encoded:
+            if row.sample in rejected:
                 continue  # a conversation rejected for lost data: one error row stands for all its rows
-            if not isinstance(enc, RespmaskError) and enc.lost_data:
+            error = row.error
+            if row.encoded is not None and row.encoded.lost_data:
                 if self.on_lost_data == "reject":
-                    enc = LostDataError(
-                        f"the chat template leaves out data it holds ({describe_dropped(enc.lost_data)}): fix the "
-                        "data or the template, or keep such rows (on_lost_data='keep'; CLI: --keep-lost-data)",
-                        positions[j],
+                    error = LostDataError(
+                        f"the chat template leaves out data it holds ({describe_dropped(row.encoded.lost_data)}): fix "
+                        "the data or the template, or keep such rows (on_lost_data='keep'; CLI: --keep-lost-data)",
+                        row.index,
                     )
-                    rejected.add(j)
+                    rejected.add(row.sample)
                     if self.on_error == "raise":
-                        raise enc
+                        raise error
                 else:
-                    lost.append(positions[j])
-            if isinstance(enc, RespmaskError):
+                    lost.append(row.index)
+            if error is not None:
                 ids_out.append(empty)
                 labels_out.append(empty)
-                errors.append(str(enc))
+                errors.append(str(error))
                 truncated.append(False)
-                kept.append(j)
+                untrainable.append(None)
+                kept.append(row)
                 continue
-            ids, labels, cut = truncate(enc, self.max_length, self.truncation)
-            if not (labels != IGNORE_INDEX).any() and self.on_untrainable != "keep":
+            assert row.input_ids is not None and row.labels is not None
+            if row.untrainable and self.on_untrainable != "keep":
                 if self.on_untrainable == "raise":
-                    raise UntrainableSampleError(
-                        "has no trained token (no assistant reply, or truncated away)", positions[j]
-                    )
+                    raise UntrainableSampleError(str(row.problem), row.index)
                 continue
-            ids_out.append(ids.astype(np.int32))
-            labels_out.append(labels.astype(np.int32))
+            ids_out.append(row.input_ids.astype(np.int32))
+            labels_out.append(row.labels.astype(np.int32))
             errors.append(None)
-            truncated.append(cut)
-            kept.append(j)
+            truncated.append(row.truncated)
+            untrainable.append(row.problem if row.untrainable else None)
+            kept.append(row)
         if lost and self.on_lost_data == "warn":
             warn(
                 f"respmask: {len(lost)} of {len(rows)} samples in this batch (rows {lost[:8]}"
@@ -217,27 +207,13 @@ class Pretokenizer:
         if self.on_error == "collect":
             out["error"] = errors
             out["truncated"] = truncated
+            out["untrainable"] = untrainable
         if self._indexed:
-            out["index"] = [positions[j] for j in kept]
+            out["index"] = [row.index for row in kept]
         for c in self.keep_columns:
-            out[c] = [rows[j].get(c) for j in kept]
+            out[c] = [rows[row.sample].get(c) for row in kept]
         return out
 
     @property
     def _indexed(self) -> bool:
         return self.masker.split != "never" or self.on_error == "collect"
-
-    def _encode(self, rows: Sequence[Mapping[str, Any]], positions: list[int]) -> list[tuple[int, Any]]:
-        """``(row position, Encoded or the error)`` for every output row, in order."""
-        try:
-            return [(enc.sample, enc) for enc in self.masker.encode_batch(rows, positions)]
-        except RespmaskError:
-            if self.on_error == "raise":
-                raise
-        out: list[tuple[int, Any]] = []  # find every bad row, not just the first
-        for j, (row, index) in enumerate(zip(rows, positions)):
-            try:
-                out.extend((j, enc) for enc in self.masker.encode_batch([row], [index]))
-            except RespmaskError as exc:
-                out.append((j, exc))
-        return out

@@ -9,18 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import RespmaskError
-from ._masker import ChatMasker
-from ._masks import IGNORE_INDEX, as_numpy, mask_from_ranges, token_ranges
+from ._encode import encode_rows
+from ._masker import ChatMasker, Encoded, masker_for
+from ._masks import IGNORE_INDEX, as_numpy
 from ._samples import Pretokenized, parse
-
-_LAST: list[ChatMasker] = []
-
-
-def remember(masker: ChatMasker) -> None:
-    """Called by each new collator: ``preview()`` without a tokenizer uses the latest."""
-    _LAST[:] = [masker]
-
 
 # Terminal styles, from the xterm 256-colour palette (themes recolour the 16 base colours, seldom
 # these). Trained: black on a green background, set together so they read on any theme. Masked:
@@ -194,21 +186,6 @@ def _special_flags(ids: Sequence[int], tok: Any) -> list[bool]:
     return [int(i) in special for i in ids]
 
 
-def _masker_for(tokenizer: Any, options: Mapping[str, Any]) -> ChatMasker:
-    if tokenizer is not None:
-        if isinstance(tokenizer, ChatMasker):
-            return tokenizer
-        return ChatMasker(tokenizer, **options)
-    if _LAST:
-        if options:
-            return ChatMasker(_LAST[0].tokenizer, **options)
-        return _LAST[0]
-    raise RespmaskError(
-        "preview() needs a tokenizer: call respmask.preview(sample, tokenizer=tok), or build a "
-        "ResponseOnlyCollator(tok) first and preview() will use its tokenizer and options."
-    )
-
-
 def _rows(sample: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Split a collated batch (2-D tensors) into rows, dropping padding."""
     ids = as_numpy(sample["input_ids"])
@@ -229,41 +206,74 @@ def _strip_padding(sample: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def preview(sample: Any, tokenizer: Any = None, **options: Any) -> Preview | list[Preview]:
+def preview(sample: Any, tokenizer: Any, **changes: Any) -> Preview | list[Preview]:
     """Which tokens of ``sample`` are trained.
 
-    ``sample`` may be a raw sample (``messages``, or ``prompt``/``completion``), a pre-tokenized
-    one (``input_ids`` with ``labels`` or ``assistant_masks``), or a collated batch (one row, or
-    all rows as a list). ``tokenizer`` defaults to the one of the most recently built
-    ``ResponseOnlyCollator``; ``options`` are :class:`respmask.ChatMasker` options.
-    In a notebook the result displays as HTML; ``print()`` shows ANSI colours on a terminal
-    (plain text with ⟦ ⟧ around trained tokens elsewhere, or with ``NO_COLOR`` set).
+    Args:
+        sample: a raw sample (``messages``, ``prompt``/``completion``, any format respmask
+            reads), a pre-tokenized one (``input_ids`` with ``labels`` or ``assistant_masks``), or
+            a collated batch (one row, or all rows as a list).
+        tokenizer: a fast tokenizer, a processor or a :class:`respmask.ChatMasker` (a collator's
+            ``collator.preview(sample)`` passes its own masker).
+        **changes: masking options by name (:class:`respmask.MaskOptions`).
+
+    Returns:
+        A :class:`Preview` (a list for a collated batch of several rows, or a conversation that
+        ``split`` makes several rows of). In a notebook it displays as HTML; ``print()`` shows
+        ANSI colours on a terminal (plain text with ⟦ ⟧ around trained tokens elsewhere, or with
+        ``NO_COLOR`` set).
+
+    Raises:
+        SampleError: the sample is malformed or the template rejects it (the message says why).
+        TypeError: no tokenizer, or a masker passed with options.
+
+    Example:
+        >>> p = respmask.preview(ds[0], tok)
+        >>> p            # in a notebook: each token a box, trained ones green
+        >>> print(p)     # in a terminal
     """
-    masker = _masker_for(tokenizer, options)
+    if tokenizer is None:
+        raise TypeError("preview() needs a tokenizer, a processor or a respmask.ChatMasker: "
+                        "respmask.preview(sample, tok), or collator.preview(sample)")
+    masker = masker_for(tokenizer, None, changes)
     tok = masker.tokenizer
     if isinstance(sample, Mapping) and "input_ids" in sample and "messages" not in sample:
         rows = _rows(sample)
         previews = [_pretokenized(_strip_padding(r), tok) for r in rows]
         return previews[0] if len(previews) == 1 and as_numpy(sample["input_ids"]).ndim == 1 else previews
-    if isinstance(masker.parse(sample), Pretokenized):  # pragma: no cover - handled above
-        raise RespmaskError("unreachable")
+    encoded = [row.encoded for row in encode_rows(masker, [sample])[1]]
     if masker.processor is not None:
-        return _processed(sample, masker)
-    rs = masker.render(sample)
-    backend = tok.backend_tokenizer
-    masker._reset_backend(backend)
-    enc = backend.encode(rs.text, add_special_tokens=rs.add_special_tokens)
-    ids = list(enc.ids)
-    mask = mask_from_ranges(token_ranges(enc, rs.spans), len(ids))
-    tokens = _token_texts(rs.text, enc, tok)
+        shown = [_processed(enc, masker) for enc in encoded if enc is not None]
+    else:
+        shown = [_rendered(enc, masker) for enc in encoded if enc is not None]
+    return shown[0] if len(shown) == 1 else shown
+
+
+def _rendered(enc: Encoded, masker: ChatMasker) -> Preview:
+    """A text row: its tokens as they read in the rendered text."""
+    tok = masker.tokenizer
+    ids = enc.input_ids.tolist()
+    trained = (enc.labels != IGNORE_INDEX).tolist()
     notes = []
-    missing = sum(1 for t in rs.turns if t.stop is None)
+    missing = sum(1 for t in enc.turns if t.stop is None)
     if missing:
         notes.append(f"{missing} turn(s) without a stop token")
-    return Preview(tokens, ids, [bool(x) for x in mask], len(rs.turns), notes, _special_flags(ids, tok))
+    if enc.rows > 1:
+        notes.append(f"row {enc.row + 1} of {enc.rows} (split)")
+    return Preview(_token_texts(enc.text or "", ids, masker), ids, trained, len(enc.turns), notes,
+                   _special_flags(ids, tok))
 
 
-def _token_texts(text: str, enc: Any, tok: Any) -> list[str]:
+def _token_texts(text: str, ids: Sequence[int], masker: ChatMasker) -> list[str]:
+    """Each token's text: its slice of ``text`` where the tokenizer's offsets give one, else the
+    token decoded alone (special tokens a post-processor adds, pieces of a character)."""
+    tok = masker.tokenizer
+    for add_special in (False, True):
+        enc = masker.backend().encode(text, add_special_tokens=add_special)
+        if enc.ids == list(ids):
+            break
+    else:
+        return [tok.decode([i]) for i in ids]
     out = []
     prev_end = -1
     for (a, b), tid in zip(enc.offsets, enc.ids):
@@ -275,12 +285,10 @@ def _token_texts(text: str, enc: Any, tok: Any) -> list[str]:
     return out
 
 
-def _processed(sample: Any, masker: ChatMasker) -> Preview:
+def _processed(enc: Encoded, masker: ChatMasker) -> Preview:
     """A chat with images, as the processor expands it; each image's run of identical tokens is
     shown as one entry: ``[<image_soft_token> ×256]``."""
     tok = masker.tokenizer
-    _, rows = masker.process_batch([sample], return_tensors="np")
-    enc = rows[0]
     media = set(masker.media_tokens().tolist())
     ids_all = enc.input_ids.tolist()
     trained_all = (enc.labels != IGNORE_INDEX).tolist()
@@ -312,11 +320,3 @@ def _pretokenized(sample: Mapping[str, Any], tok: Any) -> Preview:
     tokens = [tok.decode([i]) for i in ids]
     runs = sum(1 for i, on in enumerate(trained) if on and (i == 0 or not trained[i - 1]))
     return Preview(tokens, ids, trained, runs, [], _special_flags(ids, tok))
-
-
-def preview_many(samples: Sequence[Any], tokenizer: Any = None, **options: Any) -> list[Preview]:
-    return [p for s in samples for p in _as_list(preview(s, tokenizer, **options))]
-
-
-def _as_list(p: Preview | list[Preview]) -> list[Preview]:
-    return p if isinstance(p, list) else [p]

@@ -178,3 +178,16 @@ def parse(sample: Any, reader: SampleReader | None = None) -> Chat | TextPair | 
                 raise SampleError(f"'position_ids' has {len(positions)} entries but 'input_ids' has {len(ids)}")
         return Pretokenized(ids, labels, positions)
     raise no_format(sample)  # unreachable: the reader raises first
+
+
+def to_python(value: Any) -> Any:
+    """Plain Python values from the numpy arrays and scalars engines hand out (Ray, pandas)."""
+    if isinstance(value, np.ndarray):
+        return [to_python(v) for v in value.tolist()] if value.dtype == object else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: to_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_python(v) for v in value]
+    return value

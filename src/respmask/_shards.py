@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import RespmaskError, SampleError
+from ._errors import RespmaskError, SampleError, without_sample
 from ._masks import IGNORE_INDEX
-from ._pretokenize import Pretokenizer
+from ._pretokenize import Pretokenizer, columns_to_arrow
 
 FORMAT_VERSION = 1
 
@@ -73,8 +73,7 @@ class Summary:
 
 def _reason(message: str) -> str:
     """A short reason for grouping rejects: the error without the sample index."""
-    text = message.split(": ", 1)[1] if message.startswith("sample ") and ": " in message else message
-    return text[:120]
+    return without_sample(message)[:120]
 
 
 class _JsonRows:
@@ -299,13 +298,7 @@ def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_siz
         import datasets
 
         ds = datasets.Dataset(table)
-        features = datasets.Features({
-            "input_ids": datasets.Sequence(datasets.Value("int32")),
-            "labels": datasets.Sequence(datasets.Value("int32")),
-            "error": datasets.Value("string"),
-            "truncated": datasets.Value("bool"),
-            "index": datasets.Value("int64"),
-        })
+        features = fn.pretokenizer.features
         out = ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
                      remove_columns=ds.column_names, features=features, load_from_cache_file=False,
                      keep_in_memory=True, desc="respmask tokenize")
@@ -320,14 +313,7 @@ def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_siz
                      logging_level=logging.ERROR if quiet else logging.INFO)
 
         def arrow_fn(batch: Any) -> Any:
-            cols = fn(batch.to_pydict())
-            return pa.table({
-                "input_ids": pa.array(cols["input_ids"], type=pa.list_(pa.int32())),
-                "labels": pa.array(cols["labels"], type=pa.list_(pa.int32())),
-                "error": pa.array(cols["error"], type=pa.string()),
-                "truncated": pa.array(cols["truncated"], type=pa.bool_()),
-                "index": pa.array(cols["index"], type=pa.int64()),
-            })
+            return columns_to_arrow(fn(batch.to_pydict()))
 
         blocks = max(2, 2 * num_proc)
         step = -(-table.num_rows // blocks) or 1
@@ -452,17 +438,16 @@ def _finish_shard(table: Any, pack: int | None,
     trained_flat = labels.flatten().to_numpy(zero_copy_only=False) != IGNORE_INDEX
     running = np.concatenate([[0], np.cumsum(trained_flat, dtype=np.int64)])
     trained = running[offsets[1:]] - running[offsets[:-1]]  # trained tokens per row
-    untrainable = ~failed & (trained == 0)
+    untrainable = pc.is_valid(table.column("untrainable")).to_numpy(zero_copy_only=False)
     rejected = failed | (untrainable & drop_untrainable)
     keep = ~rejected
 
     rejects: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
     errors = table.column("error").to_pylist()
+    why = table.column("untrainable").to_pylist()
     for j in np.flatnonzero(rejected):
-        message = errors[j] or (
-            f"sample {index[j]}: has no trained token (no assistant reply, or truncated away)"
-        )
+        message = errors[j] or f"sample {index[j]}: {why[j]}"
         rejects.append({"index": int(index[j]), "error": message})
         reasons[_reason(message)] += 1
 
