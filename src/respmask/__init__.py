@@ -15,6 +15,7 @@ from ._collator import ResponseOnlyCollator
 from ._formats import MessageMapping, to_sample
 from ._masker import ChatMasker, Encoded, RenderedSample
 from ._options import MaskOptions
+from ._packing import Packer, pack, padding_stats
 from ._masks import IGNORE_INDEX
 from ._pretokenize import Pretokenizer
 from ._preview import Preview, preview
@@ -39,6 +40,7 @@ __all__ = [
     "MaskOptions",
     "MessageMapping",
     "MissingColumnsError",
+    "Packer",
     "Preview",
     "Pretokenizer",
     "RenderedSample",
@@ -53,6 +55,8 @@ __all__ = [
     "TrainerReport",
     "check",
     "check_trainer",
+    "pack",
+    "padding_stats",
     "preview",
     "to_sample",
 ]

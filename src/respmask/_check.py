@@ -25,7 +25,28 @@ def _some(items: Sequence[Any], n: int = 8) -> str:
 
 @dataclass
 class CheckReport:
-    """Counts over a dataset, and the samples that need attention (by index)."""
+    """Counts over a dataset, and the samples that need attention (by index).
+
+    Returned by :func:`respmask.check`; ``print(report.summary())`` shows it as text and
+    ``report.to_dict()`` as JSON-ready data.
+
+    Attributes:
+        samples: samples read (a line that is not JSON counts, as an error).
+        rows: training rows they give (more than ``samples`` when ``split`` splits).
+        tokens, trained_tokens: tokens of all rows (after truncation) and of them trained.
+        turns: trained assistant turns found.
+        max_length: the truncation length checked against, if any.
+        untrainable: samples with no trained token (their loss would be NaN or missing).
+        truncated: samples longer than ``max_length``; ``truncated_untrainable`` those that
+            truncation leaves with no trained token; ``truncated_trained_tokens`` the trained
+            tokens it cuts away.
+        turns_without_stop: ``(sample, message)`` of turns whose stop token is not trained.
+        dropped: ``(sample, message, what)`` of data the chat template leaves out of the
+            render; ``dropped_tokens`` their tokens, ``dropped_reasoning_tokens`` of which
+            earlier turns' reasoning (left out by design by Qwen3-style templates).
+        errors: ``(sample, message)`` of samples that could not be used.
+        lengths: tokens per sample before truncation.
+    """
 
     samples: int = 0
     rows: int = 0  # rows trained (more than samples when split="auto"/"turns" splits conversations)
@@ -169,8 +190,16 @@ def check(
         TypeError: a keyword is not a masking option, or a masker was passed with options.
 
     Example:
-        >>> report = check(ds.select(range(1000)), tok, max_length=4096)
+        >>> report = check(ds, tok, max_length=4096)
+        >>> report.samples, report.trained_tokens
+        (4, 16)
         >>> print(report)        # ends with OK or PROBLEMS FOUND
+        samples:            4
+        tokens:             224
+        trained tokens:     16 (7.1%)
+        ...
+        errors:             0
+        OK
     """
     from ._shards import BadLine
 
@@ -241,11 +270,16 @@ class Problem:
 
 @dataclass
 class TrainerReport:
-    """What ``check_trainer`` found in the batches a Trainer would train on.
+    """What :func:`respmask.check_trainer` found in the batches a Trainer would train on.
 
-    ``problems`` holds each problem once, with the batches it was seen in; ``dataset`` is
-    respmask's report on the dataset's first rows as stored (before the Trainer's column
-    removal); ``collator`` the respmask collator's counts over the checked batches.
+    Attributes:
+        batches, samples: batches and samples drawn from the Trainer's DataLoader.
+        tokens, trained_tokens: tokens in those batches (padding excluded) and of them trained.
+        problems: each problem once (``what``, ``cause``, ``fix``), with the batches it was
+            seen in; ``ok`` is True when there is none.
+        dataset: respmask's :class:`CheckReport` on the dataset's first rows as stored (before
+            the Trainer's column removal), when the collator is respmask's.
+        collator: the respmask collator's counts over the checked batches.
     """
 
     batches: int = 0
@@ -344,6 +378,9 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     Returns:
         The :class:`TrainerReport`; ``report.ok`` is True when no problem was found.
 
+    Raises:
+        TrainerCheckError: ``raise_on_problems=True`` and a problem was found.
+
     Example::
 
         trainer = Trainer(model, args, train_dataset=ds, data_collator=ResponseOnlyCollator(tok))
@@ -438,7 +475,7 @@ def _dataset_problems(report: TrainerReport, collator: Any) -> None:
         report.add(Problem(
             f"{len(empty)} sample(s) have no trained token (rows {_some(empty)})",
             "no assistant reply, or every assistant message has train=false: their loss is NaN or missing",
-            "drop those samples or give them an assistant reply (respmask.preview(ds[i]) shows one)",
+            "drop those samples or give them an assistant reply (respmask.preview(ds[i], tok) shows one)",
         ))
     lost = ds.lost
     if lost:

@@ -57,6 +57,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from types import MappingProxyType
 
 from ._errors import MissingColumnsError, SampleError
 
@@ -65,7 +66,7 @@ FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion
 
 #: Role names the sharegpt and mapped formats understand without a role map, and what they become.
 #: ``"function_call"`` stands for an assistant tool call (JSON ``{"name", "arguments"}``).
-KNOWN_ROLES: dict[str, str] = {
+KNOWN_ROLES: Mapping[str, str] = MappingProxyType({
     "system": "system",
     "developer": "developer",
     "user": "user",
@@ -76,7 +77,7 @@ KNOWN_ROLES: dict[str, str] = {
     "tool": "tool",
     "observation": "tool",
     "function_call": "function_call",
-}
+})
 FUNCTION_CALL = "function_call"
 
 HINT_FORMATS = (
@@ -109,6 +110,13 @@ class MessageMapping:
 
     Raises:
         ValueError: a key is not a non-empty string, or the role map is not strings to strings.
+
+    Example::
+
+        mapping = respmask.MessageMapping(field_messages="dialog", role_key="speaker",
+                                          content_key="text",
+                                          role_map={"customer": "user", "agent": "assistant"})
+        collator = respmask.ResponseOnlyCollator(tok, mapping=mapping)
     """
 
     field_messages: str = "messages"
@@ -603,8 +611,25 @@ def to_sample(row: Any, data_format: DataFormat = "auto",
               mapping: MessageMapping | Mapping[str, Any] | None = None) -> Any:
     """``row`` converted to the sample respmask parses (OpenAI ``messages`` with ``tools``).
 
-    A convenience for one row (the front-ends keep one :class:`SampleReader`): useful to see what
-    a row becomes, e.g. ``tokenizer.apply_chat_template(s["messages"], tools=s.get("tools"))``.
+    A convenience for one row (the front-ends keep one reader for a whole dataset): useful to see
+    what a row becomes, e.g. ``tokenizer.apply_chat_template(s["messages"], tools=s.get("tools"))``.
+    The row itself is not modified.
+
+    Args:
+        row: one row, as ``datasets`` yields it (a dict).
+        data_format: ``"auto"`` (the layout is recognised from the row's keys), ``"messages"``,
+            ``"sharegpt"``, ``"alpaca"`` or ``"prompt_completion"``.
+        mapping: a :class:`MessageMapping` (or a dict of its fields) for any other layout.
+
+    Returns:
+        The sample: a dict with ``messages`` (OpenAI-style) and, when the row has them,
+        ``tools``, ``documents``, ``chat_template_kwargs``; or ``prompt`` / ``completion``.
+
+    Example::
+
+        >>> respmask.to_sample({"conversations": [{"from": "human", "value": "Hi"},
+        ...                                       {"from": "gpt", "value": "Hello"}]})
+        {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}
 
     Raises:
         SampleError: the row does not fit its format.

@@ -36,7 +36,22 @@ _TRUTHY = ("1", "true", "yes", "on")
 
 @dataclass
 class Encoded:
-    """One sample as token ids and labels (-100 where not trained)."""
+    """One training row as token ids and labels (-100 where not trained).
+
+    Returned by :meth:`ChatMasker.encode` / :meth:`ChatMasker.encode_batch`.
+
+    Attributes:
+        input_ids, labels: int arrays of one length; ``labels`` is -100 where not trained.
+        n_turns: trained turns found; ``turns_without_stop`` those with no stop token trained.
+        text: the rendered text (raw samples only).
+        turns: one :class:`Turn` per trained message (character positions in ``text``).
+        position_ids: per-token positions (packed rows only).
+        dropped: ``(message, what)`` of data the render leaves out; ``dropped_counts`` the
+            tokens of each (its text tokenized alone).
+        sample: the position of its sample in the batch (the rows of a split sample share it);
+            ``row`` / ``rows``: which row of its sample and how many it gave; ``through``:
+            the last message the row renders (None: the whole sample).
+    """
 
     input_ids: np.ndarray
     labels: np.ndarray
@@ -74,7 +89,19 @@ class Encoded:
 
 @dataclass
 class RenderedSample:
-    """A conversation rendered and analysed: its text and trained character spans."""
+    """A conversation rendered and analysed: its text and trained character spans.
+
+    Returned by :meth:`ChatMasker.render`.
+
+    Attributes:
+        text: the text ``apply_chat_template`` renders, character for character.
+        spans: sorted ``(start, end)`` character ranges of ``text`` that are trained.
+        turns: one :class:`Turn` per trained message (where its header ended, its stop token).
+        segments: the render's text attributed to template literals and to each message.
+        add_special_tokens: whether tokenizing ``text`` adds the tokenizer's special tokens.
+        dropped: ``(message, what)`` of data the render leaves out; ``dropped_text`` their text.
+        through: a split row: the last message it renders (None: the whole sample).
+    """
 
     text: str
     spans: list[tuple[int, int]]
@@ -266,7 +293,7 @@ class ChatMasker:
     def _special_tokens(self) -> dict[str, Any]:
         return self.tokenizer.special_tokens_map
 
-    def _render(self, template: ChatTemplate, messages: list[dict], tools: Any, documents: Any,
+    def _apply_template(self, template: ChatTemplate, messages: list[dict], tools: Any, documents: Any,
                 kwargs: Mapping[str, Any], add_generation_prompt: bool) -> tuple[Any, list[dict]]:
         variables, chat = template_inputs(
             messages,
@@ -317,12 +344,12 @@ class ChatMasker:
         template = self.template(source)
         renders: list[tuple[list[dict], Any, bool, str]] = []
 
-        def render(messages: list[dict], tools: Any, gen: bool) -> Segments:
-            rendered = self._render(template, messages, tools, None, kwargs, gen)[0]
+        def probe(messages: list[dict], tools: Any, gen: bool) -> Segments:
+            rendered = self._apply_template(template, messages, tools, None, kwargs, gen)[0]
             renders.append((messages, tools, gen, rendered.text))
             return Segments.of(rendered)
 
-        profile = learn_profile(render, self._control_tokens(source), self._token_starts, self.tokenizer.eos_token)
+        profile = learn_profile(probe, self._control_tokens(source), self._token_starts, self.tokenizer.eos_token)
         # Training input must be inference input: the probes' renders are compared byte for byte
         # with transformers' own; where one differs, every conversation is compared.
         self._exact[key] = all(
@@ -373,7 +400,7 @@ class ChatMasker:
         key = self._profile_key(source, kwargs)
         profile, stops = self.profile(source, kwargs, key)
         try:
-            rendered, chat = self._render(template, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
+            rendered, chat = self._apply_template(template, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
         except RespmaskError:
             raise
         except Exception as exc:
@@ -397,7 +424,7 @@ class ChatMasker:
             raise TemplateError("use_generation_tags=True but the chat template has no {% generation %} blocks")
         def prompt(k: int) -> str | None:
             try:
-                return self._render(template, parsed.messages[:k], parsed.tools, parsed.documents, kwargs, True)[0].text
+                return self._apply_template(template, parsed.messages[:k], parsed.tools, parsed.documents, kwargs, True)[0].text
             except Exception:  # the template rejects this history: no prompt to compare
                 return None
 
@@ -512,7 +539,7 @@ class ChatMasker:
         """The render of ``chat``'s messages through ``k`` (None when the template rejects that
         prefix: nothing to compare against)."""
         try:
-            return self._render(template, chat.messages[: k + 1], chat.tools, chat.documents, kwargs, False)[0].text
+            return self._apply_template(template, chat.messages[: k + 1], chat.tools, chat.documents, kwargs, False)[0].text
         except Exception:
             return None
 
@@ -690,10 +717,10 @@ class ChatMasker:
         if self._media_ids is None:
             processor = self.processor
 
-            def render(messages: list[dict]) -> str:
+            def processor_text(messages: list[dict]) -> str:
                 return processor.apply_chat_template(messages, chat_template=self.template_source(), tokenize=False)
 
-            self._media_ids = np.array(sorted(media_token_ids(processor, render)), dtype=np.int64)
+            self._media_ids = np.array(sorted(media_token_ids(processor, processor_text)), dtype=np.int64)
         return self._media_ids
 
     def encode(self, sample: Any) -> Encoded:

@@ -36,10 +36,31 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
 
 
 def pack(rows: Sequence[Mapping[str, Any]], max_length: int) -> tuple[list[dict[str, np.ndarray]], int]:
-    """Pack tokenized rows (``input_ids``, ``labels``) into rows of at most ``max_length`` tokens.
+    """Pack tokenized rows into rows of at most ``max_length`` tokens (best-fit decreasing).
 
-    Returns the packed rows (``input_ids``, ``labels``, ``position_ids``, ``lengths``) and the
-    number of samples cut to ``max_length`` (their start is kept). Empty samples are dropped.
+    Each packed row keeps every sample's tokens and labels, with ``position_ids`` restarting at
+    each sample and -100 on each sample's first label, so that a padding-free collator
+    (``ResponseOnlyCollator(tok, padding_free=True)``) trains every sample as if it were alone.
+
+    Args:
+        rows: tokenized samples, each with ``input_ids`` and ``labels`` (lists or arrays), as
+            :class:`respmask.Pretokenizer` or ``respmask tokenize`` writes them.
+        max_length: the token budget of a packed row. A longer sample keeps its first
+            ``max_length`` tokens.
+
+    Returns:
+        ``(packed, cut)``: the packed rows (dicts of int64 arrays ``input_ids``, ``labels``,
+        ``position_ids`` and ``lengths``, the length of each sample in the row) and how many
+        samples were cut to ``max_length``. Empty samples are dropped.
+
+    Raises:
+        ValueError: ``max_length`` is not positive.
+
+    Example:
+        >>> rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [-100, 5]}]
+        >>> packed, cut = pack(rows, max_length=8)
+        >>> packed[0]["position_ids"].tolist(), packed[0]["labels"].tolist(), cut
+        ([0, 1, 2, 0, 1], [-100, 2, 3, -100, 5], 0)
     """
     if max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
@@ -68,7 +89,21 @@ class Packer:
     """A batch transform that packs pre-tokenized rows (``Dataset.map(batched=True)``).
 
     Packing happens within each map batch (use a large ``batch_size``, e.g. 10_000): the output
-    has fewer rows than the input, so pass ``remove_columns=ds.column_names``.
+    has fewer rows than the input, so pass ``remove_columns=ds.column_names``. Calling it on a
+    batch returns columns ``input_ids``, ``labels``, ``position_ids`` and ``lengths`` (int32), as
+    :func:`respmask.pack` makes them.
+
+    Args:
+        max_length: the token budget of a packed row.
+
+    Raises:
+        ValueError: ``max_length`` is not positive.
+
+    Example:
+        >>> packed = tokenized.map(Packer(8192), batched=True, batch_size=10_000,
+        ...                        remove_columns=tokenized.column_names)  # doctest: +SKIP
+        >>> Packer(8)({"input_ids": [[1, 2, 3], [4, 5]], "labels": [[-100, 2, 3], [-100, 5]]})["lengths"]
+        [array([3, 2], dtype=int32)]
     """
 
     def __init__(self, max_length: int):
@@ -85,7 +120,23 @@ class Packer:
 
 
 def padding_stats(lengths: Sequence[int], batch_size: int, max_length: int) -> dict[str, float]:
-    """Share of padding when batching in order and padding to the longest, against packing."""
+    """How much padding packing saves on a mix of sample lengths.
+
+    Args:
+        lengths: the token count of every sample, in dataset order.
+        batch_size: samples per batch when batching in order and padding to the longest.
+        max_length: the truncation length, and the token budget of a packed row.
+
+    Returns:
+        ``tokens`` (after truncation), ``padded_batch_tokens`` and ``padding_fraction_padded``
+        (batches padded to their longest sample), ``packed_rows`` and
+        ``padding_fraction_packed_rows`` (rows of ``max_length`` packed best-fit decreasing).
+
+    Example:
+        >>> stats = padding_stats([100, 900, 120, 880], batch_size=2, max_length=1024)
+        >>> round(stats["padding_fraction_padded"], 3), stats["packed_rows"]
+        (0.438, 2)
+    """
     lengths = [min(n, max_length) for n in lengths]
     padded = sum(max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
                  for i in range(0, len(lengths), batch_size))

@@ -72,7 +72,19 @@ _legend = legend  # Preview.to_text's own parameter is called legend
 
 @dataclass
 class Preview:
-    """Tokens of one sample and whether each is trained."""
+    """Tokens of one sample and whether each is trained.
+
+    Returned by :func:`respmask.preview`. In a notebook it shows as coloured HTML; ``str()`` /
+    ``print`` gives terminal colours, :meth:`to_text` plain text.
+
+    Attributes:
+        tokens: each token's text (a run of image tokens is one entry, see ``repeats``).
+        ids: their ids; ``trained``: whether each is trained; ``special``: whether each is one
+            of the tokenizer's special tokens.
+        turns: trained turns found.
+        notes: what else to know (truncation, data the template leaves out, split rows).
+        repeats: how many ids each entry stands for (empty unless image runs are collapsed).
+    """
 
     tokens: list[str]
     ids: list[int]
@@ -94,7 +106,7 @@ class Preview:
 
     def summary(self) -> str:
         pct = 100.0 * self.n_trained / self.n_tokens if self.n_tokens else 0.0
-        parts = [f"{self.n_tokens} tokens", f"{self.n_trained} trained ({pct:.0f}%)", f"{self.turns} turns"]
+        parts = [f"{self.n_tokens} tokens", f"{self.n_trained} trained ({pct:.0f}%)", f"{self.turns} turn{'' if self.turns == 1 else 's'}"]
         return "respmask: " + ", ".join(parts + self.notes)
 
     def _is_special(self, i: int) -> bool:
@@ -130,6 +142,10 @@ class Preview:
         if not color and prev:
             out.append("⟧")
         return "".join(out)
+
+    def __repr__(self) -> str:
+        # the plain view (⟦ ⟧ around trained tokens): what a REPL or a doctest shows for ``p``
+        return self.to_text(color=False)
 
     def __str__(self) -> str:
         # decided when printed: colours only on a terminal, never with NO_COLOR, always with FORCE_COLOR
@@ -228,9 +244,18 @@ def preview(sample: Any, tokenizer: Any, **changes: Any) -> Preview | list[Previ
         TypeError: no tokenizer, or a masker passed with options.
 
     Example:
-        >>> p = respmask.preview(ds[0], tok)
-        >>> p            # in a notebook: each token a box, trained ones green
-        >>> print(p)     # in a terminal
+        >>> p = respmask.preview({"messages": [{"role": "user", "content": "Hi"},
+        ...                                    {"role": "assistant", "content": "Hello!"}]}, tok)
+        >>> p.n_trained, p.n_tokens
+        (3, 54)
+        >>> print(p.to_text(legend=False))  # in a notebook, ``p`` alone draws each token as a box
+        respmask: 54 tokens, 3 trained (6%), 1 turn
+        <|im_start|>system↵
+        You are·Qwen, created by·Alibaba·Cloud.·You are a helpful assistant.<|im_end|>↵
+        <|im_start|>user↵
+        Hi<|im_end|>↵
+        <|im_start|>assistant↵
+        ⟦Hello!<|im_end|>⟧↵
     """
     if tokenizer is None:
         raise TypeError("preview() needs a tokenizer, a processor or a respmask.ChatMasker: "

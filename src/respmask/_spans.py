@@ -25,7 +25,15 @@ from ._segments import Segments
 
 @dataclass
 class Turn:
-    """One trained message: where its generated text lies and how its edges were found."""
+    """One trained message: where its generated text lies and how its edges were found.
+
+    Attributes:
+        message, role: the message's position in the conversation and its role.
+        start: its first trained character (after the header the model is prompted with).
+        end: one past its last trained character (after its stop token, when there is one).
+        stop: the stop token's characters, when one was found.
+        reasoning: the reasoning block left out of the loss (``reasoning_in_loss=False``).
+    """
 
     message: int
     role: str
