@@ -274,7 +274,7 @@ def test_pickling_reuses_the_serialized_tokenizer_and_is_deterministic():
     other = fixture_tokenizer("qwen3", "metaspace")  # same template and special tokens, other vocabulary
     assert pk.loads(pk.dumps(ChatMasker(other))).tokenizer is other
     # equal transforms hash equally (datasets' cache keeps working across runs)
-    datasets = pytest.importorskip("datasets")
+    pytest.importorskip("datasets")
     from datasets.fingerprint import Hasher
 
     assert Hasher.hash(Pretokenizer(tok)) == Hasher.hash(Pretokenizer(tok))

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from respmask import ChatMasker
 from support.conversations import WEATHER_TOOL, Case, Nonces
 from support.reference import check_case
-from support.tokenizers import fixture_tokenizer, manifest, template_names, template_params
+from support.tokenizers import NEEDS_KWARGS, fixture_tokenizer, manifest, template_params
 
 EXAMPLES = int(os.environ.get("RESPMASK_HYPOTHESIS_EXAMPLES", "12"))
 RANDOM = bool(os.environ.get("RESPMASK_HYPOTHESIS_RANDOM"))  # explore new examples instead of the fixed CI set
@@ -97,8 +97,15 @@ def _check(name, style, case):
 _maskers: dict = {}
 
 
+# What the fixed example set finds on these templates (any other template failing, or these passing, fails).
+EXPECTED_FAILURES = {
+    **NEEDS_KWARGS,
+    "nemotron_nano_v2": "an empty assistant reply before the last message: the open question in known_failures.json",
+}
+
+
 @pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
-@pytest.mark.parametrize("name", template_params())
+@pytest.mark.parametrize("name", template_params(EXPECTED_FAILURES, strict=not RANDOM))
 def test_nonce_properties_hold_for_generated_conversations(name, style):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -10,7 +10,7 @@ from respmask import ChatMasker
 from respmask._render import DATA, LITERAL, ChatTemplate, template_inputs
 from respmask._segments import Segments
 from support.conversations import cases
-from support.tokenizers import fixture_tokenizer, template_names, template_params
+from support.tokenizers import fixture_tokenizer, template_params
 
 WEIRD = "{{ messages }} {% if true %}x{% endif %} \ue000\uffff\u200b\x00\x1b[31m <|im_end|> </s> [/INST]"
 

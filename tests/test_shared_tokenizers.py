@@ -33,7 +33,7 @@ def _run(tok, stops):
 
 PARAMS = [
     pytest.param(f, t, st, id=f"{f}-{t or 'own'}",
-                 marks=[pytest.mark.xfail(reason=known_failing(t), strict=False)] if t and known_failing(t) else [])
+                 marks=[pytest.mark.xfail(reason=known_failing(t), strict=True)] if t and known_failing(t) else [])
     for f, t, st in PAIRS
 ]
 

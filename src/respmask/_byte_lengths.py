@@ -26,8 +26,8 @@ from tokenizers import normalizers, pre_tokenizers
 SPACE = "\u2581"  # SentencePiece's visible space
 _UNMEASURED = -(1 << 40)  # bytes of an id that stands for no fixed text (unknown token): fails the sum
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
-_CUTTING = {"Split", "Digits", "Punctuation"}  # pre-tokenizers that only cut the text
-_UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}  # never change ASCII; other text is checked
+_CUTTING = frozenset({"Split", "Digits", "Punctuation"})  # pre-tokenizers that only cut the text
+_UNICODE_FORMS = frozenset({"NFC", "NFD", "NFKC", "NFKD"})  # never change ASCII; other text is checked
 
 
 def _parts(obj: Any, key: str) -> list[dict]:

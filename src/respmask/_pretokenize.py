@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+from types import MappingProxyType
 
 import numpy as np
 
@@ -22,8 +23,8 @@ from ._media import is_processor
 from ._spans import describe_dropped
 
 
-_ARROW_TYPES = {"input_ids": "tokens", "labels": "tokens", "error": "string", "untrainable": "string",
-                "truncated": "bool", "index": "int64"}
+_ARROW_TYPES = MappingProxyType({"input_ids": "tokens", "labels": "tokens", "error": "string",
+                                 "untrainable": "string", "truncated": "bool", "index": "int64"})
 
 
 def columns_to_arrow(columns: Mapping[str, list]) -> Any:

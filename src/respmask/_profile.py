@@ -41,20 +41,22 @@ _ARG = "zqargprobe"
 _TOOL_NAME = "zq_probe_tool"
 _CALL_ID = "call12345"  # nine characters: Mistral's templates insist
 
-PROBE_TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": _TOOL_NAME,
-            "description": "probe",
-            "parameters": {
-                "type": "object",
-                "properties": {"q": {"type": "string", "description": "query"}},
-                "required": ["q"],
+def probe_tools() -> list[dict]:
+    """The one tool the probes declare (a new list each time: templates get their own copy)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": _TOOL_NAME,
+                "description": "probe",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"q": {"type": "string", "description": "query"}},
+                    "required": ["q"],
+                },
             },
-        },
-    }
-]
+        }
+    ]
 
 
 def _user(i: int) -> dict:
@@ -93,8 +95,8 @@ def probes() -> list[Probe]:
         Probe([sys, _user(1), _assistant(1)]),
         Probe([_user(1), _assistant(1), _user(2), _assistant(2)]),
         Probe([sys, _user(1), _assistant(1), _user(2), _assistant(2)]),
-        Probe([_user(1), _tool_call(1), _tool_result(1), _assistant(2)], PROBE_TOOLS),
-        Probe([sys, _user(1), _tool_call(1), _tool_result(1), _assistant(2), _user(2), _assistant(3)], PROBE_TOOLS),
+        Probe([_user(1), _tool_call(1), _tool_result(1), _assistant(2)], probe_tools()),
+        Probe([sys, _user(1), _tool_call(1), _tool_result(1), _assistant(2), _user(2), _assistant(3)], probe_tools()),
         Probe([_user(1), {"role": "assistant", "content": f"{_AST}1", "reasoning_content": f"{_RSN}1"}]),
         Probe(
             [
@@ -121,9 +123,9 @@ def history_probes() -> list[Probe]:
         Probe([_user(1), _assistant(1), _user(2), _assistant(2), _user(3), _assistant(3)]),
         Probe([_user(1), thinking(1), _user(2), thinking(2)]),
         Probe([_user(1), {**call, "reasoning_content": f"{_RSN}0"}, _tool_result(1), thinking(1), _user(2), thinking(2)],
-              PROBE_TOOLS),
-        Probe([_user(1), call, _tool_result(1), _assistant(1), _user(2), _assistant(2)], PROBE_TOOLS),
-        Probe([{"role": "system", "content": _SYS}, _user(1), _assistant(1), _user(2), _assistant(2)], PROBE_TOOLS),
+              probe_tools()),
+        Probe([_user(1), call, _tool_result(1), _assistant(1), _user(2), _assistant(2)], probe_tools()),
+        Probe([{"role": "system", "content": _SYS}, _user(1), _assistant(1), _user(2), _assistant(2)], probe_tools()),
         Probe([_user(1), _assistant(1), {"role": "system", "content": f"{_SYS}2"}, _user(2), _assistant(2)]),
     ]
 
@@ -226,7 +228,7 @@ def learn_profile(
                 errors.append(str(exc))
                 continue
             try:  # some templates need tools to render at all
-                probe = Probe(probe.messages, PROBE_TOOLS)
+                probe = Probe(probe.messages, probe_tools())
                 full = render(probe.messages, probe.tools, False)
             except Exception as exc2:
                 errors.append(str(exc2))

@@ -214,7 +214,7 @@ class _Hooks:
 class _GenerationTags(Extension):
     """``{% generation %}...{% endgeneration %}``: renders its body unchanged, as in transformers."""
 
-    tags = {"generation"}
+    tags = frozenset({"generation"})
 
     def parse(self, parser: jinja2.parser.Parser) -> nodes.CallBlock:
         lineno = next(parser.stream).lineno
@@ -277,15 +277,20 @@ class _Environment(ImmutableSandboxedEnvironment):
     respmask_namespaces: frozenset[type] = frozenset({Namespace})  # plain namespace classes of this environment
     code_generator_class = _CodeGenerator
 
+    def _note_read(self, obj: dict) -> None:
+        """Remember the tracked message whose data (any key but ``role``) was read last: the owner
+        of an output expression whose value carries no marks of its own."""
+        st = self.respmask_tls.state
+        if st is not None:
+            k = st.ids.get(id(obj))
+            if k is not None:
+                st.last_read = k
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
         if kind is dict:
             if attribute != "role":
-                st = self.respmask_tls.state
-                if st is not None:
-                    k = st.ids.get(id(obj))
-                    if k is not None:
-                        st.last_read = k
+                self._note_read(obj)
             if attribute not in _DICT_ATTRS:
                 try:
                     return obj[attribute]
@@ -319,11 +324,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         if type(obj) is dict:
             if argument != "role":
-                st = self.respmask_tls.state
-                if st is not None:
-                    k = st.ids.get(id(obj))
-                    if k is not None:
-                        st.last_read = k
+                self._note_read(obj)
             try:  # what the sandbox returns for a dict item that exists
                 return obj[argument]
             except (TypeError, LookupError):

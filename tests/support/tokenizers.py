@@ -12,6 +12,7 @@ import json
 import os
 import random
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -190,12 +191,13 @@ def known_failing(name: str) -> str | None:
     return None
 
 
-def template_params() -> list:
-    """``template_names()`` as pytest params, known failures marked xfail with their reason."""
+def template_params(expected_failures: Mapping[str, str] | None = None, strict: bool = True) -> list:
+    """``template_names()`` as pytest params; the templates in ``expected_failures`` (name: why)
+    marked as xfails, strict by default so that a test which starts to pass says so."""
     import pytest
 
-    out = []
-    for name in template_names():
-        why = known_failing(name)
-        out.append(pytest.param(name, marks=pytest.mark.xfail(reason=why, strict=False)) if why else name)
-    return out
+    expected_failures = expected_failures or {}
+    unknown = set(expected_failures) - set(template_names())
+    assert not unknown, f"expected failures name templates that are not fixtures: {sorted(unknown)}"
+    return [pytest.param(name, marks=pytest.mark.xfail(reason=expected_failures[name], strict=strict))
+            if name in expected_failures else name for name in template_names()]
