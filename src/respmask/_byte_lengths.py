@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -49,13 +50,19 @@ def _string_pattern(c: dict) -> str | None:
     return pattern.get("String")
 
 
+class Prepend(Enum):
+    """Where the tokenizer prepends a '▁' to the text it is given."""
+
+    NOWHERE = "nowhere"
+    EVERY = "every"  # every piece between added tokens (a Prepend normalizer)
+    UNSPACED = "unspaced"  # pieces that do not start with a space (Metaspace, prepend_scheme "always")
+    FIRST = "first"  # the text's first piece, if it does not start with a space (prepend_scheme "first")
+
+
 @dataclass(frozen=True)
 class _Spelling:
     style: str  # "bytelevel" or "metaspace"
-    # Where a '▁' is prepended: "" nowhere; "every" piece between added tokens (a Prepend
-    # normalizer); "unspaced" pieces, those not starting with a space (Metaspace "always");
-    # "first": the text's first piece, if unspaced (Metaspace "first").
-    prepends: str
+    prepends: Prepend
     unicode_forms: list[str]  # NFC/NFKC/... steps of the normalizer
 
 
@@ -81,7 +88,7 @@ def _spelling(backend: Any) -> _Spelling | None:
             return None
         if any(c["type"] == "ByteLevel" and c.get("add_prefix_space") for c in pre):
             return None
-        return _Spelling("bytelevel", "", forms)
+        return _Spelling("bytelevel", Prepend.NOWHERE, forms)
     # SentencePiece style: spaces become '▁' (normalizer Replace, or a Metaspace pre-tokenizer)
     prepend_norm = False
     replaces = False
@@ -96,16 +103,16 @@ def _spelling(backend: Any) -> _Spelling | None:
     if any(c.get("replacement") != SPACE for c in metaspace):
         return None
     schemes = {c.get("prepend_scheme", "always") for c in metaspace} - {"never"}
-    prepend_pre = "unspaced" if "always" in schemes else "first" if schemes else ""
-    if prepend_pre and len(pre) > 1:
+    prepend_pre = Prepend.UNSPACED if "always" in schemes else Prepend.FIRST if schemes else Prepend.NOWHERE
+    if prepend_pre is not Prepend.NOWHERE and len(pre) > 1:
         return None  # '▁' prepended to pieces other pre-tokenizers cut: anywhere in the text
     if not set(kinds) <= _CUTTING | {"Metaspace"}:
         return None
     if any(c["type"] == "Split" and _string_pattern(c) != " " for c in pre):
         return None  # a regex cut on '▁'-spelled text: fine, but not seen in the wild; stay exact
-    if not (replaces or metaspace) or (prepend_norm and prepend_pre):
+    if not (replaces or metaspace) or (prepend_norm and prepend_pre is not Prepend.NOWHERE):
         return None
-    return _Spelling("metaspace", "every" if prepend_norm else prepend_pre, forms)
+    return _Spelling("metaspace", Prepend.EVERY if prepend_norm else prepend_pre, forms)
 
 
 @dataclass(frozen=True)
@@ -228,17 +235,17 @@ class ByteLengths:
         """Indices of the tokens that hold a '▁' the tokenizer prepended to a piece of text (each
         adds a byte the text does not have); None when that cannot be known here."""
         scheme = self.spelling.prepends
-        if not scheme or not len(ids):
+        if scheme is Prepend.NOWHERE or not len(ids):
             return np.zeros(0, dtype=np.int64)
         if self.absorbs[ids].any():
             return None  # an added token that strips spaces moves where pieces start
         starts_piece = np.zeros(len(ids), dtype=bool)
         starts_piece[0] = True
-        if scheme != "first":
-            cuts = self.separates if scheme == "every" else self.added
+        if scheme is not Prepend.FIRST:
+            cuts = self.separates if scheme is Prepend.EVERY else self.added
             starts_piece[1:] = cuts[ids[:-1]]
         candidates = np.flatnonzero(starts_piece & self.lead_space[ids])
-        if scheme == "every" or not len(candidates):
+        if scheme is Prepend.EVERY or not len(candidates):
             return candidates
         # Metaspace prepends to a piece that does not start with a space: look at the text there.
         positions = (np.cumsum(lens) - lens)[candidates]

@@ -610,7 +610,8 @@ class _Instrumenter:
 
 
 class ChatTemplate:
-    """A chat template compiled twice over one environment: instrumented, for span finding."""
+    """A chat template compiled once, instrumented: its render is ``apply_chat_template``'s text
+    together with which message wrote each character (for span finding)."""
 
     def __init__(self, source: str):
         if not isinstance(source, str) or not source.strip():
