@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from respmask import ChatMasker
 from support.conversations import WEATHER_TOOL, Case, Nonces
 from support.reference import check_case
-from support.tokenizers import NEEDS_KWARGS, fixture_tokenizer, manifest, template_params
+from support.tokenizers import fixture_tokenizer, manifest, template_params
 
 EXAMPLES = int(os.environ.get("RESPMASK_HYPOTHESIS_EXAMPLES", "12"))
 RANDOM = bool(os.environ.get("RESPMASK_HYPOTHESIS_RANDOM"))  # explore new examples instead of the fixed CI set
@@ -82,9 +82,11 @@ def conversations(draw, name):
         messages.append(message)
     if draw(st.booleans()):
         messages.append({"role": "user", "content": text("USR", len(messages))})
-    if tools is None and info.get("template_kwargs", {}).get("tools") is not None:
-        tools = list(info["template_kwargs"]["tools"])
-    return Case("hypothesis", messages, nn, tools)
+    kwargs = dict(info.get("template_kwargs") or {})  # what the template cannot render without
+    if tools is None and kwargs.get("tools") is not None:
+        tools = list(kwargs["tools"])
+    kwargs.pop("tools", None)
+    return Case("hypothesis", messages, nn, tools, kwargs)
 
 
 def _check(name, style, case):
@@ -97,15 +99,8 @@ def _check(name, style, case):
 _maskers: dict = {}
 
 
-# What the fixed example set finds on these templates (any other template failing, or these passing, fails).
-EXPECTED_FAILURES = {
-    **NEEDS_KWARGS,
-    "nemotron_nano_v2": "an empty assistant reply before the last message: the open question in known_failures.json",
-}
-
-
 @pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
-@pytest.mark.parametrize("name", template_params(EXPECTED_FAILURES, strict=not RANDOM))
+@pytest.mark.parametrize("name", template_params())
 def test_nonce_properties_hold_for_generated_conversations(name, style):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

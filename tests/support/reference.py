@@ -15,9 +15,11 @@ the labels respmask produced, ``violations`` lists every way the labels break th
 * the stop token of an assistant turn whose text renders no nonce (empty or whitespace-only content,
   a tool call the template does not print) is not trained: it is the first stop token after the end
   of that turn's prompt ``apply_chat_template(messages[:i], add_generation_prompt=True)``, when that
-  prompt is a prefix of the full render and the template renders the turn at all (a message whose
-  addition changes nothing is skipped; a first stop token that comes after the next message's own
-  text, found by rendering that message with a probe word, is not this turn's);
+  prompt is a prefix of the full render and the template renders the turn at all (a message is
+  skipped when adding it changes nothing and the conversation without it renders the same text; a
+  first stop token that comes after the next message's own text, found by rendering that message
+  with a probe word, is not this turn's); a blank reply with no stop token ends after the whitespace
+  that follows its prompt;
 * something is trained between the previous turn's stop token and the end of this turn's
   prompt, or after the final assistant turn's stop token. Where that prompt is not a prefix of the
   render, the prompt is taken to end where the render leaves ``messages[:i]`` rendered alone (plus
@@ -498,8 +500,13 @@ def _empty_turn(i, m, text, view, renders, prompt_end, floor, all_spots, stop_to
     render, else the text the render shares with it, see ``prompt_end``)."""
     before, upto = renders(i), renders(i + 1)
     if before is not None and upto is not None and before == upto:
-        turn_ends[i] = ABSENT  # the template renders nothing for this message
-        return
+        # adding the message as the last one changes nothing; but a template may drop only an empty
+        # LAST assistant message (Nemotron Nano v2, YandexGPT): the message renders nothing only if
+        # the whole conversation without it renders the same text
+        without = renders.of([*renders.case.messages[:i], *renders.case.messages[i + 1:]])
+        if without is None or without == text:
+            turn_ends[i] = ABSENT  # the template renders nothing for this message
+            return
     turn_ends[i] = None
     if not stop_tokens:
         return  # the template closes no turn with a stop token (GLM): nothing to place
@@ -539,6 +546,10 @@ def _empty_turn(i, m, text, view, renders, prompt_end, floor, all_spots, stop_to
             # generation prompt that may be header-like text the model writes itself, as ChatQA's
             # 'Assistant: ' after a tool result)
             turn_ends[i] = len(upto)
+        elif not _content_text(m).strip() and not m.get("tool_calls"):
+            # a blank reply and no stop token: the turn is the whitespace after its prompt (its own
+            # whitespace and what closes it, as for any answer with no stop token)
+            turn_ends[i] = found[0] + len(re.match(r"\s*", text[found[0]:limit]).group())
         else:
             notes.append(f"assistant message {i} renders no nonce and no stop token follows its prompt:"
                          " its end is unknown")

@@ -175,20 +175,10 @@ def fixture_cases(name: str, tok: Any, source: str | None = None) -> list:
     return cases(TemplateInfo.from_manifest(info, source, generation_prompt(tok, tools, **kwargs)))
 
 
-# Templates the nonce reference still finds wrong on some shapes (known_failures.json), and those
-# the conversation generator cannot drive: tests over generated conversations expect them to fail
-# until the engine (or generator) is fixed (see the ledger for what fails).
-NEEDS_KWARGS = {"firefunction_v2": "needs its own template variables (functions, datetime) the generator does not pass"}
-
-
 def known_failing(name: str) -> str | None:
-    """Why fixture template ``name`` is expected to fail generated-conversation tests (None: it is not)."""
+    """Why fixture template ``name`` is expected to fail on some shapes (known_failures.json; None: it is not)."""
     ledger = json.loads((FIXTURES / "known_failures.json").read_text(encoding="utf-8"))
-    if name in NEEDS_KWARGS:
-        return NEEDS_KWARGS[name]
-    if name in ledger:
-        return "listed in known_failures.json"
-    return None
+    return "listed in known_failures.json" if name in ledger else None
 
 
 def template_params(expected_failures: Mapping[str, str] | None = None, strict: bool = True) -> list:
