@@ -215,3 +215,29 @@ def test_found_by_hypothesis_answer_repeating_the_end_of_its_reasoning(style):
     case = Case("glm-answer-repeats-reasoning", messages, nn)
     _check("glm4_5", style, case)
     assert _trained_pieces("glm4_5", style, case) == [f"\n<think>{rsn} 0</think>\n0"]
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_content_that_spells_the_end_of_the_generation_prompt(style):
+    """MiniMax M2's prompt ends in ']~b]ai\\n<think>\\n', and a reply whose content is '<think>\\n' renders
+    the same characters: they are the reply's own text there (content is data), so they are trained,
+    with the stop token; nothing before them is (found by a random run)."""
+    nn = Nonces()
+    case = Case("spells-prompt-end", [{"role": "user", "content": f" {nn('USR', 0)} "},
+                                      {"role": "assistant", "content": "<think>\n"}], nn)
+    _check("minimax_m2", style, case)
+    assert _trained_pieces("minimax_m2", style, case) == ["<think>\n[e~["]
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_found_by_hypothesis_reply_that_starts_with_the_prompts_closing_tag(style):
+    """DeepSeek V3.1 (thinking off) prompts with '<｜Assistant｜></think>' and cuts a reply at its own
+    '</think>': the render's '</think>' is the prompt's, so only the text after it and the stop token are
+    trained (found by a random run)."""
+    nn = Nonces()
+    case = Case("starts-with-closing-tag", [{"role": "user", "content": f" {nn('USR', 0)} "},
+                                            {"role": "assistant", "content": f"</think> {(a := nn('AST', 1))} "}], nn)
+    _check("deepseek_v3_1", style, case)
+    eos = fixture_tokenizer("deepseek_v3_1", style).decode([fixture_tokenizer("deepseek_v3_1", style).eos_token_id])
+    (piece,) = _trained_pieces("deepseek_v3_1", style, case)
+    assert piece.strip() == f"{a} {eos}", piece

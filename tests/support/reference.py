@@ -21,7 +21,9 @@ the labels respmask produced, ``violations`` lists every way the labels break th
   with a probe word, is not this turn's); a blank reply with no stop token ends after the whitespace
   that follows its prompt;
 * something is trained between the previous turn's stop token and the end of this turn's
-  prompt, or after the final assistant turn's stop token. Where that prompt is not a prefix of the
+  prompt, or after the final assistant turn's stop token (where the message's own text starts
+  with the end of its prompt, as content '<think>\n' after a prompt ending in '<think>\n', the
+  prompt surely ends only before that shared text). Where that prompt is not a prefix of the
   render, the prompt is taken to end where the render leaves ``messages[:i]`` rendered alone (plus
   the generation header when the render's copy of it straddles that point, as Command-R's).
 
@@ -245,6 +247,16 @@ def _text_start(text: str, message: dict | None, p: int, word: str) -> int:
     return start
 
 
+def _prompt_tail_in(header: str, value: str) -> int:
+    """Length of the longest non-blank end of ``header`` that ``value`` starts with (0: none): text
+    a render may hold as the end of the prompt or as the start of the message's own text."""
+    for j in range(len(header)):
+        tail = header[j:]
+        if tail.strip() and value.startswith(tail):
+            return len(tail)
+    return 0
+
+
 def _common_prefix(a: str, b: str) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
@@ -337,13 +349,17 @@ def violations(
             continue
         spots_i = [p for w, k in case.nonces.kinds.items() if owner[w] == i and k in TRAINED_KINDS
                    for p in _occurrences(text, w)]
+        header = renders.header(i)
         for fld, value in _texts(m):
             v = value.strip()
             if not v or not any(w in v for w in case.nonces.kinds if owner[w] == i):
                 continue
+            # a text that starts with the end of the turn's generation prompt ('</think>' after
+            # DeepSeek V3.1's '<｜Assistant｜></think>') may be the template's there: checked after it
+            cut = _prompt_tail_in(header, v)
             for p in _occurrences(text, v):
                 if any(p <= q < p + len(v) for q in spots_i):
-                    toks = view.overlapping(p, p + len(v))
+                    toks = view.overlapping(p + cut, p + len(v))
                     if not trained[toks].all():
                         problems.append(f"{fld} text of assistant message {i} not trained whole")
                         break
@@ -366,7 +382,10 @@ def violations(
         that point (Command-R: '<|START_OF_TURN_TOKEN|>' shared, '<|CHATBOT_TOKEN|>' not)."""
         prompt, bare = renders(i, True), renders(i)
         if prompt is not None and text.startswith(prompt):
-            return len(prompt), True
+            # the message's own text may spell the end of its prompt (content '<think>\n' after
+            # MiniMax's ']~b]ai\n<think>\n'): then the prompt surely ends only before that part
+            cut = _prompt_tail_in(renders.header(i), _content_text(case.messages[i]).lstrip())
+            return (len(prompt) - cut, False) if cut else (len(prompt), True)
         if bare is None:
             return None
         end = _common_prefix(bare, text)
