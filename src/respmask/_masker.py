@@ -494,8 +494,6 @@ class ChatMasker:
             return None if rs is None else (rs.text, rs.turns)
 
         rows = plan_rows(self.split, whole.text, whole.turns, last, prefix_text, prefix_turns)  # type: ignore[arg-type]
-        # "turns" rows are prefixes not analysed yet; one the template cannot analyse is trained in place
-        rows = [(k if k is None or prefix_turns(k) is not None else None, chosen) for k, chosen in rows]
         shown = [(k, analysed[k]) for k, _ in rows if k is not None]
         # what the whole render leaves out is lost unless a prefix row shows it
         still = [not any(rs is not None and d[0] <= k and d not in rs.dropped for k, rs in shown) for d in whole.dropped]

@@ -13,7 +13,8 @@ prefix render. This module decides which rows to make:
   whole conversation for the turns exact in it, then, from the last remaining turn backwards,
   that turn's prefix for it and every remaining turn exact there (on Qwen3: one row per user query
   with its whole tool-call chain).
-* ``"turns"``: one row per trained turn, its prefix.
+* ``"turns"``: one row per trained turn, its prefix (a turn its prefix does not render, as on a
+  template that drops an empty last reply, is trained in the whole conversation's row).
 
 Nothing here knows a model: exactness is a text comparison with the template's own renders.
 """
@@ -70,14 +71,22 @@ def plan_rows(
         prefix_turns: that render and its trained turns (None when it cannot be analysed).
 
     Returns:
-        ``(None | k, messages trained)`` per row, the whole conversation first when it is a row.
+        ``(None | k, messages trained)`` per row, every k an analysed prefix that renders its
+        turns; the whole conversation first when it is a row (``"auto"``), last (``"turns"``).
         A conversation with no trained turn is one row that trains nothing (reported upstream).
     """
     wanted = [t.message for t in turns]
     if not wanted:
         return [(None, frozenset())]
     if mode == "turns":
-        return [(None if m == last_message else m, frozenset([m])) for m in wanted]
+        rows, in_place = [], set()
+        for m in wanted:
+            analysed = None if m == last_message else prefix_turns(m)
+            if analysed is not None and any(t.message == m for t in analysed[1]):
+                rows.append((m, frozenset([m])))
+            else:  # the last message, or a prefix that cannot be analysed or that does not render the
+                in_place.add(m)  # turn (a template that drops an empty last reply): trained where it is
+        return rows + ([(None, frozenset(in_place))] if in_place else [])
     references = {m: (text if m == last_message else prefix_text(m)) for m in wanted}
     here = frozenset(t.message for t in turns if is_exact(text, t, references[t.message]))
     in_place = set(here)
