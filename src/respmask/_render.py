@@ -632,7 +632,9 @@ class ChatTemplate:
         ast.body = _Instrumenter(self.literal_names).statements(ast.body)
         ast.set_environment(self.env)
         code = self.env.compile(ast)
-        self.template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None), None)
+        # the globals as a plain dict (the environment's are set once, above): Jinja copies them into
+        # every render's context, which from its default ChainMap costs more than the copy itself
+        self.template = self.env.template_class.from_code(self.env, code, dict(self.env.make_globals(None)), None)
         # ``a ~ b`` outside an output joins with this: keep the operands' marks
         self.template.root_render_func.__globals__["str_join"] = _str_join
 
