@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-FOLDER = {"qwen3": "qwen3", "llama3": "llama3_1", "gemma3": "gemma3"}
+from bench_engine_ab import FOLDER, export  # noqa: E402
 
 
 def worker(package: str, folder: str, turns: int, batches: int, what: str) -> None:
@@ -85,8 +85,6 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    from bench_engine_ab import export
-
     with tempfile.TemporaryDirectory() as tmp:
         export(args.rev, Path(tmp))
         path = os.pathsep.join([tmp, str(HERE.parent / "src"), str(HERE)])

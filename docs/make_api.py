@@ -92,6 +92,7 @@ def render() -> str:
                     doc = inspect.getdoc(func) or ""
                     if not doc:
                         continue
+                    sig = None
                     if isinstance(value, property):
                         head = f"`.{attr}` (property)"
                     else:
@@ -99,7 +100,7 @@ def render() -> str:
                         sig = sig.replace("(\n    self,\n", "(\n")
                         head = f"`.{sig}`" if "\n" not in sig else f"`.{attr}(...)`"
                     out.append(f"\n#### {head}\n\n")
-                    if "\n" in _signature(attr, func) and not isinstance(value, property):
+                    if sig is not None and "\n" in sig:
                         out.append("```python\n" + sig + "\n```\n\n")
                     out.append(_block(doc))
     return "".join(out)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from respmask import ChatMasker
 from support.conversations import WEATHER_TOOL, Case, Nonces
 from support.reference import check_case
-from support.tokenizers import fixture_tokenizer, manifest, template_params
+from support.tokenizers import fixture_tokenizer, manifest, template_names
 
 EXAMPLES = int(os.environ.get("RESPMASK_HYPOTHESIS_EXAMPLES", "12"))
 RANDOM = bool(os.environ.get("RESPMASK_HYPOTHESIS_RANDOM"))  # explore new examples instead of the fixed CI set
@@ -100,7 +100,7 @@ _maskers: dict = {}
 
 
 @pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
-@pytest.mark.parametrize("name", template_params())
+@pytest.mark.parametrize("name", template_names())
 def test_nonce_properties_hold_for_generated_conversations(name, style):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

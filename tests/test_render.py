@@ -10,12 +10,12 @@ from respmask import ChatMasker
 from respmask._render import DATA, LITERAL, ChatTemplate, template_inputs
 from respmask._segments import Segments
 from support.conversations import cases
-from support.tokenizers import fixture_tokenizer, template_params
+from support.tokenizers import fixture_tokenizer, template_names
 
 WEIRD = "{{ messages }} {% if true %}x{% endif %} \ue000\uffff\u200b\x00\x1b[31m <|im_end|> </s> [/INST]"
 
 
-@pytest.mark.parametrize("name", template_params())
+@pytest.mark.parametrize("name", template_names())
 def test_text_is_byte_identical_to_transformers(name):
     tok = fixture_tokenizer(name)
     masker = ChatMasker(tok)

@@ -53,6 +53,15 @@ def is_exact(text: str, turn: Turn, prefix_text: str | None) -> bool:
     return len(reference) >= body_end and text.startswith(reference)
 
 
+def _prefix_row(
+    prefix_turns: Callable[[int], tuple[str, Sequence[Turn]] | None], k: int
+) -> tuple[str, Sequence[Turn]] | None:
+    """The render of the messages through ``k`` and its turns, when it can be analysed and holds
+    ``k``'s turn (a template may drop an empty reply when it is the last message); else None."""
+    analysed = prefix_turns(k)
+    return analysed if analysed is not None and any(t.message == k for t in analysed[1]) else None
+
+
 def plan_rows(
     mode: Split,
     text: str,
@@ -81,8 +90,7 @@ def plan_rows(
     if mode == "turns":
         rows, in_place = [], set()
         for m in wanted:
-            analysed = None if m == last_message else prefix_turns(m)
-            if analysed is not None and any(t.message == m for t in analysed[1]):
+            if m != last_message and _prefix_row(prefix_turns, m) is not None:
                 rows.append((m, frozenset([m])))
             else:  # the last message, or a prefix that cannot be analysed or that does not render the
                 in_place.add(m)  # turn (a template that drops an empty last reply): trained where it is
@@ -94,13 +102,12 @@ def plan_rows(
     left = [m for m in wanted if m not in here]
     while left:
         j = left[-1]
-        analysed = prefix_turns(j)
-        found = analysed is not None and any(t.message == j for t in analysed[1])
-        if not found:  # its prefix cannot be analysed: the turn is trained where it is
+        prefix = _prefix_row(prefix_turns, j)
+        if prefix is None:  # its prefix cannot be analysed or lacks it: the turn is trained where it is
             in_place.add(j)
             left.pop()
             continue
-        row_text, row_turns = analysed  # type: ignore[misc]
+        row_text, row_turns = prefix
         covered = {t.message for t in row_turns if t.message in left and is_exact(row_text, t, references[t.message])}
         covered.add(j)
         rows.append((j, frozenset(covered)))

@@ -12,7 +12,6 @@ import json
 import os
 import random
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -179,15 +178,3 @@ def known_failing(name: str) -> str | None:
     """Why fixture template ``name`` is expected to fail on some shapes (known_failures.json; None: it is not)."""
     ledger = json.loads((FIXTURES / "known_failures.json").read_text(encoding="utf-8"))
     return "listed in known_failures.json" if name in ledger else None
-
-
-def template_params(expected_failures: Mapping[str, str] | None = None, strict: bool = True) -> list:
-    """``template_names()`` as pytest params; the templates in ``expected_failures`` (name: why)
-    marked as xfails, strict by default so that a test which starts to pass says so."""
-    import pytest
-
-    expected_failures = expected_failures or {}
-    unknown = set(expected_failures) - set(template_names())
-    assert not unknown, f"expected failures name templates that are not fixtures: {sorted(unknown)}"
-    return [pytest.param(name, marks=pytest.mark.xfail(reason=expected_failures[name], strict=strict))
-            if name in expected_failures else name for name in template_names()]
