@@ -64,8 +64,7 @@ def offsets_mask(be: Tokenizer, text: str, spans) -> np.ndarray:
 
 def table_mask(table: ByteLengths, be: Tokenizer, text: str, spans) -> np.ndarray | None:
     ids = np.asarray(be.encode_batch_fast([text], add_special_tokens=False)[0].ids, dtype=np.int64)
-    ranges = table.token_ranges(ids, text, spans)
-    return None if ranges is None else mask_from_ranges(ranges, len(ids))
+    return table.token_masks([ids], [text], [spans])[0]
 
 
 def test_a_table_only_for_tokenizers_whose_tokens_are_byte_runs():
@@ -133,6 +132,34 @@ def test_byte_positions_equal_offsets_or_decline(name, case):
     normal = table.normalizer is None or table.normalizer.normalize_str(text) == text
     assert not normal or "<mask>" in text or SPACE in text
     assert not (text.isascii() and "<mask>" not in text)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(cases=st.lists(text_and_spans(), min_size=1, max_size=6), unknown=st.booleans())
+def test_a_batch_masks_each_row_as_alone(name, cases, unknown):
+    """Rows measured together (one running sum over the batch) get the masks each gets alone:
+    neither a declined row (normalized text, an unknown id) nor the rows around it change them."""
+    be = VARIANTS[name]()
+    table = ByteLengths.of(be)
+    texts = [t for t, _ in cases]
+    spans = [s for _, s in cases]
+    rows = [np.asarray(e.ids, dtype=np.int64) for e in be.encode_batch_fast(texts, add_special_tokens=False)]
+    middle = len(texts) // 2
+    if unknown:  # a row with an id the table cannot measure, in the middle of the batch
+        table = ByteLengths(**{**table.__dict__, "lengths": table.lengths.copy()})
+        table.lengths[be.token_to_id("<tool>")] = -(1 << 40)
+        texts.insert(middle, "x <tool> y")
+        spans.insert(middle, [(0, 3)])
+        rows.insert(middle, np.asarray(be.encode("x <tool> y", add_special_tokens=False).ids, dtype=np.int64))
+    together = table.token_masks(rows, texts, spans)
+    for ids, text, sp, got in zip(rows, texts, spans, together):
+        alone = table.token_masks([ids], [text], [sp])[0]
+        assert (got is None) == (alone is None), (text, sp)
+        if got is not None:
+            assert got.tolist() == alone.tolist() == offsets_mask(be, text, sp).tolist(), (text, sp)
+    if unknown:
+        assert together[middle] is None
 
 
 def test_declines_normalized_and_absorbed_text():

@@ -186,50 +186,99 @@ class ByteLengths:
         guard = re.compile("|".join(map(re.escape, sorted(guards, key=len, reverse=True)))) if guards else None
         return cls(lengths, is_added, separates, absorbs, lead_space, spelling, normalizer, guard)
 
-    def token_ranges(self, ids: np.ndarray, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray | None:
-        """``[first, last]`` token index pairs of the tokens overlapping each character span (the
-        rule of :func:`respmask._masks.token_ranges`), or None when ``ids`` may not spell ``text``
-        exactly (normalized text, whitespace absorbed, a literal '▁'): use offsets then."""
-        if len(ids) and int(ids.max()) >= len(self.lengths):
-            return None
+    def token_masks(
+        self, rows: Sequence[np.ndarray], texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]
+    ) -> list[np.ndarray | None]:
+        """The trained-token mask of each row: True on the tokens overlapping its character spans
+        (the rule of :func:`respmask._masks.token_ranges`); None for a row whose ids may not spell
+        its text exactly (normalized text, whitespace absorbed, a literal '▁'): use offsets there.
+
+        The whole batch is measured in a few array operations: its rows laid end to end, one
+        running sum of byte lengths gives every token's byte range, and each row's spans are
+        shifted by the bytes of the rows before it. Only the checks that read a row's text run
+        per row.
+        """
+        out: list[np.ndarray | None] = [None] * len(rows)
         metaspace = self.spelling.style == "metaspace"
-        if metaspace and SPACE in text:
-            return None
-        if self.guard is not None and self.guard.search(text):
-            return None
-        if text.isascii():
-            n_bytes = len(text)
-            char_to_byte = None
-        else:
+        size = len(self.lengths)
+        # the rows that may spell their text: (row, its UTF-8 bytes or None when ASCII, char -> byte)
+        kept: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
+        for r, (ids, text) in enumerate(zip(rows, texts)):
+            if (metaspace and SPACE in text) or (self.guard is not None and self.guard.search(text)):
+                continue
+            if text.isascii():
+                kept.append((r, None, None))
+                continue
             if self.normalizer is not None and self.normalizer.normalize_str(text) != text:
-                return None
+                continue
             try:
                 data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
             except UnicodeEncodeError:
-                return None
-            n_bytes = len(data)
-            char_to_byte = np.append(np.flatnonzero((data & 0xC0) != 0x80), n_bytes)
+                continue
+            kept.append((r, data, np.append(np.flatnonzero((data & 0xC0) != 0x80), len(data))))
+        if not kept:
+            return out
+        ids = np.concatenate([rows[r] for r, _, _ in kept])
+        if len(ids) and int(ids.max()) >= size:  # ids past the table (tokens added since it was built)
+            kept = [k for k in kept if not (len(rows[k[0]]) and int(rows[k[0]].max()) >= size)]
+            if not kept:
+                return out
+            ids = np.concatenate([rows[r] for r, _, _ in kept])
+        bounds = np.zeros(len(kept) + 1, dtype=np.int64)  # where each kept row's tokens begin
+        np.cumsum([len(rows[r]) for r, _, _ in kept], out=bounds[1:])
         lens = self.lengths[ids]
-        phantom = self._prepended(ids, lens, text if char_to_byte is None else data)
-        if phantom is None:
-            return None
-        lens[phantom] -= 1
-        if int(lens.sum()) != n_bytes:
-            return None
-        if not len(spans):
-            return np.zeros((0, 2), dtype=np.int64)
+        phantoms = []
+        cut = bounds.tolist()
+        if self.spelling.prepends is not Prepend.NOWHERE:
+            for n, (r, data, _) in enumerate(kept):
+                a, b = cut[n], cut[n + 1]
+                phantom = self._prepended(ids[a:b], lens[a:b], texts[r] if data is None else data)
+                if phantom is None:
+                    lens[a:b] = _UNMEASURED  # fails its sum below
+                    continue
+                lens[a + phantom] -= 1
+                phantoms.append(phantom + a)
         ends = np.cumsum(lens)
+        before = np.concatenate(([0], ends))[bounds].tolist()
+        # the rows whose tokens add up to their text (the others go back to offsets)
+        good = [n for n, (r, data, _) in enumerate(kept)
+                if before[n + 1] - before[n] == (len(texts[r]) if data is None else len(data))]
+        if len(good) < len(kept) and (lens < 0).any():  # unmeasured ids: keep the running sum sorted
+            np.maximum(lens, 0, out=lens)
+            ends = np.cumsum(lens)
+            before = np.concatenate(([0], ends))[bounds].tolist()
         starts = ends - lens
-        # A token that is only a prepended '▁' covers the piece's first character in the
-        # tokenizer's offsets; one byte of it decides the same overlaps.
-        ends[phantom[lens[phantom] == 0]] += 1
-        edges = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-        if char_to_byte is not None:
-            edges = char_to_byte[edges]
-        first = np.searchsorted(ends, edges[:, 0], side="right")  # first token ending after a
-        last = np.searchsorted(starts, edges[:, 1], side="left") - 1  # last token starting before b
-        keep = (first < len(ids)) & (last >= first)
-        return np.stack([first[keep], last[keep]], axis=1)
+        if phantoms:
+            # A token that is only a prepended '▁' covers the piece's first character in the
+            # tokenizer's offsets; one byte of it decides the same overlaps.
+            phantom = np.concatenate(phantoms)
+            ends[phantom[lens[phantom] == 0]] += 1
+        edges: list[tuple[int, int]] = []  # every good row's spans in bytes from the batch's start
+        limits: list[int] = []  # one past the last token of each edge pair's row
+        for n in good:
+            r, _, char_to_byte = kept[n]
+            base = before[n]  # bytes of the rows before it
+            row_spans = spans[r]
+            if not len(row_spans):
+                continue
+            if char_to_byte is not None:
+                row_spans = char_to_byte[np.asarray(row_spans, dtype=np.int64).reshape(-1, 2)].tolist()
+            edges.extend((a + base, b + base) for a, b in row_spans)
+            limits.extend([cut[n + 1]] * len(row_spans))
+        total = len(ids)
+        if edges:
+            pairs = np.asarray(edges, dtype=np.int64)
+            first = np.searchsorted(ends, pairs[:, 0], side="right")  # first token ending after a
+            last = np.searchsorted(starts, pairs[:, 1], side="left") - 1  # last token starting before b
+            keep = (first < np.asarray(limits)) & (last >= first)
+            # +1 where a run of trained tokens starts, -1 after it ends: a running sum marks them
+            delta = np.bincount(first[keep], minlength=total + 1) - np.bincount(last[keep] + 1, minlength=total + 1)
+            mask = np.cumsum(delta[:total]) > 0
+        else:
+            mask = np.zeros(total, dtype=bool)
+        for n in good:
+            out[kept[n][0]] = mask[cut[n] : cut[n + 1]]
+        return out
 
     def _prepended(self, ids: np.ndarray, lens: np.ndarray, text: str | np.ndarray) -> np.ndarray | None:
         """Indices of the tokens that hold a '▁' the tokenizer prepended to a piece of text (each
@@ -253,7 +302,7 @@ class ByteLengths:
         out = []
         for c, pos in zip(candidates.tolist(), positions.tolist()):
             pos -= len(out)  # every '▁' prepended before shifts the text one byte left
-            if pos >= len(text):
+            if not 0 <= pos < len(text):  # past the text, or after an id of no fixed length
                 return None
             if text[pos] != space:
                 out.append(c)

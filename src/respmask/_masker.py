@@ -602,14 +602,14 @@ class ChatMasker:
             rows = [np.asarray(enc.ids, dtype=np.int64) for enc in encodings]
             if table is not None and max((int(r.max()) for r in rows if len(r)), default=-1) >= len(table.lengths):
                 table = self._byte_lengths(backend, rebuild=True)  # tokens were added since it was built
-            for (j, r, rs), enc, ids in zip(items, encodings, rows):
-                ranges = None if table is None else table.token_ranges(ids, rs.text, rs.spans)
-                if ranges is None:
+            masks = table.token_masks(rows, texts, [rs.spans for _, _, rs in items]) if table is not None else None
+            for n, ((j, r, rs), enc, ids) in enumerate(zip(items, encodings, rows)):
+                mask = None if masks is None else masks[n]
+                if mask is None:
                     if table is not None:  # this text needs the tokenizer's own offsets
                         enc = self._encode_texts(backend, [rs.text], add_special, offsets=True)[0]
                         ids = np.asarray(enc.ids, dtype=np.int64)
-                    ranges = token_ranges(enc, rs.spans, len(ids))
-                mask = mask_from_ranges(ranges, len(ids))
+                    mask = mask_from_ranges(token_ranges(enc, rs.spans, len(ids)), len(ids))
                 out[j][r] = Encoded(
                     ids,
                     labels_from_mask(ids, mask),
