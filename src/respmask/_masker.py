@@ -21,7 +21,7 @@ from ._masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, 
 from ._media import call_processor, carry_mask, images_of, is_processor, media_token_ids
 from ._origin import REASONING_KEYS
 from ._profile import TemplateProfile, history_probes, learn_profile, token_regex
-from ._render import ChatTemplate, template_inputs
+from ._render import ChatTemplate, template_constants, template_inputs
 from ._samples import Chat, Pretokenized, TextPair, parse
 from ._segments import Segments
 from ._options import MaskOptions, resolve_options
@@ -231,6 +231,8 @@ class ChatMasker:
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
+        # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
+        self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._media_ids: np.ndarray | None = None  # token ids that stand for images (processors; learned)
         self._configured_stops = tuple(dict.fromkeys([*opts.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
@@ -255,7 +257,7 @@ class ChatMasker:
             self._blob = (signature, key, data)
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
-        state.update(_templates={}, _profiles={}, _exact={}, _keeps_history={}, _media_ids=None, _bytes=None,
+        state.update(_templates={}, _profiles={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None, _bytes=None,
                      _backend_copy=None, tokenizer=None)
         return state
 
@@ -300,10 +302,19 @@ class ChatMasker:
             tools=tools,
             documents=documents,
             add_generation_prompt=add_generation_prompt,
-            special_tokens=self._special_tokens(),
-            template_kwargs=kwargs,
+            constants=self._template_constants(kwargs),
         )
         return template.render(variables, chat), chat
+
+    def _template_constants(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """:func:`template_constants` of the tokenizer's special tokens and ``kwargs``, computed
+        again only when the special tokens changed."""
+        key = self._profile_key("", kwargs)[1]
+        special = self._special_tokens()
+        cached = self._constants.get(key)
+        if cached is None or cached[0] != special:
+            cached = self._constants[key] = (special, template_constants(special, kwargs))
+        return cached[1]
 
     def _reference_text(self, source: str, messages: list[dict], tools: Any, documents: Any,
                         kwargs: Mapping[str, Any], add_generation_prompt: bool) -> str | None:

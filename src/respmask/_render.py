@@ -729,6 +729,24 @@ def _tool_schemas(tools: Sequence[Any] | None) -> list[dict] | None:
     return schemas
 
 
+def template_constants(
+    special_tokens: Mapping[str, Any] | None = None, template_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The variables a template sees that do not depend on the conversation: the tokenizer's
+    special tokens (structure) and the template kwargs (data of no message), kwargs first.
+
+    Computed once per tokenizer and kwargs and shared between renders: strings are immutable and
+    the sandbox lets no template change a list or dict it is given.
+    """
+    kwargs = _plain({**(special_tokens or {}), **(template_kwargs or {})})
+    # template keyword arguments (custom instructions, dates...) are data of no message; the
+    # tokenizer's special tokens are structure
+    return {k: v if k in SPECIAL_TOKEN_NAMES else mark(v, NO_OWNER) for k, v in kwargs.items()}
+
+
+_REASONING_KEY_SET = frozenset(REASONING_KEYS)
+
+
 def template_inputs(
     messages: Sequence[Mapping[str, Any]],
     *,
@@ -737,25 +755,24 @@ def template_inputs(
     add_generation_prompt: bool = False,
     special_tokens: Mapping[str, Any] | None = None,
     template_kwargs: Mapping[str, Any] | None = None,
+    constants: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """The variables a template sees for ``messages``, and the message dicts inside them.
 
     Mirrors ``apply_chat_template``: keys whose value is None are dropped, inputs are rebuilt
     from plain JSON types, reasoning is aliased under ``reasoning_content`` and ``thinking``,
-    and template kwargs override the tokenizer's special tokens.
+    and template kwargs override the tokenizer's special tokens (``constants``, when given, is
+    :func:`template_constants` of them, computed before).
     """
     chat = [_plain_message(m, k) for k, m in enumerate(messages)]
-    if any(k in m for m in chat for k in REASONING_KEYS):
+    if not all(_REASONING_KEY_SET.isdisjoint(m) for m in chat):
         chat = _alias_reasoning(chat)
-    kwargs = _plain({**(special_tokens or {}), **(template_kwargs or {})})
-    # template keyword arguments (custom instructions, dates...) are data of no message; the
-    # tokenizer's special tokens are structure
-    variables = {k: v if k in SPECIAL_TOKEN_NAMES else mark(v, NO_OWNER) for k, v in kwargs.items()}
+    variables = dict(template_constants(special_tokens, template_kwargs) if constants is None else constants)
     # tools and documents are data too, of no message: never structure
     variables.update(
         messages=chat,
-        tools=mark(_plain(_tool_schemas(tools)), NO_OWNER),
-        documents=mark(_plain(list(documents) if documents is not None else None), NO_OWNER),
+        tools=mark(_plain(_tool_schemas(tools)), NO_OWNER) if tools is not None else None,
+        documents=mark(_plain(list(documents)), NO_OWNER) if documents is not None else None,
         add_generation_prompt=add_generation_prompt,
     )
     return variables, chat

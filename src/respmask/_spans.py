@@ -278,7 +278,9 @@ def _own_strings(message: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _reassign_foreign(segs: Segments, messages: Sequence[Mapping[str, Any]], selected: Sequence[bool]) -> None:
+def _reassign_foreign(
+    segs: Segments, messages: Sequence[Mapping[str, Any]], selected: Sequence[bool], printed: set[tuple[int, int]]
+) -> None:
     """Hand text a trained message's data piece holds from another message back to that message.
 
     Some templates print a message inside another's turn through a macro whose output reads no
@@ -288,8 +290,7 @@ def _reassign_foreign(segs: Segments, messages: Sequence[Mapping[str, Any]], sel
     when it holds nothing of the owner's own, else just the occurrences.
     """
     n = len(selected)
-    with_data = {owner for owner, kind, a, b in zip(segs.owners, segs.kinds, segs.starts, segs.ends)
-                 if kind == DATA and b > a}
+    with_data = {owner for owner, _ in printed}  # the messages whose data the render shows
     others = [
         (j, c) for j, m in enumerate(messages) if not selected[j] and j not in with_data
         for c in _strings(m.get("content"), [])
@@ -352,7 +353,7 @@ def find_turns(
     if use_generation_tags:
         return _tag_turns(rendered, roles, selected, stops), segs
     if messages is not None:
-        _reassign_foreign(segs, messages, selected)
+        _reassign_foreign(segs, messages, selected, rendered.printed)
     by_owner = segs.by_owner(len(roles))
     turns: list[Turn] = []
     for k, (role, chosen) in enumerate(zip(roles, selected)):
@@ -510,7 +511,9 @@ def dropped_data(
         missing = []
         if CONTENT_FIELD not in fields and _has_text(m.get("content")):
             missing.append("content")
-        if REASONING not in fields and any(_has_text(m.get(key)) for key in REASONING_KEYS if key in m):
+        if REASONING not in fields and not m.keys().isdisjoint(REASONING_KEYS) and any(
+            _has_text(m.get(key)) for key in REASONING_KEYS
+        ):
             missing.append(DROPPED_REASONING)
         if TOOLS not in fields and m.get("tool_calls"):
             missing.append("tool calls")
