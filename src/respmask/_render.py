@@ -309,12 +309,13 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """A string's own method is called directly (the sandbox would find it safe and call it
-        the same way); anything else goes through the sandbox."""
+        """A string's own method, and the ``{% generation %}`` block's, is called directly (the
+        sandbox would find it safe and call it the same way); anything else goes through the
+        sandbox."""
         kind = type(obj)
         if kind is _BUILTIN_METHOD or kind is MethodType:
             owner = type(obj.__self__)
-            if owner is str or owner is Traced:
+            if owner is str or owner is Traced or owner is _GenerationTags:
                 if kwargs:
                     kwargs.pop("_block_vars", None)  # what Context.call removes
                     kwargs.pop("_loop_vars", None)
