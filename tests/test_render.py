@@ -124,3 +124,40 @@ def test_sandbox_fast_paths_give_the_sandbox_results():
             assert a == b, (obj, attr)
     t = ours.from_string("{% for m in [1, 2] %}{{ loop.index0 }}{{ loop.last }}{% endfor %}{{ ''.format }}")
     assert t.render().startswith("0False1True")
+
+
+def test_special_tokens_changed_after_a_render_are_the_ones_rendered():
+    """The special-token variables are computed once and shared between renders; a tokenizer whose
+    special tokens change afterwards renders the new ones, as apply_chat_template does."""
+    from support.tokenizers import build_tokenizer
+
+    template = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok = build_tokenizer(template, bos="<s>", eos="<|im_end|>", special=["<|im_start|>", "<t1>"])
+    masker = ChatMasker(tok)
+    sample = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    assert masker.render(sample).text.startswith("<s><|im_start|>user")
+    tok.bos_token = "<t1>"
+    rendered = masker.render(sample)
+    assert rendered.text == tok.apply_chat_template(sample["messages"], tokenize=False)
+    assert rendered.text.startswith("<t1><|im_start|>user")
+
+
+def test_the_generation_block_renders_through_its_fast_path_as_through_the_sandbox():
+    """Calling the {% generation %} block's method directly gives the sandbox's text and blocks."""
+    from jinja2.sandbox import SandboxedEnvironment
+
+    source = "{% for m in messages %}[{{ m.role }}]{% generation %}{{ m.content }}!{% endgeneration %}{% endfor %}"
+    chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    template = ChatTemplate(source)
+    variables, tracked = template_inputs(chat)
+    fast = template.render(variables, tracked)
+    slow_env = type(template.env).__mro__[1].call  # the sandbox's own call
+    template.env.call = lambda context, obj, *a, **k: slow_env(template.env, context, obj, *a, **k)
+    try:
+        slow = template.render(*template_inputs(chat))
+    finally:
+        del template.env.call
+    assert issubclass(type(template.env).__mro__[1], SandboxedEnvironment)
+    assert fast.text == slow.text == "[user]a![assistant]b!"
+    assert fast.generation_blocks == slow.generation_blocks == [(6, 8, 0), (19, 21, 1)]
