@@ -163,3 +163,30 @@ def test_nothing_is_remembered_between_front_ends(tok):
     ResponseOnlyCollator(tok, train_on="last")
     assert {n for n in vars(preview_module) if not n.startswith("__")} == names
     assert respmask.preview(CHAT, tok).turns == 2
+
+
+def test_a_text_tokenizer_never_loads_the_processor_machinery():
+    """Masking text needs no processor: building a masker, a numpy collator and a Pretokenizer on
+    a text tokenizer and encoding with them must not import transformers' processing module
+    (asking whether the tokenizer is a processor once imported it: 50 MiB of image, audio and
+    video code, and seconds, in every worker)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+sys.path.insert(0, {tests!r})
+from support.tokenizers import fixture_tokenizer
+import respmask
+tok = fixture_tokenizer("chatml")
+assert "transformers.processing_utils" not in sys.modules
+sample = {{"messages": [{{"role": "user", "content": "hi"}}, {{"role": "assistant", "content": "yo"}}]}}
+assert respmask.ChatMasker(tok).encode(sample).n_trained > 0
+assert respmask.ResponseOnlyCollator(tok, return_tensors="np")([sample])["labels"].shape[0] == 1
+assert respmask.Pretokenizer(tok)({{"messages": [sample["messages"]]}})["input_ids"]
+print("transformers.processing_utils" in sys.modules)
+""".format(tests=str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -15,6 +15,7 @@ processor's call adds to the ids).
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Mapping, Sequence
 from difflib import SequenceMatcher
 from typing import Any
@@ -27,12 +28,14 @@ IMAGE_KEYS = ("image", "url", "path", "base64")
 
 
 def is_processor(obj: Any) -> bool:
-    """A transformers processor (``ProcessorMixin``) that wraps a tokenizer."""
-    try:
-        from transformers import ProcessorMixin
-    except ImportError:  # pragma: no cover
+    """A transformers processor (``ProcessorMixin``) that wraps a tokenizer.
+
+    Only looked up where transformers' processing module is already loaded (a processor cannot
+    exist otherwise): importing it imports torch, 50 MiB and seconds for a text tokenizer."""
+    module = sys.modules.get("transformers.processing_utils")
+    if module is None:
         return False
-    return isinstance(obj, ProcessorMixin) and getattr(obj, "tokenizer", None) is not None
+    return isinstance(obj, module.ProcessorMixin) and getattr(obj, "tokenizer", None) is not None
 
 
 def _load(image: Any, where: str) -> Any:
