@@ -9,6 +9,11 @@ the rounds (the minimum is what CPU steal and neighbours cannot inflate):
     python benchmarks/bench_engine_ab.py 81eae0d                 # 3 families, 3 and 24 turns
     python benchmarks/bench_engine_ab.py HEAD~3 --turns 3 8 --rounds 40
     TOKENIZERS_PARALLELISM=false python benchmarks/bench_engine_ab.py 81eae0d --collator   # whole collator
+    python benchmarks/bench_engine_ab.py 81eae0d --collator --python-only   # collator minus the Rust tokenizer
+
+``--python-only`` replays each batch's tokenizer results from a cache filled in the warm-up, so the
+time is the collator's own Python work (render, spans, masks, padding): the part engine changes
+move, without the Rust tokenizing that is most of the collator's time.
 
 The revision's ``src/respmask`` is exported with ``git archive`` into a temporary folder as the
 package ``respmask_ref`` (its imports are relative). Real tokenizers come from
@@ -25,6 +30,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -45,6 +51,20 @@ def export(rev: str, into: Path) -> None:
     (into / "src" / "respmask").rename(into / "respmask_ref")
 
 
+def replay_tokenizer(masker: Any) -> None:
+    """Make ``masker`` tokenize each distinct batch of texts once and replay the result after."""
+    encode = masker._encode_texts
+    seen: dict[tuple, Any] = {}
+
+    def cached(backend: Any, texts: list[str], add_special: bool, offsets: bool) -> Any:
+        key = (tuple(texts), add_special, offsets)
+        if key not in seen:
+            seen[key] = encode(backend, texts, add_special, offsets=offsets)
+        return seen[key]
+
+    masker._encode_texts = cached
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rev", help="git revision to compare against")
@@ -54,6 +74,8 @@ def main() -> int:
     ap.add_argument("--collator", action="store_true",
                     help="time the whole ResponseOnlyCollator (render, tokenize, mask, pad) instead of render alone; "
                          "set TOKENIZERS_PARALLELISM=false so CPU time is the work of one thread")
+    ap.add_argument("--python-only", action="store_true",
+                    help="with --collator: replay the tokenizer's results from a cache (time the Python side alone)")
     args = ap.parse_args()
     shared = shared_tokenizers()
     if shared is None:
@@ -69,7 +91,9 @@ def main() -> int:
         sys.path.insert(0, tmp)
         import respmask_ref
 
-        what = "ResponseOnlyCollator" if args.collator else "ChatMasker.render"
+        what = "ChatMasker.render"
+        if args.collator:
+            what = "ResponseOnlyCollator" + (" (Python side: tokenizer results replayed)" if args.python_only else "")
         print(f"{what} per batch of 32, CPU ms (min of {args.rounds}): {args.rev} vs this checkout")
         for fam in args.families:
             tok = AutoTokenizer.from_pretrained(shared / FOLDER[fam])
@@ -78,6 +102,9 @@ def main() -> int:
                 maskers = {"ref": respmask_ref.ResponseOnlyCollator(tok, return_tensors="np"),
                            "new": respmask.ResponseOnlyCollator(tok, return_tensors="np")}
                 run = {k: (lambda m: (lambda b: m(b)))(m) for k, m in maskers.items()}
+                if args.python_only:
+                    for m in maskers.values():
+                        replay_tokenizer(m.masker)
             else:
                 maskers = {"ref": respmask_ref.ChatMasker(tok), "new": respmask.ChatMasker(tok)}
                 run = {k: (lambda m: (lambda b: [m.render(s) for s in b]))(m) for k, m in maskers.items()}

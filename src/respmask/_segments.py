@@ -122,10 +122,10 @@ class Segments:
 
     def has_data(self, a: int, b: int) -> bool:
         """Whether non-empty data (of any message, tools or documents) lies in ``[a, b)``."""
-        i = self.index_at(a)
         starts, ends, kinds, n = self.starts, self.ends, self.kinds, len(self.starts)
+        i = bisect_right(ends, a)  # the first segment ending after a (segments are contiguous)
         while i < n and starts[i] < b:
-            if kinds[i] == DATA and ends[i] > starts[i] and ends[i] > a:
+            if kinds[i] == DATA and ends[i] > starts[i]:
                 return True
             i += 1
         return False
