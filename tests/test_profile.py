@@ -160,7 +160,7 @@ def test_a_template_that_raises_on_every_probe():
 
 
 def test_probes_end_with_an_assistant_turn():
-    assert len(probes()) == 11 and len(history_probes()) == 6
+    assert len(probes()) == 12 and len(history_probes()) == 6
     for probe in [*probes(), *history_probes()]:
         assert probe.messages[-1]["role"] == "assistant"
 

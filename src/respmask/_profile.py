@@ -22,7 +22,7 @@ own render.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os.path import commonprefix
 from typing import Any
@@ -97,6 +97,8 @@ def probes() -> list[Probe]:
         Probe([sys, _user(1), _assistant(1), _user(2), _assistant(2)]),
         Probe([_user(1), _tool_call(1), _tool_result(1), _assistant(2)], probe_tools()),
         Probe([sys, _user(1), _tool_call(1), _tool_result(1), _assistant(2), _user(2), _assistant(3)], probe_tools()),
+        # a tool call right after a tool result (agent loops): its turn may open differently
+        Probe([_user(1), _tool_call(1), _tool_result(1), _tool_call(2), _tool_result(2), _assistant(2)], probe_tools()),
         Probe([_user(1), {"role": "assistant", "content": f"{_AST}1", "reasoning_content": f"{_RSN}1"}]),
         Probe(
             [
@@ -142,6 +144,9 @@ class TemplateProfile:
     end_of_turn: tuple[str, ...] = ()
     call_end: tuple[str, ...] = ()
     reasoning_close: tuple[str, ...] = ()
+    # markup the model writes to open a kind of reply (a tool call's), learned where a history
+    # window extends a text reply's after the same role: it may follow any role's history window
+    reply_openings: tuple[str, ...] = ()
     all_headers: tuple[str, ...] = field(init=False)  # every role's headers, longest first
     all_history_headers: tuple[tuple[str, int], ...] = field(init=False)
 
@@ -204,14 +209,17 @@ def learn_profile(
     positions where tokens begin in ``text`` tokenized alone.
 
     The end-of-turn token of a template is the first control token after a plain answer, unless
-    ``eos`` follows it immediately in every assistant turn: then that token closes the reply and
-    EOS, which comes next, is what ends generation (``<|END_RESPONSE|><|END_OF_TURN_TOKEN|>``).
+    ``eos`` follows it in the text every assistant turn writes after it: then that token closes
+    the reply and EOS, which comes later, is what ends generation
+    (``<|END_RESPONSE|><|END_OF_TURN_TOKEN|>``, ``<|close|>response<|sep|>...<|end_of_msg|>``).
     Nor is a token that begins a learned header every time it follows an answer: it opens the
     next turn (a prompt the template writes after every conversation).
     """
     control = token_regex([t for t in control_tokens if t.strip()])
     headers: dict[str | None, set[str]] = {}
     history: dict[str | None, set[tuple[str, int]]] = {}
+    # (role, window) -> how much of a window that is all prompt the prompt's own header shares
+    shared: dict[tuple[str | None, str], int] = {}
     end_of_turn: list[str] = []
     closer_then_eos: dict[str, list[bool]] = {}  # per first closer: is it followed by EOS, each turn
     opens: dict[str, list[str]] = {}  # per first closer: the text from it on, each turn
@@ -244,7 +252,7 @@ def learn_profile(
                 continue
             if i:  # an empty history says nothing reliable about the header (the prompt may be empty)
                 prev_role = probe.messages[i - 1]["role"]
-                _learn_header(render, probe, i, full, start, prev_role, headers, token_starts, history)
+                _learn_header(render, probe, i, full, start, prev_role, headers, token_starts, history, shared)
             last = full.last_data(idxs)
             after = full.ends[last] if last is not None else start
             ranges, _ = full.tail_ranges(i, after)
@@ -269,7 +277,10 @@ def learn_profile(
                         # the text from the token on (a header opening there makes it an opener),
                         # and whether EOS follows it
                         opens.setdefault(token, []).append(full.text[token_end - len(token):])
-                        followed = bool(eos) and full.text.startswith(eos, token_end)  # type: ignore[arg-type]
+                        # EOS later in the template text the turn writes after the token (before any
+                        # other message's output): the model writes all of it
+                        tail_end = next((b for a, b in ranges if a < token_end <= b), token_end)
+                        followed = bool(eos) and full.text.find(eos, token_end, tail_end) >= 0  # type: ignore[arg-type]
                         closer_then_eos.setdefault(token, []).append(followed)
             if message.get("reasoning_content"):
                 close = _reasoning_close(full, idxs)
@@ -302,10 +313,12 @@ def learn_profile(
         for role, hs in headers.items()
     }
     cuts = {h: tuple(sorted({c for c in token_starts(h) if 0 < c <= len(h)} | {len(h)})) for hs in ordered.values() for h in hs}
-    history_headers = {
-        role: tuple(sorted((h for h in hs if not any(w in h[0] for w in nonces)), key=lambda h: -len(h[0])))
-        for role, hs in history.items()
-    }
+    history_headers = {}
+    openings: set[str] = set()
+    for role, hs in history.items():
+        windows = _reply_openings({h for h in hs if not any(w in h[0] for w in nonces)},
+                                  {w: c for (r, w), c in shared.items() if r == role}, openings)
+        history_headers[role] = tuple(sorted(windows, key=lambda h: -len(h[0])))
     return TemplateProfile(
         headers=ordered,
         history_headers=history_headers,
@@ -313,6 +326,7 @@ def learn_profile(
         end_of_turn=eot,
         call_end=call_end,
         reasoning_close=tuple(dict.fromkeys(closes)),
+        reply_openings=tuple(sorted(openings, key=lambda o: (-len(o), o))),
     )
 
 
@@ -326,6 +340,7 @@ def _learn_header(
     headers: dict[str | None, set[str]],
     token_starts: Callable[[str], list[int]],
     windows: dict[str | None, set[tuple[str, int]]],
+    shared: dict[tuple[str | None, str], int],
 ) -> None:
     """Candidates for the text the prompt holds before assistant turn ``i``, and how the turn's
     window renders in history where that differs from the prompt."""
@@ -360,16 +375,38 @@ def _learn_header(
     if window.startswith(header):
         return
     common = len(commonprefix([window, header]))
+    # the window up to where it parts from the prompt, cut back to a token boundary
+    cut = max((c for c in [*token_starts(window), len(window)] if 0 < c <= common), default=0)
     if header[common:].strip():
         # the prompt's header says something history's does not ("Source: assistant\nDestination:
         # user" against "Source: assistant"): history's is another header, all of it prompt
         windows.setdefault(prev_role, set()).add((window, len(window)))
+        shared[(prev_role, window)] = max(shared.get((prev_role, window), 0), cut)
         return
     # the prompt ends where history goes on (``<think>\n`` against ``<think></think>``): the
     # model writes the rest
-    cut = max((c for c in [*token_starts(window), len(window)] if 0 < c <= common), default=0)
     if cut:
         windows.setdefault(prev_role, set()).add((window, cut))
+
+
+def _reply_openings(
+    windows: set[tuple[str, int]], shared: Mapping[str, int], openings: set[str]
+) -> set[tuple[str, int]]:
+    """History windows after one role, where one that is all prompt extends a shorter one: the
+    generation prompt cannot know what kind of reply follows, so what a tool call's window adds to
+    a text reply's (``<tool_call>``-style opening markup) is the model's own, trained. The prompt
+    holds what it holds of the shorter window, and never less than the part of the window the
+    prompt's own header begins with (``shared``). The extensions are added to ``openings``."""
+    out = set()
+    for window, cut in windows:
+        if cut == len(window):
+            shorter = [(w, c) for w, c in windows if len(w) < len(window) and window.startswith(w)]
+            if shorter:
+                base, base_cut = max(shorter, key=lambda wc: len(wc[0]))
+                cut = max(base_cut, shared.get(window, 0))
+                openings.add(window[len(base):])
+        out.add((window, cut))
+    return out
 
 
 def _reasoning_close(segs: Segments, idxs: Sequence[int]) -> str | None:

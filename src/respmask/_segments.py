@@ -188,12 +188,16 @@ class Segments:
 
     def window_start(self, owner: int, before: int) -> int:
         """The end of the last segment before ``before`` that another message printed (0 when
-        none did): where the text between the previous message and ``owner``'s begins."""
+        none did): where the text between the previous message and ``owner``'s begins. An empty
+        value counts (its zero-length data marks where that message was printed): the window
+        never reaches back over an empty message into the turn before it."""
         i = bisect_right(self.starts, before) - 1
+        owners, starts, ends, kinds = self.owners, self.starts, self.ends, self.kinds
         while i >= 0:
-            o = self.owners[i]
-            if o != owner and o != NO_OWNER and self.ends[i] > self.starts[i] and self.ends[i] <= before:
-                return self.ends[i]
+            o = owners[i]
+            if (o != owner and o != NO_OWNER and ends[i] <= before
+                    and (ends[i] > starts[i] or kinds[i] == DATA)):
+                return ends[i]
             i -= 1
         return 0
 

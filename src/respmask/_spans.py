@@ -120,26 +120,44 @@ def _header_end(
         if best is not None:
             return best[1]
         if group is own and "" in own:
+            # an empty prompt after this role, unless a history window or the part of a header the
+            # template writes for this role ends right before the turn's text (a template that
+            # writes its prompt whatever add_generation_prompt says learns an empty one too)
             end = _history_header(segs, first, w0, own_history)
+            if end is None and _ends_with_header_part(segs, first, w0, own, profile.header_cuts):
+                end = first
             return w0 if end is None else end
     for windows in (own_history, profile.all_history_headers):
         end = _history_header(segs, first, w0, windows)
         if end is not None:
             return end
+    for opening in profile.reply_openings:  # a history window, then the opening of a kind of reply
+        at = first - len(opening)
+        if at >= w0 and text.startswith(opening, at) and not segs.has_data(at, first):
+            end = _history_header(segs, at, w0, own_history)
+            if end is not None:
+                return end
     rendered = prompt()
     if rendered is not None and w0 <= len(rendered) <= first and text.startswith(rendered):
         return len(rendered)
-    best_cut = 0
-    for h in profile.all_headers:
-        for c in profile.header_cuts.get(h, ()):
-            if (c > best_cut and first - c >= w0 and text.startswith(h[:c], first - c)
-                    and not segs.has_data(first - c, first)):
-                best_cut = c
-    if best_cut:
+    if _ends_with_header_part(segs, first, w0, profile.all_headers, profile.header_cuts):
         return first
     if "" in profile.all_headers and rendered is None:
         return w0
     raise UnplacedTurn(owner)
+
+
+def _ends_with_header_part(
+    segs: Segments, first: int, w0: int, headers: Sequence[str], cuts: Mapping[str, Sequence[int]]
+) -> bool:
+    """Whether the window ``[w0, first)`` ends with a learned part of one of ``headers`` (a cut
+    the profile learned, where tokens begin), written by the template (no data inside)."""
+    text = segs.text
+    for h in headers:
+        for c in cuts.get(h, ()):
+            if c and first - c >= w0 and text.startswith(h[:c], first - c) and not segs.has_data(first - c, first):
+                return True
+    return False
 
 
 def _after_header(segs: Segments, start: int, end: int, profile: TemplateProfile, prev_role: str | None) -> int:
