@@ -399,3 +399,116 @@ def test_an_empty_reply_without_the_prompts_last_token():
     tok = fixture_tokenizer("functionary_v3_2")
     enc = check(tok, chat(("user", "q"), ("assistant", ""), ("user", "q2"), ("assistant", "b")), ["<|eot_id|>"])
     assert trained(tok, enc) == "<|eot_id|>all\nb<|eot_id|>"
+
+
+# found by sweeping 86 real templates outside the corpus (scripts/template_sweep.py) ---------------
+
+ONE_STRING = (
+    "{%- set ns = namespace(out='') -%}{%- for m in messages -%}"
+    "{%- if m.role == 'user' -%}{%- set ns.out = ns.out ~ 'human: ' ~ m.content ~ '<sep>' -%}"
+    "{%- else -%}{%- set ns.out = ns.out ~ 'assistant: ' ~ m.content ~ '\n\n<sep>' -%}{%- endif -%}"
+    "{%- endfor -%}{%- if add_generation_prompt -%}{%- set ns.out = ns.out ~ 'assistant:' -%}{%- endif -%}"
+    "{{- ns.out -}}"
+)
+
+
+def test_an_empty_message_bounds_the_next_turns_header_search():
+    # Reka Edge builds the whole render in one string: an empty reply and an empty user message
+    # print only zero-length values, and the next reply's header search reached back over them to
+    # the empty reply's header, training the empty user turn
+    tok = build_tokenizer(ONE_STRING, eos="<sep>", special=["<sep>"])
+    msgs = chat(("user", "Hi"), ("assistant", ""), ("user", ""), ("assistant", "Sure."))
+    enc = check(tok, msgs, ["<sep>"])
+    assert trained(tok, enc) == " \n\n<sep> Sure.\n\n<sep>"
+
+
+AGENT_LOOP = (
+    "{%- for m in messages -%}"
+    "{%- if m.role == 'user' -%}<U>{{ m.content }}"
+    "{%- elif m.role == 'tool' -%}<R>{{ m.content }}</R>"
+    "{%- else -%}{%- if loop.previtem and loop.previtem.role == 'tool' -%}{{ '\n</t>' }}{%- else -%}<A></t>{%- endif -%}"
+    "{{ m.content }}{%- for c in m.tool_calls or [] -%}<call name=\"{{ c.function.name }}\">"
+    "{{ c.function.arguments | tojson }}</call>{%- endfor -%}<E>{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{%- if messages[-1].role == 'tool' -%}{{ '\n<t></t>' }}"
+    "{%- else -%}<A><t></t>{%- endif -%}{%- endif -%}"
+)
+AGENT_TOKENS = dict(eos="<E>", special=["<U>", "<A>", "<E>", "<R>", "</R>", "<t>", "</t>"])
+
+
+def _calls(name: str, city: str) -> dict:
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function", "id": f"c{name}", "function": {"name": name, "arguments": {"city": city}}}]}
+
+
+def test_tool_calls_after_tool_results_and_their_opening_markup():
+    # DeepSeek V3.2 (llama.cpp's template): history writes "</t>" where the prompt writes
+    # "<t></t>", and a reply after a tool result continues without a header. A second tool round
+    # raised ("renders message 3 as part of another turn"): a tool call after a tool result is now
+    # probed. And the call's opening markup, which the prompt cannot foresee (it is the same for
+    # every kind of reply), is trained: the prompt holds only what a text reply's window holds.
+    tok = build_tokenizer(AGENT_LOOP, **AGENT_TOKENS)
+    msgs = [{"role": "user", "content": "q"}, _calls("f", "Paris"), {"role": "tool", "content": "r1"},
+            _calls("g", "Rome"), {"role": "tool", "content": "r2"}, {"role": "assistant", "content": "done"}]
+    enc = check(tok, msgs, ["<E>"])
+    assert trained(tok, enc) == ('<call name="f">{"city": "Paris"}</call><E><call name="g">{"city": "Rome"}</call><E>'
+                                 "done<E>")
+
+
+PROMPT_ALWAYS = (
+    "{%- for m in messages -%}{%- if m.role == 'user' -%}<S>user:{{ m.content }}<E>"
+    "{%- else -%}<S>bot:{%- if m.reasoning_content -%}<T>{{ m.reasoning_content }}</T>{%- endif -%}"
+    "{{ m.content }}<E>{%- endif -%}{%- endfor -%}<S>bot:<T></T>"
+)
+
+
+def test_a_prompt_written_whatever_add_generation_prompt_says_and_a_reasoned_turn():
+    # llama.cpp's Command R7B tool-use template appends its thinking prompt after every
+    # conversation, so the learned prompt after a user is both that header and empty; a turn with
+    # reasoning renders only the header's first part, "<S>bot:<T>", before its reasoning: that part
+    # is prompt, not the whole window from the previous turn's end
+    tok = build_tokenizer(PROMPT_ALWAYS, eos="<E>", special=["<S>", "<E>", "<T>", "</T>"])
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "why"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "b", "reasoning_content": "how"}]
+    enc = check(tok, msgs, ["<E>"])
+    assert trained(tok, enc) == "why</T>a<E>how</T>b<E>"
+
+
+NESTED_CLOSERS = (
+    "{%- for m in messages -%}<|open|>message<|sep|>{{ m.role }}<|open|>response<|sep|>{{ m.content }}"
+    "<|close|>response<|sep|><|close|>message<|sep|>{%- if m.role == 'assistant' -%}{{ eos_token }}{%- endif -%}"
+    "{%- endfor -%}{%- if add_generation_prompt -%}<|open|>message<|sep|>assistant<|open|>response<|sep|>{%- endif -%}"
+)
+
+
+def test_a_closer_the_eos_follows_later_in_the_turn_does_not_end_generation():
+    # Kimi K3 (llama.cpp's template) closes nested blocks after a reply and writes the EOS after
+    # them: the model generates all of it, and the EOS ends generation (the rule of Command R7B's
+    # <|END_RESPONSE|><|END_OF_TURN_TOKEN|>, where the EOS follows right away)
+    special = ["<|open|>", "<|sep|>", "<|close|>", "<|end_of_msg|>"]
+    tok = build_tokenizer(NESTED_CLOSERS, eos="<|end_of_msg|>", special=special)
+    enc = check(tok, chat(("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "b")), ["<|end_of_msg|>"])
+    tail = "<|close|>response<|sep|><|close|>message<|sep|><|end_of_msg|>"
+    assert trained(tok, enc) == "a" + tail + "b" + tail
+
+
+def test_an_empty_message_bounds_the_header_search_on_reka_edge():
+    tok = fixture_tokenizer("reka_edge")
+    msgs = chat(("user", "Hi"), ("assistant", ""), ("user", ""), ("assistant", "Sure."))
+    enc = check(tok, msgs, ["<sep>"])
+    assert trained(tok, enc) == " \n\n<sep> Sure.\n\n<sep>"
+
+
+def test_agent_loops_on_deepseek_v3_2():
+    # two tool rounds: the second call follows a tool result without a header; both calls'
+    # opening markup is trained, the history header '</think>' (the prompt writes '<think></think>')
+    # is not
+    tok = fixture_tokenizer("deepseek_v3_2")
+    msgs = [{"role": "user", "content": "q"}, _calls("get_weather", "Paris"), {"role": "tool", "content": "r1"},
+            _calls("get_weather", "Rome"), {"role": "tool", "content": "r2"}, {"role": "assistant", "content": "done"}]
+    nn = Nonces()
+    case = Case("case", msgs, nn, [WEATHER_TOOL])
+    enc = ChatMasker(tok).encode(case.sample())
+    assert violations(tok, case, enc.input_ids, enc.labels, manifest()["deepseek_v3_2"]["stop_tokens"]) == []
+    text = trained(tok, enc)
+    assert text.count('\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">') == 2
+    assert "think>" not in text and "Assistant" not in text and text.endswith("done<｜end▁of▁sentence｜>")
