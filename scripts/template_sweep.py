@@ -1,0 +1,83 @@
+"""Sweep: respmask against the nonce reference on chat templates outside the fixtures.
+
+The same run as ``template_truth.py`` (every case of ``tests/support/conversations.py``: the shared
+shapes, the keyword-argument cases the template reads, the hostile cases made of its own markers, x
+both small tokenizer styles, ``ChatMasker(tok).encode(case.sample())`` judged by
+``tests/support/reference.py``, a timeout per case, never stopping on a failure) and the same table
+and grouped failures, on a folder of ``<name>.jinja`` files described by a JSON in the fixture
+manifest's format (``{name: {bos_token, eos_token, special_tokens, stop_tokens, template_kwargs}}``;
+a template it does not describe runs with no special tokens):
+
+    python scripts/template_sweep.py DIR INFO.json                 # every DIR/*.jinja, 2 processes
+    python scripts/template_sweep.py DIR INFO.json name1 name2 -v  # two of them, every failing run
+    python scripts/template_sweep.py DIR INFO.json --json out.json --cases hostile
+
+Options are template_truth.py's (without --shared). Exit status 1 when anything failed or errored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import template_truth as truth  # noqa: E402
+
+ENV = "RESPMASK_SWEEP"  # 'DIR<newline>INFO.json', read by the worker processes
+_run_unit = truth.run_unit
+
+
+def sweep_unit(template: str, tokenizer: str, case_filter: list[str] | None, timeout: float) -> list[dict]:
+    """``template_truth.run_unit`` with the fixture folder and manifest swapped for the sweep's."""
+    truth._setup_path()
+    import support.tokenizers as st
+
+    folder, info_path = os.environ[ENV].split("\n")
+    info = json.loads(Path(info_path).read_text(encoding="utf-8"))
+    st.FIXTURES = Path(folder)  # template_source reads FIXTURES/<name>.jinja
+    st.manifest = lambda: {**{template: {}}, **info}
+    return _run_unit(template, tokenizer, case_filter, timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", type=Path, help="folder of <name>.jinja chat templates")
+    p.add_argument("info", type=Path, help="JSON of per-template info in the fixture manifest's format")
+    p.add_argument("templates", nargs="*", help="template names (default: every .jinja in the folder)")
+    p.add_argument("--styles", default=",".join(truth.STYLES), help="small tokenizer styles (comma list)")
+    p.add_argument("--cases", default=None, help="only cases whose name contains one of these (comma list)")
+    p.add_argument("--json", metavar="PATH", help="write every record and failure group as JSON")
+    p.add_argument("-j", "--jobs", type=int, default=2, help="processes (default 2)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a timeout")
+    p.add_argument("--matrix", action="store_true", help="one character per case instead of the failing names")
+    p.add_argument("-f", "--only-failing", action="store_true", help="table rows only for templates with a failure")
+    p.add_argument("-u", "--undecided", action="store_true", help="list what the reference could not decide")
+    p.add_argument("--slow", type=int, default=0, metavar="N", help="show the N slowest runs")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every run of each failure group")
+    args = p.parse_args(argv)
+    args.styles = [s for s in args.styles.split(",") if s]
+    args.cases = [c for c in args.cases.split(",") if c] if args.cases else None
+
+    names = sorted(x.stem for x in args.folder.glob("*.jinja"))
+    if args.templates:
+        unknown = [n for n in args.templates if n not in names]
+        if unknown:
+            sys.exit(f"no {', '.join(unknown)}.jinja in {args.folder}")
+        names = args.templates
+    json.loads(args.info.read_text(encoding="utf-8"))  # fail here, not in every worker
+    os.environ[ENV] = f"{args.folder.resolve()}\n{args.info.resolve()}"
+    truth.run_unit = sweep_unit  # run_all submits run_unit by name; workers unpickle sweep_unit
+    truth.mark_ledger = lambda records: None  # the fixtures' known-failure ledger does not apply
+    todo = [(n, s) for n in names for s in args.styles]
+    t0 = time.perf_counter()
+    records = truth.run_all(todo, args)
+    return truth.report(records, args, time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
