@@ -49,20 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", type=Path, help="folder of <name>.jinja chat templates")
     p.add_argument("info", type=Path, help="JSON of per-template info in the fixture manifest's format")
     p.add_argument("templates", nargs="*", help="template names (default: every .jinja in the folder)")
-    p.add_argument("--styles", default=",".join(truth.STYLES), help="small tokenizer styles (comma list)")
-    p.add_argument("--cases", default=None, help="only cases whose name contains one of these (comma list)")
-    p.add_argument("--json", metavar="PATH", help="write every record and failure group as JSON")
-    p.add_argument("-j", "--jobs", type=int, default=2, help="processes (default 2)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a timeout")
-    p.add_argument("--matrix", action="store_true", help="one character per case instead of the failing names")
-    p.add_argument("-f", "--only-failing", action="store_true", help="table rows only for templates with a failure")
-    p.add_argument("-u", "--undecided", action="store_true", help="list what the reference could not decide")
-    p.add_argument("--slow", type=int, default=0, metavar="N", help="show the N slowest runs")
-    p.add_argument("-v", "--verbose", action="store_true", help="list every run of each failure group")
-    args = p.parse_args(argv)
-    args.styles = [s for s in args.styles.split(",") if s]
-    args.cases = [c for c in args.cases.split(",") if c] if args.cases else None
-
+    truth.add_run_options(p)
+    args = truth.parse_run_options(p, argv)
     names = sorted(x.stem for x in args.folder.glob("*.jinja"))
     if args.templates:
         unknown = [n for n in args.templates if n not in names]

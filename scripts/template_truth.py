@@ -383,13 +383,8 @@ def run_all(todo: list[tuple[str, str]], args: argparse.Namespace) -> list[dict]
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("templates", nargs="*", help="fixture template names (default: all)")
-    p.add_argument("--shared", nargs="?", const=str(DEFAULT_SHARED), default=None, metavar="DIR",
-                   help="also run the real tokenizer named in the manifest's shared_tokenizer "
-                        f"(DIR defaults to $RESPMASK_SHARED_TOKENIZERS or {DEFAULT_SHARED})")
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a run and its report (template_sweep.py takes them too)."""
     p.add_argument("--styles", default=",".join(STYLES), help="small tokenizer styles (comma list; '' for none)")
     p.add_argument("--cases", default=None, help="only cases whose name contains one of these (comma list)")
     p.add_argument("--json", metavar="PATH", help="write every record and failure group as JSON")
@@ -400,9 +395,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-u", "--undecided", action="store_true", help="list what the reference could not decide")
     p.add_argument("--slow", type=int, default=0, metavar="N", help="show the N slowest runs")
     p.add_argument("-v", "--verbose", action="store_true", help="list every run of each failure group")
+
+
+def parse_run_options(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.styles = [s for s in args.styles.split(",") if s]
     args.cases = [c for c in args.cases.split(",") if c] if args.cases else None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("templates", nargs="*", help="fixture template names (default: all)")
+    p.add_argument("--shared", nargs="?", const=str(DEFAULT_SHARED), default=None, metavar="DIR",
+                   help="also run the real tokenizer named in the manifest's shared_tokenizer "
+                        f"(DIR defaults to $RESPMASK_SHARED_TOKENIZERS or {DEFAULT_SHARED})")
+    add_run_options(p)
+    args = parse_run_options(p, argv)
     if args.shared is not None:
         if not os.environ.get("RESPMASK_SHARED_TOKENIZERS"):
             os.environ["RESPMASK_SHARED_TOKENIZERS"] = args.shared
