@@ -108,13 +108,6 @@ def test_first_and_last_data_count_empty_values():
     assert segs.last_data([4, 5, 7]) == 5
 
 
-def test_last_data_prefers_a_non_empty_value_to_a_later_empty_one():
-    # "yo", then an empty value printed after it (a template rendering the message twice)
-    segs = build(("<a>", 1, LITERAL), ("yo", 1, DATA), ("</a>", 1, LITERAL), ("", 1, DATA), ("</a>", 1, LITERAL))
-    assert segs.last_data([0, 1, 2, 3, 4]) == 1
-    assert segs.last_data([2, 3, 4]) == 3  # only an empty value: that one
-
-
 def test_first_and_last_data_of_literal_text_only_are_none():
     segs = chat()
     assert segs.first_data([0, 1, 3]) is None

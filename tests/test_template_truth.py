@@ -513,21 +513,3 @@ def test_agent_loops_on_deepseek_v3_2():
     assert text.count('\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">') == 2
     assert "think>" not in text and "Assistant" not in text and text.endswith("done<｜end▁of▁sentence｜>")
 
-
-TWICE = (
-    "{%- for m in messages -%}{%- if m.role == 'user' -%}<U>{{ m.content }}"
-    "{%- elif m.role == 'tool' -%}<R>{{ m.content }}</R>"
-    "{%- else -%}{%- if m.tool_calls -%}<A><calls>{{ m.tool_calls[0].function.name }}</calls><E>{%- endif -%}"
-    "{%- if m.content is not none -%}<A>{{ m.content }}<E>{%- endif -%}{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<A>{%- endif -%}"
-)
-
-
-def test_an_empty_value_printed_after_the_turns_stop_does_not_extend_it():
-    # llama.cpp's DeepSeek-R1-Distill variant renders a tool call with content "" twice: the call
-    # and its stop, then an empty reply and another stop; the turn ends at the first
-    tok = build_tokenizer(TWICE, eos="<E>", special=["<U>", "<A>", "<E>", "<R>", "</R>", "<calls>", "</calls>"])
-    msgs = [{"role": "user", "content": "q"}, _calls("f", "x"), {"role": "tool", "content": "r"},
-            {"role": "assistant", "content": "done"}]
-    enc = check(tok, msgs, ["<E>"])
-    assert trained(tok, enc) == "<calls>f</calls><E>done<E>"

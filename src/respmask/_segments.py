@@ -105,18 +105,12 @@ class Segments:
         return None
 
     def last_data(self, idxs: Sequence[int]) -> int | None:
-        """The last of segments ``idxs`` that is non-empty data, else the last that is empty data,
-        or None. (An empty value a template prints after the turn's text and its stop token, as a
-        template that renders a tool call twice does, does not move the turn's end.)"""
-        kinds, starts, ends = self.kinds, self.starts, self.ends
-        empty = None
+        """The last of segments ``idxs`` that is data (empty or not), or None."""
+        kinds = self.kinds
         for i in reversed(idxs):
             if kinds[i] == DATA:
-                if ends[i] > starts[i]:
-                    return i
-                if empty is None:
-                    empty = i
-        return empty
+                return i
+        return None
 
     def region_start(self, idxs: Sequence[int]) -> int | None:
         """Where the output of segments ``idxs`` (one message's) begins: the start of the first
