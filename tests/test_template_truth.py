@@ -513,3 +513,39 @@ def test_agent_loops_on_deepseek_v3_2():
     assert text.count('\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">') == 2
     assert "think>" not in text and "Assistant" not in text and text.endswith("done<｜end▁of▁sentence｜>")
 
+
+
+BARE = (  # maldv/winter-garden-7b-alpha (openvino.genai's copy of its tokenizer_config): no role markers
+    "{{bos_token}}{% for message in messages %}{% if 'name' in message %}{{message['name'] + ('' if 'to' not in "
+    "message else ' (to ' + message['to'] + ')') + ': ' + message['content'] + '\n\n'}}{% else %}"
+    "{{message['content'] + '\n\n '}}{% endif %}{% endfor %}"
+)
+
+
+def test_the_next_messages_own_text_is_never_the_previous_turns_stop():
+    # a template without role markers: the next message's output starts with its content, and a
+    # user message starting with the EOS string was trained as the previous reply's stop token
+    tok = build_tokenizer(BARE, bos="<s>", eos="</s>")
+    msgs = chat(("user", "hello"), ("assistant", "ok"), ("user", "</s>second"), ("assistant", "fine"))
+    enc = check(tok, msgs, [])
+    assert "</s>" not in trained(tok, enc) and "second" not in trained(tok, enc)
+    assert trained(tok, enc).split() == ["ok", "fine"]
+
+
+OWN_TOOL_FORMAT = (
+    "{% for t in tools %}{{ '<tool>' + t.name + ': ' + t.parameter_definitions | tojson + '</tool>\\n' }}{% endfor %}"
+    "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_a_template_that_reads_its_own_tool_format_is_probed_with_the_samples_tools():
+    # Command-R's tool-use template iterates tools in Cohere's format (name, parameter_definitions)
+    # and raises on respmask's probe tools and on none: the profile is learned with the sample's
+    tok = build_tokenizer(OWN_TOOL_FORMAT, eos="<|im_end|>", special=["<|im_start|>", "<|im_end|>", "<tool>", "</tool>"])
+    tools = [{"name": "search", "parameter_definitions": {"q": {"type": "str"}}}]
+    msgs = chat(("user", "q"), ("assistant", "a"))
+    enc = check(tok, msgs, ["<|im_end|>"], tools=tools)
+    assert trained(tok, enc) == "a<|im_end|>"
+    with pytest.raises(TemplateError, match="raised on every probe"):
+        ChatMasker(tok).encode({"messages": msgs})  # no tools at all: nothing to probe with

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
-import hashlib
 import pickle
 import weakref
 from os.path import commonprefix
@@ -344,10 +345,14 @@ class ChatMasker:
         return (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
 
     def profile(
-        self, source: str, kwargs: Mapping[str, Any], key: tuple[str, str] | None = None
+        self, source: str, kwargs: Mapping[str, Any], key: tuple[str, str] | None = None, tools: Any = None
     ) -> tuple[TemplateProfile, StopTokens]:
         """The learned profile of a template under these template kwargs (cached under ``key``,
-        ``_profile_key(source, kwargs)`` when not given)."""
+        ``_profile_key(source, kwargs)`` when not given).
+
+        ``tools``: the tools of the conversation that asks. A template that rejects respmask's
+        probe tools (it reads a tool format of its own, as Command-R's tool-use template does) is
+        probed again with these, on every probe."""
         key = self._profile_key(source, kwargs) if key is None else key
         cached = self._profiles.get(key)
         if cached is not None:
@@ -355,12 +360,21 @@ class ChatMasker:
         template = self.template(source)
         renders: list[tuple[list[dict], Any, bool, str]] = []
 
-        def probe(messages: list[dict], tools: Any, gen: bool) -> Segments:
-            rendered = self._apply_template(template, messages, tools, None, kwargs, gen)[0]
-            renders.append((messages, tools, gen, rendered.text))
+        def probe(messages: list[dict], probe_tools: Any, gen: bool, own: Any = None) -> Segments:
+            used = probe_tools if own is None else own
+            rendered = self._apply_template(template, messages, used, None, kwargs, gen)[0]
+            renders.append((messages, used, gen, rendered.text))
             return Segments.of(rendered)
 
-        profile = learn_profile(probe, self._control_tokens(source), self._token_starts, self.tokenizer.eos_token)
+        learn = functools.partial(learn_profile, control_tokens=self._control_tokens(source),
+                                  token_starts=self._token_starts, eos=self.tokenizer.eos_token)
+        try:
+            profile = learn(probe)
+        except TemplateError:
+            if not tools:
+                raise
+            renders.clear()
+            profile = learn(functools.partial(probe, own=tools))
         # Training input must be inference input: the probes' renders are compared byte for byte
         # with transformers' own; where one differs, every conversation is compared.
         self._exact[key] = all(
@@ -409,7 +423,7 @@ class ChatMasker:
         kwargs = {**self.options.template_kwargs, **parsed.kwargs}
         template = self.template(source)
         key = self._profile_key(source, kwargs)
-        profile, stops = self.profile(source, kwargs, key)
+        profile, stops = self.profile(source, kwargs, key, parsed.tools)
         try:
             rendered, chat = self._apply_template(template, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
         except RespmaskError:

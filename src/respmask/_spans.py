@@ -199,7 +199,7 @@ def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tup
                 return m.start(), m.end()
     if next_start is not None and stops.next_turn is not None:
         m = stops.next_turn.match(text, next_start)
-        if m:
+        if m and not segs.has_data(m.start(), m.end()):  # the next message's own text is data, never a stop
             return m.start(), m.end()
     return None
 
