@@ -177,3 +177,25 @@ def test_token_regex_escapes_and_needs_a_token():
     assert token_regex(["[INST]"]).search("a [INST] b").span() == (2, 8)
     assert token_regex([]) is None
     assert token_regex(["", ""]) is None
+
+
+def test_each_probe_call_has_its_own_id_and_its_result_answers_it():
+    """Templates that look a tool result's call up by id (Solar Open) must find the call it
+    answers: with one id for two calls, a result printed the later call's name and the profile
+    learned an empty history window that matched anywhere."""
+    for probe in probes():
+        calls = [c["id"] for m in probe.messages for c in m.get("tool_calls") or ()]
+        assert len(calls) == len(set(calls)) and all(len(c) == 9 for c in calls)
+        pending: list[str] = []
+        for m in probe.messages:
+            pending += [c["id"] for c in m.get("tool_calls") or ()]
+            if m["role"] == "tool":
+                assert m["tool_call_id"] == pending.pop(0)
+
+
+def test_a_template_that_names_results_by_call_id_learns_no_empty_window():
+    from support.tokenizers import fixture_tokenizer
+
+    masker = ChatMasker(fixture_tokenizer("solar_open"))
+    profile, _ = masker.profile(masker.template_source(None), {})
+    assert all(window for hs in profile.history_headers.values() for window, _ in hs)

@@ -67,18 +67,24 @@ def _assistant(i: int) -> dict:
     return {"role": "assistant", "content": f"{_AST}{i}"}
 
 
+def _call_id(i: int) -> str:
+    """The first call's id is ``_CALL_ID``; a later call has its own (templates that look a tool
+    result's call up by id must find the call it answers), nine characters too."""
+    return _CALL_ID if i == 1 else f"{_CALL_ID[:-1]}{i % 10}"
+
+
 def _tool_call(i: int) -> dict:
     return {
         "role": "assistant",
         "content": "",
         "tool_calls": [
-            {"type": "function", "id": _CALL_ID, "function": {"name": _TOOL_NAME, "arguments": {"q": f"{_ARG}{i}"}}}
+            {"type": "function", "id": _call_id(i), "function": {"name": _TOOL_NAME, "arguments": {"q": f"{_ARG}{i}"}}}
         ],
     }
 
 
 def _tool_result(i: int) -> dict:
-    return {"role": "tool", "tool_call_id": _CALL_ID, "name": _TOOL_NAME, "content": f"{_TOOL}{i}"}
+    return {"role": "tool", "tool_call_id": _call_id(i), "name": _TOOL_NAME, "content": f"{_TOOL}{i}"}
 
 
 @dataclass(frozen=True)

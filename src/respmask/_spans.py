@@ -124,7 +124,7 @@ def _header_end(
             # template writes for this role ends right before the turn's text (a template that
             # writes its prompt whatever add_generation_prompt says learns an empty one too)
             end = _history_header(segs, first, w0, own_history)
-            if end is None and _ends_with_header_part(segs, first, w0, own, profile.header_cuts):
+            if end is None and _ends_with_header_part(segs, first, w0, own, profile.header_cuts, visible=True):
                 end = first
             return w0 if end is None else end
     for windows in (own_history, profile.all_history_headers):
@@ -148,14 +148,17 @@ def _header_end(
 
 
 def _ends_with_header_part(
-    segs: Segments, first: int, w0: int, headers: Sequence[str], cuts: Mapping[str, Sequence[int]]
+    segs: Segments, first: int, w0: int, headers: Sequence[str], cuts: Mapping[str, Sequence[int]],
+    visible: bool = False,
 ) -> bool:
     """Whether the window ``[w0, first)`` ends with a learned part of one of ``headers`` (a cut
-    the profile learned, where tokens begin), written by the template (no data inside)."""
+    the profile learned, where tokens begin), written by the template (no data inside); with
+    ``visible``, only a part that is more than whitespace counts (a lone newline proves nothing)."""
     text = segs.text
     for h in headers:
         for c in cuts.get(h, ()):
-            if c and first - c >= w0 and text.startswith(h[:c], first - c) and not segs.has_data(first - c, first):
+            if (c and first - c >= w0 and (not visible or h[:c].strip()) and text.startswith(h[:c], first - c)
+                    and not segs.has_data(first - c, first)):
                 return True
     return False
 
