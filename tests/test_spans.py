@@ -6,7 +6,7 @@ import functools
 
 from respmask import ChatMasker
 from respmask._origin import CONTENT, MIXED, REASONING, TOOLS
-from respmask._render import DATA, LITERAL, NO_OWNER, ChatTemplate, template_inputs
+from respmask._render import DATA, LITERAL, NO_OWNER, ChatTemplate, template_constants, template_inputs
 from respmask._segments import Segments
 from respmask._spans import Turn, describe_dropped, dropped_data, dropped_text, find_turns, select_messages, trained_spans
 from support.tokenizers import build_tokenizer
@@ -136,7 +136,7 @@ def masker(source: str) -> ChatMasker:
 def turns_of(source: str, messages: list[dict], selected: list[bool] | None = None, **options):
     m = masker(source)
     profile, stops = m.profile(source, {})
-    variables, plain = template_inputs(messages, special_tokens=m.tokenizer.special_tokens_map)
+    variables, plain = template_inputs(messages, constants=template_constants(m.tokenizer.special_tokens_map))
     rendered = ChatTemplate(source).render(variables, plain)
     roles = [x["role"] for x in messages]
     if selected is None:

@@ -224,8 +224,8 @@ def learn_profile(
     control = token_regex([t for t in control_tokens if t.strip()])
     headers: dict[str | None, set[str]] = {}
     history: dict[str | None, set[tuple[str, int]]] = {}
-    # (role, window) -> how much of a window that is all prompt the prompt's own header shares
-    shared: dict[tuple[str | None, str], int] = {}
+    # per role: window -> how much of a window that is all prompt the prompt's own header shares
+    shared: dict[str | None, dict[str, int]] = {}
     end_of_turn: list[str] = []
     closer_then_eos: dict[str, list[bool]] = {}  # per first closer: is it followed by EOS, each turn
     opens: dict[str, list[str]] = {}  # per first closer: the text from it on, each turn
@@ -322,9 +322,9 @@ def learn_profile(
     history_headers = {}
     openings: set[str] = set()
     for role, hs in history.items():
-        windows = _reply_openings({h for h in hs if not any(w in h[0] for w in nonces)},
-                                  {w: c for (r, w), c in shared.items() if r == role}, openings)
+        windows, opened = _reply_openings({h for h in hs if not any(w in h[0] for w in nonces)}, shared.get(role, {}))
         history_headers[role] = tuple(sorted(windows, key=lambda h: -len(h[0])))
+        openings |= opened
     return TemplateProfile(
         headers=ordered,
         history_headers=history_headers,
@@ -346,7 +346,7 @@ def _learn_header(
     headers: dict[str | None, set[str]],
     token_starts: Callable[[str], list[int]],
     windows: dict[str | None, set[tuple[str, int]]],
-    shared: dict[tuple[str | None, str], int],
+    shared: dict[str | None, dict[str, int]],
 ) -> None:
     """Candidates for the text the prompt holds before assistant turn ``i``, and how the turn's
     window renders in history where that differs from the prompt."""
@@ -387,7 +387,8 @@ def _learn_header(
         # the prompt's header says something history's does not ("Source: assistant\nDestination:
         # user" against "Source: assistant"): history's is another header, all of it prompt
         windows.setdefault(prev_role, set()).add((window, len(window)))
-        shared[(prev_role, window)] = max(shared.get((prev_role, window), 0), cut)
+        own = shared.setdefault(prev_role, {})
+        own[window] = max(own.get(window, 0), cut)
         return
     # the prompt ends where history goes on (``<think>\n`` against ``<think></think>``): the
     # model writes the rest
@@ -396,14 +397,15 @@ def _learn_header(
 
 
 def _reply_openings(
-    windows: set[tuple[str, int]], shared: Mapping[str, int], openings: set[str]
-) -> set[tuple[str, int]]:
+    windows: set[tuple[str, int]], shared: Mapping[str, int]
+) -> tuple[set[tuple[str, int]], set[str]]:
     """History windows after one role, where one that is all prompt extends a shorter one: the
     generation prompt cannot know what kind of reply follows, so what a tool call's window adds to
     a text reply's (``<tool_call>``-style opening markup) is the model's own, trained. The prompt
     holds what it holds of the shorter window, and never less than the part of the window the
-    prompt's own header begins with (``shared``). The extensions are added to ``openings``."""
+    prompt's own header begins with (``shared``). Returns the windows and those extensions."""
     out = set()
+    openings = set()
     for window, cut in windows:
         if cut == len(window):
             shorter = [(w, c) for w, c in windows if len(w) < len(window) and window.startswith(w)]
@@ -412,7 +414,7 @@ def _reply_openings(
                 cut = max(base_cut, shared.get(window, 0))
                 openings.add(window[len(base):])
         out.add((window, cut))
-    return out
+    return out, openings
 
 
 def _reasoning_close(segs: Segments, idxs: Sequence[int]) -> str | None:

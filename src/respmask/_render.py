@@ -754,21 +754,19 @@ def template_inputs(
     tools: Sequence[Any] | None = None,
     documents: Sequence[Mapping[str, Any]] | None = None,
     add_generation_prompt: bool = False,
-    special_tokens: Mapping[str, Any] | None = None,
-    template_kwargs: Mapping[str, Any] | None = None,
     constants: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """The variables a template sees for ``messages``, and the message dicts inside them.
 
     Mirrors ``apply_chat_template``: keys whose value is None are dropped, inputs are rebuilt
-    from plain JSON types, reasoning is aliased under ``reasoning_content`` and ``thinking``,
-    and template kwargs override the tokenizer's special tokens (``constants``, when given, is
-    :func:`template_constants` of them, computed before).
+    from plain JSON types, reasoning is aliased under ``reasoning_content`` and ``thinking``.
+    ``constants`` are the variables that do not depend on the conversation: the
+    :func:`template_constants` of the tokenizer's special tokens and the template kwargs.
     """
     chat = [_plain_message(m, k) for k, m in enumerate(messages)]
     if not all(_REASONING_KEY_SET.isdisjoint(m) for m in chat):
         chat = _alias_reasoning(chat)
-    variables = dict(template_constants(special_tokens, template_kwargs) if constants is None else constants)
+    variables = dict(constants or {})
     # tools and documents are data too, of no message: never structure
     variables.update(
         messages=chat,
