@@ -140,7 +140,12 @@ def test_check_trainer_on_a_good_setup_says_so(tmp_path, capsys):
     report = respmask.check_trainer(trainer)
     out = capsys.readouterr().out
     assert report.ok and out.rstrip().endswith("No problems found.") and "PROBLEM" not in out
-    assert "collator over these batches: 2 batches, 8 samples" in out
+    # one set of numbers: the first line and the collator's counts are over the same 2 batches
+    c = report.collator
+    assert (c.batches, c.samples, c.tokens, c.trained_tokens) == (2, 8, report.tokens, report.trained_tokens)
+    assert (f"respmask.check_trainer: 2 batch(es) from the Trainer's own DataLoader: 8 samples, "
+            f"{c.trained_tokens} of {c.tokens} tokens trained") in out
+    assert "collator over these batches: 8 assistant turns; untrainable samples: 0" in out
 
 
 # -- respmask check on a whole file --------------------------------------------------------------

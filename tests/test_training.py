@@ -249,6 +249,9 @@ def test_trl_recipe_without_its_settings_is_caught(tmp_path):
     trainer = trl.SFTTrainer(model=tiny_model(len(tok)), args=config, train_dataset=ds, processing_class=tok,
                              data_collator=ResponseOnlyCollator(tok))
     report = respmask.check_trainer(trainer, batches=1)  # says it once, in its report (no per-batch warning)
-    assert any("labels on every token" in p.what and "skip_prepare_dataset" in p.fix for p in report.problems)
+    # one problem, leading with its cause (TRL rewrote the rows), the symptom in the batches, and the fix
+    [problem] = report.problems
+    assert problem.what.startswith("TRL's SFTTrainer prepared the dataset itself")
+    assert "labels on every token" in problem.cause and "skip_prepare_dataset" in problem.fix
     with pytest.warns(respmask.RespmaskWarning, match="labels on every token"):  # and training warns per batch
         next(iter(trainer.get_train_dataloader()))

@@ -42,8 +42,13 @@ class CheckReport:
             tokens it cuts away.
         turns_without_stop: ``(sample, message)`` of turns whose stop token is not trained.
         dropped: ``(sample, message, what)`` of data the chat template leaves out of the
-            render; ``dropped_tokens`` their tokens, ``dropped_reasoning_tokens`` of which
-            earlier turns' reasoning (left out by design by Qwen3-style templates).
+            render, one entry per message and kind of data (``"tool calls (only its header and
+            stop token are rendered ...)"``, ``"the whole message (role 'wizard')"``);
+            ``dropped_tokens`` their tokens, ``dropped_reasoning_tokens`` of which earlier turns'
+            reasoning (left out by design by Qwen3-style templates).
+        empty_replies: ``(sample, message)`` of assistant replies that hold nothing: only their
+            stop token is trained (the model learns to answer with nothing there); listed, not a
+            problem.
         errors: ``(sample, message)`` of samples that could not be used.
         lengths: tokens per sample before truncation.
     """
@@ -63,6 +68,8 @@ class CheckReport:
     dropped: list[tuple[int, int, str]] = field(default_factory=list)
     dropped_tokens: int = 0  # tokens of the data the template leaves out, lost data and reasoning alike
     dropped_reasoning_tokens: int = 0  # of which earlier turns' reasoning
+    # (sample, message) of empty replies: they hold nothing, so only their stop token trains (no data lost)
+    empty_replies: list[tuple[int, int]] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list, repr=False)  # tokens per sample, before truncation
 
@@ -137,7 +144,7 @@ class CheckReport:
                          + (f", about {lost_tokens} tokens" if lost_tokens else ""))
             groups: dict[str, list[tuple[int, int]]] = {}
             for sample, message, what in lost:
-                groups.setdefault(what.split(" (role")[0], []).append((sample, message))
+                groups.setdefault(what, []).append((sample, message))
             for what, where in groups.items():
                 lines.append(f"  {what}: {len(where)}  [sample, message: {_some(where)}]")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
@@ -145,6 +152,9 @@ class CheckReport:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
                          + (f", about {self.dropped_reasoning_tokens} tokens" if self.dropped_reasoning_tokens else "")
                          + f"  [sample, message: {_some(reasoning)}]  (split='auto' trains it)")
+        if self.empty_replies:
+            lines.append(f"empty replies (only their stop token is trained): {len(self.empty_replies)}  "
+                         f"[sample, message: {_some(self.empty_replies)}]")
         lines.append(f"errors:             {len(self.errors)}")
         groups_shown = self.error_groups()
         for reason, indices in groups_shown[:8]:
@@ -234,6 +244,9 @@ def check(
                 if row.truncated and enc.n_trained:
                     once(report.truncated_untrainable, index)
             report.dropped.extend((index, message, what) for message, what in enc.dropped)
+            for message in row.empty_replies:  # the rows of a split sample may each hold it
+                if (index, message) not in report.empty_replies[-8:]:
+                    report.empty_replies.append((index, message))
             report.dropped_tokens += enc.dropped_tokens
             report.dropped_reasoning_tokens += enc.reasoning_tokens_dropped
             for t in enc.turns:
@@ -272,23 +285,32 @@ class Problem:
 class TrainerReport:
     """What :func:`respmask.check_trainer` found in the batches a Trainer would train on.
 
+    Every count is over the same batches: the ones drawn from the Trainer's DataLoader and
+    inspected (the DataLoader may collate a batch ahead; that one is not counted).
+
     Attributes:
         batches, samples: batches and samples drawn from the Trainer's DataLoader.
         tokens, trained_tokens: tokens in those batches (padding excluded) and of them trained.
+        longest: the longest sample in those batches, in tokens (padding excluded).
         problems: each problem once (``what``, ``cause``, ``fix``), with the batches it was
             seen in; ``ok`` is True when there is none.
         dataset: respmask's :class:`CheckReport` on the dataset's first rows as stored (before
-            the Trainer's column removal), when the collator is respmask's.
-        collator: the respmask collator's counts over the checked batches.
+            the Trainer's column removal), when the collator is respmask's; None when TRL's
+            SFTTrainer rewrote the dataset first (``rewritten`` says so: the rows as stored are
+            then TRL's, not the user's).
+        collator: the respmask collator's counts over the same batches.
+        rewritten: why the dataset was not checked as stored, or None.
     """
 
     batches: int = 0
     samples: int = 0
     trained_tokens: int = 0
     tokens: int = 0
+    longest: int = 0
     problems: list[Problem] = field(default_factory=list)
     dataset: CheckReport | None = None
     collator: Any = None  # CollatorStats over the checked batches
+    rewritten: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -307,11 +329,19 @@ class TrainerReport:
 
     def __str__(self) -> str:
         share = f" ({100 * self.trained_tokens / self.tokens:.1f}%)" if self.tokens else ""
-        lines = [f"respmask.check_trainer: {self.batches} batch(es) from the Trainer's own DataLoader, "
-                 f"{self.samples} samples, {self.trained_tokens} of {self.tokens} tokens trained{share}"]
-        if self.collator is not None and self.collator.samples:
-            lines.append(str(self.collator).replace("respmask collator:", "collator over these batches:"))
-        if self.dataset is not None:
+        lines = [f"respmask.check_trainer: {self.batches} batch(es) from the Trainer's own DataLoader: "
+                 f"{self.samples} samples, {self.trained_tokens} of {self.tokens} tokens trained{share}"
+                 + (f", the longest sample {self.longest} tokens" if self.longest else "")]
+        c = self.collator
+        if c is not None and c.samples:
+            lines.append(
+                f"collator over these batches: {c.turns} assistant turns; untrainable samples: {c.untrainable}, "
+                f"truncated: {c.truncated}, holding data the template leaves out: {c.dropped_data}, "
+                f"arriving with labels on every token: {c.every_token_trained}, "
+                f"turns without a trained stop token: {c.turns_without_stop}")
+        if self.rewritten is not None:
+            lines.append(f"dataset: not checked as stored: {self.rewritten}")
+        elif self.dataset is not None:
             lines += [f"dataset: the first {self.dataset.samples} rows as stored, masked as the collator would mask "
                       "them if they reach it:",
                       "  " + self.dataset.summary(verdict=False).replace("\n", "\n  ")]
@@ -363,10 +393,12 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     Builds the Trainer's own train DataLoader (so column removal and the data collator run
     exactly as in training) and reports: columns removed before they reach the collator, batches
     without ``labels`` (the cause of the "did not return a loss" error), samples or batches whose
-    labels are all -100 (NaN or zero loss), labels copied from the input ids, and, when the
-    collator is respmask's, its report on the dataset's first 256 rows (untrainable, truncated,
-    data the chat template leaves out, turns without a trained stop token). The collator's
-    counters are left as they were.
+    labels are all -100 (NaN or zero loss), labels copied from the input ids, a TRL dataset that
+    TRL rewrote before the collator saw it, an ``SFTConfig(max_length=...)`` the collator does not
+    apply, and, when the collator is respmask's, its report on the dataset's first 256 rows
+    (untrainable, truncated, data the chat template leaves out, turns without a trained stop
+    token). Every count is over the same inspected batches. The collator's counters are left as
+    they were.
 
     Args:
         trainer: a ``transformers.Trainer`` (or TRL trainer), before ``train()``.
@@ -400,8 +432,12 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     remove = bool(getattr(args, "remove_unused_columns", False))
     dataset = getattr(trainer, "train_dataset", None)
     columns = list(getattr(dataset, "column_names", None) or [])
+    rewritten = _trl_rewrite(args, dataset, columns) if ours else None
 
-    if ours and dataset is not None and hasattr(dataset, "__getitem__"):
+    if rewritten is not None:
+        report.rewritten = ("TRL's SFTTrainer rewrote it before the collator could see it (see the first problem); "
+                            "the rows it holds are TRL's, not yours")
+    elif ours and dataset is not None and hasattr(dataset, "__getitem__"):
         try:
             n = min(len(dataset), 256)
             sample_rows = [dataset[i] for i in range(n)]
@@ -411,10 +447,17 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
             report.dataset = None
 
     before = replace(collator.stats) if ours else None
+    counting = _Counting(collator) if ours else None
     try:
         with warnings.catch_warnings():  # the collator's per-batch warnings: this report says it all, once
             warnings.simplefilter("ignore", RespmaskWarning)
-            _inspect_batches(trainer, batches, report, collator)
+            if counting is not None:
+                trainer.data_collator = counting  # counts each batch the DataLoader collates, in order
+            try:
+                _inspect_batches(trainer, batches, report, collator)
+            finally:
+                if counting is not None:
+                    trainer.data_collator = collator
     except MissingColumnsError as exc:
         report.add(Problem(
             "the data collator received samples without the columns it needs",
@@ -435,10 +478,13 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
         else:
             failure = (report.batches, exc)
     if ours:
-        after = collator.stats
+        assert before is not None and counting is not None
+        # the counts after the last inspected batch: a DataLoader that collated one batch ahead is not counted
+        after = counting.after[report.batches - 1] if 0 < report.batches <= len(counting.after) else (
+            counting.after[-1] if counting.after else before)
         report.collator = replace(after, **{f.name: getattr(after, f.name) - getattr(before, f.name)
                                             for f in fields(after)})
-        collator.stats = before  # checking is not training: leave the counters as they were
+        collator.stats = before  # checking is not training: the counters are left as they were
     _dataset_problems(report, collator)
     if failure is not None:
         b, exc = failure
@@ -449,11 +495,138 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
                 f"{type(exc).__name__}: {exc}{_where(exc)}",
                 "run next(iter(trainer.get_train_dataloader())) to see the full traceback",
             ))
+    if rewritten is not None:
+        _lead_with_rewrite(report, rewritten)
+    elif ours:
+        mismatch = _max_length_mismatch(args, collator)
+        if mismatch is not None:
+            longest = max([report.longest, *((report.dataset.lengths or [0]) if report.dataset else [0])])
+            report.add(Problem(
+                mismatch[0],
+                mismatch[1] + (f"; the longest sample checked has {longest} tokens" if longest else ""),
+                mismatch[2],
+            ))
     if verbose:
         print(report)
     if raise_on_problems and report.problems:
         raise TrainerCheckError(report)
     return report
+
+
+class _Counting:
+    """Stands in for the respmask collator while :func:`check_trainer` draws batches, keeping the
+    collator's counts after each call: the report then counts exactly the batches it inspects
+    (accelerate's DataLoader collates one batch ahead)."""
+
+    def __init__(self, collator: Any):
+        self.collator = collator
+        self.after: list[Any] = []
+
+    def __call__(self, features: Any) -> Any:
+        from dataclasses import replace
+
+        out = self.collator(features)
+        self.after.append(replace(self.collator.stats))
+        return out
+
+
+def _max_length(args: Any) -> tuple[bool, int | None]:
+    """Whether the training arguments carry a sequence length (TRL's ``SFTConfig.max_length``), and it."""
+    if args is None or not hasattr(args, "max_length") or not hasattr(args, "dataset_kwargs"):
+        return False, None
+    value = getattr(args, "max_length", None)
+    return True, value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _skips_preparation(args: Any) -> bool:
+    kwargs = getattr(args, "dataset_kwargs", None) or {}
+    return bool(isinstance(kwargs, Mapping) and kwargs.get("skip_prepare_dataset"))
+
+
+def _max_length_mismatch(args: Any, collator: Any) -> tuple[str, str, str] | None:
+    """``(what, cause, fix)`` when TRL's ``SFTConfig(max_length=N)`` would not be applied.
+
+    With ``dataset_kwargs={"skip_prepare_dataset": True}`` TRL neither tokenizes nor truncates:
+    the respmask collator does both, with its own ``max_length``. A ``max_length`` set on the
+    config and not on the collator (or a different one) is silently ignored; this names it.
+    """
+    has, wanted = _max_length(args)
+    if not has or wanted is None or not _skips_preparation(args):
+        return None
+    own = getattr(collator, "max_length", None)
+    if own == wanted:
+        return None
+    applied = "truncates nothing" if own is None else f"truncates to its own max_length={own}"
+    if getattr(collator, "processor", None) is not None:
+        fix = (f"a collator with a processor does not truncate (it could split an image's tokens from its pixels): "
+               f"drop rows longer than {wanted} tokens before training (respmask check lists the lengths), and set "
+               "SFTConfig(max_length=None) so the config says what happens")
+    else:
+        fix = ("give the collator the config's length: respmask.ResponseOnlyCollator(tok, max_length=config.max_length)"
+               + (f" (or SFTConfig(max_length={own}) if {own} is what you meant)" if own is not None else ""))
+    return (
+        f"SFTConfig(max_length={wanted}) is not applied: the collator {applied}",
+        "with dataset_kwargs={'skip_prepare_dataset': True} TRL neither tokenizes nor truncates; "
+        f"ResponseOnlyCollator does both, with its own max_length ({own})",
+        fix,
+    )
+
+
+_TOKEN_COLUMNS = frozenset({"input_ids", "labels", "attention_mask", "assistant_masks", "completion_mask",
+                            "position_ids", "seq_lengths", "token_type_ids"})
+
+
+def _trl_rewrite(args: Any, dataset: Any, columns: list[str]) -> str | None:
+    """What TRL's SFTTrainer did to the dataset before the collator, when it prepared it itself.
+
+    SFTTrainer prepares (converts, tokenizes, truncates, filters) its dataset unless
+    ``dataset_kwargs={"skip_prepare_dataset": True}``; the dataset it keeps then holds its
+    ``input_ids`` beside the text columns it made them from. Rows pre-tokenized by respmask hold
+    no text column, so they are not taken for a rewrite.
+    """
+    has, max_length = _max_length(args)
+    if not has or _skips_preparation(args) or "input_ids" not in columns:
+        return None
+    text = [c for c in columns if c not in _TOKEN_COLUMNS]
+    if not text:
+        return None
+    from ._formats import KNOWN_ROLES
+
+    kept: set[str] = set()
+    try:
+        for i in range(min(len(dataset), 256)):
+            row = dataset[i]
+            for col in text:
+                value = row.get(col)
+                if isinstance(value, list):
+                    kept.update(m["role"] for m in value if isinstance(m, Mapping) and isinstance(m.get("role"), str)
+                                and KNOWN_ROLES.get(m["role"], m["role"]) != m["role"])
+    except Exception:  # noqa: BLE001 - the roles are a detail of the explanation
+        kept = set()
+    done = [f"rewrote your rows (its columns now: {', '.join(repr(c) for c in columns)})"]
+    if kept:
+        done.append(f"kept the ShareGPT role names {', '.join(repr(r) for r in sorted(kept))} in its messages "
+                    "(chat templates do not know them: respmask maps them when it reads your rows)")
+    done.append("tokenized the rows itself")
+    if max_length is not None:
+        done.append(f"truncated them to max_length={max_length} and dropped the rows it found fully masked")
+    size = len(dataset) if hasattr(dataset, "__len__") else None
+    return ", ".join(done) + (f": {size} rows remain" if size is not None else "")
+
+
+def _lead_with_rewrite(report: TrainerReport, rewritten: str) -> None:
+    """Put TRL's rewrite first: what the batches show follows from it, and its fix is the one to apply."""
+    symptoms = [p.what for p in report.problems]
+    seen = sorted({b for p in report.problems for b in p.batches})
+    report.problems = [Problem(
+        "TRL's SFTTrainer prepared the dataset itself: the collator never sees your rows",
+        "SFTConfig has no dataset_kwargs={'skip_prepare_dataset': True}, so SFTTrainer " + rewritten
+        + (". In the checked batches this shows as: " + "; ".join(symptoms) if symptoms else ""),
+        "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) so your rows reach "
+        "respmask.ResponseOnlyCollator(tok, max_length=config.max_length) as stored, or pre-tokenize them with "
+        "respmask.Pretokenizer",
+        seen,
+    )]
 
 
 def _dataset_problems(report: TrainerReport, collator: Any) -> None:
@@ -527,16 +700,23 @@ def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: An
         return
     labels = as_numpy(batch["labels"])
     labels = labels.reshape(len(labels), -1) if labels.ndim > 1 else labels.reshape(1, -1)
-    trained = labels != IGNORE_INDEX
-    report.samples += labels.shape[0]
-    report.tokens += int(labels.size)
+    mask = batch.get("attention_mask")
+    real = (as_numpy(mask).reshape(labels.shape) == 1 if mask is not None and as_numpy(mask).size == labels.size
+            else np.ones(labels.shape, dtype=bool))  # padding is not a token of the sample
+    trained = (labels != IGNORE_INDEX) & real
+    cu = batch.get("cu_seq_lens_q")
+    if cu is not None and labels.shape[0] == 1:  # one padding-free row: its samples start at cu_seq_lens
+        starts = as_numpy(cu).reshape(-1)
+        report.samples += len(starts) - 1
+        report.longest = max([report.longest, *np.diff(starts).tolist()])
+    else:
+        report.samples += labels.shape[0]
+        report.longest = max(report.longest, int(real.sum(axis=1).max(initial=0)))
+    report.tokens += int(real.sum())
     report.trained_tokens += int(trained.sum())
     ids = batch.get("input_ids")
     if ids is not None:
         ids = as_numpy(ids).reshape(labels.shape)
-        mask = batch.get("attention_mask")
-        real = (as_numpy(mask).reshape(labels.shape) == 1 if mask is not None
-                else np.ones(labels.shape, dtype=bool))
         # rows whose every real token is trained with itself as the label: labels copied from input_ids
         copied = ((labels == ids) | ~real).all(axis=1) & (real.sum(axis=1) > 1)
         if copied.any():
