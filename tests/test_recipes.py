@@ -1,0 +1,168 @@
+"""The README's recipes, run as written (issue 26): the code blocks are read from README.md, so they
+cannot drift from what is tested; `tok`, `model` and `ds` are a tokenizer and a tiny model built
+locally and a small dataset, as the README's "Ten lines" defines them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+datasets = pytest.importorskip("datasets")
+transformers = pytest.importorskip("transformers")
+trl = pytest.importorskip("trl")
+
+import respmask  # noqa: E402
+from support.tokenizers import fixture_tokenizer  # noqa: E402
+from test_trainer import tiny_model  # noqa: E402
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def section(title: str) -> str:
+    """The text of the README section whose heading is ``title`` (up to the next heading of its level or higher)."""
+    text = README.read_text()
+    match = re.search(rf"^(#+) {re.escape(title)}\n", text, re.M)
+    assert match, f"README has no section {title!r}"
+    level = len(match.group(1))
+    rest = text[match.end():]
+    end = re.search(rf"^#{{1,{level}}} ", rest, re.M)
+    return rest[: end.start()] if end else rest
+
+
+def python_blocks(title: str) -> list[tuple[str, str]]:
+    """``(the paragraph before it, code)`` of every ```python block of a README section."""
+    text = section(title)
+    out = []
+    for m in re.finditer(r"```python\n(.*?)```", text, re.S):
+        before = text[: m.start()].rstrip().rsplit("\n\n", 1)[-1]
+        out.append((before, m.group(1)))
+    return out
+
+
+def chats(n: int = 8, turns: int = 2):
+    """Conversations with ``turns`` exchanges; the replies are long enough for truncation to matter."""
+    out = []
+    for i in range(n):
+        messages = [{"role": "system", "content": "Answer with the city."}]
+        for t in range(turns):
+            messages += [{"role": "user", "content": f"Question {t} about landmark {i}?"},
+                         {"role": "assistant", "content": f"Answer {t}: " + "the city is sunny. " * (1 + i % 3)}]
+        out.append({"messages": messages})
+    return out
+
+
+def run(code: str, tmp_path, monkeypatch, **names):
+    """Execute a README block in a fresh namespace holding ``names``; returns the namespace."""
+    monkeypatch.chdir(tmp_path)  # the recipes write to "out"
+    namespace = dict(names)
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - the README's own recipe
+    return namespace
+
+
+def trl_recipe() -> str:
+    [(_, code)] = python_blocks("With TRL's SFTTrainer")
+    return code
+
+
+# -- With TRL's SFTTrainer --------------------------------------------------------------------------
+
+def test_readme_trl_recipe_runs_as_written_on_cpu(tmp_path, monkeypatch, capsys):
+    tok = fixture_tokenizer("qwen3")
+    ds = datasets.Dataset.from_list(chats())
+    ns = run(trl_recipe(), tmp_path, monkeypatch, tok=tok, model=tiny_model(len(tok)), ds=ds)
+    out = capsys.readouterr().out
+    trainer, collator, config = ns["trainer"], ns["collator"], ns["config"]
+    assert isinstance(trainer, trl.SFTTrainer) and trainer.state.global_step >= 1
+    assert config.max_length == collator.max_length == 4096  # the length is where it works
+    assert "No problems found." in out  # check_trainer's verdict on the recipe
+    st = collator.stats  # CollatorSummary at the end: every epoch over the 8 rows
+    assert st.samples == 8 * trainer.state.global_step and f"respmask collator: {st.batches} batches, {st.samples} samples" in out
+    assert collator.stats.trained_tokens > 0 and collator.stats.untrainable == 0
+
+
+def test_readme_trl_recipe_needs_its_bf16_setting_on_a_cpu_machine(tmp_path):
+    if transformers.utils.is_torch_bf16_gpu_available():
+        pytest.skip("this machine has a bf16 GPU: SFTConfig's default bf16=True works here")
+    # what a CPU-only machine does with SFTConfig's defaults: the recipe's bf16 setting is what avoids it
+    with pytest.raises(ValueError, match="Your setup doesn't support bf16/gpu"):
+        trl.SFTConfig(str(tmp_path))
+    assert "bf16=is_torch_bf16_gpu_available()" in trl_recipe()
+    assert trl.SFTConfig(str(tmp_path), bf16=transformers.utils.is_torch_bf16_gpu_available()).bf16 is False
+
+
+def test_readme_trl_recipe_max_length_takes_effect(tmp_path, monkeypatch, capsys):
+    # the recipe with a short length: SFTConfig's max_length now cuts the batches
+    tok = fixture_tokenizer("qwen3")
+    ds = datasets.Dataset.from_list(chats(turns=1))
+    code = trl_recipe()
+    assert "max_length=4096" in code
+    longest = max(len(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+                  for r in chats(turns=1))
+    short = longest - 4
+    ns = run(code.replace("max_length=4096", f"max_length={short}"), tmp_path, monkeypatch,
+             tok=tok, model=tiny_model(len(tok)), ds=ds)
+    out = capsys.readouterr().out
+    trainer, collator = ns["trainer"], ns["collator"]
+    assert collator.max_length == short and collator.stats.truncated > 0
+    assert max(b["input_ids"].shape[1] for b in trainer.get_train_dataloader()) == short
+    assert f"the longest sample {short} tokens" in out and "No problems found." in out
+
+
+# -- Troubleshooting: the outputs shown are what check_trainer prints ----------------------------
+
+def text_blocks(title: str) -> list[str]:
+    return re.findall(r"```text\n(.*?)```", section(title), re.S)
+
+
+def own_lines(text: str) -> list[str]:
+    """check_trainer's own lines: not the indented dataset summary (respmask check's, shown apart)."""
+    return [line for line in text.splitlines() if not line.startswith("  ") or line.startswith(("  cause:", "  fix:"))]
+
+
+def test_readme_troubleshooting_shows_what_check_trainer_prints(tmp_path, capsys):
+    from test_trainer import _args, rows
+
+    tok = fixture_tokenizer("qwen2_5")
+    data = rows(8)
+    data[5] = {"messages": [{"role": "user", "content": "a question nobody answers"}]}
+    trainer = transformers.Trainer(model=tiny_model(len(tok)), args=_args(tmp_path, max_steps=1),
+                                   train_dataset=datasets.Dataset.from_list(data),
+                                   data_collator=respmask.ResponseOnlyCollator(tok))
+    respmask.check_trainer(trainer)
+    printed = capsys.readouterr().out
+    shown = text_blocks("Troubleshooting")
+    assert own_lines(shown[0]) == own_lines(printed)
+
+
+def test_readme_troubleshooting_max_length_output(tmp_path, capsys):
+    from test_trl import RECIPE, long_rows, sft_config
+
+    tok = fixture_tokenizer("qwen3")
+    trainer = trl.SFTTrainer(model=tiny_model(len(tok)), args=sft_config(tmp_path, max_length=32, **RECIPE),
+                             train_dataset=datasets.Dataset.from_list(long_rows()), processing_class=tok,
+                             data_collator=respmask.ResponseOnlyCollator(tok))
+    [problem] = respmask.check_trainer(trainer, verbose=False).problems
+    [block] = [b for b in text_blocks("Troubleshooting") if "SFTConfig(max_length=32)" in b]
+    assert block.rstrip("\n") == str(problem)
+
+
+@pytest.mark.shared
+def test_readme_troubleshooting_trl_rewrite_output(tmp_path, shared_root, capsys):
+    import json
+
+    path = shared_root.parent / "realdata" / "llamafactory" / "glaive_toolcall_en_demo.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    from test_trl import sft_config
+
+    tok = transformers.AutoTokenizer.from_pretrained(shared_root / "qwen3")
+    trainer = trl.SFTTrainer(model=tiny_model(len(tok)), processing_class=tok,
+                             train_dataset=datasets.Dataset.from_list(json.loads(path.read_text())),
+                             args=sft_config(tmp_path, max_length=128, remove_unused_columns=False),
+                             data_collator=respmask.ResponseOnlyCollator(tok, on_untrainable="keep"))
+    respmask.check_trainer(trainer)
+    printed = capsys.readouterr().out
+    [block] = [b for b in text_blocks("Troubleshooting") if "TRL's SFTTrainer prepared" in b]
+    assert block.rstrip("\n") in printed
