@@ -77,6 +77,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["reasoning_in_loss"] = False
     if args.split != "never":
         opts["split"] = args.split
+    if args.text_only:
+        opts["text_only"] = True
     if args.chat_template:
         with open(args.chat_template, encoding="utf-8") as f:
             opts["chat_template"] = f.read()
@@ -123,6 +125,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def left_out_lines(summary: Any) -> list[str]:
+    """What the written rows hold that the chat template leaves out, as ``respmask check`` says it."""
+    lines = []
+    if summary.reasoning_left_out_messages:
+        lines.append(f"  reasoning the template leaves out (earlier turns): {summary.reasoning_left_out_messages} "
+                     f"message(s), about {summary.reasoning_left_out_tokens} tokens, not trained (--split auto "
+                     "trains it)")
+    if summary.lost_data_rows:
+        lines.append(f"  data the chat template leaves out, kept (--keep-lost-data): {summary.lost_data_rows} row(s), "
+                     f"{summary.lost_data_messages} message(s), about {summary.lost_data_tokens} tokens, not trained")
+    if summary.empty_replies:
+        lines.append(f"  empty replies (only their stop token is trained): {summary.empty_replies}")
+    return lines
+
+
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
@@ -138,7 +155,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         args.input, args.output, tok, engine=args.engine, num_proc=args.num_proc, shard_size=args.shard_size,
         pack=args.pack, drop_untrainable=args.drop_untrainable, progress=not args.quiet, **options,
     )
-    failed = bool(summary.rejected_rows) and (not args.allow_rejects or summary.written_rows == 0)
+    # one policy with `check`: a row that cannot train (rejected, or written with no trained token) fails the run
+    unusable = summary.rejected_rows + summary.untrainable_rows - summary.rejected_untrainable_rows
+    failed = bool(unusable) and (not args.allow_rejects or summary.written_rows == 0)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     elif not args.quiet or failed:
@@ -153,10 +172,19 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
               file=stream)
         for reason, n in sorted(summary.reject_reasons.items(), key=lambda r: -r[1])[:8]:
             print(f"  {n} x {reason}", file=stream)
+        for line in left_out_lines(summary):
+            print(line, file=stream)
     if failed:
-        print(f"respmask tokenize: {summary.rejected_rows} of {summary.input_rows} input rows were rejected; their "
-              f"reasons are in {os.path.join(args.output, 'rejects-*.jsonl')}" + ("" if args.allow_rejects else
-              " (pass --allow-rejects to exit 0 when some rows were written)"), file=sys.stderr)
+        written_untrainable = summary.untrainable_rows - summary.rejected_untrainable_rows
+        what = []
+        if summary.rejected_rows:
+            what.append(f"{summary.rejected_rows} of {summary.input_rows} input rows were rejected "
+                        f"(reasons in {os.path.join(args.output, 'rejects-*.jsonl')})")
+        if written_untrainable:
+            what.append(f"{written_untrainable} written row(s) train no token (their loss is NaN or missing; "
+                        "--drop-untrainable moves them to the rejects)")
+        print("respmask tokenize: " + "; ".join(what) + ("" if args.allow_rejects else
+              ". Pass --allow-rejects to exit 0 when some rows were written"), file=sys.stderr)
         return 1
     return 0
 
@@ -165,6 +193,12 @@ SPLIT_HELP = (
     '"auto": split conversations whose template rewrites earlier turns (Qwen3 drops their reasoning) into the '
     'fewest rows in which every trained turn reads as at inference; "turns": one row per trained turn '
     '(default: never)'
+)
+
+
+TEXT_ONLY_HELP = (
+    "train rows that hold images (an 'images' column, image parts) on their text alone, the images dropped "
+    "(default: such rows are errors, since a text tokenizer cannot use their images)"
 )
 
 
@@ -198,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--train-on", choices=["all", "last"], default="all", help="assistant turns to train")
         p.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
         p.add_argument("--split", choices=["never", "auto", "turns"], default="never", help=SPLIT_HELP)
+        p.add_argument("--text-only", action="store_true", help=TEXT_ONLY_HELP)
         data_options(p)
 
     p = sub.add_parser("preview", help="show samples with trained tokens highlighted")
@@ -226,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-on", choices=["all", "last"], default="all")
     t.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
     t.add_argument("--split", choices=["never", "auto", "turns"], default="never", help=SPLIT_HELP)
+    t.add_argument("--text-only", action="store_true", help=TEXT_ONLY_HELP)
     t.add_argument("--max-length", type=int, help="truncate samples to this many tokens")
     t.add_argument("--truncation", choices=["right", "left"], default="right")
     t.add_argument("--engine", choices=["datasets", "ray"], default="datasets")
@@ -238,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write rows holding data the chat template leaves out (tool calls on a template without "
                         "tools, unknown roles, replies that train only their stop token) instead of rejecting them")
     t.add_argument("--allow-rejects", action="store_true",
-                   help="exit 0 when some rows were rejected (default: exit 1 when any row was; always 1 when none "
-                        "was written)")
+                   help="exit 0 when some rows cannot train (rejected, or written with no trained token) as long as "
+                        "some rows were written (default: exit 1 when any row cannot train, as respmask check does)")
     t.add_argument("--quiet", action="store_true",
                    help="print nothing but errors: no progress bars, no engine logs, no summary unless rows were "
                         "rejected (or --json)")

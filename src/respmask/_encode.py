@@ -10,15 +10,17 @@ first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from ._errors import RespmaskError
+from ._errors import RespmaskError, SampleError
+from ._formats import media_error, media_in
 from ._masker import ChatMasker, Encoded
 from ._masks import IGNORE_INDEX
+from ._samples import Chat
 
 OnError = Literal["raise", "collect"]
 
@@ -49,6 +51,7 @@ class TrainingRow:
     truncated: bool = False
     trained: int = 0  # trained tokens after truncation
     problem: str | None = None  # why its labels cannot train it right (None: they can)
+    empty_replies: tuple[int, ...] = ()  # trained turns that hold nothing: only their stop token trains
 
     @property
     def untrainable(self) -> bool:
@@ -79,6 +82,69 @@ def untrainable_reason(enc: Encoded, max_length: int | None = None, truncation: 
         why = "it has no trained turn (no assistant message, or every message has train=false)"
         fix = "drop such samples, or give them an assistant reply"
     return f"no trained token: {why}. The loss of such a sample is NaN or missing; {fix}"
+
+
+WHOLE_MESSAGE = "the whole message"
+STOP_ONLY = "everything but its stop token"
+#: what a trained turn whose data the template left out still trains
+ONLY_STOP_RENDERED = "only its header and stop token are rendered, so only the stop token is trained"
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+def _holds(value: Any) -> bool:
+    """Whether a message value holds text (a non-blank string, or content parts with some)."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, (list, tuple)):
+        return any(_holds(p.get("text") if isinstance(p, Mapping) else p) for p in value)
+    return False
+
+
+def _held(message: Mapping[str, Any]) -> list[str]:
+    """The kinds of data a message holds: ``content``, ``reasoning``, ``tool calls``."""
+    held = ["content"] if _holds(message.get("content")) else []
+    if any(_holds(message.get(k)) for k in _REASONING_KEYS):
+        held.append("reasoning")
+    if message.get("tool_calls"):
+        held.append("tool calls")
+    return held
+
+
+def explain_dropped(enc: Encoded, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Each message the render leaves data out of reported once, naming what it lost; returns
+    the trained turns that hold nothing (empty replies), which lose nothing.
+
+    The masker lists, per message, what its render does not show, and separately every trained
+    turn that trains only its stop token; a reply whose tool call the template drops (Llama 3)
+    shows up in both, as "the whole message" although its header and stop token are rendered.
+    Here such a turn becomes one entry naming the data it held ("tool calls (only its header and
+    stop token are rendered ...)"), and a turn that trains only its stop token because it holds
+    nothing (an empty reply) is no lost data: it trains its stop token, as documented. ``enc``'s
+    ``dropped`` / ``dropped_counts`` are replaced (token counts kept per message).
+    """
+    if not enc.dropped:
+        return []
+    turns = {t.message for t in enc.turns}
+    other = {k for k, what in enc.dropped if not what.startswith(STOP_ONLY)}
+    dropped: list[tuple[int, str]] = []
+    counts: list[int] = []
+    empty: list[int] = []
+    for (k, what), n in zip(enc.dropped, enc.dropped_counts or [0] * len(enc.dropped)):
+        message = messages[k] if 0 <= k < len(messages) else {}
+        if what.startswith(STOP_ONLY):
+            if k in other:
+                continue  # said by the message's own entry
+            if not _held(message):
+                empty.append(k)  # an empty reply: nothing lost, its stop token trains
+                continue
+        elif what.startswith(WHOLE_MESSAGE) and k in turns:
+            held = _held(message)
+            if held:
+                what = f"{' and '.join(held)} ({ONLY_STOP_RENDERED})"
+        dropped.append((k, what))
+        counts.append(n)
+    enc.dropped, enc.dropped_counts = dropped, counts
+    return empty
 
 
 def training_row(enc: Encoded, index: int, max_length: int | None, truncation: str) -> TrainingRow:
@@ -125,23 +191,81 @@ def encode_rows(
     samples = list(samples)
     positions = list(indices) if indices is not None else list(range(len(samples)))
 
+    refuse_media = masker.processor is None and not masker.options.text_only
+
     def encode(batch: list[Any], where: list[int]) -> tuple[dict[str, Any] | None, list[Encoded]]:
+        if refuse_media:  # images a text tokenizer would drop: say so, never train the text alone unasked
+            for sample, index in zip(batch, where):
+                found = media_in(sample)
+                if found:
+                    raise media_error(found).at(index)
         if masker.processor is not None:  # images expanded by the processor, as the model sees them
             return masker.process_batch(batch, where, return_tensors=return_tensors)
         return None, masker.encode_batch(batch, where)
 
+    def row(e: Encoded, sample: Any, index: int) -> TrainingRow:
+        empty: list[int] = []
+        if e.dropped:  # rare: read the conversation again to name what each message lost
+            parsed = masker.parse(sample)
+            empty = explain_dropped(e, parsed.messages if isinstance(parsed, Chat) else [])
+        r = training_row(e, index, max_length, truncation)
+        r.empty_replies = tuple(empty)
+        return r
+
     try:
         processed, encoded = encode(samples, positions)
-        return processed, [training_row(e, positions[e.sample], max_length, truncation) for e in encoded]
-    except RespmaskError:
+        return processed, [row(e, samples[e.sample], positions[e.sample]) for e in encoded]
+    except RespmaskError as exc:
         if on_error == "raise":
+            at = getattr(exc, "index", None)
+            if at in positions:
+                hinted = template_hint(masker, samples[positions.index(at)], exc)
+                if hinted is not exc:
+                    raise hinted from exc.__cause__
             raise
     rows: list[TrainingRow] = []  # find every bad sample, not just the first
     for j, (sample, index) in enumerate(zip(samples, positions)):
         try:
             for e in encode([sample], [index])[1]:
                 e.sample = j
-                rows.append(training_row(e, index, max_length, truncation))
+                rows.append(row(e, sample, index))
         except RespmaskError as exc:
-            rows.append(TrainingRow(j, index, None, exc))
+            rows.append(TrainingRow(j, index, None, template_hint(masker, sample, exc)))
     return None, rows
+
+
+_PLAIN_ROLES = ("user", "assistant", "system")
+
+
+def template_hint(masker: ChatMasker, sample: Any, exc: RespmaskError) -> RespmaskError:
+    """``exc`` with a hint when the chat template raised on a conversation because it has no role
+    for some of its messages: learned by rendering the conversation again with those messages as
+    user messages (Gemma 3's "Conversation roles must alternate" on tool results). Any other
+    error is returned as it is."""
+    if not isinstance(exc, SampleError) or not exc.problem.startswith("the chat template raised"):
+        return exc
+    try:
+        parsed = masker.parse(sample)
+    except RespmaskError:
+        return exc
+    if not isinstance(parsed, Chat):
+        return exc
+    roles = [r for r in dict.fromkeys(parsed.roles) if r not in _PLAIN_ROLES]
+    kwargs = {**masker.options.template_kwargs, **parsed.kwargs}
+    for role in roles:
+        trial = [{**m, "role": "user"} if m.get("role") == role else m for m in parsed.messages]
+        try:
+            masker.tokenizer.apply_chat_template(
+                trial, tools=parsed.tools, documents=parsed.documents, tokenize=False,
+                chat_template=masker.template_source(parsed.tools), **kwargs)
+        except Exception:  # noqa: BLE001 - the template rejects this conversation for another reason too
+            continue
+        hint = (f" The chat template has no {role!r} role: it renders this conversation once its {role!r} "
+                f"messages are user messages. Use a template that supports {role!r} messages (chat_template=...), "
+                f"give them the user role (role_map={{...: 'user'}} for the data's own role name), or leave such "
+                "rows out.")
+        new = type(exc).__new__(type(exc))
+        SampleError.__init__(new, exc.problem + hint, exc.index)
+        new.__cause__ = exc.__cause__
+        return new
+    return exc

@@ -30,6 +30,15 @@ Formats (``data_format``):
     turns before, trained like the rest.
 ``"prompt_completion"``
     ``{"prompt", "completion"}``: strings or message lists, used as they are.
+``"preference"``
+    Preference data, as the prompt and its chosen reply: a prompt (``messages`` /
+    ``conversations``, ``prompt``, or Alpaca's ``instruction``) with ``chosen`` / ``rejected``
+    replies (a string, one message or a list of messages; ``chosen`` alone may hold the whole
+    conversation, TRL's implicit prompt), trained as the prompt followed by ``chosen`` (the
+    rejected reply is never trained); a KTO row (a ``kto_tag`` or boolean ``label`` column) is
+    trained as it is when the flag is true and rejected when it is false. Every other format
+    rejects preference rows with an error naming their columns, so that they are never trained
+    by accident (a DPO prompt alone, a KTO row's undesirable reply).
 ``mapping=MessageMapping(...)``
     Any other list of messages: which column holds them, which keys hold role and content, and
     a role map (``{"bot": "assistant"}``), in the spirit of Axolotl's ``field_messages`` and
@@ -41,6 +50,11 @@ sharegpt, any other such list -> messages; ``instruction`` and ``output`` -> alp
 ``completion`` -> prompt_completion; ``input_ids`` -> pre-tokenized (used as it is). A column
 holding ``None`` counts as absent. A row matching no rule raises
 :class:`respmask.MissingColumnsError` listing its columns and these formats.
+
+A row with images, video or audio (an ``images`` / ``videos`` / ``audios`` column, or such
+content parts) needs the model's processor: a text tokenizer rejects it (:func:`media_error`)
+unless ``text_only=True`` drops the media. LLaMA-Factory's ``<image>`` placeholders become image
+parts when the row's ``images`` column holds exactly one image per placeholder.
 
 Conversion never changes the caller's row (a new dict is returned when anything changes), keeps
 the columns it does not consume (``chat_template_kwargs``, ``documents``, ...), and raises
@@ -61,8 +75,18 @@ from types import MappingProxyType
 
 from ._errors import MissingColumnsError, SampleError
 
-DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion"]
-FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion")
+DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "preference"]
+FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference")
+
+#: Columns that make a row preference data: a DPO pair of replies, or a KTO desirability flag
+#: (LLaMA-Factory's ``kto_tag``, TRL's boolean ``label``).
+PREFERENCE_PAIR = ("chosen", "rejected")
+KTO_TAGS = ("kto_tag", "label")
+#: Columns and content-part types that hold images, video or audio (what a text tokenizer cannot use).
+MEDIA_COLUMNS = ("images", "videos", "audios")
+MEDIA_PARTS = frozenset({"image", "image_url", "input_image", "video", "video_url", "audio", "audio_url",
+                         "input_audio"})
+IMAGE_PLACEHOLDER = "<image>"  # LLaMA-Factory's placeholder for the next image of the 'images' column
 
 #: Role names the sharegpt and mapped formats understand without a role map, and what they become.
 #: ``"function_call"`` stands for an assistant tool call (JSON ``{"name", "arguments"}``).
@@ -386,6 +410,158 @@ def _system_first(messages: list[dict[str, Any]], system: Any, column: str) -> l
 
 
 # ---------------------------------------------------------------------------------------------
+# Preference rows and media
+# ---------------------------------------------------------------------------------------------
+
+
+def _kto_key(row: Mapping[str, Any]) -> str | None:
+    """The column holding a KTO desirability flag: ``kto_tag``, or a ``label`` that is a boolean."""
+    if row.get("kto_tag") is not None:
+        return "kto_tag"
+    label = row.get("label")
+    if isinstance(label, bool) or type(label).__name__ == "bool_":
+        return "label"
+    return None
+
+
+def preference_columns(row: Any) -> list[str]:
+    """The columns that make ``row`` preference data (``[]`` for a plain SFT row): ``chosen`` /
+    ``rejected`` (a DPO pair of replies), or the KTO flag (``kto_tag``, a boolean ``label``)."""
+    if not isinstance(row, Mapping):
+        return []
+    found = [key for key in PREFERENCE_PAIR if row.get(key) is not None]
+    kto = _kto_key(row)
+    return found + [kto] if kto else found
+
+
+def preference_error(row: Mapping[str, Any], columns: list[str]) -> SampleError:
+    """Why a preference row is not read as SFT data, and what to do (``data_format="preference"``)."""
+    shown = ", ".join(repr(c) for c in columns)
+    if any(c in PREFERENCE_PAIR for c in columns):
+        what = ("'chosen' and 'rejected' hold two candidate replies to one prompt (DPO data), and supervised "
+                "fine-tuning trains one reply")
+        fix = "to train the prompt and its chosen reply (the rejected one is never trained)"
+    else:
+        key = columns[-1]
+        what = (f"{key!r} says whether its reply is desirable (KTO data), and supervised fine-tuning would train "
+                "undesirable replies too")
+        fix = (f"to train the rows whose {key!r} is true (the others are rejected); if {key!r} means something else, "
+               "rename that column")
+    return SampleError(
+        f"is a preference row (columns {shown}), which respmask does not train as it is: {what}. Pass "
+        f"data_format='preference' (CLI: --format preference) {fix}, or drop those columns."
+    )
+
+
+def media_in(row: Any) -> dict[str, int]:
+    """What ``row`` holds that only a processor can use: ``{"'images' column": 2, "image parts": 1}``
+    (empty for a text row). Looks at the media columns (``images``, ``videos``, ``audios``) and at
+    the content parts (``{"type": "image" | "image_url" | "video" | "audio" ...}``) of any list of
+    messages in the row, in any layout, without converting it."""
+    found: dict[str, int] = {}
+    lists: list[Any] = []
+    if isinstance(row, Mapping):
+        for column in MEDIA_COLUMNS:
+            value = row.get(column)
+            n = len(value) if isinstance(value, (list, tuple)) else int(value is not None and value != "")
+            if n:
+                found[f"{column!r} column"] = n
+        lists = [v for v in row.values() if isinstance(v, (list, tuple))]
+        lists += [[v] for v in row.values() if isinstance(v, Mapping)]  # a single message ('chosen')
+    elif isinstance(row, (list, tuple)):
+        lists = [row]
+    for messages in lists:
+        for m in messages:
+            if not isinstance(m, Mapping):
+                continue
+            for content in m.values():
+                if not isinstance(content, (list, tuple)):
+                    continue
+                for part in content:
+                    if isinstance(part, Mapping) and part.get("type") in MEDIA_PARTS:
+                        kind = next(k for k in ("image", "video", "audio") if k in part["type"])
+                        found[f"{kind} parts"] = found.get(f"{kind} parts", 0) + 1
+    return found
+
+
+def describe_media(found: Mapping[str, int]) -> str:
+    """``"2 items in its 'images' column and 1 image part"`` for :func:`media_in`'s result."""
+    items = []
+    for what, n in found.items():
+        if what.endswith("column"):
+            items.append(f"{n} item{'s' if n != 1 else ''} in its {what}")
+        else:
+            items.append(f"{n} {what if n != 1 else what[:-1]}")
+    return " and ".join(items)
+
+
+def media_error(found: Mapping[str, int]) -> SampleError:
+    """A row with images (video, audio) given to a text tokenizer: what happened and what to do."""
+    kinds = [name for k, name in (("image", "images"), ("video", "video"), ("audio", "audio"))
+             if any(k in what for what in found)]
+    return SampleError(
+        f"holds {' and '.join(kinds) if kinds else 'media'} ({describe_media(found)}), which a text tokenizer cannot "
+        "use. Read with the tokenizer alone, they would be dropped and any '<image>' placeholder trained as text. "
+        "Pass the "
+        "model's processor instead of its tokenizer (ResponseOnlyCollator(processor), respmask.check(rows, "
+        "processor), respmask.preview(row, processor); the command line and the Pretokenizer take text only), or "
+        "train on the text alone on purpose with text_only=True (CLI: --text-only)."
+    )
+
+
+def _text_of(content: Any) -> Any:
+    """Content without its media parts: the text parts joined into one string when only text is
+    left (as LLaMA-Factory joins them), else the remaining parts."""
+    if not isinstance(content, (list, tuple)):
+        return content
+    kept = [p for p in content if not (isinstance(p, Mapping) and p.get("type") in MEDIA_PARTS)]
+    if all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in kept):
+        return "".join(p["text"] for p in kept)
+    return kept
+
+
+def _image_parts(text: str) -> list[dict[str, Any]]:
+    """A string with ``<image>`` placeholders as content parts: an image part for each."""
+    parts: list[dict[str, Any]] = []
+    for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
+        if k:
+            parts.append({"type": "image"})
+        if piece:
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
+def _with_media(sample: Any, text_only: bool) -> Any:
+    """LLaMA-Factory's ``<image>`` placeholders as image parts (when the row's ``images`` column
+    holds exactly one image per placeholder), and with ``text_only`` every media part and column
+    dropped. ``sample`` is a converted sample (``messages``); a new dict when anything changes."""
+    if not isinstance(sample, Mapping) or not isinstance(sample.get("messages"), (list, tuple)):
+        return sample
+    messages = list(sample["messages"])
+    images = sample.get("images")
+    n = len(images) if isinstance(images, (list, tuple)) else 0
+    changed = False
+    if n and sum(m.get("content").count(IMAGE_PLACEHOLDER) for m in messages
+                 if isinstance(m, Mapping) and isinstance(m.get("content"), str)) == n:
+        for i, m in enumerate(messages):
+            if isinstance(m, Mapping) and isinstance(m.get("content"), str) and IMAGE_PLACEHOLDER in m["content"]:
+                messages[i] = {**m, "content": _image_parts(m["content"])}
+                changed = True
+    if text_only:
+        for i, m in enumerate(messages):
+            if isinstance(m, Mapping) and isinstance(m.get("content"), (list, tuple)):
+                messages[i] = {**m, "content": _text_of(m["content"])}
+                changed = True
+        if any(column in sample for column in MEDIA_COLUMNS):
+            changed = True
+    if not changed:
+        return sample
+    out = {k: v for k, v in sample.items() if not (text_only and k in MEDIA_COLUMNS)}
+    out["messages"] = messages
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The reader
 # ---------------------------------------------------------------------------------------------
 
@@ -395,16 +571,21 @@ class SampleReader:
 
     Args:
         data_format: ``"auto"`` (per row, see :func:`detect_format`), or one of :data:`FORMATS`
-            for every row.
+            for every row. ``"preference"`` reads preference rows (a prompt with ``chosen`` /
+            ``rejected`` replies, or a KTO flag) as the prompt and its chosen reply; any other
+            format rejects them, naming the columns.
         mapping: read every row's messages through this :class:`MessageMapping` (or dict of its
             fields) instead; ``data_format`` must then be ``"auto"``.
+        text_only: drop images, video and audio (content parts and the ``images`` / ``videos``
+            / ``audios`` columns) and train on the text alone; by default a text tokenizer
+            refuses such rows (see :func:`media_error`).
 
     Raises:
         ValueError: an unknown format, or ``mapping`` together with a named format.
     """
 
     def __init__(self, data_format: DataFormat = "auto",
-                 mapping: MessageMapping | Mapping[str, Any] | None = None):
+                 mapping: MessageMapping | Mapping[str, Any] | None = None, text_only: bool = False):
         if data_format not in ("auto", *FORMATS):
             choices = ", ".join(map(repr, ("auto", *FORMATS)))
             raise ValueError(f"data_format must be one of {choices}; got {data_format!r}")
@@ -415,9 +596,11 @@ class SampleReader:
             )
         self.data_format = data_format
         self.mapping = MessageMapping.of(mapping) if mapping is not None else None
+        self.text_only = bool(text_only)
 
     def __repr__(self) -> str:
-        return f"SampleReader(data_format={self.data_format!r}, mapping={self.mapping!r})"
+        return (f"SampleReader(data_format={self.data_format!r}, mapping={self.mapping!r}, "
+                f"text_only={self.text_only!r})")
 
     def format_of(self, row: Any) -> str:
         """The format this reader reads ``row`` as (``"mapping"`` with a mapping)."""
@@ -432,10 +615,21 @@ class SampleReader:
         needs converting; never modified).
 
         Raises:
-            SampleError: the row does not fit its format; the message names the column and message.
+            SampleError: the row does not fit its format (the message names the column and
+                message), or is a preference row and the format is not ``"preference"``.
             MissingColumnsError: ``"auto"`` found no format (the row's columns and the formats).
         """
+        if self.data_format != "preference" and isinstance(row, Mapping) and "input_ids" not in row:
+            columns = preference_columns(row)
+            if columns:
+                raise preference_error(row, columns)
         fmt = self.format_of(row)
+        sample = self._preference(row) if fmt == "preference" else self._read(row, fmt)
+        if self.text_only or (isinstance(sample, Mapping) and sample.get("images") is not None):
+            return _with_media(sample, self.text_only)
+        return sample
+
+    def _read(self, row: Any, fmt: str) -> Any:
         if fmt == "messages":
             return self._messages(row)
         if fmt == "sharegpt":
@@ -455,6 +649,73 @@ class SampleReader:
         return row  # pre-tokenized
 
     # -- formats -------------------------------------------------------------------------------
+    def _preference(self, row: Any) -> Any:
+        """A preference row as the SFT sample of its prompt and chosen reply (a KTO row: itself,
+        when its reply is desirable). The prompt may be a ``messages`` / ``conversations`` list, a
+        ``prompt`` (string or messages) or an Alpaca ``instruction``; ``chosen`` a string, one
+        message or a list of messages (without a prompt: the whole conversation, TRL's implicit
+        prompt)."""
+        if not isinstance(row, Mapping):
+            raise SampleError(f"a preference sample must be a dict, got {type(row).__name__}")
+        kto = _kto_key(row)
+        if kto is not None:
+            if not row[kto]:
+                raise SampleError(
+                    f"has {kto}={row[kto]!r}: its reply is marked undesirable (KTO data), and data_format='preference' "
+                    f"trains only desirable replies. Filter such rows out (ds.filter(lambda r: r[{kto!r}])) to keep "
+                    "them out of the rejects."
+                )
+            rest = {k: v for k, v in row.items() if k != kto}
+            return self._read(rest, detect_format(rest))
+        chosen = row.get("chosen")
+        if chosen is None:
+            raise SampleError(
+                f"has no 'chosen' reply (nor a KTO 'kto_tag' / boolean 'label'), which data_format='preference' "
+                f"reads (it has {sorted(map(str, row.keys()))})"
+            )
+        if isinstance(chosen, Mapping):
+            replies: list[Any] | None = [chosen]
+        elif isinstance(chosen, (list, tuple)):
+            replies = list(chosen)
+        elif isinstance(chosen, str):
+            replies = None
+        else:
+            raise SampleError(f"'chosen' must be a reply (a string, a message or a list of messages), got "
+                              f"{type(chosen).__name__}")
+        rest = {k: v for k, v in row.items() if k not in PREFERENCE_PAIR}
+        key = _message_field(rest)
+        if key is not None:
+            prompt = rest[key]
+            if not isinstance(prompt, (list, tuple)):
+                raise SampleError(f"'{key}' must be a list of messages (the prompt), got {type(prompt).__name__}")
+            if replies is None:
+                has_role, has_from = _first_keys(prompt)
+                replies = [{"from": "gpt", "value": chosen} if has_from and not has_role
+                           else {"role": "assistant", "content": chosen}]
+            new = {**rest, key: [*prompt, *replies]}
+        elif _present(rest, "prompt"):
+            prompt = rest["prompt"]
+            if replies is None:
+                completion: Any = chosen if isinstance(prompt, str) else [{"role": "assistant", "content": chosen}]
+            else:
+                completion = replies
+                if isinstance(prompt, str):
+                    prompt = [{"role": "user", "content": prompt}]
+            new = {**rest, "prompt": prompt, "completion": completion}
+        elif _present(rest, "instruction"):
+            if replies is not None:
+                raise SampleError("an Alpaca preference row's 'chosen' must be a string (the chosen output)")
+            new = {**rest, "output": chosen}
+        elif replies is not None and len(replies) > 1:
+            new = {**rest, "messages": replies}  # the whole conversation (TRL's implicit prompt)
+        else:
+            raise SampleError(
+                "has a 'chosen' reply but no prompt: data_format='preference' reads the prompt from 'messages', "
+                "'conversations', 'prompt' or 'instruction', or takes 'chosen' as the whole conversation when it is a "
+                f"list of messages (it has {sorted(map(str, row.keys()))})"
+            )
+        return self._read(new, detect_format(new))
+
     @staticmethod
     def _missing(row: Mapping[str, Any], what: str, fmt: str) -> SampleError:
         return SampleError(
@@ -618,7 +879,8 @@ def to_sample(row: Any, data_format: DataFormat = "auto",
     Args:
         row: one row, as ``datasets`` yields it (a dict).
         data_format: ``"auto"`` (the layout is recognised from the row's keys), ``"messages"``,
-            ``"sharegpt"``, ``"alpaca"`` or ``"prompt_completion"``.
+            ``"sharegpt"``, ``"alpaca"``, ``"prompt_completion"`` or ``"preference"`` (a prompt
+            and its chosen reply).
         mapping: a :class:`MessageMapping` (or a dict of its fields) for any other layout.
 
     Returns:

@@ -39,7 +39,8 @@ class MaskOptions:
             finds. Off by default: shipped templates' blocks often include the role header or the
             newline after the stop token (SmolLM3, LFM2.5), which the model never generates.
         data_format: the layout of the rows: ``"auto"`` (decided per row), ``"messages"``,
-            ``"sharegpt"``, ``"alpaca"`` or ``"prompt_completion"``.
+            ``"sharegpt"``, ``"alpaca"``, ``"prompt_completion"``, or ``"preference"`` (DPO / KTO
+            rows trained as the prompt and its chosen reply; other formats reject such rows).
         mapping: for any other list of messages, a :class:`respmask.MessageMapping` (or a dict of
             its fields: ``field_messages``, ``role_key``, ``content_key``, ``role_map``) that
             says where they are and how to read them; ``data_format`` must then be ``"auto"``.
@@ -48,6 +49,9 @@ class MaskOptions:
             per conversation as rendered; ``"auto"`` makes the fewest rows in which every
             trained turn reads exactly as in the render of its own prefix (one row on templates
             that keep history); ``"turns"`` makes one row per trained turn (its prefix).
+        text_only: with a text tokenizer, train rows that hold images (video, audio) on their
+            text alone, the media dropped; by default such rows are rejected with an error that
+            says to pass the model's processor.
 
     Raises:
         ValueError: an option has an invalid value.
@@ -67,6 +71,7 @@ class MaskOptions:
     data_format: DataFormat = "auto"
     mapping: MessageMapping | None = None
     split: Split = "never"
+    text_only: bool = False
 
     def __post_init__(self) -> None:
         check_choice("train_on", self.train_on, ("all", "last"))
@@ -79,6 +84,7 @@ class MaskOptions:
         object.__setattr__(self, "stop_tokens", (stops,) if isinstance(stops, str) else tuple(stops))
         object.__setattr__(self, "reasoning_in_loss", bool(self.reasoning_in_loss))
         object.__setattr__(self, "use_generation_tags", bool(self.use_generation_tags))
+        object.__setattr__(self, "text_only", bool(self.text_only))
         reader = SampleReader(self.data_format, self.mapping)  # checks data_format and mapping together
         object.__setattr__(self, "mapping", reader.mapping)
 
@@ -92,7 +98,7 @@ class MaskOptions:
 
     def reader(self) -> SampleReader:
         """Reads rows in ``data_format`` / ``mapping``."""
-        return SampleReader(self.data_format, self.mapping)
+        return SampleReader(self.data_format, self.mapping, self.text_only)
 
 
 def _known(changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,14 +17,17 @@ import numpy as np
 from ._errors import LostDataError, UntrainableSampleError, check_choice, check_max_length, warn
 from ._encode import TrainingRow, encode_rows
 from ._samples import to_python
+from ._spans import describe_dropped
 from ._masker import masker_for
 from ._options import MaskOptions
 from ._media import is_processor
-from ._spans import describe_dropped
 
 
 _ARROW_TYPES = MappingProxyType({"input_ids": "tokens", "labels": "tokens", "error": "string",
-                                 "untrainable": "string", "truncated": "bool", "index": "int64"})
+                                 "untrainable": "string", "truncated": "bool", "index": "int64",
+                                 "reasoning_left_out_messages": "int64", "reasoning_left_out_tokens": "int64",
+                                 "lost_data_rows": "int64", "lost_data_messages": "int64",
+                                 "lost_data_tokens": "int64", "empty_replies": "int64"})
 
 
 def columns_to_arrow(columns: Mapping[str, list]) -> Any:
@@ -151,6 +154,12 @@ class Pretokenizer:
         With ``split`` a conversation may give several output rows; they carry its position in
         an ``index`` column (as do all rows with ``on_error="collect"``).
         """
+        return self._encode_rows(rows, indices)[0]
+
+    def _encode_rows(self, rows: Sequence[Mapping[str, Any]],
+                     indices: Sequence[int] | None = None) -> tuple[dict[str, list], list[TrainingRow]]:
+        """:meth:`encode_rows`' columns, and the training row each output row came from (for
+        ``respmask tokenize``'s counts of what the template leaves out)."""
         _, encoded = encode_rows(self.masker, rows, indices, max_length=self.max_length, truncation=self.truncation,
                                  on_error=self.on_error)
         ids_out: list[np.ndarray] = []
@@ -168,9 +177,12 @@ class Pretokenizer:
             error = row.error
             if row.encoded is not None and row.encoded.lost_data:
                 if self.on_lost_data == "reject":
+                    lost_data = row.encoded.lost_data
+                    kinds = "; ".join(dict.fromkeys(what for _, what in lost_data))
                     error = LostDataError(
-                        f"the chat template leaves out data it holds ({describe_dropped(row.encoded.lost_data)}): fix "
-                        "the data or the template, or keep such rows (on_lost_data='keep'; CLI: --keep-lost-data)",
+                        f"the chat template leaves out data the row holds: {kinds}. Per message: "
+                        f"{describe_dropped(lost_data)}. Fix the data or the template, or keep such rows "
+                        "(on_lost_data='keep'; CLI: --keep-lost-data).",
                         row.index,
                     )
                     rejected.add(row.sample)
@@ -213,7 +225,7 @@ class Pretokenizer:
             out["index"] = [row.index for row in kept]
         for c in self.keep_columns:
             out[c] = [rows[row.sample].get(c) for row in kept]
-        return out
+        return out, kept
 
     @property
     def _indexed(self) -> bool:

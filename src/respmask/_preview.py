@@ -23,7 +23,7 @@ _TRAINED = ("\x1b[38;5;16;48;5;77m", "\x1b[38;5;16;48;5;157m")
 _MASKED = ("\x1b[38;5;243m", "\x1b[38;5;31m")
 _SPECIAL = "\x1b[1;4m"
 _RESET = "\x1b[0m"
-_SYMBOLS = "· space, ↵ newline, → tab"
+_SYMBOLS = "· space (marked only in tokens that are all spaces; other spaces print as spaces), ↵ newline, → tab"
 
 # Notebook styles. Each token is one box that never breaks (lines wrap only between tokens). Trained
 # tokens set their background and text colour; masked ones are translucent and take the theme's
@@ -285,8 +285,25 @@ def _rendered(enc: Encoded, masker: ChatMasker) -> Preview:
         notes.append(f"{missing} turn(s) without a stop token")
     if enc.rows > 1:
         notes.append(f"row {enc.row + 1} of {enc.rows} (split)")
+    notes += left_out_notes(enc)
     return Preview(_token_texts(enc.text or "", ids, masker), ids, trained, len(enc.turns), notes,
                    _special_flags(ids, tok))
+
+
+def left_out_notes(enc: Encoded) -> list[str]:
+    """What the chat template leaves out of a row's render, as :class:`Preview` notes: the data
+    of each message it drops (never trained), and earlier turns' reasoning (``split="auto"``
+    trains it)."""
+    notes = []
+    lost = enc.lost_data
+    if lost:
+        notes.append("the chat template leaves out (not trained): " + "; ".join(
+            f"message {k}: {what}" for k, what in lost))
+    reasoning = [k for k, what in enc.dropped if (k, what) not in lost]
+    if reasoning:
+        notes.append(f"reasoning of earlier turns left out by the template (messages {', '.join(map(str, reasoning))}; "
+                     "split='auto' trains it)")
+    return notes
 
 
 def _token_texts(text: str, ids: Sequence[int], masker: ChatMasker) -> list[str]:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -31,6 +32,7 @@ import numpy as np
 
 from ._errors import RespmaskError, SampleError, without_sample
 from ._masks import IGNORE_INDEX
+from ._encode import TrainingRow
 from ._pretokenize import Pretokenizer, columns_to_arrow
 
 FORMAT_VERSION = 1
@@ -47,8 +49,17 @@ class Summary:
     tokens: int = 0
     trained_tokens: int = 0
     untrainable_rows: int = 0
+    rejected_untrainable_rows: int = 0  # of the untrainable rows, those --drop-untrainable moved to the rejects
     truncated_rows: int = 0
     packed_rows: int = 0
+    # of the written rows: earlier turns' reasoning the template leaves out (Qwen3; split="auto" trains it),
+    # data it leaves out of rows kept with --keep-lost-data, and empty replies (only their stop token trains)
+    reasoning_left_out_messages: int = 0
+    reasoning_left_out_tokens: int = 0
+    lost_data_rows: int = 0
+    lost_data_messages: int = 0
+    lost_data_tokens: int = 0
+    empty_replies: int = 0
     shards: int = 0
     resumed_shards: int = 0
     seconds: float = 0.0
@@ -60,7 +71,7 @@ class Summary:
 
     def add(self, other: Mapping[str, Any]) -> None:
         for key in ("input_rows", "written_rows", "rejected_rows", "split_rows", "tokens", "trained_tokens", "untrainable_rows",
-                    "truncated_rows", "packed_rows"):
+                    "rejected_untrainable_rows", "truncated_rows", "packed_rows", *DETAILS):
             setattr(self, key, getattr(self, key) + int(other.get(key, 0)))
         for reason, n in other.get("reject_reasons", {}).items():
             self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
@@ -72,28 +83,74 @@ class Summary:
 
 
 def _reason(message: str) -> str:
-    """A short reason for grouping rejects: the error without the sample index."""
-    return without_sample(message)[:120]
+    """The reason rejects are grouped and counted under: the error's first sentence, whole, without
+    its sample index (respmask's errors say what happened first, then where and what to do);
+    the rejects file keeps every error in full."""
+    text = without_sample(message)
+    end = re.search(r"[.!?](?=\s+[A-Z(])", text)
+    return text[: end.end()] if end else text
+
+
+def bad_json_line(line: int, exc: json.JSONDecodeError) -> str:
+    """What a JSON Lines line that is not JSON gets as its error, in ``check`` and ``tokenize`` alike:
+    its line number in the file and where on that line JSON broke."""
+    return f"line {line}: not valid JSON ({exc.msg} at column {exc.colno})"
+
+
+#: per written row, what the template leaves out of it (summed into the Summary's fields of these names)
+DETAILS = ("reasoning_left_out_messages", "reasoning_left_out_tokens", "lost_data_rows", "lost_data_messages",
+           "lost_data_tokens", "empty_replies")
+
+
+def _details(row: TrainingRow) -> tuple[int, ...]:
+    """:data:`DETAILS` of one training row (zeros for a row that raised)."""
+    enc = row.encoded
+    if enc is None:
+        return (0,) * len(DETAILS)
+    lost = enc.lost_data
+    reasoning = len(enc.dropped) - len(lost)
+    return (reasoning, enc.reasoning_tokens_dropped, int(bool(lost)), len(lost),
+            enc.dropped_tokens - enc.reasoning_tokens_dropped, len(row.empty_replies))
 
 
 class _JsonRows:
-    """The batch function run inside the engine: JSON strings in, token columns out."""
+    """The batch function run inside the engine: JSON strings in, token columns out (and, per
+    row, what the template leaves out of it: :data:`DETAILS`)."""
 
     def __init__(self, pretokenizer: Pretokenizer):
         self.pretokenizer = pretokenizer
 
+    @property
+    def features(self) -> Any:
+        """The output's ``datasets.Features``: the Pretokenizer's and :data:`DETAILS`."""
+        import datasets
+
+        features = self.pretokenizer.features
+        for name in DETAILS:
+            features[name] = datasets.Value("int64")
+        return features
+
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
         texts = list(batch["json"])
         indices = [int(i) for i in batch["index"]]
+        lines = [int(n) for n in batch["line"]] if "line" in batch else [None] * len(texts)
         rows: list[Any] = []
         parse_errors: dict[int, str] = {}
         for j, (text, index) in enumerate(zip(texts, indices)):
             try:
                 rows.append(json.loads(text))
-            except (json.JSONDecodeError, TypeError) as exc:
-                parse_errors[j] = f"sample {index}: not valid JSON ({exc})"
+            except json.JSONDecodeError as exc:
+                where = bad_json_line(lines[j], exc) if lines[j] is not None else f"not valid JSON ({exc.msg})"
+                parse_errors[j] = f"sample {index}: {where}"
                 rows.append({})
-        out = self.pretokenizer.encode_rows(rows, indices)
+                continue
+            if lines[j] is not None and not isinstance(rows[-1], (Mapping, list)):
+                parse_errors[j] = f"sample {index}: line {lines[j]}: not a JSON object"
+                rows[-1] = {}
+        out, kept = self.pretokenizer._encode_rows(rows, indices)
+        details = [_details(row) for row in kept]
+        for k, name in enumerate(DETAILS):
+            out[name] = [d[k] for d in details]
         # a row that is not JSON was read as {} and gave one error row: put the JSON error there
         where = {index: r for r, index in enumerate(out["index"])}
         for j, message in parse_errors.items():
@@ -215,11 +272,11 @@ def iter_rows(path: str, bad_lines: str = "raise") -> Iterator[Any]:
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    problem = f"line {n}: not valid JSON ({exc.msg})"
+                    problem = bad_json_line(n, exc)
                     if bad_lines == "yield":
                         yield BadLine(n, problem)
                         continue
-                    raise RespmaskError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+                    raise RespmaskError(f"{path}:{problem}") from exc
                 if not isinstance(value, (Mapping, list)):
                     if bad_lines == "yield":
                         yield BadLine(n, f"line {n}: not a JSON object")
@@ -228,25 +285,28 @@ def iter_rows(path: str, bad_lines: str = "raise") -> Iterator[Any]:
                 yield value
 
 
-def _jsonl_shards(path: str, size: int) -> Iterator[tuple[int, list[str], list[int]]]:
-    """(shard number, lines, input indices) of a JSON Lines file, streamed (blank lines skipped)."""
+def _jsonl_shards(path: str, size: int) -> Iterator[tuple[int, list[str], list[int], list[int]]]:
+    """(shard number, lines, input indices, line numbers) of a JSON Lines file, streamed (blank
+    lines skipped; line numbers count every line of the file from 1, as editors do)."""
     lines: list[str] = []
     indices: list[int] = []
+    numbers: list[int] = []
     index = 0
     shard = 0
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             lines.append(line)
             indices.append(index)
+            numbers.append(n)
             index += 1
             if len(lines) == size:
-                yield shard, lines, indices
+                yield shard, lines, indices, numbers
                 shard += 1
-                lines, indices = [], []
+                lines, indices, numbers = [], [], []
     if lines:
-        yield shard, lines, indices
+        yield shard, lines, indices, numbers
 
 
 def _count_jsonl(path: str) -> int:
@@ -298,7 +358,7 @@ def _run_engine(engine: str, table: Any, fn: _JsonRows, num_proc: int, batch_siz
         import datasets
 
         ds = datasets.Dataset(table)
-        features = fn.pretokenizer.features
+        features = fn.features
         out = ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
                      remove_columns=ds.column_names, features=features, load_from_cache_file=False,
                      keep_in_memory=True, desc="respmask tokenize")
@@ -376,8 +436,9 @@ def tokenize_files(
     if kind == "jsonl":
         total = _count_jsonl(source)
         shards: Iterator[tuple[int, Any]] = (
-            (k, pa.table({"json": lines, "index": pa.array(idx, type=pa.int64())}))
-            for k, lines, idx in _jsonl_shards(source, shard_size)
+            (k, pa.table({"json": lines, "index": pa.array(idx, type=pa.int64()),
+                          "line": pa.array(numbers, type=pa.int64())}))
+            for k, lines, idx, numbers in _jsonl_shards(source, shard_size)
         )
     else:
         total = len(source)
@@ -457,11 +518,14 @@ def _finish_shard(table: Any, pack: int | None,
         "written_rows": int(keep.sum()),
         "rejected_rows": int(rejected.sum()),
         "untrainable_rows": int(untrainable.sum()),
+        "rejected_untrainable_rows": int((untrainable & rejected).sum()),
         "truncated_rows": int((table.column("truncated").to_numpy(zero_copy_only=False) & keep).sum()),
         "tokens": int(lengths[keep].sum()),
         "trained_tokens": int(trained[keep].sum()),
         "reject_reasons": dict(reasons),
     }
+    for name in DETAILS:
+        stats[name] = int(table.column(name).to_numpy(zero_copy_only=False)[keep].sum())
     kept = table.filter(pa.array(keep)).select(["input_ids", "labels", "index"])
     if pack:
         rows = [{"input_ids": i, "labels": lab} for i, lab in
