@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -21,7 +20,9 @@ from ._byte_lengths import ByteLengths
 from ._masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
 from ._media import call_processor, carry_mask, images_of, is_processor, media_token_ids
 from ._origin import REASONING_KEYS
-from ._profile import TemplateProfile, history_probes, learn_profile, token_regex
+from ._profile import (
+    Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
+)
 from ._render import ChatTemplate, template_constants, template_inputs
 from ._samples import Chat, Pretokenized, TextPair, parse
 from ._segments import Segments
@@ -230,6 +231,8 @@ class ChatMasker:
         self.reader = opts.reader()
         self._templates: dict[str, ChatTemplate] = {}
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
+        # profile keys whose fixed probes the template rejects: learned from each conversation's shape
+        self._unprobed: dict[tuple[str, str], TemplateError] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
@@ -258,7 +261,7 @@ class ChatMasker:
             self._blob = (signature, key, data)
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
-        state.update(_templates={}, _profiles={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None, _bytes=None,
+        state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None, _bytes=None,
                      _backend_copy=None, tokenizer=None)
         return state
 
@@ -341,40 +344,94 @@ class ChatMasker:
         return [s for s, _ in enc.offsets]
 
     @staticmethod
-    def _profile_key(source: str, kwargs: Mapping[str, Any]) -> tuple[str, str]:
-        return (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
+    def _profile_key(source: str, kwargs: Mapping[str, Any], shape: ProbeShape | None = None) -> tuple[str, str]:
+        key = json.dumps(kwargs, sort_keys=True, default=str) if kwargs else ""
+        return (source, key if shape is None else f"{key}|{shape.key}")
 
     def profile(
-        self, source: str, kwargs: Mapping[str, Any], key: tuple[str, str] | None = None, tools: Any = None
+        self, source: str, kwargs: Mapping[str, Any], key: tuple[str, str] | None = None, tools: Any = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[TemplateProfile, StopTokens]:
-        """The learned profile of a template under these template kwargs (cached under ``key``,
-        ``_profile_key(source, kwargs)`` when not given).
+        """The learned profile of a template under these template kwargs, for conversations shaped
+        like ``messages`` (cached under ``key``, ``_profile_key(source, kwargs, shape)`` when not
+        given).
 
-        ``tools``: the tools of the conversation that asks. A template that rejects respmask's
-        probe tools (it reads a tool format of its own, as Command-R's tool-use template does) is
-        probed again with these, on every probe."""
-        key = self._profile_key(source, kwargs) if key is None else key
+        The probes are written in the shape of ``messages`` (:class:`ProbeShape`: content parts
+        for the roles that use them). ``tools``: the tools of the conversation that asks; a
+        template that rejects respmask's probe tools (it reads a tool format of its own, as
+        Command-R's tool-use template does) is probed again with these, on every probe. A template
+        that renders none of the probes (it accepts only a ``functions`` message after the
+        system, or only conversations that end with the user) is probed with ``messages`` itself
+        in probe words (:func:`sample_probes`), once per such shape of conversation.
+
+        Raises:
+            TemplateError: the template raises on every probe and on the conversation's own shape.
+        """
+        shape = probe_shape(messages) if messages is not None else None
+        key = self._profile_key(source, kwargs, shape) if key is None else key
         cached = self._profiles.get(key)
         if cached is not None:
             return cached
+        unprobed = self._unprobed.get(key)
+        if unprobed is not None:
+            return self._sample_profile(source, kwargs, key, tools, messages, unprobed)
+        fixed = probes() if shape is None else [shape.apply(p) for p in probes()]
+        try:
+            profile, renders = self._learn(source, kwargs, fixed)
+        except TemplateError as exc:
+            try:
+                if not tools:
+                    raise
+                profile, renders = self._learn(source, kwargs, fixed, own_tools=tools)
+            except TemplateError:
+                if messages is None:
+                    raise exc from None
+                self._unprobed[key] = exc
+                return self._sample_profile(source, kwargs, key, tools, messages, exc)
+        return self._keep(key, source, kwargs, profile, renders)
+
+    def _sample_profile(self, source: str, kwargs: Mapping[str, Any], key: tuple[str, str], tools: Any,
+                        messages: Sequence[Mapping[str, Any]] | None, error: TemplateError
+                        ) -> tuple[TemplateProfile, StopTokens]:
+        """The profile learned from the conversation's own shape (the fixed probes raised with
+        ``error``), cached per shape of conversation (roles, content kinds, tool calls, reasoning)."""
+        if messages is None:
+            raise error
+        conversations = sample_probes(messages, tools, REASONING_KEYS)
+        outline = repr([(m.get("role"), type(m.get("content")).__name__, bool(m.get("tool_calls")),
+                         any(m.get(k) for k in REASONING_KEYS)) for m in conversations[0].messages])
+        own = (key[0], f"{key[1]}|sample:{tools is not None}:{outline}")
+        cached = self._profiles.get(own)
+        if cached is None:
+            try:
+                profile, renders = self._learn(source, kwargs, conversations)
+            except TemplateError:
+                raise error from None
+            cached = self._keep(own, source, kwargs, profile, renders)
+            self._exact[key] = self._exact[own] and self._exact.get(key, True)
+        return cached
+
+    def _learn(self, source: str, kwargs: Mapping[str, Any], conversations: Sequence[Probe], own_tools: Any = None
+               ) -> tuple[TemplateProfile, list[tuple[list[dict], Any, bool, str]]]:
+        """:func:`learn_profile` on ``conversations`` (with ``own_tools`` instead of the probes'
+        tools when given), and every render it made."""
         template = self.template(source)
         renders: list[tuple[list[dict], Any, bool, str]] = []
 
-        def probe(messages: list[dict], probe_tools: Any, gen: bool, own: Any = None) -> Segments:
-            used = probe_tools if own is None else own
+        def probe(messages: list[dict], probe_tools: Any, gen: bool) -> Segments:
+            used = probe_tools if own_tools is None else own_tools
             rendered = self._apply_template(template, messages, used, None, kwargs, gen)[0]
             renders.append((messages, used, gen, rendered.text))
             return Segments.of(rendered)
 
-        learn = functools.partial(learn_profile, control_tokens=self._control_tokens(source),
-                                  token_starts=self._token_starts, eos=self.tokenizer.eos_token)
-        try:
-            profile = learn(probe)
-        except TemplateError:
-            if not tools:
-                raise
-            renders.clear()
-            profile = learn(functools.partial(probe, own=tools))
+        profile = learn_profile(probe, control_tokens=self._control_tokens(source), token_starts=self._token_starts,
+                                eos=self.tokenizer.eos_token, conversations=conversations)
+        return profile, renders
+
+    def _keep(self, key: tuple[str, str], source: str, kwargs: Mapping[str, Any], profile: TemplateProfile,
+              renders: Sequence[tuple[list[dict], Any, bool, str]]) -> tuple[TemplateProfile, StopTokens]:
+        """Cache ``profile`` under ``key`` with its compiled stop tokens, and whether the probes'
+        renders equal transformers'."""
         # Training input must be inference input: the probes' renders are compared byte for byte
         # with transformers' own; where one differs, every conversation is compared.
         self._exact[key] = all(
@@ -403,6 +460,21 @@ class ChatMasker:
         """
         return parse(sample, self.reader)
 
+    def _inputs(self, parsed: Chat) -> tuple[Chat, dict[str, Any]]:
+        """``parsed`` with the ``tools`` and ``documents`` that template kwargs carry moved to the
+        conversation, and the template kwargs for it (the options' under the sample's own).
+
+        ``apply_chat_template(messages, **{"documents": docs})`` binds ``documents`` (and ``tools``)
+        to its own arguments, so kwargs that hold them mean the same as a sample that does: both
+        give the same render, profile and masks. The sample's own tools and documents win."""
+        kwargs = {**self.options.template_kwargs, **parsed.kwargs}
+        if "tools" not in kwargs and "documents" not in kwargs:
+            return parsed, kwargs
+        tools, documents = kwargs.pop("tools", None), kwargs.pop("documents", None)
+        own = {k: v for k, v in parsed.kwargs.items() if k not in ("tools", "documents")}
+        return replace(parsed, tools=parsed.tools if parsed.tools is not None else tools,
+                       documents=parsed.documents if parsed.documents is not None else documents, kwargs=own), kwargs
+
     def render(self, sample: Any) -> RenderedSample:
         """Render a raw sample and find its trained character spans."""
         parsed = parse(sample, self.reader)
@@ -419,12 +491,11 @@ class ChatMasker:
             text = parsed.prompt + completion
             span = [(len(parsed.prompt), len(text))] if completion else []
             return RenderedSample(text, span, [], None, add_special_tokens=True)
+        parsed, kwargs = self._inputs(parsed)
         source = self.template_source(parsed.tools)
-        kwargs = {**self.options.template_kwargs, **parsed.kwargs}
         template = self.template(source)
-        key = self._profile_key(source, kwargs)
-        profile, stops = self.profile(source, kwargs, key, parsed.tools)
-        try:
+        key = self._profile_key(source, kwargs, probe_shape(parsed.messages))
+        try:  # first: a conversation the template rejects is the sample's error, whatever the probes say
             rendered, chat = self._apply_template(template, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
         except RespmaskError:
             raise
@@ -433,6 +504,7 @@ class ChatMasker:
                 f"the chat template raised {type(exc).__name__}: {exc}. Fix the conversation so the template "
                 "accepts it (the same error comes from tokenizer.apply_chat_template)."
             ) from exc
+        profile, stops = self.profile(source, kwargs, key, parsed.tools, parsed.messages)
         if not self._exact[key]:
             reference = self._reference_text(source, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
             if reference != rendered.text:
@@ -489,11 +561,12 @@ class ChatMasker:
         whole = self._render_parsed(parsed)
         if self.split == "never" or isinstance(parsed, TextPair):
             return [whole]
+        parsed, kwargs = self._inputs(parsed)
         source = self.template_source(parsed.tools)
-        kwargs = {**self.options.template_kwargs, **parsed.kwargs}
         template = self.template(source)
-        key = self._profile_key(source, kwargs)
-        if self.split == "auto" and self._history_kept(key, kwargs) and (
+        shape = probe_shape(parsed.messages)
+        key = self._profile_key(source, kwargs, shape)
+        if self.split == "auto" and self._history_kept(key, kwargs, shape) and (
             not whole.dropped or _drops_all_reasoning(parsed.messages, whole.dropped)
         ):
             # the template keeps history (learned) and this render left nothing out, or nothing but
@@ -534,14 +607,16 @@ class ChatMasker:
                                       dropped_text=lost_text if n == 0 else []))
         return out
 
-    def _history_kept(self, key: tuple[str, str], kwargs: Mapping[str, Any]) -> bool:
-        """Whether, on probe conversations (multi-turn, reasoning, tool-call chains), every trained
-        turn reads in the whole render exactly as in the render of its own prefix. Learned once per
-        template and template kwargs; a conversation whose render leaves data out is checked anyway."""
+    def _history_kept(self, key: tuple[str, str], kwargs: Mapping[str, Any], shape: ProbeShape | None = None) -> bool:
+        """Whether, on probe conversations (multi-turn, reasoning, tool-call chains, written in
+        ``shape``), every trained turn reads in the whole render exactly as in the render of its own
+        prefix. Learned once per template, template kwargs and shape; a conversation whose render
+        leaves data out is checked anyway."""
         kept = self._keeps_history.get(key)
         if kept is None:
             kept = True
             for probe in history_probes():
+                probe = probe if shape is None else shape.apply(probe)
                 chat = Chat([dict(m) for m in probe.messages], [None] * len(probe.messages), probe.tools, None,
                             dict(kwargs))
                 try:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os.path import commonprefix
+from types import MappingProxyType
 from typing import Any
 
 from ._errors import TemplateError
@@ -87,10 +88,109 @@ def _tool_result(i: int) -> dict:
     return {"role": "tool", "tool_call_id": _call_id(i), "name": _TOOL_NAME, "content": f"{_TOOL}{i}"}
 
 
+_OTHER = "zqothprobe"  # the text of a message of another role (sample-shaped probes)
+_NONCES = (_SYS, _USR, _AST, _RSN, _TOOL, _ARG, _OTHER)
+_ROLE_WORDS = MappingProxyType({"system": _SYS, "user": _USR, "assistant": _AST, "tool": _TOOL})
+
+
 @dataclass(frozen=True)
 class Probe:
     messages: list[dict]
     tools: list[dict] | None = None
+
+
+def _text_parts(text: str) -> list[dict]:
+    return [{"type": "text", "text": text}]
+
+
+@dataclass(frozen=True)
+class ProbeShape:
+    """How a conversation writes its messages' content, so that probes can be written the same way.
+
+    Some templates accept only some shapes: LLaVA-NeXT's reads ``message['content'][0]['text']``
+    of system and assistant messages, so string content raises there. Probes take, per role, the
+    conversation's own shape: content parts (``[{"type": "text", "text": ...}]``) for the roles
+    whose content is a list, and for roles the conversation lacks when every role it has uses
+    parts; strings elsewhere.
+
+    Attributes:
+        parts: roles whose content is a list of parts. strings: roles whose content is a string.
+    """
+
+    parts: frozenset[str]
+    strings: frozenset[str]
+
+    @property
+    def key(self) -> str:
+        """What tells this shape's profile from the all-strings one's (never empty)."""
+        return "parts:" + ",".join(sorted(self.parts)) + ";strings:" + ",".join(sorted(self.strings))
+
+    def uses_parts(self, role: str) -> bool:
+        return role in self.parts or (not self.strings and role not in self.parts)
+
+    def apply(self, probe: Probe) -> Probe:
+        """``probe`` with the content of each message written in this shape."""
+        return Probe([
+            {**m, "content": _text_parts(m["content"])} if isinstance(m.get("content"), str) and self.uses_parts(m["role"])
+            else m
+            for m in probe.messages
+        ], probe.tools)
+
+
+def probe_shape(messages: Sequence[Mapping[str, Any]]) -> ProbeShape | None:
+    """The :class:`ProbeShape` of ``messages``; None when every content is a string (or absent):
+    the fixed probes' own shape."""
+    parts: set[str] | None = None
+    strings = set()
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            strings.add(m["role"])
+        elif isinstance(content, (list, tuple)):
+            parts = parts or set()
+            parts.add(m["role"])
+    if parts is None:
+        return None
+    return ProbeShape(frozenset(parts), frozenset(strings - parts))
+
+
+def _nonce_content(content: Any, word: str) -> Any:
+    """``content`` with its text replaced by ``word`` (its other parts, an image say, kept)."""
+    if isinstance(content, str):
+        return word if content else ""
+    if isinstance(content, (list, tuple)):
+        out, done = [], False
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                out.append({**part, "text": "" if done else word})
+                done = True
+            else:
+                out.append(part)
+        return out
+    return content
+
+
+def sample_probes(messages: Sequence[Mapping[str, Any]], tools: Any, reasoning_keys: Sequence[str]) -> list[Probe]:
+    """Probes in the shape of one conversation: its own messages with their text replaced by probe
+    words, through its second assistant turn and the message after it (the whole conversation
+    when that is shorter), and the same cut after its first assistant turn.
+
+    For templates that accept only shapes the fixed probes lack (a ``functions`` message after the
+    system, conversations that end with the user's message): whatever the template renders of
+    the conversation, it renders of these."""
+    replaced = []
+    for k, m in enumerate(messages):
+        word = f"{_ROLE_WORDS.get(m.get('role'), _OTHER)}{k}"
+        new = {**m, "content": _nonce_content(m.get("content"), word)} if "content" in m else dict(m)
+        for key in reasoning_keys:
+            if isinstance(m.get(key), str) and m[key]:
+                new[key] = f"{_RSN}{k}"
+        replaced.append(new)
+    assistants = [k for k, m in enumerate(replaced) if m.get("role") == "assistant"]
+    cuts = [min(len(replaced), k + 2) for k in assistants[:2]]
+    if not cuts:
+        cuts = [len(replaced)]
+    return [Probe(replaced[:cut], tools) for cut in dict.fromkeys(reversed(cuts))]
 
 
 def probes() -> list[Probe]:
@@ -202,19 +302,33 @@ def _closes_block(token: str, turn_text: str) -> bool:
     return ("<" + token[2:]) in turn_text
 
 
+def _content_text(content: Any) -> str:
+    """A probe message's text: its string content, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        return "".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return ""
+
+
 def learn_profile(
     render: RenderFn,
     control_tokens: Sequence[str],
     token_starts: Callable[[str], list[int]],
     eos: str | None = None,
+    conversations: Sequence[Probe] | None = None,
 ) -> TemplateProfile:
-    """Render the probes and learn headers, stop tokens and reasoning markup.
+    """Render the probes (``conversations``, default :func:`probes`) and learn headers, stop
+    tokens and reasoning markup.
 
     ``render(messages, tools, add_generation_prompt)`` renders with the template and the
     template keyword arguments this profile is for; ``token_starts(text)`` gives the character
     positions where tokens begin in ``text`` tokenized alone.
 
     The end-of-turn token of a template is the first control token after a plain answer, unless
+    that token closes no other role's turn and a later one in the same text does: then the later
+    one, the closer the template ends turns with, ends generation and the markup before it is the
+    reply's (``<|end_of_solution|><|end|>`` where ``<|end|>`` closes user turns too). And unless
     ``eos`` follows it in the text every assistant turn writes after it: then that token closes
     the reply and EOS, which comes later, is what ends generation
     (``<|END_RESPONSE|><|END_OF_TURN_TOKEN|>``, ``<|close|>response<|sep|>...<|end_of_msg|>``).
@@ -230,11 +344,15 @@ def learn_profile(
     closer_then_eos: dict[str, list[bool]] = {}  # per first closer: is it followed by EOS, each turn
     opens: dict[str, list[str]] = {}  # per first closer: the text from it on, each turn
     call_tails: list[list[str]] = []
+    # per plain answer: the control tokens after it (with where each ends, when in the template's
+    # text after it), the ranges of that text, and the render
+    answers: list[tuple[list[str], list[tuple[str, int]], Sequence[tuple[int, int]], str]] = []
+    closers: set[str] = set()  # the first control token after another role's text, per probe
     closes: list[str] = []
     rendered = 0
     errors: list[str] = []
 
-    for probe in probes():
+    for probe in (probes() if conversations is None else conversations):
         try:
             full = render(probe.messages, probe.tools, False)
         except Exception as exc:
@@ -251,6 +369,12 @@ def learn_profile(
         by_owner = full.by_owner(len(probe.messages))
         for i, message in enumerate(probe.messages):
             if message["role"] != "assistant":
+                # the first control token after another role's text: what the template closes turns with
+                last = full.last_data(by_owner[i])
+                if last is not None:
+                    closed = _controls(control, full.text, full.tail_ranges(i, full.ends[last])[0])
+                    if closed:
+                        closers.add(closed[0])
                 continue
             idxs = by_owner[i]
             start = full.region_start(idxs)
@@ -269,7 +393,7 @@ def learn_profile(
             tail_tokens = [t for t, _ in tail_ends]
             if message.get("tool_calls"):
                 call_tails.append(tail_tokens)
-            elif _AST in message.get("content", ""):
+            elif _AST in _content_text(message.get("content")):
                 if not tail_tokens and last is not None:
                     # the template prints the whole turn as one value: look after the answer inside it
                     nonce = full.text.find(_AST, full.starts[last], full.ends[last])
@@ -277,17 +401,7 @@ def learn_profile(
                         inside = _controls(control, full.text, [(nonce, full.ends[last])])
                         tail_tokens = [t for t in inside if not _closes_block(t, turn_text)]
                 if tail_tokens:
-                    end_of_turn.append(tail_tokens[0])
-                    if tail_ends and tail_ends[0][0] == tail_tokens[0]:
-                        token, token_end = tail_ends[0]
-                        # the text from the token on (a header opening there makes it an opener),
-                        # and whether EOS follows it
-                        opens.setdefault(token, []).append(full.text[token_end - len(token):])
-                        # EOS later in the template text the turn writes after the token (before any
-                        # other message's output): the model writes all of it
-                        tail_end = next((b for a, b in ranges if a < token_end <= b), token_end)
-                        followed = bool(eos) and full.text.find(eos, token_end, tail_end) >= 0  # type: ignore[arg-type]
-                        closer_then_eos.setdefault(token, []).append(followed)
+                    answers.append((tail_tokens, tail_ends, ranges, full.text))
             if message.get("reasoning_content"):
                 close = _reasoning_close(full, idxs)
                 if close:
@@ -297,6 +411,24 @@ def learn_profile(
         raise TemplateError(
             "the chat template raised on every probe conversation; first error: " + (errors[0] if errors else "?")
         )
+    for tail_tokens, tail_ends, ranges, text in answers:
+        # markup only replies write before the closer the template ends every role's turns with
+        # (``<|end_of_solution|><|end|>`` where ``<|end|>`` closes user turns too) is the reply's:
+        # that closer ends generation
+        pick = 0
+        if tail_tokens[0] not in closers:
+            pick = next((n for n, t in enumerate(tail_tokens) if n and t in closers), 0)
+        end_of_turn.append(tail_tokens[pick])
+        if tail_ends:  # the tokens lie in the template's text after the answer
+            token, token_end = tail_ends[pick]
+            # the text from the token on (a header opening there makes it an opener), and whether
+            # EOS follows it
+            opens.setdefault(token, []).append(text[token_end - len(token):])
+            # EOS later in the template text the turn writes after the token (before any other
+            # message's output): the model writes all of it
+            tail_end = next((b for a, b in ranges if a < token_end <= b), token_end)
+            followed = bool(eos) and text.find(eos, token_end, tail_end) >= 0  # type: ignore[arg-type]
+            closer_then_eos.setdefault(token, []).append(followed)
     # a token that begins a learned header every time it follows an answer opens the next turn
     # (a generation prompt written after the loop whatever add_generation_prompt says): not a stop
     learned = [h for hs in headers.values() for h in hs if h]
@@ -313,7 +445,7 @@ def learn_profile(
     )
     # a candidate that holds probe words came from history the template prints late (say, a
     # system prompt at the end): it can never match a real conversation.
-    nonces = (_SYS, _USR, _AST, _RSN, _TOOL, _ARG)
+    nonces = _NONCES
     ordered = {
         role: tuple(sorted((h for h in hs if not any(w in h for w in nonces)), key=len, reverse=True))
         for role, hs in headers.items()
