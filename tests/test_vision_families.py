@@ -41,6 +41,7 @@ Not built here, and why:
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -166,6 +167,7 @@ class Family:
     image_roles: frozenset = frozenset({"user"})  # roles whose image parts the template renders
     text_key: str = "text"  # the key a text part's text is read from
     stops: bool = True  # the template closes a reply with a stop token
+    drops_system: bool = False  # the system message is rendered only before a final user turn
 
 
 ALL = frozenset({"system", "user", "assistant"})
@@ -181,12 +183,13 @@ FAMILIES: dict[str, Family] = {
                       string_roles=ALL, image_roles=frozenset({"user", "assistant"})),
     # mistral-community/pixtral-12b: patch 16, no spatial merge, images up to 1024 px
     "pixtral_12b": Family(lambda: _pixtral(_template("pixtral_12b"), 16, 1, 1024), PIXTRAL_IMAGE,
-                          list_roles=frozenset({"user"}), string_roles=ALL, text_key="content"),
+                          list_roles=frozenset({"user"}), string_roles=ALL, text_key="content",
+                          drops_system=True),
     # the Mistral 3 conversion: patch 14, spatial merge 2, images up to 1540 px (Mistral Small 3.1)
     "pixtral_mistral3_convert": Family(lambda: _pixtral(_template("pixtral_mistral3_convert"), 14, 2, 1540),
                                        PIXTRAL_IMAGE,
                                        list_roles=frozenset({"user", "assistant"}), string_roles=ALL,
-                                       image_roles=frozenset({"user", "assistant"})),
+                                       image_roles=frozenset({"user", "assistant"}), drops_system=True),
 }
 
 @functools.lru_cache(maxsize=None)
@@ -327,6 +330,8 @@ def test_chat_masker_matches_the_processor(name):
         _, rows = masker.process_batch([{"messages": messages}], return_tensors="np")
         n_replies = sum(m["role"] == "assistant" for m in messages)
         assert rows[0].turns_without_stop == (0 if FAMILIES[name].stops else n_replies), label
+        # what the render leaves out is reported (the Pixtral templates' system message)
+        assert [k for k, _ in rows[0].lost_data] == ([0] if FAMILIES[name].drops_system else []), label
         _check_row(name, label, messages, nn, rows[0].input_ids, rows[0].labels, in_replies)
 
 
@@ -342,7 +347,12 @@ def test_collator_with_an_images_column(name):
                                       for p in m["content"]]}
                     if isinstance(m["content"], list) else m for m in messages]
         rows.append({"messages": stripped, "images": _images(messages)})
-    batch = collator(rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = collator(rows)
+    lost = [w for w in caught
+            if issubclass(w.category, respmask.RespmaskWarning) and "leaves out" in str(w.message)]
+    assert len(lost) == int(FAMILIES[name].drops_system), [str(w.message) for w in caught]
     ids = np.asarray(batch["input_ids"])
     assert ids.shape[0] == len(convs) and batch["labels"].shape == ids.shape
     real = np.asarray(batch["attention_mask"]).astype(bool)
@@ -350,3 +360,5 @@ def test_collator_with_an_images_column(name):
     for r, (label, messages, nn, in_replies) in enumerate(convs):
         _check_row(name, label, messages, nn, ids[r][real[r]], batch["labels"][r][real[r]], in_replies)
     assert collator.stats.samples == len(convs) and collator.stats.untrainable == 0
+    replies = sum(m["role"] == "assistant" for _, messages, _, _ in convs for m in messages)
+    assert collator.stats.turns_without_stop == (0 if FAMILIES[name].stops else replies)
