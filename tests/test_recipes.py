@@ -166,3 +166,103 @@ def test_readme_troubleshooting_trl_rewrite_output(tmp_path, shared_root, capsys
     printed = capsys.readouterr().out
     [block] = [b for b in text_blocks("Troubleshooting") if "TRL's SFTTrainer prepared" in b]
     assert block.rstrip("\n") in printed
+
+
+# -- Coming from another tool: every block runs, and does what its line says ----------------------
+
+def peer_block(lead: str) -> str:
+    [code] = [code for before, code in python_blocks("Coming from another tool") if before.startswith(lead)]
+    return code
+
+
+def trained_text(tok, collator, row) -> str:
+    batch = collator([row])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    return tok.decode([i for i, lab in zip(ids, labels) if lab != -100])
+
+
+def test_every_peer_block_is_tested():
+    leads = [before.split("**")[1] for before, _ in python_blocks("Coming from another tool")]
+    assert len(leads) == 5 and all(leads), leads
+    for name in ("train_on_responses_only", "DataCollatorForCompletionOnlyLM", "assistant_only_loss",
+                 "roles_to_train", "train_on_eos", "mask_history"):
+        assert any(name in lead for lead in leads), name
+
+
+@pytest.mark.parametrize("lead", ["**Unsloth's `train_on_responses_only", "**TRL's `DataCollatorForCompletionOnlyLM"])
+def test_peer_marker_collators_become_respmask_collators(lead, tmp_path, monkeypatch):
+    tok = fixture_tokenizer("qwen3")
+    ns = run(peer_block(lead), tmp_path, monkeypatch, tok=tok, model=None, ds=None)
+    row = chats(1, turns=2)[0]
+    first, last = row["messages"][2]["content"], row["messages"][4]["content"]
+    every = trained_text(tok, ns["collator"], row)
+    assert every.count("<|im_end|>") == 2 and first in every and last in every
+    assert "Question" not in every and "Answer with the city" not in every  # no prompt, no system text
+    only = trained_text(tok, ns["last_only"], row)
+    assert last in only and first not in only and only.count("<|im_end|>") == 1
+    # ShareGPT rows as published (no standardize_sharegpt step): the same tokens trained
+    sharegpt = {"conversations": [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]],
+                                   "value": m["content"]} for m in row["messages"]]}
+    assert trained_text(tok, ns["collator"], sharegpt) == every
+
+
+def test_peer_trl_assistant_only_loss_block(tmp_path, monkeypatch, capsys):
+    tok = fixture_tokenizer("qwen3")
+    ds = datasets.Dataset.from_list(chats(8, turns=2))
+    ns = run(peer_block("**TRL's `SFTConfig(assistant_only_loss=True)`"), tmp_path, monkeypatch,
+             tok=tok, model=tiny_model(len(tok)), ds=ds)
+    trainer = ns["trainer"]
+    assert not trainer.args.assistant_only_loss and trainer.data_collator.max_length == trainer.args.max_length
+    report = respmask.check_trainer(trainer, verbose=False)
+    assert report.ok and report.collator.turns == 2 * report.samples  # both replies of every conversation
+    assert 0 < report.trained_tokens < report.tokens
+    # prompt/completion rows (completion_only_loss): only the completion and its stop token
+    pc = {"prompt": [{"role": "user", "content": "Where is the tower?"}],
+          "completion": [{"role": "assistant", "content": "In Paris."}]}
+    trained = trained_text(tok, trainer.data_collator, pc)  # Qwen3's template adds an empty think block to it
+    assert trained.endswith("In Paris.<|im_end|>") and "tower" not in trained and trained.count("<|im_end|>") == 1
+
+
+def test_peer_axolotl_block(tmp_path, monkeypatch):
+    tok = fixture_tokenizer("qwen3")
+    ds = datasets.Dataset.from_list(chats(2, turns=2))
+    ns = run(peer_block("**Axolotl's `roles_to_train`"), tmp_path, monkeypatch, tok=tok, model=None, ds=ds)
+    collator, row = ns["collator"], ds[0]
+    assistant_only = trained_text(tok, collator, row)
+    assert "Question" not in assistant_only and assistant_only.count("<|im_end|>") == 2
+    users_too = trained_text(tok, collator, ns["ds_users"][0])
+    assert "Question 0 about landmark 0?" in users_too and "Question 1 about landmark 0?" in users_too
+    assert users_too.count("<|im_end|>") == 4 and "Answer with the city" not in users_too  # system: not trained
+
+
+def test_peer_llamafactory_block(tmp_path, monkeypatch):
+    tok = fixture_tokenizer("qwen3")
+    ns = run(peer_block("**LLaMA-Factory's `mask_history: true`"), tmp_path, monkeypatch, tok=tok, model=None,
+             ds=None)
+    collator = ns["collator"]
+    row = chats(1, turns=3)[0]
+    only = trained_text(tok, collator, row)
+    assert row["messages"][6]["content"] in only and row["messages"][2]["content"] not in only
+    assert (collator.max_length, collator.truncation) == (2048, "left")
+    # left truncation keeps the recent turns: cut into the start, the last reply is still trained
+    full = len(tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+    collator.max_length = full - 10
+    assert trained_text(tok, collator, row) == only
+
+
+# -- the HTML view is public ----------------------------------------------------------------------
+
+def test_preview_to_html_is_public_documented_and_the_notebook_view():
+    import html as htmllib
+
+    tok = fixture_tokenizer("qwen2_5")
+    row = {"messages": [{"role": "user", "content": "Is 1 < 2?"}, {"role": "assistant", "content": "Yes, 1 < 2."}]}
+    p = respmask.preview(row, tok)
+    page = p.to_html()
+    assert page == p._repr_html_()  # what a notebook shows
+    assert page.startswith('<div class="respmask-preview"') and page.count("rm-train") == p.n_trained > 0
+    assert "&lt;" in page  # content is escaped, never markup
+    shown = htmllib.unescape(re.sub(r"<[^>]+>", "", page)).replace("·", " ")
+    assert "Yes, 1 < 2." in shown
+    api = (README.parent / "docs" / "API.md").read_text()
+    assert "to_html" in api and ".to_html()" in section("Ten lines")

@@ -74,8 +74,9 @@ _legend = legend  # Preview.to_text's own parameter is called legend
 class Preview:
     """Tokens of one sample and whether each is trained.
 
-    Returned by :func:`respmask.preview`. In a notebook it shows as coloured HTML; ``str()`` /
-    ``print`` gives terminal colours, :meth:`to_text` plain text.
+    Returned by :func:`respmask.preview`. In a notebook it shows as coloured HTML, which
+    :meth:`to_html` returns (to save or show elsewhere); ``str()`` / ``print`` gives terminal
+    colours, :meth:`to_text` plain text.
 
     Attributes:
         tokens: each token's text (a run of image tokens is one entry, see ``repeats``).
@@ -152,7 +153,22 @@ class Preview:
         return self.to_text(color=use_color())
 
     # -- notebook ------------------------------------------------------------------------------
-    def _repr_html_(self) -> str:
+    def to_html(self) -> str:
+        """The coloured view as one self-contained HTML fragment (inline styles, no script): what a
+        notebook shows for a :class:`Preview`, and what ``respmask preview --html`` writes.
+
+        Each token is a box with its id and whether it is trained in its tooltip; trained tokens
+        are on green, masked ones translucent, special tokens bold and underlined. Save it, or show
+        it anywhere HTML is shown (``IPython.display.HTML(p.to_html())``, a web page, a report).
+
+        Returns:
+            An HTML ``<div>`` (a fragment, not a whole page).
+
+        Example:
+            >>> page = respmask.preview(ds[0], tok).to_html()   # e.g. Path("sample.html").write_text(page)
+            >>> page.startswith('<div class="respmask-preview"'), page.count('rm-train')   # trained tokens
+            (True, 4)
+        """
         badge = "padding:0 4px;border-radius:3px;white-space:pre"
         rows = [
             '<div class="respmask-preview" style="font-family:ui-monospace,Menlo,Consolas,monospace;'
@@ -184,6 +200,10 @@ class Preview:
                 rows.append("<br>")
         rows.append("</div>")
         return "".join(rows)
+
+    def _repr_html_(self) -> str:
+        # what Jupyter shows for a Preview: the public HTML view
+        return self.to_html()
 
 
 def _visible(token: str) -> str:
