@@ -262,8 +262,8 @@ def template_hint(masker: ChatMasker, sample: Any, exc: RespmaskError) -> Respma
             continue
         hint = (f" The chat template has no {role!r} role: it renders this conversation once its {role!r} "
                 f"messages are user messages. Use a template that supports {role!r} messages (chat_template=...), "
-                f"give them the user role (role_map={{...: 'user'}} for the data's own role name), or leave such "
-                "rows out.")
+                "map the data's own name for that role to 'user' (MessageMapping role_map; CLI: --role-map), or "
+                "leave such rows out.")
         new = type(exc).__new__(type(exc))
         SampleError.__init__(new, exc.problem + hint, exc.index)
         new.__cause__ = exc.__cause__
