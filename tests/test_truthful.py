@@ -99,6 +99,23 @@ def test_text_only_trains_the_text_alone_when_asked(shared_root, realdata, capsy
     assert "Kane and Gretzka" in trained and "celebrating" in trained
 
 
+@pytest.mark.shared
+def test_llamafactory_image_placeholders_reach_a_processor_as_images(shared_root, realdata):
+    from support.vision import build_processor, make_image
+
+    processor = build_processor("qwen2_vl")
+    rows = _rows(realdata / "mllm_demo.json")[:3]
+    rows = [{**r, "images": [make_image(64, 48, k) for k, _ in enumerate(r["images"])]} for r in rows]
+    batch = respmask.ResponseOnlyCollator(processor)(rows)
+    assert len(batch["image_grid_thw"]) == sum(len(r["images"]) for r in rows)  # every image reached the model
+    tok = processor.tokenizer
+    for row, ids, labels in zip(rows, batch["input_ids"], batch["labels"]):
+        text = tok.decode(ids[batch["attention_mask"][rows.index(row)] == 1])
+        assert "<image>" not in text and text.count("<|vision_start|>") == len(row["images"])
+        replies = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+        assert tok.decode(ids[labels != -100]) == "".join(r + "<|im_end|>" for r in replies)
+
+
 def test_image_placeholders_become_image_parts_only_when_they_pair_with_images():
     row = {"messages": [{"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "Kane."}],
            "images": ["a.jpg"]}

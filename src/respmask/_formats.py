@@ -467,18 +467,18 @@ def media_in(row: Any) -> dict[str, int]:
             if n:
                 found[f"{column!r} column"] = n
         lists = [v for v in row.values() if isinstance(v, (list, tuple))]
-        lists += [[v] for v in row.values() if isinstance(v, Mapping)]  # a single message ('chosen')
+        lists += [[v] for v in row.values() if isinstance(v, (dict, Mapping))]  # a single message ('chosen')
     elif isinstance(row, (list, tuple)):
         lists = [row]
-    for messages in lists:
+    for messages in lists:  # runs on every row a text tokenizer reads: plain type checks first, ABCs after
         for m in messages:
-            if not isinstance(m, Mapping):
+            if type(m) is not dict and not isinstance(m, Mapping):
                 continue
             for content in m.values():
-                if not isinstance(content, (list, tuple)):
+                if type(content) is not list and (type(content) is str or not isinstance(content, (list, tuple))):
                     continue
                 for part in content:
-                    if isinstance(part, Mapping) and part.get("type") in MEDIA_PARTS:
+                    if isinstance(part, (dict, Mapping)) and part.get("type") in MEDIA_PARTS:
                         kind = next(k for k in ("image", "video", "audio") if k in part["type"])
                         found[f"{kind} parts"] = found.get(f"{kind} parts", 0) + 1
     return found
