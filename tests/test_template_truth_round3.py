@@ -262,3 +262,58 @@ def test_markup_replies_write_before_the_turn_closer_is_the_replys_and_the_close
     # the closer of every role ends generation whatever the EOS is; with EOS = <|end|> it is the same
     same = build_tokenizer(THOUGHT_SOLUTION, style=style, eos="<|end|>", special=THOUGHT_TOKENS)
     assert trained(same, ChatMasker(same).encode({"messages": msgs})) == trained(tok, enc)
+
+
+# 5. a turn that prints its empty content again after its EOS ------------------------------------------
+
+# llama.cpp's DeepSeek-R1-distill variant tests ``content is not none``: a tool call with content ""
+# renders the call and its EOS, then the header and "" and EOS again
+DOUBLE_RENDER = (
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}<|User|>{{ m.content }}"
+    "{% elif m.role == 'assistant' %}{% if m.tool_calls %}<|Assistant|><|calls|>{% for c in m.tool_calls %}"
+    "{{ c.function.name }}({{ c.function.arguments }}){% endfor %}<|/calls|>{{ eos_token }}{% endif %}"
+    "{% if m.content is not none %}<|Assistant|>{{ m.content }}{{ eos_token }}{% endif %}"
+    "{% elif m.role == 'tool' %}<|output|>{{ m.content }}<|/output|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|>{% endif %}"
+)
+
+
+def _call_chain(nn: Nonces, content) -> list[dict]:
+    return [say(nn, "user", 0),
+            {"role": "assistant", "content": content, "tool_calls": [
+                {"type": "function", "id": "call1",
+                 "function": {"name": "get_weather", "arguments": json.dumps({"city": nn("arg", 1)})}}]},
+            {"role": "tool", "content": nn("tool", 2), "tool_call_id": "call1"}, say(nn, "assistant", 3)]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_nothing_after_eos_is_trained_when_a_template_prints_empty_content_again(style):
+    tok = build_tokenizer(DOUBLE_RENDER, style=style, bos="<s>", eos="</s>",
+                          special=["<s>", "</s>", "<|User|>", "<|Assistant|>", "<|calls|>", "<|/calls|>", "<|output|>",
+                                   "<|/output|>"])
+    nn = Nonces()
+    msgs = _call_chain(nn, "")
+    enc = judged(tok, msgs, ["</s>"], tools=[WEATHER_TOOL], nonces=nn)
+    arg = json.loads(msgs[1]["tool_calls"][0]["function"]["arguments"])["city"]
+    assert trained(tok, enc) == f'<|calls|>get_weather({{"city": "{arg}"}})<|/calls|></s>{msgs[3]["content"]}</s>'
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_the_double_render_on_llama_cpps_r1_distill_variant(style):
+    tok, stops = sweep_tokenizer("lc_deepseek_ai_DeepSeek_R1_Distill_Qwen_32B", style)
+    nn = Nonces()
+    msgs = _call_chain(nn, "")
+    enc = judged(tok, msgs, stops, tools=[WEATHER_TOOL], nonces=nn)
+    # the call's EOS and the answer's, not the empty copy's
+    assert sum(1 for i, label in zip(enc.input_ids, enc.labels) if label != -100 and i == tok.eos_token_id) == 2
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_an_empty_final_channel_after_reasoning_still_ends_at_its_own_stop(style):
+    # GPT-OSS: a reply with reasoning and empty content ends with <|return|> after the final
+    # channel's empty value; <|end|> after the analysis is no EOS, so the turn goes on
+    tok, stops = fixture_tokenizer("gpt_oss", style), manifest()["gpt_oss"]["stop_tokens"]
+    nn = Nonces()
+    msgs = [say(nn, "user", 0), {"role": "assistant", "content": "", "thinking": nn("rsn", 1)}]
+    enc = judged(tok, msgs, stops, nonces=nn)
+    assert trained(tok, enc).endswith("<|channel|>final<|message|><|return|>")

@@ -301,28 +301,12 @@ def _check_row(name: str, label: str, messages: list[dict], nn: Nonces, ids: np.
             assert stop or np.isin(ids[b:a], media).any(), f"{where}: {shown}"
 
 
-def _params(test: str) -> list:
-    return [pytest.param(name, marks=XFAIL.get((name, test), ())) for name in FAMILIES]
+# Pixtral-12B's early template renders a reply as message["content"] + eos_token (string content
+# only): the media-token probe (respmask._media.media_token_ids) writes its reply as parts first and
+# as a string when the template rejects parts (it raised TypeError on every sample before that).
 
 
-# The media-token probe (respmask._media.media_token_ids) renders one fixed conversation whose
-# reply is a list of {"type": "text", "text": ...} parts; Pixtral-12B's early template renders a
-# reply as message["content"] + eos_token (string content only), so the probe raises before any
-# sample is masked. With the image token ids given instead of learned, every conversation here
-# passes (ids, nonces, stops), so the probe is the only gap.
-_PROBE_SHAPE = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="media_token_ids probes the template with a list-content reply; pixtral-12b's early template "
-           "concatenates message['content'] + eos_token: TypeError: can only concatenate list (not \"str\") "
-           "to list")
-# (family, test) -> xfail mark, for an engine gap the family shows
-XFAIL: dict[tuple[str, str], Any] = {
-    ("pixtral_12b", "masker"): _PROBE_SHAPE,
-    ("pixtral_12b", "collator"): _PROBE_SHAPE,
-}
-
-
-@pytest.mark.parametrize("name", _params("masker"))
+@pytest.mark.parametrize("name", list(FAMILIES))
 def test_chat_masker_matches_the_processor(name):
     processor = processor_of(name)
     masker = respmask.ChatMasker(processor)
@@ -335,7 +319,7 @@ def test_chat_masker_matches_the_processor(name):
         _check_row(name, label, messages, nn, rows[0].input_ids, rows[0].labels, in_replies)
 
 
-@pytest.mark.parametrize("name", _params("collator"))
+@pytest.mark.parametrize("name", list(FAMILIES))
 def test_collator_with_an_images_column(name):
     processor = processor_of(name)
     collator = respmask.ResponseOnlyCollator(processor, return_tensors="np")

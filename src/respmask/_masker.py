@@ -447,6 +447,7 @@ class ChatMasker:
             call_end=token_regex(profile.call_end),
             next_turn=token_regex(next_turn),
             reasoning_close=token_regex(profile.reasoning_close),
+            eos=eos,
         )
         self._profiles[key] = (profile, stops)
         return profile, stops

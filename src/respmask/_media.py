@@ -154,11 +154,19 @@ def media_token_ids(processor: Any, render: Any) -> frozenset[int]:
     tok = processor.tokenizer
     # added tokens, but whitespace: some tokenizers add "\n\n" as a token, which replies use too
     added = {i for t, i in tok.get_added_vocab().items() if t.strip()}
-    plain = [{"role": "user", "content": [{"type": "text", "text": "zqprobe"}]},
-             {"role": "assistant", "content": [{"type": "text", "text": "zqanswer"}]}]
-    with_image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "zqprobe"}]}, plain[1]]
+    # the reply as parts, else as a string (Pixtral-12B's template concatenates it to a string)
+    answers: list[Any] = [[{"type": "text", "text": "zqanswer"}], "zqanswer"]
+    for n, answer in enumerate(answers):
+        plain = [{"role": "user", "content": [{"type": "text", "text": "zqprobe"}]},
+                 {"role": "assistant", "content": answer}]
+        with_image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "zqprobe"}]}, plain[1]]
+        try:
+            text0, text1 = render(plain), render(with_image)
+            break
+        except Exception:
+            if n == len(answers) - 1:
+                raise
     image = Image.new("RGB", (64, 48), (120, 80, 40))
-    text0, text1 = render(plain), render(with_image)
     ids0 = set(tok(text0, add_special_tokens=False)["input_ids"])
     ids1 = set(tok(text1, add_special_tokens=False)["input_ids"])
     expanded = set(np.asarray(call_processor(processor, [text1], [[image]])["input_ids"]).reshape(-1).tolist())

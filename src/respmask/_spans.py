@@ -51,6 +51,7 @@ class StopTokens:
     call_end: re.Pattern[str] | None  # learned from tool calls, used when no end-of-turn token is there
     next_turn: re.Pattern[str] | None  # may end a turn at the start of the next message (configured)
     reasoning_close: re.Pattern[str] | None
+    eos: str | None = None  # the tokenizer's EOS: nothing of a turn is generated after it
 
 
 def select_messages(
@@ -220,6 +221,24 @@ def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tup
         if m and not segs.has_data(m.start(), m.end()):  # the next message's own text is data, never a stop
             return m.start(), m.end()
     return None
+
+
+def _eos_before_empty(
+    segs: Segments, owner: int, idxs: Sequence[int], header_end: int, stop: tuple[int, int] | None, stops: StopTokens
+) -> tuple[int, int] | None:
+    """The EOS that ends a turn whose last value is empty and comes after EOS: nothing is
+    generated after EOS, so a template that prints a message's empty content again after its tool
+    calls and their EOS (llama.cpp's DeepSeek-R1-distill variant) has not had it generated. (An
+    empty value after another closer, GPT-OSS's final channel after the analysis's ``<|end|>``,
+    is still the turn's.) None when the turn's last non-empty value is not followed by EOS
+    before its stop."""
+    filled = next((i for i in reversed(idxs) if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i]), None)
+    if filled is None:
+        return None
+    first = _find_stop(segs, owner, max(header_end, segs.ends[filled]), stops)
+    if first is None or first == stop or segs.text[first[0]:first[1]] != stops.eos:
+        return None
+    return first
 
 
 def _reasoning(
@@ -415,6 +434,8 @@ def find_turns(
         # a stop token is template text: stop strings inside a message's values (a tool call's
         # JSON, say) are data, never the end of its turn
         stop = _find_stop(segs, k, after, stops)
+        if stops.eos and last_data is not None and segs.ends[last_data] == segs.starts[last_data]:
+            stop = _eos_before_empty(segs, k, idxs, header_end, stop, stops) or stop
         # no stop token: past the text its own iteration wrote after its values (a tool call's
         # closing brackets, say)
         end = stop[1] if stop else segs.own_tail_end(k, after)
