@@ -317,3 +317,21 @@ def test_an_empty_final_channel_after_reasoning_still_ends_at_its_own_stop(style
     msgs = [say(nn, "user", 0), {"role": "assistant", "content": "", "thinking": nn("rsn", 1)}]
     enc = judged(tok, msgs, stops, nonces=nn)
     assert trained(tok, enc).endswith("<|channel|>final<|message|><|return|>")
+
+
+ERNIE_TOKENS = ["<s>", "</s>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<response>", "</response>",
+                "<tool_call>", "</tool_call>", "<tool_output>", "</tool_output>"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_ernie_4_5_thinking_trains_its_response_markup_and_its_turn_closer(style):
+    source = (Path(__file__).parent / "fixtures" / "round3" / "ernie4_5_21b_a3b_thinking.jinja").read_text(encoding="utf-8")
+    tok = build_tokenizer(source, style=style, bos="<s>", eos="</s>", special=ERNIE_TOKENS)
+    nn = Nonces()
+    msgs = [say(nn, "system", 0), say(nn, "user", 1), say(nn, "assistant", 2), say(nn, "user", 3),
+            say(nn, "assistant", 4)]
+    enc = judged(tok, msgs, ["<|im_end|>"], nonces=nn)
+    text = trained(tok, enc)
+    assert text.startswith(f"{msgs[2]['content']}\n</response>\n<|im_end|>")
+    assert text.endswith(f"<response>\n{msgs[4]['content']}\n</response>\n<|im_end|>")
+    assert "<|im_start|>" not in text and nn.kinds and "usrnonce" not in text
