@@ -438,10 +438,13 @@ def violations(
         # A stop token followed by the template's own assistant header, still before any other
         # message's text, is a channel switch inside this answer (harmony's '<|end|><|start|>assistant
         # <|channel|>final'): the model generates that header itself, and the answer ends later.
-        # Never after EOS: nothing is generated after it (a template that prints a tool call's empty
-        # content again after its EOS, llama.cpp's R1-distill variant, did not have it generated).
+        # Never after an EOS that follows the message's own text: nothing is generated after it (a
+        # template that prints a tool call's empty content again after its EOS, llama.cpp's
+        # R1-distill variant, did not have it generated).
         header = renders.header(i)
-        while header and s != tok.eos_token and text.startswith(header, q + len(s)):
+        own = [p for w, k in case.nonces.kinds.items() if owner[w] == i for p in _occurrences(text, w)]
+        after_own = bool(own) and min(own) < q
+        while header and not (after_own and s == tok.eos_token) and text.startswith(header, q + len(s)):
             nxt = _stop_hits(text, stop_tokens, q + len(s) + len(header), limit)
             if not nxt:
                 break
