@@ -18,6 +18,9 @@ from support.tokenizers import fixture_tokenizer  # noqa: E402
 from test_trainer import tiny_model  # noqa: E402
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+# the TRL recipe runs as written, so with TRL's dataloader_pin_memory=True on this CPU: torch says it
+# has no accelerator to pin memory for (a note about the machine, expected here)
+pytestmark = pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true but no accelerator:UserWarning")
 
 
 def section(title: str) -> str:

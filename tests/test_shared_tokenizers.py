@@ -6,12 +6,14 @@ template of its family.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from respmask import ChatMasker
 from support.conversations import cases
-from support.reference import run_cases
+from support.reference import assert_undecided, run_cases
 from support.tokenizers import FIXTURES, known_failing, manifest, shared_tokenizer, template_source
 
 pytestmark = pytest.mark.shared
@@ -27,8 +29,14 @@ PAIRS += [
 ]
 
 
-def _run(tok, stops):
-    return run_cases(tok, ChatMasker(tok), cases(), stops)
+# {"folder-template": n}: how many things the reference cannot decide on each real tokenizer and template
+UNDECIDED = json.loads((FIXTURES / "undecided.json").read_text(encoding="utf-8"))["shared"]
+
+
+def _run(tok, stops, key):
+    run = run_cases(tok, ChatMasker(tok), cases(), stops)
+    assert_undecided(run, key, UNDECIDED, "undecided.json 'shared'")
+    return run.rendered
 
 
 PARAMS = [
@@ -42,7 +50,7 @@ PARAMS = [
 def test_nonce_reference_on_real_tokenizer(shared_root, folder, template, stops):
     source = template_source(template) if template else None
     tok = shared_tokenizer(folder, source)
-    assert _run(tok, stops) >= 3
+    assert _run(tok, stops, f"{folder}-{template or 'own'}") >= 3
 
 
 ANNOTATED = {p.stem for p in (FIXTURES / "annotated").glob("*.jinja")}
@@ -72,9 +80,9 @@ def test_transformers_masks_on_real_tokenizer(shared_root, folder, template, sto
 
 def test_sentencepiece_llama2_with_mistral_template(shared_root):
     tok = shared_tokenizer("llama2", template_source("mistral_v1"))
-    assert _run(tok, ["</s>"]) >= 3
+    assert _run(tok, ["</s>"], "llama2-mistral_v1") >= 3
 
 
 def test_harmony_gpt_oss(shared_root):
     tok = shared_tokenizer("gptoss", template_source("gpt_oss"))
-    assert _run(tok, ["<|return|>", "<|end|>", "<|call|>"]) >= 3
+    assert _run(tok, ["<|return|>", "<|end|>", "<|call|>"], "gptoss-gpt_oss-harmony") >= 3
