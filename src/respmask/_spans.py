@@ -223,22 +223,33 @@ def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tup
     return None
 
 
-def _eos_before_empty(
-    segs: Segments, owner: int, idxs: Sequence[int], header_end: int, stop: tuple[int, int] | None, stops: StopTokens
-) -> tuple[int, int] | None:
-    """The EOS that ends a turn whose last value is empty and comes after EOS: nothing is
-    generated after EOS, so a template that prints a message's empty content again after its tool
-    calls and their EOS (llama.cpp's DeepSeek-R1-distill variant) has not had it generated. (An
-    empty value after another closer, GPT-OSS's final channel after the analysis's ``<|end|>``,
-    is still the turn's.) None when the turn's last non-empty value is not followed by EOS
-    before its stop."""
+def _before_empty(
+    segs: Segments, owner: int, idxs: Sequence[int], last: int, header_end: int, stop: tuple[int, int] | None,
+    stops: StopTokens,
+) -> tuple[tuple[int, int] | None, int] | None:
+    """Where a turn whose last value ``last`` is empty ends when that value was not generated with
+    the rest: ``(stop, after)`` from its last non-empty value on, or None when it was.
+
+    * Another message's output lies between them: the template prints the reply's empty content
+      after the tool results its call asked for (vLLM's Gemma 4 tool template); what follows a
+      tool's result is another generation, with the result in its prompt.
+    * EOS follows the last non-empty value first: nothing is generated after EOS (llama.cpp's
+      DeepSeek-R1-distill variant prints a tool call's empty content again after its EOS). An
+      empty value after another closer (GPT-OSS's final channel after the analysis's
+      ``<|end|>``) is still the turn's.
+    """
     filled = next((i for i in reversed(idxs) if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i]), None)
     if filled is None:
         return None
-    first = _find_stop(segs, owner, max(header_end, segs.ends[filled]), stops)
-    if first is None or first == stop or segs.text[first[0]:first[1]] != stops.eos:
-        return None
-    return first
+    after = max(header_end, segs.ends[filled])
+    first = _find_stop(segs, owner, after, stops)
+    gap = range(segs.index_at(segs.ends[filled]), segs.index_at(segs.starts[last]) + 1)
+    if any(segs.owners[i] not in (owner, NO_OWNER) and segs.ends[i] > segs.starts[i]
+           and segs.ends[filled] <= segs.starts[i] < segs.starts[last] for i in gap):
+        return first, after
+    if first is not None and first != stop and stops.eos and segs.text[first[0]:first[1]] == stops.eos:
+        return first, after
+    return None
 
 
 def _reasoning(
@@ -434,8 +445,10 @@ def find_turns(
         # a stop token is template text: stop strings inside a message's values (a tool call's
         # JSON, say) are data, never the end of its turn
         stop = _find_stop(segs, k, after, stops)
-        if stops.eos and last_data is not None and segs.ends[last_data] == segs.starts[last_data]:
-            stop = _eos_before_empty(segs, k, idxs, header_end, stop, stops) or stop
+        if last_data is not None and segs.ends[last_data] == segs.starts[last_data]:
+            early = _before_empty(segs, k, idxs, last_data, header_end, stop, stops)
+            if early is not None:
+                stop, after = early
         # no stop token: past the text its own iteration wrote after its values (a tool call's
         # closing brackets, say)
         end = stop[1] if stop else segs.own_tail_end(k, after)
