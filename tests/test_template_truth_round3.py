@@ -63,47 +63,35 @@ PARTS_ONLY = (
     "{% else %}{{ '<a>' + m.content[0].text + eos_token }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<a>{% endif %}"
 )
+# llava-hf/llava-v1.6-mistral-7b-hf's template (its source: fixtures/chat_templates/vision/SOURCES.md)
+LLAVA_NEXT = Path(__file__).parent / "fixtures" / "chat_templates" / "vision" / "llava_next.jinja"
 
 
-@pytest.mark.parametrize("style", STYLES)
-def test_a_template_that_reads_content_parts_only_is_probed_in_parts(style):
-    tok = build_tokenizer(PARTS_ONLY, style=style, bos="<s>", eos="</s>",
-                          special=["<s>", "</s>", "<sys>", "</sys>", "<u>", "</u>", "<a>", "<img>"])
-    nn = Nonces()
-    msgs = [say(nn, "system", 0, parts=True), say(nn, "user", 1, parts=True), say(nn, "assistant", 2, parts=True),
+def _parts_chat(nn: Nonces) -> list[dict]:
+    """System, user, reply, user with an image, reply: every content a list of parts."""
+    return [say(nn, "system", 0, parts=True), say(nn, "user", 1, parts=True), say(nn, "assistant", 2, parts=True),
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": nn("usr", 3)}]},
             say(nn, "assistant", 4, parts=True)]
+
+
+@pytest.mark.parametrize("name", ["small", "llava_next"])
+@pytest.mark.parametrize("style", STYLES)
+def test_a_template_that_reads_content_parts_only_is_probed_in_parts(name, style):
+    if name == "small":
+        tok = build_tokenizer(PARTS_ONLY, style=style, bos="<s>", eos="</s>",
+                              special=["<s>", "</s>", "<sys>", "</sys>", "<u>", "</u>", "<a>", "<img>"])
+    else:  # with a text tokenizer; tests/test_vision_families.py runs it through LlavaNextProcessor
+        tok = build_tokenizer(LLAVA_NEXT.read_text(encoding="utf-8"), style=style, bos="<s>", eos="</s>",
+                              special=["<s>", "</s>", "[INST]", "[/INST]", "<image>"])
+    nn = Nonces()
+    msgs = _parts_chat(nn)
     enc = judged(tok, msgs, ["</s>"], nonces=nn)
-    assert trained(tok, enc) == "".join(f"{m['content'][0]['text']}</s>" for m in msgs if m["role"] == "assistant")
+    replies = [m["content"][0]["text"] for m in msgs if m["role"] == "assistant"]
+    assert trained(tok, enc).replace(" ", "") == "".join(f"{r}</s>" for r in replies)
     # the same chat with string content is what the template itself rejects: the sample's error
     strings = [{"role": m["role"], "content": "plain"} for m in msgs]
     with pytest.raises(SampleError, match="the chat template raised"):
         ChatMasker(tok).encode({"messages": strings})
-
-
-# LLaVA-NeXT Mistral (llava-hf/llava-v1.6-mistral-7b-hf, chat_template.json; the copy in vLLM's
-# tests/entrypoints/openai/test_chat_template... with '</s> ' as the turn's end)
-LLAVA_NEXT_MISTRAL = (
-    "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\\n' + message['content'][0]['text']"
-    " + '\\n<</SYS>>\\n\\n' }}{% elif message['role'] == 'user' %}{{ '[INST] ' }}{# Render all images first #}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
-    "{# Render all text next #}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] == 'assistant' %}"
-    "{{ ' ' + message['content'][0]['text'] + '</s> '}}{% else %}"
-    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
-)
-
-
-@pytest.mark.parametrize("style", STYLES)
-def test_llava_next_list_content_with_a_text_tokenizer(style):
-    tok = build_tokenizer(LLAVA_NEXT_MISTRAL, style=style, bos="<s>", eos="</s>",
-                          special=["<s>", "</s>", "[INST]", "[/INST]", "<image>"])
-    nn = Nonces()
-    msgs = [say(nn, "system", 0, parts=True), say(nn, "user", 1, parts=True), say(nn, "assistant", 2, parts=True),
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": nn("usr", 3)}]},
-            say(nn, "assistant", 4, parts=True)]
-    enc = judged(tok, msgs, ["</s>"], nonces=nn)
-    assert trained(tok, enc).split() == [msgs[2]["content"][0]["text"] + "</s>", msgs[4]["content"][0]["text"] + "</s>"]
 
 
 def _functions(nn: Nonces, k: int) -> dict:
