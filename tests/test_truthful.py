@@ -151,13 +151,19 @@ def test_format_preference_trains_the_chosen_reply_and_never_the_rejected(shared
     assert code == 0 and report["errors"] == [] and report["untrainable"] == [] and report["samples"] == 300
     rows = _rows(realdata / "dpo_en_demo.json")
     masker = respmask.ChatMasker(tok, data_format="preference")
-    for row in rows[:20]:
+    with_history = 0
+    for row in rows[:60]:
         enc = masker.encode(row)
         trained = tok.decode(enc.input_ids[enc.labels != -100])
-        assert row["chosen"]["value"].strip()[:40] in trained
-        assert row["rejected"]["value"].strip()[:40] not in enc.text
-        # the chosen reply is the last turn, after the whole prompt conversation
-        assert enc.turns[-1].message == len(row["conversations"])
+        # only the chosen reply trains (the prompt's own assistant turns are context), after the whole prompt
+        assert trained.startswith("<think>\n\n</think>\n\n") and trained.endswith("<|im_end|>")
+        assert trained[len("<think>\n\n</think>\n\n"):-len("<|im_end|>")] == row["chosen"]["value"].strip()
+        assert [t.message for t in enc.turns] == [len(row["conversations"])]
+        rejected = row["rejected"]["value"].strip()
+        if rejected not in row["chosen"]["value"]:
+            assert rejected not in enc.text
+        with_history += any(m["from"] == "gpt" for m in row["conversations"])
+    assert with_history  # rows whose prompt holds earlier replies were among them
 
 
 @pytest.mark.shared
@@ -169,6 +175,19 @@ def test_format_preference_on_kto_trains_desirable_rows_and_rejects_the_rest(sha
     assert code == 1 and [i for i, _ in report["errors"]] == bad and len(bad) == 150
     assert all("label=False" in e and "undesirable" in e for _, e in report["errors"])
     assert report["samples"] - len(report["errors"]) == 150 and report["untrainable"] == []
+    assert report["turns"] == 150  # the judged reply of each desirable row, nothing else
+
+
+def test_preference_trains_only_the_judged_reply_of_a_conversation():
+    prompt = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+              {"role": "user", "content": "And?"}]
+    sample = respmask.to_sample({"messages": prompt, "chosen": {"role": "assistant", "content": "Good"},
+                                 "rejected": {"role": "assistant", "content": "Bad"}}, data_format="preference")
+    assert [m.get("train") for m in sample["messages"]] == [False, False, False, None]
+    assert sample["messages"][-1]["content"] == "Good" and "train" not in prompt[1]
+    kto = respmask.to_sample({"messages": prompt + [{"role": "assistant", "content": "Good"}], "label": True},
+                             data_format="preference")
+    assert [m.get("train") for m in kto["messages"]] == [False, False, False, None] and "label" not in kto
 
 
 def test_preference_layouts_read_as_prompt_and_chosen_reply():
@@ -176,7 +195,7 @@ def test_preference_layouts_read_as_prompt_and_chosen_reply():
     assert pc == {"prompt": "2+2?", "completion": " 4"}
     implicit = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     assert respmask.to_sample({"chosen": implicit, "rejected": implicit[:1] + [{"role": "assistant", "content": "x"}]},
-                              data_format="preference")["messages"] == implicit
+                              data_format="preference")["messages"] == [{**implicit[0], "train": False}, implicit[1]]
     alpaca = respmask.to_sample({"instruction": "Say hi", "input": "", "chosen": "Hi", "rejected": "No"},
                                 data_format="preference")
     assert alpaca["messages"][-1] == {"role": "assistant", "content": "Hi"}

@@ -34,9 +34,11 @@ Formats (``data_format``):
     Preference data, as the prompt and its chosen reply: a prompt (``messages`` /
     ``conversations``, ``prompt``, or Alpaca's ``instruction``) with ``chosen`` / ``rejected``
     replies (a string, one message or a list of messages; ``chosen`` alone may hold the whole
-    conversation, TRL's implicit prompt), trained as the prompt followed by ``chosen`` (the
-    rejected reply is never trained); a KTO row (a ``kto_tag`` or boolean ``label`` column) is
-    trained as it is when the flag is true and rejected when it is false. Every other format
+    conversation, TRL's implicit prompt), rendered as the prompt followed by ``chosen``, of which
+    only ``chosen`` is trained (the prompt's assistant turns are context, as in preference
+    training; the rejected reply is never rendered); a KTO row (a ``kto_tag`` or boolean ``label`` column) is
+    trained when the flag is true (its last message, the judged reply) and rejected when it is
+    false. Every other format
     rejects preference rows with an error naming their columns, so that they are never trained
     by accident (a DPO prompt alone, a KTO row's undesirable reply).
 ``mapping=MessageMapping(...)``
@@ -424,6 +426,12 @@ def _kto_key(row: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _as_prompt(messages: Any) -> list[Any]:
+    """Messages of a preference row's prompt, marked ``"train": false`` (copies): the preference
+    judges the reply that follows them, not their assistant turns."""
+    return [{**m, "train": False} if isinstance(m, Mapping) else m for m in messages]
+
+
 def preference_columns(row: Any) -> list[str]:
     """The columns that make ``row`` preference data (``[]`` for a plain SFT row): ``chosen`` /
     ``rejected`` (a DPO pair of replies), or the KTO flag (``kto_tag``, a boolean ``label``)."""
@@ -440,7 +448,7 @@ def preference_error(row: Mapping[str, Any], columns: list[str]) -> SampleError:
     if any(c in PREFERENCE_PAIR for c in columns):
         what = ("'chosen' and 'rejected' hold two candidate replies to one prompt (DPO data), and supervised "
                 "fine-tuning trains one reply")
-        fix = "to train the prompt and its chosen reply (the rejected one is never trained)"
+        fix = "to train the chosen reply after its prompt (the rejected one is never trained)"
     else:
         key = columns[-1]
         what = (f"{key!r} says whether its reply is desirable (KTO data), and supervised fine-tuning would train "
@@ -572,7 +580,8 @@ class SampleReader:
     Args:
         data_format: ``"auto"`` (per row, see :func:`detect_format`), or one of :data:`FORMATS`
             for every row. ``"preference"`` reads preference rows (a prompt with ``chosen`` /
-            ``rejected`` replies, or a KTO flag) as the prompt and its chosen reply; any other
+            ``rejected`` replies, or a KTO flag) as the prompt and its chosen reply, of which only the
+            reply is trained; any other
             format rejects them, naming the columns.
         mapping: read every row's messages through this :class:`MessageMapping` (or dict of its
             fields) instead; ``data_format`` must then be ``"auto"``.
@@ -654,7 +663,8 @@ class SampleReader:
         when its reply is desirable). The prompt may be a ``messages`` / ``conversations`` list, a
         ``prompt`` (string or messages) or an Alpaca ``instruction``; ``chosen`` a string, one
         message or a list of messages (without a prompt: the whole conversation, TRL's implicit
-        prompt)."""
+        prompt). Only the judged reply is trained: the prompt's own assistant turns are context,
+        as in preference training (``"train": false``)."""
         if not isinstance(row, Mapping):
             raise SampleError(f"a preference sample must be a dict, got {type(row).__name__}")
         kto = _kto_key(row)
@@ -666,6 +676,10 @@ class SampleReader:
                     "them out of the rejects."
                 )
             rest = {k: v for k, v in row.items() if k != kto}
+            key = _message_field(rest)
+            if key is not None and isinstance(rest[key], (list, tuple)) and rest[key]:
+                # the judged reply is the last message; the turns before it are its prompt
+                rest[key] = [*_as_prompt(rest[key][:-1]), rest[key][-1]]
             return self._read(rest, detect_format(rest))
         chosen = row.get("chosen")
         if chosen is None:
@@ -692,7 +706,7 @@ class SampleReader:
                 has_role, has_from = _first_keys(prompt)
                 replies = [{"from": "gpt", "value": chosen} if has_from and not has_role
                            else {"role": "assistant", "content": chosen}]
-            new = {**rest, key: [*prompt, *replies]}
+            new = {**rest, key: [*_as_prompt(prompt), *replies]}
         elif _present(rest, "prompt"):
             prompt = rest["prompt"]
             if replies is None:
@@ -707,7 +721,7 @@ class SampleReader:
                 raise SampleError("an Alpaca preference row's 'chosen' must be a string (the chosen output)")
             new = {**rest, "output": chosen}
         elif replies is not None and len(replies) > 1:
-            new = {**rest, "messages": replies}  # the whole conversation (TRL's implicit prompt)
+            new = {**rest, "messages": [*_as_prompt(replies[:-1]), replies[-1]]}  # TRL's implicit prompt
         else:
             raise SampleError(
                 "has a 'chosen' reply but no prompt: data_format='preference' reads the prompt from 'messages', "
@@ -814,7 +828,8 @@ class SampleReader:
                 calls = _tool_calls(value, f"{at} ({raw})")
                 previous = out[-1] if out else None
                 if (previous is not None and previous["role"] == "assistant"
-                        and all(v is None for v in rest.values())):
+                        and all(v is None for k2, v in rest.items() if k2 != "train")
+                        and rest.get("train") == previous.get("train")):
                     _add_calls(previous, calls, f"{where}[{i - 1}]")
                 else:
                     out.append({"role": "assistant", "content": "", **rest, "tool_calls": calls})

@@ -40,7 +40,8 @@ class MaskOptions:
             newline after the stop token (SmolLM3, LFM2.5), which the model never generates.
         data_format: the layout of the rows: ``"auto"`` (decided per row), ``"messages"``,
             ``"sharegpt"``, ``"alpaca"``, ``"prompt_completion"``, or ``"preference"`` (DPO / KTO
-            rows trained as the prompt and its chosen reply; other formats reject such rows).
+            rows read as the prompt and its chosen reply, only the reply trained; other formats
+            reject such rows).
         mapping: for any other list of messages, a :class:`respmask.MessageMapping` (or a dict of
             its fields: ``field_messages``, ``role_key``, ``content_key``, ``role_map``) that
             says where they are and how to read them; ``data_format`` must then be ``"auto"``.
