@@ -147,9 +147,10 @@ def test_history_that_differs_from_the_prompt_gives_a_history_header():
 def test_a_closer_that_eos_always_follows_is_not_the_end_of_turn():
     profile, stops = learn("command_r")
     assert profile.headers == {role: ("<|START_OF_TURN_TOKEN|>assistant<|START_RESPONSE|>",) for role in ROLES}
-    # <|END_RESPONSE|> closes the reply and EOS ends generation
-    assert profile.end_of_turn == ()
-    assert profile.call_end == ("<|END_OF_TURN_TOKEN|>",)
+    # <|END_RESPONSE|> closes the reply and EOS ends generation: <|END_OF_TURN_TOKEN|> closes every
+    # role's turns (and is the EOS), so it is the end of turn and <|END_RESPONSE|> is the reply's
+    assert profile.end_of_turn == ("<|END_OF_TURN_TOKEN|>",)
+    assert "<|END_RESPONSE|>" not in profile.call_end
     assert stops.end_of_turn.pattern == "<\\|END_OF_TURN_TOKEN\\|>"
 
 
