@@ -29,8 +29,9 @@ def test_tool_calls_a_template_cannot_render():
     tok = fixture_tokenizer("zephyr")
     msgs = [*chat(("user", "weather?")), {"role": "assistant", "content": "", "tool_calls": [CALL]}]
     enc = ChatMasker(tok).encode({"messages": msgs, "tools": [WEATHER_TOOL]})
-    assert (1, "the whole message (role 'assistant')") in enc.dropped
-    assert any(k == 1 and "only the stop token" in what for k, what in enc.dropped)
+    # one entry for the message, naming what it lost (its header and stop token are rendered)
+    assert enc.dropped == [(1, "tool calls (only its header and stop token are rendered, so only the stop token "
+                               "is trained)")]
     report = check([{"messages": msgs, "tools": [WEATHER_TOOL]}], tok)
     assert not report.ok and "data the chat template leaves out" in str(report)
 
@@ -46,7 +47,9 @@ def test_a_role_the_template_does_not_know():
 def test_an_empty_reply_trains_only_its_stop_token():
     tok = fixture_tokenizer("llama3_1")
     enc = ChatMasker(tok).encode({"messages": chat(("user", "q"), ("assistant", ""))})
-    assert enc.dropped == [(1, "everything but its stop token (only the stop token is trained)")]
+    # it holds nothing, so it loses nothing: listed as an empty reply, not as lost data
+    assert enc.dropped == [] and enc.empty_replies == [1]
+    assert tok.decode(enc.input_ids[enc.labels != -100]) == "<|eot_id|>"
 
 
 def test_reasoning_of_earlier_turns_is_listed_but_not_a_failure():

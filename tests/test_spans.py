@@ -8,7 +8,9 @@ from respmask import ChatMasker
 from respmask._origin import CONTENT, MIXED, REASONING, TOOLS
 from respmask._render import DATA, LITERAL, NO_OWNER, ChatTemplate, template_constants, template_inputs
 from respmask._segments import Segments
-from respmask._spans import Turn, describe_dropped, dropped_data, dropped_text, find_turns, select_messages, trained_spans
+from respmask._spans import (
+    Turn, describe_dropped, dropped_data, dropped_text, empty_replies, find_turns, select_messages, trained_spans,
+)
 from support.tokenizers import build_tokenizer
 
 N = NO_OWNER
@@ -230,13 +232,22 @@ def test_dropped_data_names_each_field_the_render_leaves_out():
 
 def test_dropped_data_of_a_turn_that_trains_only_its_stop_token():
     text = "<a>  <e>"
-    messages = [{"role": "assistant", "content": ""}]
     turns = [Turn(0, "assistant", 3, 8, (5, 8))]
-    assert dropped_data(messages, set(), turns, text) == [
+    # an empty reply holds nothing and loses nothing: an empty reply, no entry
+    empty = [{"role": "assistant", "content": ""}]
+    assert dropped_data(empty, set(), turns, text) == [] and empty_replies(empty, turns, text) == [0]
+    # a reply that holds text its render shows elsewhere yet trains only its stop token
+    shown = [{"role": "assistant", "content": "x"}]
+    assert dropped_data(shown, {(0, CONTENT)}, turns, text) == [
         (0, "everything but its stop token (only the stop token is trained)")
     ]
-    assert dropped_data(messages, set(), [Turn(0, "assistant", 3, 8, (5, 8))], "<a>x <e>") == []
-    assert dropped_data(messages, set(), [Turn(0, "assistant", 3, 5, None)], text) == []
+    assert empty_replies(shown, turns, text) == []
+    # a reply whose data the render leaves out: one entry naming what it held
+    assert dropped_data(shown, set(), turns, text) == [
+        (0, "content (only its header and stop token are rendered, so only the stop token is trained)")
+    ]
+    assert dropped_data(shown, {(0, CONTENT)}, turns, "<a>x <e>") == []
+    assert dropped_data(empty, set(), [Turn(0, "assistant", 3, 5, None)], text) == []
 
 
 def test_dropped_data_of_a_clean_render_is_empty():

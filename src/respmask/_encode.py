@@ -10,7 +10,7 @@ first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,69 +84,6 @@ def untrainable_reason(enc: Encoded, max_length: int | None = None, truncation: 
     return f"no trained token: {why}. The loss of such a sample is NaN or missing; {fix}"
 
 
-WHOLE_MESSAGE = "the whole message"
-STOP_ONLY = "everything but its stop token"
-#: what a trained turn whose data the template left out still trains
-ONLY_STOP_RENDERED = "only its header and stop token are rendered, so only the stop token is trained"
-_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
-
-
-def _holds(value: Any) -> bool:
-    """Whether a message value holds text (a non-blank string, or content parts with some)."""
-    if isinstance(value, str):
-        return bool(value.strip())
-    if isinstance(value, (list, tuple)):
-        return any(_holds(p.get("text") if isinstance(p, Mapping) else p) for p in value)
-    return False
-
-
-def _held(message: Mapping[str, Any]) -> list[str]:
-    """The kinds of data a message holds: ``content``, ``reasoning``, ``tool calls``."""
-    held = ["content"] if _holds(message.get("content")) else []
-    if any(_holds(message.get(k)) for k in _REASONING_KEYS):
-        held.append("reasoning")
-    if message.get("tool_calls"):
-        held.append("tool calls")
-    return held
-
-
-def explain_dropped(enc: Encoded, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Each message the render leaves data out of reported once, naming what it lost; returns
-    the trained turns that hold nothing (empty replies), which lose nothing.
-
-    The masker lists, per message, what its render does not show, and separately every trained
-    turn that trains only its stop token; a reply whose tool call the template drops (Llama 3)
-    shows up in both, as "the whole message" although its header and stop token are rendered.
-    Here such a turn becomes one entry naming the data it held ("tool calls (only its header and
-    stop token are rendered ...)"), and a turn that trains only its stop token because it holds
-    nothing (an empty reply) is no lost data: it trains its stop token, as documented. ``enc``'s
-    ``dropped`` / ``dropped_counts`` are replaced (token counts kept per message).
-    """
-    if not enc.dropped:
-        return []
-    turns = {t.message for t in enc.turns}
-    other = {k for k, what in enc.dropped if not what.startswith(STOP_ONLY)}
-    dropped: list[tuple[int, str]] = []
-    counts: list[int] = []
-    empty: list[int] = []
-    for (k, what), n in zip(enc.dropped, enc.dropped_counts or [0] * len(enc.dropped)):
-        message = messages[k] if 0 <= k < len(messages) else {}
-        if what.startswith(STOP_ONLY):
-            if k in other:
-                continue  # said by the message's own entry
-            if not _held(message):
-                empty.append(k)  # an empty reply: nothing lost, its stop token trains
-                continue
-        elif what.startswith(WHOLE_MESSAGE) and k in turns:
-            held = _held(message)
-            if held:
-                what = f"{' and '.join(held)} ({ONLY_STOP_RENDERED})"
-        dropped.append((k, what))
-        counts.append(n)
-    enc.dropped, enc.dropped_counts = dropped, counts
-    return empty
-
-
 def training_row(enc: Encoded, index: int, max_length: int | None, truncation: str) -> TrainingRow:
     """One encoded row cut to ``max_length`` and judged."""
     ids, labels, positions, cut = truncate(enc, max_length, truncation)
@@ -204,12 +141,8 @@ def encode_rows(
         return None, masker.encode_batch(batch, where)
 
     def row(e: Encoded, sample: Any, index: int) -> TrainingRow:
-        empty: list[int] = []
-        if e.dropped:  # rare: read the conversation again to name what each message lost
-            parsed = masker.parse(sample)
-            empty = explain_dropped(e, parsed.messages if isinstance(parsed, Chat) else [])
         r = training_row(e, index, max_length, truncation)
-        r.empty_replies = tuple(empty)
+        r.empty_replies = tuple(e.empty_replies)
         return r
 
     try:

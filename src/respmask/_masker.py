@@ -29,8 +29,8 @@ from ._segments import Segments
 from ._options import MaskOptions, resolve_options
 from ._split import is_exact, plan_rows
 from ._spans import (
-    DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_text, find_turns, select_messages,
-    trained_spans,
+    DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_text, empty_replies, find_turns,
+    select_messages, trained_spans,
 )
 
 _TRUTHY = ("1", "true", "yes", "on")
@@ -50,6 +50,7 @@ class Encoded:
         position_ids: per-token positions (packed rows only).
         dropped: ``(message, what)`` of data the render leaves out; ``dropped_counts`` the
             tokens of each (its text tokenized alone).
+        empty_replies: trained turns that hold nothing: only their stop token is trained.
         sample: the position of its sample in the batch (the rows of a split sample share it);
             ``row`` / ``rows``: which row of its sample and how many it gave; ``through``:
             the last message the row renders (None: the whole sample).
@@ -64,6 +65,7 @@ class Encoded:
     position_ids: np.ndarray | None = None  # packed rows only
     dropped: list[tuple[int, str]] = field(default_factory=list)  # (message, what) the render leaves out
     dropped_counts: list[int] = field(default_factory=list)  # tokens of each ``dropped`` entry's data
+    empty_replies: list[int] = field(default_factory=list)  # trained turns holding nothing (their stop trains)
     sample: int = 0  # the position of its sample in the batch (split rows share it)
     through: int | None = None  # the last message the row renders (None: the whole sample)
     row: int = 0  # which row of its sample (0 unless split)
@@ -102,6 +104,7 @@ class RenderedSample:
         segments: the render's text attributed to template literals and to each message.
         add_special_tokens: whether tokenizing ``text`` adds the tokenizer's special tokens.
         dropped: ``(message, what)`` of data the render leaves out; ``dropped_text`` their text.
+        empty_replies: trained turns that hold nothing (only their stop token is trained).
         through: a split row: the last message it renders (None: the whole sample).
     """
 
@@ -114,6 +117,7 @@ class RenderedSample:
     dropped: list[tuple[int, str]] = field(default_factory=list)
     through: int | None = None  # a split row: the last message it renders (None: the whole sample)
     dropped_text: list[str] = field(default_factory=list)  # the data of each ``dropped`` entry
+    empty_replies: list[int] = field(default_factory=list)  # trained turns holding nothing
 
 
 class TokenizerRegistry:
@@ -549,7 +553,8 @@ class ChatMasker:
         self._check_attributed(parsed, selected, turns, segs)
         dropped = dropped_data(parsed.messages, rendered.printed, turns, rendered.text)
         return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped,
-                              dropped_text=dropped_text(parsed.messages, dropped))
+                              dropped_text=dropped_text(parsed.messages, dropped),
+                              empty_replies=empty_replies(parsed.messages, turns, rendered.text))
 
     def render_rows(self, sample: Any) -> list[RenderedSample]:
         """The rows a raw sample gives under this masker's ``split`` (one unless it splits)."""
@@ -605,7 +610,8 @@ class ChatMasker:
             turns = [t for t in rs.turns if t.message in chosen]
             out.append(RenderedSample(rs.text, trained_spans(turns, rs.segments), turns, rs.segments,  # type: ignore[arg-type]
                                       rs.add_special_tokens, dropped=lost if n == 0 else [], through=k,
-                                      dropped_text=lost_text if n == 0 else []))
+                                      dropped_text=lost_text if n == 0 else [],
+                                      empty_replies=[m for m in rs.empty_replies if m in chosen]))
         return out
 
     def _history_kept(self, key: tuple[str, str], kwargs: Mapping[str, Any], shape: ProbeShape | None = None) -> bool:
@@ -720,6 +726,7 @@ class ChatMasker:
                     turns=rs.turns,
                     dropped=rs.dropped,
                     dropped_counts=dropped_counts.get((j, r), []),
+                    empty_replies=rs.empty_replies,
                     sample=j,
                     through=rs.through,
                     row=r,

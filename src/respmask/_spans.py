@@ -528,6 +528,30 @@ def _has_text(value: Any) -> bool:
 DROPPED_REASONING = "reasoning"
 
 
+#: what a trained turn whose data the template leaves out still trains
+ONLY_STOP_RENDERED = "only its header and stop token are rendered, so only the stop token is trained"
+#: a trained turn that holds data of no field the render misses, yet trains only its stop token
+STOP_ONLY = "everything but its stop token (only the stop token is trained)"
+
+
+def held_data(message: Mapping[str, Any]) -> list[str]:
+    """The kinds of data a message holds: ``content``, ``reasoning``, ``tool calls`` (blank text
+    holds none)."""
+    held = ["content"] if _has_text(message.get("content")) else []
+    if not message.keys().isdisjoint(REASONING_KEYS) and any(_has_text(message.get(k)) for k in REASONING_KEYS):
+        held.append(DROPPED_REASONING)
+    if message.get("tool_calls"):
+        held.append("tool calls")
+    return held
+
+
+def empty_replies(messages: Sequence[Mapping[str, Any]], turns: Sequence[Turn], text: str) -> list[int]:
+    """The trained turns that hold nothing and train only their stop token (empty replies): no
+    data is lost, their stop token is what they teach."""
+    return [t.message for t in turns if t.stop is not None and not text[t.start:t.stop[0]].strip()
+            and not held_data(messages[t.message])]
+
+
 def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> list[str]:
     """The data each :func:`dropped_data` entry stands for, as text (to count its tokens): the
     content, reasoning or tool calls (as JSON) the render leaves out; nothing for a turn that
@@ -546,11 +570,12 @@ def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[
         m = messages[k]
         parts = []
         whole = what.startswith("the whole message")
-        if whole or what == "content":
+        kinds = set() if what == STOP_ONLY else set(what.split(" (")[0].split(" and "))
+        if whole or "content" in kinds:
             parts.append(text(m.get("content")))
-        if whole or what == DROPPED_REASONING:
+        if whole or DROPPED_REASONING in kinds:
             parts += [text(m.get(key)) for key in REASONING_KEYS]
-        if (whole or what == "tool calls") and m.get("tool_calls"):
+        if (whole or "tool calls" in kinds) and m.get("tool_calls"):
             parts.append(json.dumps(m.get("tool_calls"), ensure_ascii=False, default=str))
         out.append("".join(parts))
     return out
@@ -564,10 +589,14 @@ def describe_dropped(dropped: Sequence[tuple[int, str]]) -> str:
 def dropped_data(
     messages: Sequence[Mapping[str, Any]], printed: set[tuple[int, int]], turns: Sequence[Turn], text: str
 ) -> list[tuple[int, str]]:
-    """``(message, what)`` for data a message holds that its render does not show: its content,
-    reasoning or tool calls (a template without tool support; Qwen3 dropping earlier turns'
-    reasoning), the whole message (a role the template does not know), and trained turns that
-    train nothing but their stop token (an empty reply, tool calls the template dropped)."""
+    """``(message, what)`` for data a message holds that its render does not show, one entry per
+    message and kind: its content, reasoning or tool calls (a template without tool support;
+    Qwen3 dropping earlier turns' reasoning), the whole message (a role the template does not
+    know), for a trained turn of which only the header and stop token are rendered the kinds it
+    held (``"tool calls (only its header and stop token are rendered, ...)"``), and a trained turn
+    that holds data yet trains only its stop token and lost nothing else. An empty reply holds
+    nothing and loses nothing (:func:`empty_replies`)."""
+    trained = {t.message for t in turns}
     got: dict[int, set[int]] = {}
     for owner, f in printed:
         got.setdefault(owner, set()).add(f)
@@ -591,9 +620,13 @@ def dropped_data(
             continue
         if fields:
             out.extend((k, name) for name in missing)
+        elif k in trained:
+            out.append((k, f"{' and '.join(missing)} ({ONLY_STOP_RENDERED})"))
         else:
             out.append((k, f"the whole message (role {m.get('role')!r})"))
+    listed = {k for k, _ in out}
     for t in turns:
-        if t.stop is not None and not text[t.start : t.stop[0]].strip():
-            out.append((t.message, "everything but its stop token (only the stop token is trained)"))
+        if (t.stop is not None and t.message not in listed and not text[t.start : t.stop[0]].strip()
+                and held_data(messages[t.message])):
+            out.append((t.message, STOP_ONLY))
     return out
