@@ -205,11 +205,19 @@ DATED_DEFAULT_SYSTEM = (
 )
 
 
-@pytest.mark.parametrize("name", ["small", "granite3_1", "granite3_2", "granite3_3", "granite4_0", "dbrx", "qwen2_5"])
+# the same, but it renders an empty history (with the default system prompt and no header: its
+# generation prompt is written inside the loop), so the first turn's own prompt holds no header
+DATED_DEFAULT_SYSTEM_EMPTY_OK = DATED_DEFAULT_SYSTEM.replace(
+    "{% if messages[0]['role'] == 'system' %}", "{% if messages and messages[0]['role'] == 'system' %}")
+
+
+@pytest.mark.parametrize("name", ["small", "small_empty_ok", "granite3_1", "granite3_2", "granite3_3", "granite4_0",
+                                  "dbrx", "qwen2_5"])
 @pytest.mark.parametrize("style", STYLES)
 def test_assistant_first_never_trains_the_header(name, style):
-    if name == "small":
-        tok = build_tokenizer(DATED_DEFAULT_SYSTEM, style=style, eos="<|end|>", special=["<|role|>", "<|sep|>", "<|end|>"])
+    if name.startswith("small"):
+        source = DATED_DEFAULT_SYSTEM if name == "small" else DATED_DEFAULT_SYSTEM_EMPTY_OK
+        tok = build_tokenizer(source, style=style, eos="<|end|>", special=["<|role|>", "<|sep|>", "<|end|>"])
         stops = ["<|end|>"]
     else:
         tok, stops = fixture_tokenizer(name, style), manifest()[name]["stop_tokens"]

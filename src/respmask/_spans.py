@@ -95,8 +95,8 @@ def _header_end(
        user``: all of it); else an empty header learned for the previous role: the window's start;
     3. this turn's own prompt, rendered (``prompt()``), when the render starts with it and it
        ends inside the window (headers that count turns, say); for the first message (no
-       previous role) this comes first: the prompt of an empty history (a default system
-       prompt with today's date, then the header);
+       previous role) a learned header right before its text, then this, come first: no probe
+       learns what follows an empty history (a default system prompt with today's date);
     4. the part of a learned header the window ends with, right before the turn's text (a
        template that drops part of the prompt from history, such as an opening ``<think>``).
 
@@ -109,18 +109,17 @@ def _header_end(
     text = segs.text
     w0 = segs.window_start(owner, first)
     if prev_role is None:
-        # the first message: no probe learns a header after nothing (the prompt of an empty
-        # history may carry a default system prompt, a date, and other text a header search
-        # could take for one), so its own prompt, rendered, comes first
-        rendered = prompt()
-        if rendered is not None and w0 <= len(rendered) <= first and text.startswith(rendered):
-            return len(rendered)
-        # a template that cannot render an empty history: a header learned after other
-        # messages that the template writes right before the text is this turn's prompt too
+        # the first message: no probe learns a header after nothing, and what precedes it (a
+        # default system prompt with a date, say) is no header to search: a header learned after
+        # other messages that the template writes right before the text is its prompt, else its
+        # own prompt rendered (an empty history with the generation prompt)
         for h in profile.all_headers:  # longest first
             if h.strip() and first - len(h) >= w0 and text.startswith(h, first - len(h)) and not segs.has_data(
                     first - len(h), first):
                 return first
+        rendered = prompt()
+        if rendered is not None and w0 <= len(rendered) <= first and text.startswith(rendered):
+            return len(rendered)
     own = profile.headers.get(prev_role, ())
     own_history = profile.history_headers.get(prev_role, ())
     for group in (own, profile.all_headers):
