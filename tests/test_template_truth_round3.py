@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from respmask import ChatMasker, SampleError
-from support.conversations import WEATHER_TOOL, Case, Nonces
+from support.conversations import WEATHER_TOOL, Case, Nonces, hostile_cases
 from support.reference import violations
 from support.tokenizers import build_tokenizer, fixture_tokenizer, manifest
 
@@ -348,3 +348,42 @@ def test_an_empty_reply_printed_after_tool_results_ends_at_its_call(style):
     enc = judged(tok, msgs, stops, tools=[WEATHER_TOOL], nonces=nn)
     text = trained(tok, enc)
     assert "tolnonce" not in text and text.count("get_weather") == 1
+
+
+# an empty value printed inside text that is exactly the generation prompt: a no-thinking template
+# writes every reply's reasoning block as <think>\n + reasoning + \n</think>\n\n, the reasoning split off
+# the content at '</think>' (Qwen3.5's way), and its prompt is the empty block <think>\n\n</think>\n\n;
+# a reply whose split-off reasoning is empty had none of the block generated
+NO_THINK = (
+    "{% for m in messages %}{% if m.role == 'assistant' %}{% set c = m.content %}{% set r = '' %}"
+    "{% if '</think>' in c %}{% set r = c.split('</think>')[0] | trim %}{% set c = c.split('</think>')[-1] | trim %}"
+    "{% endif %}<|im_start|>assistant\n<think>\n{{ r }}\n</think>\n\n{{ c }}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n\n</think>\n\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_an_empty_value_inside_the_generation_prompts_text_is_prompt(style):
+    tok = build_tokenizer(NO_THINK, style=style, eos="<|im_end|>", special=["<|im_start|>", "<|im_end|>", "<think>", "</think>"])
+    nn = Nonces()
+    reply = nn("ast", 1)
+    msgs = [say(nn, "user", 0), {"role": "assistant", "content": f"</think>{reply}"},
+            say(nn, "user", 2), say(nn, "assistant", 3)]
+    enc = judged(tok, msgs, ["<|im_end|>"], nonces=nn)
+    assert trained(tok, enc) == f"{reply}<|im_end|>{msgs[3]['content']}<|im_end|>"
+
+
+@pytest.mark.parametrize("name", ["trl_qwen3_5_nothink_training", "vllm_rs_qwen35", "vllm_tu_minicpmv45"])
+def test_hostile_content_a_qwen3_5_template_parses(name):
+    # the reply's own text holds '</think>': the template splits it off as (empty) reasoning and
+    # prints it inside the empty think block its no-thinking prompt writes
+    tok, stops = sweep_tokenizer(name)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True)
+    header = prompt[prompt.index("x<|im_end|>\n") + len("x<|im_end|>\n"):]
+    info = json.loads((SWEEP / "info.json").read_text(encoding="utf-8"))[name]
+    case = next(c for c in hostile_cases(info.get("special_tokens", []), header, tok.eos_token, stops)
+                if c.name == "hostile_chat")
+    enc = ChatMasker(tok).encode(case.sample())
+    problems = violations(tok, case, enc.input_ids, enc.labels, stops)
+    assert problems == [], problems

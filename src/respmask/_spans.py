@@ -162,6 +162,25 @@ def _header_end(
     raise UnplacedTurn(owner)
 
 
+def _header_over_empty(
+    segs: Segments, owner: int, idxs: Sequence[int], first: int, headers: Sequence[str]
+) -> int | None:
+    """The end of a header learned after the previous role that the template writes around the
+    turn's first value when that value is empty: a template that prints an empty reasoning block
+    exactly as its generation prompt writes one (``<think>\n`` + "" + ``\n</think>\n\n`` after a
+    no-thinking prompt ``<think>\n\n</think>\n\n``) has the model generate none of it. None
+    when no such header covers the empty value before the turn's first non-empty text."""
+    filled = next((segs.starts[i] for i in idxs if segs.kinds[i] == DATA and segs.ends[i] > segs.starts[i]), None)
+    if filled is None:
+        return None
+    w0 = segs.window_start(owner, first)
+    for h in headers:  # longest first
+        p = segs.text.find(h, w0, filled) if h else -1
+        if p >= 0 and p < first <= p + len(h) and not segs.has_data(p, p + len(h)):
+            return p + len(h)
+    return None
+
+
 def _ends_with_header_part(
     segs: Segments, first: int, w0: int, headers: Sequence[str], cuts: Mapping[str, Sequence[int]],
     visible: bool = False,
@@ -435,9 +454,12 @@ def find_turns(
                 first = segs.starts[first_data]
             else:  # nothing of the message printed (empty content left out): right after its header
                 first = _after_header(segs, start, segs.ends[idxs[-1]], profile, roles[k - 1] if k else None)
-            header_end = _header_end(
-                segs, k, first, profile, roles[k - 1] if k else None, lambda k=k: prompt(k) if prompt else None
-            )
+            prev = roles[k - 1] if k else None
+            header_end = None
+            if first_data is not None and segs.ends[first_data] == first:  # its first value is empty
+                header_end = _header_over_empty(segs, k, idxs, first, profile.headers.get(prev, ()))
+            if header_end is None:
+                header_end = _header_end(segs, k, first, profile, prev, lambda k=k: prompt(k) if prompt else None)
         else:  # a non-assistant message the user asked to train: its content onward
             header_end = segs.starts[first_data] if first_data is not None else start
         after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
