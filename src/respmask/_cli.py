@@ -106,7 +106,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             continue
         assert not isinstance(p, list)
         print(p.to_text(color=color, legend=False))
-        html_parts.append(f"<h3>sample {i}</h3>" + p._repr_html_())
+        html_parts.append(f"<h3>sample {i}</h3>" + p.to_html())
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
             f.write("<!doctype html><meta charset='utf-8'><title>respmask preview</title>" + "".join(html_parts))
