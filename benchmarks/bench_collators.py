@@ -7,6 +7,15 @@ rounds and ratios to respmask and to the floor.
 
     python benchmarks/bench_collators.py                   # full run (about 5 minutes on 2 cores)
     python benchmarks/bench_collators.py --quick           # smaller, for a smoke test
+    python benchmarks/bench_collators.py --issue27         # issue 27's table (CPU time, one thread, best of 7)
+
+``--issue27`` is the measurement of issue 27: CPU time (``time.process_time``), one tokenizer
+thread (TOKENIZERS_PARALLELISM=false, RAYON_NUM_THREADS=1), best of 7 interleaved rounds, batches
+of 32 'varied' conversations (a system prompt, N turns of 10-80-word questions and 20-200-word
+answers), 3/24/64 turns, the Qwen3, Llama 3.1 and Gemma 3 tokenizers, and only the contenders of
+its table: respmask's collator against the ids-only floor (render + ``encode_batch_fast``), the
+floor with offsets (render + ``encode_batch``), TRL's SFT path and Unsloth. It writes
+``results/issue27/`` (the summary of speed ratios first, then the full table).
 
 Needs the bench extra (``pip install ".[bench]"``) and, for the Unsloth contender,
 ``pip install --no-deps unsloth_zoo`` (it imports on CPU with UNSLOTH_ZOO_DISABLE_GPU_INIT=1).
@@ -49,6 +58,11 @@ FAMILIES = {
 }
 FOLDER = {"qwen3": "qwen3", "llama3": "llama3_1", "gemma3": "gemma3"}
 FLOOR = "floor: render + encode_batch"
+IDS_ONLY = "ids only: render + encode_batch_fast"
+TRL = "TRL SFT path"
+UNSLOTH = "Unsloth train_on_responses_only"
+OURS = "respmask collator"
+ISSUE27_CONTENDERS = [OURS, IDS_ONLY, FLOOR, TRL, UNSLOTH]
 
 
 def trl_template(name: str) -> str:
@@ -151,8 +165,9 @@ def contenders(tok: Any, training_template: str) -> dict[str, Callable[[list[dic
         texts = tok.apply_chat_template([s["messages"] for s in batch], tokenize=False)
         return backend.encode_batch_fast(texts, add_special_tokens=False)
 
-    # Not a target: the floor without the offset tracking respmask itself skips (see src/respmask/_byte_lengths.py).
-    out["ids only: render + encode_batch_fast"] = ids_only
+    # The ids-only floor of issue 27: no offsets (respmask itself skips them, see src/respmask/_byte_lengths.py),
+    # no masks, no padding.
+    out[IDS_ONLY] = ids_only
     return out
 
 
@@ -171,8 +186,14 @@ def same_ids_as_inference(tok: Any, fn: Callable, batch: list[dict]) -> bool:
 
 
 def run_workload(tok: Any, fns: dict[str, Callable], turns: int, batch_size: int, rounds: int,
-                 min_seconds: float) -> dict[str, Any]:
-    batches = [make_batch(turns, batch_size, seed=s) for s in range(3)]
+                 min_seconds: float, workload: str = "fixed", cpu_time: bool = False) -> dict[str, Any]:
+    """Time every contender on the same 3 batches, interleaved round by round.
+
+    ``cpu_time``: measure ``time.process_time`` (the work of every thread of this process, what
+    neighbours on a shared machine cannot inflate much) instead of wall time.
+    """
+    clock = time.process_time if cpu_time else time.perf_counter
+    batches = [make_batch(turns, batch_size, seed=s, workload=workload) for s in range(3)]
     n_tokens = [int(fns["respmask collator"](b)["attention_mask"].sum()) for b in batches]
     for fn in fns.values():  # warm up: caches, compiled templates, profiles
         fn(batches[0])
@@ -185,17 +206,20 @@ def run_workload(tok: Any, fns: dict[str, Callable], turns: int, batch_size: int
     for _ in range(rounds):
         for name, fn in fns.items():  # interleaved
             gc.collect()
-            t = time.perf_counter()
+            t = clock()
             for _ in range(reps):
                 for b in batches:
                     fn(b)
-            times[name].append(time.perf_counter() - t)
+            times[name].append(clock() - t)
     convs = reps * len(batches) * batch_size
     toks = reps * sum(n_tokens)
     med = {name: statistics.median(v) for name, v in times.items()}
     best = {name: min(v) for name, v in times.items()}
     return {
         "turns": turns,
+        "workload": workload,
+        "clock": "cpu" if cpu_time else "wall",
+        "batches_per_round": reps * len(batches),
         "batch_size": batch_size,
         "tokens_per_conversation": sum(n_tokens) / (len(batches) * batch_size),
         "rounds": rounds,
@@ -210,6 +234,33 @@ def run_workload(tok: Any, fns: dict[str, Callable], turns: int, batch_size: int
             for name, t in med.items()
         },
     }
+
+
+def summary(report: dict[str, Any]) -> str:
+    """Issue 27's table: respmask's speed over each reference's (>1: respmask faster), best and median rounds."""
+    refs = [(IDS_ONLY, "ids-only floor"), (FLOOR, "render + `encode_batch`"), (TRL, "TRL's SFT path"),
+            (UNSLOTH, "Unsloth")]
+    lines = ["respmask's speed / the reference's (tokens/s; >1: respmask is faster), best of the rounds "
+             "(median in brackets); ms per batch of respmask and the ids-only floor, best round\n",
+             "| tokenizer | turns | tokens/conv | respmask ms | ids-only ms | " + " | ".join(f"vs {r}" for _, r in refs) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(refs)]
+    for fam, workloads in report["workloads"].items():
+        for w in workloads:
+            res = w["results"]
+            ours = res[OURS]
+            n = w.get("batches_per_round")
+            cells = []
+            for name, _ in refs:
+                if name not in res:
+                    cells.append("")
+                    continue
+                r = res[name]
+                cells.append(f"{ours['best_tokens_per_s'] / r['best_tokens_per_s']:.2f} "
+                             f"({ours['tokens_per_s'] / r['tokens_per_s']:.2f})")
+            ms = [f"{min(res[k]['all_rounds']) / n * 1e3:.1f}" if n and k in res else "" for k in (OURS, IDS_ONLY)]
+            lines.append(f"| {fam} | {w['turns']} | {w['tokens_per_conversation']:.0f} | {ms[0]} | {ms[1]} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def memory_check(tok: Any, n_batches: int) -> dict[str, Any]:
@@ -340,10 +391,26 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--replot", action="store_true", help="redraw the plot and table from the saved JSON")
     ap.add_argument("--threads", type=int, default=0,
-                    help="tokenizer threads (RAYON_NUM_THREADS); 0: the library's default (all cores)")
+                    help="tokenizer threads (RAYON_NUM_THREADS; 1 also sets TOKENIZERS_PARALLELISM=false); "
+                         "0: the library's default (all cores)")
+    ap.add_argument("--workload", choices=["fixed", "varied"], default="fixed",
+                    help="fixed: 120-word questions, 160-word answers; varied: 10-80 and 20-200 words (issue 27)")
+    ap.add_argument("--cpu-time", action="store_true", help="time CPU (process_time) instead of wall time")
+    ap.add_argument("--contenders", nargs="+", default=None, help="time only these contenders (exact names)")
+    ap.add_argument("--issue27", action="store_true",
+                    help="issue 27's measurement: --threads 1 --cpu-time --workload varied --turns 3 24 64 "
+                         "--rounds 7, its five contenders, no memory or datasets.map runs, into results/issue27")
     args = ap.parse_args()
+    if args.issue27:
+        args.threads, args.cpu_time, args.workload, args.turns, args.rounds = 1, True, "varied", [3, 24, 64], 7
+        args.contenders = args.contenders or ISSUE27_CONTENDERS
+        args.memory_batches = args.map_conversations = 0
+        if args.out == str(RESULTS):
+            args.out = str(RESULTS / "issue27")
     if args.threads:
         os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # read when the tokenizer's pool starts
+        if args.threads == 1:  # read by the tokenizer at each batch call
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
     if args.quick:
         args.rounds, args.turns, args.memory_batches, args.map_conversations = 2, [3, 24], 50, 500
     if args.replot:
@@ -389,33 +456,49 @@ def main() -> None:
             tok.pad_token = tok.eos_token
         report["tokenizers"][fam] = f"shared/tokenizers/{FOLDER[fam]}, TRL {FAMILIES[fam]}"
         fns = contenders(tok, trl_template(FAMILIES[fam]))
+        if args.contenders:
+            missing = [c for c in args.contenders if c not in fns]
+            if missing:
+                sys.exit(f"unknown or unavailable contenders {missing}; known: {list(fns)}")
+            fns = {name: fns[name] for name in args.contenders}
         probe = make_batch(3, 4, seed=7)
         report["same_ids"][fam] = {name: same_ids_as_inference(tok, fn, probe) for name, fn in fns.items()}
         report["workloads"][fam] = []
         for turns in args.turns:
             size = args.batch_size
             print(f"[{fam}] {turns} turns, batch {size} ...", flush=True)
-            w = run_workload(tok, fns, turns, size, args.rounds, min_seconds=1.0 if not args.quick else 0.2)
+            w = run_workload(tok, fns, turns, size, args.rounds, min_seconds=1.0 if not args.quick else 0.2,
+                             workload=args.workload, cpu_time=args.cpu_time)
             report["workloads"][fam].append(w)
             ours = w["results"]["respmask collator"]
             floor = w["results"][FLOOR]
-            print(f"    respmask {ours['tokens_per_s']:,.0f} tok/s = {ours['tokens_per_s'] / floor['tokens_per_s']:.2f}x floor")
+            print(f"    respmask {ours['tokens_per_s']:,.0f} tok/s = {ours['tokens_per_s'] / floor['tokens_per_s']:.2f}x floor",
+                  flush=True)
 
     tok = AutoTokenizer.from_pretrained(str(root / "qwen3"))
-    print(f"memory: {args.memory_batches} batches ...", flush=True)
-    report["memory"] = memory_check(tok, args.memory_batches)
-    print(f"datasets.map: {args.map_conversations} conversations ...", flush=True)
-    report["datasets_map"] = datasets_map(tok, args.map_conversations)
+    report["memory"] = report["datasets_map"] = None
+    if args.memory_batches:
+        print(f"memory: {args.memory_batches} batches ...", flush=True)
+        report["memory"] = memory_check(tok, args.memory_batches)
+    if args.map_conversations:
+        print(f"datasets.map: {args.map_conversations} conversations ...", flush=True)
+        report["datasets_map"] = datasets_map(tok, args.map_conversations)
 
     (out / "collators.json").write_text(json.dumps(report, indent=2))
     report["machine"]["tokenizer_threads"] = args.threads or "default"
     md = ["# Collator benchmark", "", f"Machine: {report['machine']}", f"Versions: {report['versions']}",
-          f"Command: `python benchmarks/bench_collators.py {' '.join(sys.argv[1:])}`", table(report)]
-    md += ["", "## Memory", "", f"```\n{json.dumps(report['memory'], indent=2)}\n```", "",
-           f"## datasets.Dataset.map(batched=True), {args.map_conversations} conversations (3 turns), qwen3", "",
-           "| transform | conv/s | tokens/s |", "|---|---:|---:|"]
-    for name, r in report["datasets_map"].items():
-        md.append(f"| {name} | {r['conv_per_s']:.0f} | {r['tokens_per_s']:,.0f} |")
+          f"Command: `python benchmarks/bench_collators.py {' '.join(sys.argv[1:])}`",
+          f"Workload: {args.workload}; clock: {'CPU time' if args.cpu_time else 'wall time'}", ""]
+    if OURS in next(iter(report["workloads"].values()))[0]["results"]:
+        md += [summary(report), ""]
+    md += [table(report)]
+    if report["memory"] is not None:
+        md += ["", "## Memory", "", f"```\n{json.dumps(report['memory'], indent=2)}\n```"]
+    if report["datasets_map"] is not None:
+        md += ["", f"## datasets.Dataset.map(batched=True), {args.map_conversations} conversations (3 turns), qwen3", "",
+               "| transform | conv/s | tokens/s |", "|---|---:|---:|"]
+        for name, r in report["datasets_map"].items():
+            md.append(f"| {name} | {r['conv_per_s']:.0f} | {r['tokens_per_s']:,.0f} |")
     (out / "collators.md").write_text("\n".join(md) + "\n")
     plot(report, out / "tokens_per_s.png")
     print("\n".join(md))

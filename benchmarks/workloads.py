@@ -39,8 +39,27 @@ def conversation(turns: int, seed: int) -> dict:
     return {"messages": messages}
 
 
-def batch(turns: int, size: int, seed: int = 0) -> list[dict]:
-    return [conversation(turns, seed * 10_000 + i) for i in range(size)]
+def varied_conversation(turns: int, seed: int) -> dict:
+    """A system prompt (40 words) and ``turns`` exchanges of a 10-80-word question and a 20-200-word answer.
+
+    The workload of issue 27: lengths drawn uniformly per message, so rows of a batch differ in length
+    (padding does real work) and short replies weigh as much as long ones.
+    """
+    rng = random.Random(seed)
+    messages = [{"role": "system", "content": _text(rng, 40)}]
+    for _ in range(turns):
+        messages.append({"role": "user", "content": _text(rng, rng.randint(10, 80))})
+        messages.append({"role": "assistant", "content": _text(rng, rng.randint(20, 200))})
+    return {"messages": messages}
+
+
+WORKLOADS = {"fixed": conversation, "varied": varied_conversation}
+
+
+def batch(turns: int, size: int, seed: int = 0, workload: str = "fixed") -> list[dict]:
+    """``size`` conversations of ``turns`` exchanges; ``workload``: 'fixed' (120/160 words) or 'varied' (issue 27)."""
+    make = WORKLOADS[workload]
+    return [make(turns, seed * 10_000 + i) for i in range(size)]
 
 
 def shared_tokenizers() -> Path | None:
