@@ -387,3 +387,29 @@ def test_hostile_content_a_qwen3_5_template_parses(name):
     enc = ChatMasker(tok).encode(case.sample())
     problems = violations(tok, case, enc.input_ids, enc.labels, stops)
     assert problems == [], problems
+
+
+# a template that prints a message's content as it is: list content comes out as its Python repr
+# (EXAONE 4 via Axolotl), written by that message as a filter's rebuilt text is
+REPR_CONTENT = (
+    "{% for m in messages %}[|{{ m.role }}|]\n{{ m.content }}[|endofturn|]\n{% endfor %}"
+    "{% if add_generation_prompt %}[|assistant|]\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("name", ["small", "ax_exaone4"])
+@pytest.mark.parametrize("style", STYLES)
+def test_list_content_printed_as_its_repr_is_the_messages_text(name, style):
+    if name == "small":
+        tok = build_tokenizer(REPR_CONTENT, style=style, eos="[|endofturn|]",
+                              special=["[|user|]", "[|assistant|]", "[|endofturn|]"])
+        stops = ["[|endofturn|]"]
+    else:
+        tok, stops = sweep_tokenizer(name, style)
+    nn = Nonces()
+    msgs = [say(nn, "user", 0, parts=True), say(nn, "assistant", 1, parts=True), say(nn, "user", 2, parts=True),
+            say(nn, "assistant", 3, parts=True)]
+    enc = judged(tok, msgs, stops, nonces=nn)
+    text = trained(tok, enc)
+    assert "'type': 'text'" in text and "usrnonce" not in text
+    assert ChatMasker(tok).encode({"messages": msgs}).dropped == []  # nothing reported lost

@@ -194,6 +194,14 @@ class _Hooks:
                 st.pieces.append((st.pos, st.pos + len(text), owner, DATA))
                 if text:
                     st.printed.add((owner, MIXED))
+            elif kind is list or kind is dict or kind is tuple:
+                # a container printed whole (its Python repr: content parts, tool calls): written by
+                # the message whose strings it holds, as a filter that rebuilds text is
+                marked = smear(text, value)
+                if type(marked) is Traced:
+                    if st.last_read is not None and st.last_read != st.owner:
+                        st.gap_owner = st.last_read
+                    return marked
             return text
 
         self.filters = {
