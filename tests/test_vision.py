@@ -142,8 +142,10 @@ def test_clear_errors():
     video = [{"role": "user", "content": [{"type": "video", "video": "v.mp4"}]}, {"role": "assistant", "content": "y"}]
     with pytest.raises(SampleError, match="video and audio are not supported"):
         masker.process_batch([{"messages": video}])
-    with pytest.raises(ValueError, match="max_length"):
-        respmask.ResponseOnlyCollator(processor, max_length=128)
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):  # max_length works (tests/test_vision_truncation.py)
+        respmask.ResponseOnlyCollator(processor, pad_to_multiple_of=8)
+    with pytest.raises(ValueError, match="on_image_cut must be one of 'truncate', 'drop'"):
+        respmask.ResponseOnlyCollator(processor, max_length=128, on_image_cut="skip")
     with pytest.raises(TypeError, match="ResponseOnlyCollator\\(processor\\)"):
         respmask.Pretokenizer(processor)
 

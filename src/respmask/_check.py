@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from ._encode import encode_rows
-from ._errors import RespmaskError, RespmaskWarning, without_sample
+from ._errors import RespmaskError, RespmaskWarning, check_choice, without_sample
 from ._masker import masker_for
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
+from ._media_cut import ON_IMAGE_CUT
 from ._spans import DROPPED_REASONING
 
 
@@ -40,6 +41,10 @@ class CheckReport:
         truncated: samples longer than ``max_length``; ``truncated_untrainable`` those that
             truncation leaves with no trained token; ``truncated_trained_tokens`` the trained
             tokens it cuts away.
+        images_dropped: with a processor, images truncation cuts away (with the text around
+            them: an image's tokens are never separated from its pixels); ``image_cut`` the
+            samples that lose images; ``left_out`` the samples ``on_image_cut="drop"`` leaves out
+            instead (not counted in ``tokens``).
         turns_without_stop: ``(sample, message)`` of turns whose stop token is not trained.
         dropped: ``(sample, message, what)`` of data the chat template leaves out of the
             render, one entry per message and kind of data (``"tool calls (only its header and
@@ -63,6 +68,9 @@ class CheckReport:
     truncated: list[int] = field(default_factory=list)
     truncated_untrainable: list[int] = field(default_factory=list)
     truncated_trained_tokens: int = 0  # trained tokens that truncation to max_length cuts away
+    images_dropped: int = 0  # images truncation cuts away (a processor's rows)
+    image_cut: list[int] = field(default_factory=list)  # samples truncation cuts images from
+    left_out: list[int] = field(default_factory=list)  # samples on_image_cut="drop" leaves out
     turns_without_stop: list[tuple[int, int]] = field(default_factory=list)  # (sample, message)
     # (sample, message, what) of data the chat template leaves out of the render
     dropped: list[tuple[int, int, str]] = field(default_factory=list)
@@ -115,7 +123,7 @@ class CheckReport:
     def summary(self, verdict: bool = True) -> str:
         """The report as text; ``verdict=False`` leaves out the closing OK / PROBLEMS FOUND line."""
         lines = [f"samples:            {self.samples}"]
-        if self.rows != self.samples - len(self.errors):
+        if self.rows != self.samples - len(self.errors) - len(self.left_out):
             lines.append(f"rows (split):       {self.rows}")
         lines += [
             f"tokens:             {self.tokens}",
@@ -124,12 +132,19 @@ class CheckReport:
         ]
         dist = self.length_distribution()
         if dist:
-            label = "tokens per sample:  " if self.rows == self.samples - len(self.errors) else "tokens per row:     "
+            per_sample = self.rows == self.samples - len(self.errors) - len(self.left_out)
+            label = "tokens per sample:  " if per_sample else "tokens per row:     "
             lines.append(label + "  ".join(f"{k} {v}" for k, v in dist.items()))
         if self.max_length is not None:
             lines.append(f"truncated to {self.max_length}: {len(self.truncated)} sample(s), "
                          f"{self.truncated_trained_tokens} trained token(s) cut" + (
                              f"  [{_some(self.truncated)}]" if self.truncated else ""))
+            if self.image_cut:
+                lines.append(f"  images dropped with the text cut: {self.images_dropped} from {len(self.image_cut)} "
+                             f"sample(s)  [{_some(self.image_cut)}]")
+            if self.left_out:
+                lines.append(f"  left out (on_image_cut='drop': truncation would drop images): {len(self.left_out)} "
+                             f"sample(s)  [{_some(self.left_out)}]")
         lines.append(f"untrainable:        {len(self.untrainable)}" + (
             f"  [{_some(self.untrainable)}]  (labels all -100: NaN or missing loss)" if self.untrainable else ""))
         if self.truncated_untrainable:
@@ -180,6 +195,7 @@ def check(
     options: MaskOptions | None = None,
     max_length: int | None = None,
     truncation: str = "right",
+    on_image_cut: str = "truncate",
     batch_size: int = 64,
     **changes: Any,
 ) -> CheckReport:
@@ -190,7 +206,10 @@ def check(
             JSON row) is recorded as an error, so a whole file is checked in one run.
         tokenizer: a fast tokenizer, a processor or a :class:`respmask.ChatMasker`.
         options: the masking options (:class:`respmask.MaskOptions`); or by name as ``**changes``.
-        max_length, truncation: report what truncation would cut, as the collator cuts.
+        max_length, truncation: report what truncation would cut, as the collator cuts (with a
+            processor: the samples truncated and the images dropped with their text).
+        on_image_cut: as the collator's (with a processor): ``"drop"`` reports the samples it
+            would leave out.
         batch_size: samples encoded together.
 
     Returns:
@@ -213,6 +232,7 @@ def check(
     """
     from ._shards import BadLine
 
+    check_choice("on_image_cut", on_image_cut, ON_IMAGE_CUT)
     masker = masker_for(tokenizer, options, changes)
     report = CheckReport(max_length=max_length)
     batch: list[tuple[int, Any]] = []
@@ -223,7 +243,7 @@ def check(
 
     def flush() -> None:
         rows = encode_rows(masker, [s for _, s in batch], [i for i, _ in batch], max_length=max_length,
-                           truncation=truncation, on_error="collect")[1]
+                           truncation=truncation, on_image_cut=on_image_cut, on_error="collect")[1]
         for row in rows:
             index, enc = row.index, row.encoded
             if enc is None:
@@ -231,8 +251,15 @@ def check(
                 report.errors.append((index, str(row.error)))
                 continue
             report.samples += enc.row == 0
-            report.rows += 1
             report.lengths.append(len(enc.input_ids))
+            if row.left_out is not None:
+                once(report.truncated, index)
+                once(report.left_out, index)
+                continue
+            if row.images_dropped:
+                once(report.image_cut, index)
+                report.images_dropped += row.images_dropped
+            report.rows += 1
             report.tokens += len(row.labels)  # type: ignore[arg-type]
             report.trained_tokens += row.trained
             report.turns += enc.n_turns
@@ -442,7 +469,8 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
             n = min(len(dataset), 256)
             sample_rows = [dataset[i] for i in range(n)]
             report.dataset = check(sample_rows, collator.masker, max_length=collator.max_length,
-                                   truncation=collator.truncation)
+                                   truncation=collator.truncation,
+                                   on_image_cut=getattr(collator, "on_image_cut", "truncate"))
         except Exception:  # the batches below tell what is wrong
             report.dataset = None
 
@@ -498,7 +526,7 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     if rewritten is not None:
         _lead_with_rewrite(report, rewritten)
     elif ours:
-        mismatch = _max_length_mismatch(args, collator)
+        mismatch = _max_length_mismatch(args, collator, trainer)
         if mismatch is not None:
             longest = max([report.longest, *((report.dataset.lengths or [0]) if report.dataset else [0])])
             report.add(Problem(
@@ -538,12 +566,16 @@ def _max_length(args: Any) -> tuple[bool, int | None]:
     return True, value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _skips_preparation(args: Any) -> bool:
+def _skips_preparation(args: Any, trainer: Any = None) -> bool:
+    """Whether TRL leaves the dataset as stored: ``skip_prepare_dataset``, or TRL's own decision
+    (its SFTTrainer skips preparing a vision dataset, one with an ``image``/``images`` column)."""
+    if getattr(trainer, "_skip_prepare_dataset", None) is True:
+        return True
     kwargs = getattr(args, "dataset_kwargs", None) or {}
     return bool(isinstance(kwargs, Mapping) and kwargs.get("skip_prepare_dataset"))
 
 
-def _max_length_mismatch(args: Any, collator: Any) -> tuple[str, str, str] | None:
+def _max_length_mismatch(args: Any, collator: Any, trainer: Any = None) -> tuple[str, str, str] | None:
     """``(what, cause, fix)`` when TRL's ``SFTConfig(max_length=N)`` would not be applied.
 
     With ``dataset_kwargs={"skip_prepare_dataset": True}`` TRL neither tokenizes nor truncates:
@@ -551,22 +583,20 @@ def _max_length_mismatch(args: Any, collator: Any) -> tuple[str, str, str] | Non
     config and not on the collator (or a different one) is silently ignored; this names it.
     """
     has, wanted = _max_length(args)
-    if not has or wanted is None or not _skips_preparation(args):
+    if not has or wanted is None or not _skips_preparation(args, trainer):
         return None
     own = getattr(collator, "max_length", None)
     if own == wanted:
         return None
     applied = "truncates nothing" if own is None else f"truncates to its own max_length={own}"
-    if getattr(collator, "processor", None) is not None:
-        fix = (f"a collator with a processor does not truncate (it could split an image's tokens from its pixels): "
-               f"drop rows longer than {wanted} tokens before training (respmask check lists the lengths), and set "
-               "SFTConfig(max_length=None) so the config says what happens")
-    else:
-        fix = ("give the collator the config's length: respmask.ResponseOnlyCollator(tok, max_length=config.max_length)"
-               + (f" (or SFTConfig(max_length={own}) if {own} is what you meant)" if own is not None else ""))
+    fix = ("give the collator the config's length: respmask.ResponseOnlyCollator("
+           + ("processor" if getattr(collator, "processor", None) is not None else "tok")
+           + ", max_length=config.max_length)"
+           + (f" (or SFTConfig(max_length={own}) if {own} is what you meant)" if own is not None else ""))
     return (
         f"SFTConfig(max_length={wanted}) is not applied: the collator {applied}",
-        "with dataset_kwargs={'skip_prepare_dataset': True} TRL neither tokenizes nor truncates; "
+        ("with dataset_kwargs={'skip_prepare_dataset': True}" if _skips_preparation(args) else
+         "with a vision dataset (an 'image'/'images' column)") + " TRL neither tokenizes nor truncates; "
         f"ResponseOnlyCollator does both, with its own max_length ({own})",
         fix,
     )

@@ -12,6 +12,7 @@ import numpy as np
 from ._errors import SampleError, UntrainableSampleError, check_choice, check_max_length, warn
 from ._encode import EVERY_TOKEN_TRAINED, TrainingRow, encode_rows
 from ._masker import masker_for
+from ._media_cut import ON_IMAGE_CUT, OnImageCut
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX
 
@@ -50,6 +51,8 @@ class CollatorStats:
     dropped_tokens: int = 0  # tokens of the data the template leaves out (that reasoning included)
     batches: int = 0
     rows: int = 0  # rows made (more than samples when split="auto"/"turns" splits conversations)
+    images_dropped: int = 0  # images truncation cut away with their text (a processor's rows)
+    left_out: int = 0  # samples left out of their batch: on_image_cut="drop"
 
     def __str__(self) -> str:
         if not self.samples:
@@ -67,6 +70,8 @@ class CollatorStats:
             + (f", whose earlier reasoning the template leaves out: {self.dropped_reasoning} (split='auto' "
                "trains it)" if self.dropped_reasoning else "")
             + (f"; about {self.dropped_tokens} tokens of data not rendered" if self.dropped_tokens else "")
+            + (f"; images dropped by truncation: {self.images_dropped}" if self.images_dropped else "")
+            + (f"; samples left out (on_image_cut='drop'): {self.left_out}" if self.left_out else "")
         )
 
 
@@ -100,8 +105,15 @@ class ResponseOnlyCollator:
             :class:`respmask.ChatMasker` to share.
         options: the masking options (:class:`respmask.MaskOptions`); or pass them by name
             (``train_on="last"``, ``split="auto"`` ...) as ``**changes``.
-        max_length: truncate longer samples (ids and labels together).
+        max_length: truncate longer samples (ids and labels together). With a processor the
+            rendered text is cut, never an image's tokens: the images whose tokens would fall
+            (even partly) past the cut are dropped with it and the processor runs again on the
+            text and images kept, so ``input_ids`` are the processor's own for them.
         truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end.
+        on_image_cut: with a processor, what to do with a sample whose truncation would drop
+            images: ``"truncate"`` it (default; the stats count the images dropped and a warning
+            names the samples) or ``"drop"`` it: leave it out of the batch, with a warning that
+            says why (a batch left with no sample raises).
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
         on_untrainable: what to do with a sample whose labels are all -100 (no assistant turn,
@@ -139,6 +151,7 @@ class ResponseOnlyCollator:
         options: MaskOptions | None = None,
         max_length: int | None = None,
         truncation: Literal["right", "left"] = "right",
+        on_image_cut: OnImageCut = "truncate",
         pad_to_multiple_of: int | None = None,
         padding_side: Literal["right", "left"] | None = None,
         on_untrainable: OnUntrainable = "warn",
@@ -148,6 +161,7 @@ class ResponseOnlyCollator:
     ):
         self.masker = masker_for(tokenizer, options, changes)
         check_choice("truncation", truncation, ("right", "left"))
+        check_choice("on_image_cut", on_image_cut, ON_IMAGE_CUT)
         side = padding_side or getattr(self.masker.tokenizer, "padding_side", "right") or "right"
         check_choice("padding_side", side, ("right", "left"))
         check_choice("on_untrainable", on_untrainable, ("warn", "raise", "keep"))
@@ -159,15 +173,16 @@ class ResponseOnlyCollator:
         self.processor = self.masker.processor
         self.max_length = max_length
         self.truncation = truncation
+        self.on_image_cut = on_image_cut
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padding_side = side
         self.on_untrainable = on_untrainable
         self.return_tensors = return_tensors
         self.padding_free = padding_free
-        if self.masker.processor is not None and (max_length or padding_free or pad_to_multiple_of):
+        if self.masker.processor is not None and (padding_free or pad_to_multiple_of):
             raise ValueError(
-                "with a processor, max_length, pad_to_multiple_of and padding_free are not supported: cutting or "
-                "reshaping a row could split an image's tokens from its pixels (the processor pads the batch)"
+                "with a processor, pad_to_multiple_of and padding_free are not supported: reshaping a row could "
+                "split an image's tokens from its pixels (the processor pads the batch)"
             )
         self.pad_token_id = pad_token_id(self.masker.tokenizer)
         self.stats = CollatorStats()
@@ -183,7 +198,7 @@ class ResponseOnlyCollator:
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
         processed, rows = encode_rows(self.masker, features, max_length=self.max_length, truncation=self.truncation,
-                                      return_tensors=self.return_tensors)
+                                      on_image_cut=self.on_image_cut, return_tensors=self.return_tensors)
         self.stats.batches += 1
         names = _row_names(features)
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
@@ -192,6 +207,16 @@ class ResponseOnlyCollator:
             assert enc is not None  # errors were raised
             self._count(row)
             name = names[row.sample] + (f" (row {enc.row + 1} of {enc.rows})" if enc.rows > 1 else "")
+            if row.left_out is not None:
+                notes.setdefault(f"longer than max_length={self.max_length} and holding images that truncation would "
+                                 "drop: left out of the batch (on_image_cut='drop'; 'truncate' keeps their text and "
+                                 "the images that fit)", []).append(name)
+                continue
+            if row.images_dropped:
+                notes.setdefault(f"truncated to max_length={self.max_length} ({self.truncation}): images whose tokens "
+                                 "fell past the cut were dropped with that text (raise max_length to keep them, or "
+                                 "on_image_cut='drop' to leave such samples out)", []
+                                 ).append(f"{name} ({row.images_dropped} image(s))")
             if row.problem is not None:
                 if self.on_untrainable == "raise":
                     raise UntrainableSampleError(f"{name}: {row.problem}")
@@ -210,6 +235,10 @@ class ResponseOnlyCollator:
             warn(self._warning(notes, len(rows)))
         if processed is not None:
             return processed
+        if self.processor is not None:
+            raise SampleError(f"every sample of this batch is longer than max_length={self.max_length} and would lose "
+                              "images to truncation, so on_image_cut='drop' left them all out: raise max_length, or "
+                              f"use on_image_cut='truncate' ({', '.join(names[:8])})")
         pairs = [(row.input_ids, row.labels) for row in rows]
         return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)
 
@@ -226,7 +255,9 @@ class ResponseOnlyCollator:
             shown = ", ".join(who[:8]) + (f" and {len(who) - 8} more" if len(who) > 8 else "")
             lines.append(f"- {len(who)} sample(s) [{shown}]: {problem}")
         lines.append(f"So far: {st.untrainable} of {st.samples} samples had no trained token, {st.dropped_data} lost "
-                     f"data, {st.every_token_trained} arrived with labels on every token. "
+                     f"data, {st.every_token_trained} arrived with labels on every token"
+                     + (f", {st.truncated} truncated ({st.images_dropped} images dropped)" if st.images_dropped else "")
+                     + (f", {st.left_out} left out (on_image_cut='drop')" if st.left_out else "") + ". "
                      "(on_untrainable='keep' silences this; 'raise' stops)")
         if not all(name.startswith("dataset row ") for who in notes.values() for name in who):
             lines.append("Positions are within the batch: give the dataset an 'index' column "
@@ -236,8 +267,14 @@ class ResponseOnlyCollator:
     def _count(self, row: TrainingRow) -> None:
         """Add a row to ``stats``."""
         st, enc = self.stats, row.encoded
-        assert enc is not None and row.labels is not None
+        assert enc is not None
+        if row.left_out is not None:
+            st.samples += enc.row == 0
+            st.left_out += 1
+            return
+        assert row.labels is not None
         st.samples += enc.row == 0
+        st.images_dropped += row.images_dropped
         st.rows += 1
         st.tokens += len(row.labels)
         st.trained_tokens += row.trained

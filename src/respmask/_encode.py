@@ -20,6 +20,7 @@ from ._errors import RespmaskError, SampleError
 from ._formats import media_error, media_in
 from ._masker import ChatMasker, Encoded
 from ._masks import IGNORE_INDEX
+from ._media_cut import Fit, fit_batch
 from ._samples import Chat
 
 OnError = Literal["raise", "collect"]
@@ -52,11 +53,13 @@ class TrainingRow:
     trained: int = 0  # trained tokens after truncation
     problem: str | None = None  # why its labels cannot train it right (None: they can)
     empty_replies: tuple[int, ...] = ()  # trained turns that hold nothing: only their stop token trains
+    images_dropped: int = 0  # images truncation cut away (a processor's rows)
+    left_out: str | None = None  # why the row is not in the batch (on_image_cut="drop"); ids and labels None
 
     @property
     def untrainable(self) -> bool:
         """No token of the row trains (its loss would be NaN or missing)."""
-        return self.error is None and self.trained == 0
+        return self.error is None and self.left_out is None and self.trained == 0
 
 
 def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
@@ -84,16 +87,26 @@ def untrainable_reason(enc: Encoded, max_length: int | None = None, truncation: 
     return f"no trained token: {why}. The loss of such a sample is NaN or missing; {fix}"
 
 
-def training_row(enc: Encoded, index: int, max_length: int | None, truncation: str) -> TrainingRow:
-    """One encoded row cut to ``max_length`` and judged."""
-    ids, labels, positions, cut = truncate(enc, max_length, truncation)
+def training_row(enc: Encoded, index: int, max_length: int | None, truncation: str, fit: Fit | None = None
+                 ) -> TrainingRow:
+    """One encoded row cut to ``max_length`` and judged; ``fit``: how the processor's row was cut
+    (a processor's rows are cut in their text, see :mod:`respmask._media_cut`)."""
+    if fit is not None and fit.left_out is not None:
+        return TrainingRow(enc.sample, index, enc, None, truncated=True, images_dropped=fit.images_dropped,
+                           left_out=fit.left_out)
+    if fit is not None:
+        assert fit.input_ids is not None and fit.labels is not None
+        ids, labels, positions, cut = fit.input_ids, fit.labels, None, fit.truncated
+    else:
+        ids, labels, positions, cut = truncate(enc, max_length, truncation)
     trained = int(np.count_nonzero(labels != IGNORE_INDEX))
     problem = None
     if not trained:
         problem = untrainable_reason(enc, max_length, truncation)
     elif enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
         problem = EVERY_TOKEN_TRAINED  # pre-tokenized rows somebody else labelled
-    return TrainingRow(enc.sample, index, enc, None, ids, labels, positions, cut, trained, problem)
+    return TrainingRow(enc.sample, index, enc, None, ids, labels, positions, cut, trained, problem,
+                       images_dropped=fit.images_dropped if fit is not None else 0)
 
 
 def encode_rows(
@@ -103,6 +116,7 @@ def encode_rows(
     *,
     max_length: int | None = None,
     truncation: str = "right",
+    on_image_cut: str = "truncate",
     on_error: OnError = "raise",
     return_tensors: str = "np",
 ) -> tuple[dict[str, Any] | None, list[TrainingRow]]:
@@ -112,7 +126,10 @@ def encode_rows(
         masker: the masker (a processor masker runs the processor on the batch).
         samples: rows in any format the masker reads.
         indices: how to number the samples in errors (default: their positions).
-        max_length, truncation: cut each row's ids and labels together.
+        max_length, truncation: cut each row's ids and labels together (a processor's rows in
+            their text, never through an image: see :mod:`respmask._media_cut`).
+        on_image_cut: with a processor, ``"truncate"`` a row whose cut drops images, or ``"drop"``
+            (leave it out of the batch: its row's ``left_out`` says why).
         on_error: ``"raise"`` the first bad sample's error (it names the sample), or
             ``"collect"``: encode the batch again one sample at a time and give each bad sample
             one row holding its error.
@@ -130,24 +147,25 @@ def encode_rows(
 
     refuse_media = masker.processor is None and not masker.options.text_only
 
-    def encode(batch: list[Any], where: list[int]) -> tuple[dict[str, Any] | None, list[Encoded]]:
+    def encode(batch: list[Any], where: list[int]) -> tuple[dict[str, Any] | None, list[Encoded], list[Fit] | None]:
         if refuse_media:  # images a text tokenizer would drop: say so, never train the text alone unasked
             for sample, index in zip(batch, where):
                 found = media_in(sample)
                 if found:
                     raise media_error(found).at(index)
         if masker.processor is not None:  # images expanded by the processor, as the model sees them
-            return masker.process_batch(batch, where, return_tensors=return_tensors)
-        return None, masker.encode_batch(batch, where)
+            return fit_batch(masker, batch, where, max_length, truncation, on_image_cut, return_tensors)
+        return None, masker.encode_batch(batch, where), None
 
-    def row(e: Encoded, sample: Any, index: int) -> TrainingRow:
-        r = training_row(e, index, max_length, truncation)
+    def row(e: Encoded, sample: Any, index: int, fit: Fit | None = None) -> TrainingRow:
+        r = training_row(e, index, max_length, truncation, fit)
         r.empty_replies = tuple(e.empty_replies)
         return r
 
     try:
-        processed, encoded = encode(samples, positions)
-        return processed, [row(e, samples[e.sample], positions[e.sample]) for e in encoded]
+        processed, encoded, fits = encode(samples, positions)
+        return processed, [row(e, samples[e.sample], positions[e.sample], fits[n] if fits else None)
+                           for n, e in enumerate(encoded)]
     except RespmaskError as exc:
         if on_error == "raise":
             at = getattr(exc, "index", None)
@@ -159,9 +177,10 @@ def encode_rows(
     rows: list[TrainingRow] = []  # find every bad sample, not just the first
     for j, (sample, index) in enumerate(zip(samples, positions)):
         try:
-            for e in encode([sample], [index])[1]:
+            _, encoded, fits = encode([sample], [index])
+            for n, e in enumerate(encoded):
                 e.sample = j
-                rows.append(row(e, sample, index))
+                rows.append(row(e, sample, index, fits[n] if fits else None))
         except RespmaskError as exc:
             rows.append(TrainingRow(j, index, None, template_hint(masker, sample, exc)))
     return None, rows

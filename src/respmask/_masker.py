@@ -242,6 +242,7 @@ class ChatMasker:
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._media_ids: np.ndarray | None = None  # token ids that stand for images (processors; learned)
+        self._image_counter: int | None = None  # a token the render writes once per image (processors; learned)
         self._configured_stops = tuple(dict.fromkeys([*opts.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
         self._blob: tuple[Any, str, bytes] | None = None  # (signature, key, pickled tokenizer)
@@ -265,7 +266,8 @@ class ChatMasker:
             self._blob = (signature, key, data)
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
-        state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None, _bytes=None,
+        state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None,
+                     _image_counter=None, _bytes=None,
                      _backend_copy=None, tokenizer=None)
         return state
 
@@ -772,6 +774,19 @@ class ChatMasker:
             SampleError: a sample is not a chat, holds video or audio, or its images cannot be
                 loaded (the message names the sample).
         """
+        encoded, texts, images = self._media_inputs(samples, indices)
+        out = self._run_processor(texts, images, return_tensors)
+        return self._label_processed(out, [(enc.input_ids, enc.labels != IGNORE_INDEX) for enc in encoded], encoded,
+                                    return_tensors)
+
+    def _media_inputs(self, samples: Sequence[Any], indices: Sequence[int] | None = None
+                     ) -> tuple[list[Encoded], list[str], list[list[Any]]]:
+        """Each sample rendered and masked as text, its rendered text and its images (what the
+        processor is called on).
+
+        Raises:
+            SampleError: as :meth:`process_batch`.
+        """
         if self.processor is None:
             raise TypeError("process_batch needs a masker built on a processor")
         samples = list(samples)
@@ -786,23 +801,38 @@ class ChatMasker:
                 images.append(images_of(sample, parsed.messages))
             except SampleError as exc:
                 raise exc.at(positions[j]) from exc.__cause__
-        texts = [enc.text or "" for enc in encoded]
+        return encoded, [enc.text or "" for enc in encoded], images
+
+    def _run_processor(self, texts: list[str], images: list[list[Any]], return_tensors: str = "pt",
+                      add_special_tokens: bool | None = None) -> Any:
+        """The processor's call on rendered texts and their images (see
+        :func:`respmask._media.call_processor`).
+
+        Raises:
+            SampleError: the processor rejected the batch.
+        """
         try:
-            out = call_processor(self.processor, texts, images, return_tensors)
+            return call_processor(self.processor, texts, images, return_tensors, add_special_tokens)
         except Exception as exc:
             raise SampleError(
                 f"the processor ({type(self.processor).__name__}) rejected this batch: {type(exc).__name__}: {exc}. "
                 "Check that each row's image parts and images pair up."
             ) from exc
+
+    def _label_processed(self, out: Any, sources: Sequence[tuple[np.ndarray, np.ndarray]], encoded: Sequence[Encoded],
+                        return_tensors: str = "pt") -> tuple[dict[str, Any], list[Encoded]]:
+        """The processor's batch ``out`` with ``labels``: each row's text tokens and their trained
+        mask (``sources``) carried onto the processor's ids, image tokens never trained; and each
+        row's :class:`Encoded` (``encoded``'s, with the processor's ids and these labels)."""
         ids = as_numpy(out["input_ids"])
         real = as_numpy(out["attention_mask"]).astype(bool) if "attention_mask" in out else np.ones(ids.shape, bool)
         media = self.media_tokens()
         labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
         rows = []
-        for r, enc in enumerate(encoded):
+        for r, ((a_ids, a_trained), enc) in enumerate(zip(sources, encoded)):
             where = np.flatnonzero(real[r])
             b = ids[r, where].astype(np.int64)
-            trained = carry_mask(enc.input_ids, enc.labels != IGNORE_INDEX, b) & ~np.isin(b, media)
+            trained = carry_mask(a_ids, a_trained, b) & ~np.isin(b, media)
             row_labels = np.where(trained, b, IGNORE_INDEX)
             labels[r, where] = row_labels
             rows.append(replace(enc, input_ids=b, labels=row_labels))

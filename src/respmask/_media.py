@@ -107,25 +107,24 @@ def _runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids[starts], np.append(starts, len(ids))
 
 
-def carry_mask(a_ids: np.ndarray, a_trained: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
-    """The trained mask of ``a_ids`` (the rendered text's tokens) carried onto ``b_ids`` (the
-    processor's ids, with images expanded): tokens the two sequences share, in order, keep their
-    mask; tokens the expansion replaced or added are not trained.
+def align(a_ids: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
+    """Where each token of ``a_ids`` (the rendered text's tokens) is in ``b_ids`` (the processor's
+    ids, with images expanded): its index there, or -1 for a token the expansion replaced.
 
     Equal prefixes and suffixes are matched directly; between them, runs of equal tokens (an
     image's hundreds of identical tokens are one run) are aligned with difflib's matcher.
     """
     n, m = len(a_ids), len(b_ids)
-    out = np.zeros(m, dtype=bool)
+    match = np.full(n, -1, dtype=np.int64)
     k = min(n, m)
     diff = np.flatnonzero(a_ids[:k] != b_ids[:k])
     p = int(diff[0]) if len(diff) else k
     tail = k - p
     rdiff = np.flatnonzero(a_ids[n - tail:][::-1] != b_ids[m - tail:][::-1]) if tail else np.zeros(0, dtype=np.int64)
     s = int(rdiff[0]) if len(rdiff) else tail
-    out[:p] = a_trained[:p]
+    match[:p] = np.arange(p)
     if s:
-        out[m - s:] = a_trained[n - s:]
+        match[n - s:] = np.arange(m - s, m)
     a_mid, b_mid = a_ids[p:n - s], b_ids[p:m - s]
     if len(a_mid) and len(b_mid):
         a_vals, a_bounds = _runs(a_mid)
@@ -137,7 +136,19 @@ def carry_mask(a_ids: np.ndarray, a_trained: np.ndarray, b_ids: np.ndarray) -> n
             if tag == "equal":
                 a0, a1 = p + a_bounds[i1], p + a_bounds[i2]
                 b0 = p + b_bounds[j1]
-                out[b0:b0 + (a1 - a0)] = a_trained[a0:a1]
+                match[a0:a1] = np.arange(b0, b0 + (a1 - a0))
+    return match
+
+
+def carry_mask(a_ids: np.ndarray, a_trained: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
+    """The trained mask of ``a_ids`` (the rendered text's tokens) carried onto ``b_ids`` (the
+    processor's ids, with images expanded): tokens the two sequences share, in order, keep their
+    mask (see :func:`align`); tokens the expansion replaced or added are not trained.
+    """
+    out = np.zeros(len(b_ids), dtype=bool)
+    match = align(a_ids, b_ids)
+    hit = match >= 0
+    out[match[hit]] = a_trained[hit]
     return out
 
 
@@ -173,14 +184,24 @@ def media_token_ids(processor: Any, render: Any) -> frozenset[int]:
     return frozenset(((ids1 | expanded) - ids0) & added)
 
 
-def call_processor(processor: Any, texts: list[str], images: list[list[Any]], return_tensors: str = "np") -> Any:
+def adds_special_tokens(processor: Any, texts: Sequence[str]) -> bool:
+    """Whether the processor's call adds special tokens to these rendered texts, as
+    ``processor.apply_chat_template(tokenize=True)`` decides it: not when they start with BOS."""
+    bos = processor.tokenizer.bos_token
+    return not (bos is not None and texts and texts[0].startswith(bos))
+
+
+def call_processor(processor: Any, texts: list[str], images: list[list[Any]], return_tensors: str = "np",
+                   add_special_tokens: bool | None = None) -> Any:
     """The processor's call on rendered texts, as ``processor.apply_chat_template(tokenize=True)``
-    makes it: nested images per text, no special tokens added when the text starts with BOS."""
-    tok = processor.tokenizer
+    makes it: nested images per text, no special tokens added when the text starts with BOS
+    (``add_special_tokens`` decides instead when given: texts cut from the start no longer do)."""
     kwargs: dict[str, Any] = {"return_tensors": return_tensors}
     if len(texts) > 1:
         kwargs["padding"] = True
-    if tok.bos_token is not None and texts and texts[0].startswith(tok.bos_token):
+    if add_special_tokens is None:
+        add_special_tokens = adds_special_tokens(processor, texts)
+    if not add_special_tokens:
         kwargs["add_special_tokens"] = False
     has_images = any(images)
     return processor(text=texts, images=images if has_images else None, **kwargs)

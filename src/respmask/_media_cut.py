@@ -1,0 +1,247 @@
+"""Chats with images cut to ``max_length`` without ever separating an image's tokens from its pixels.
+
+A processor expands each image placeholder of the rendered text into the image's tokens, and the
+model pairs those tokens with the image's pixels: cutting the ids through an image (or cutting an
+image's tokens away while its pixels stay in the batch) breaks the model's forward pass. So a row
+longer than ``max_length`` is cut in the rendered text, never in the ids:
+
+1. the processor runs on the whole batch (what it does without truncation);
+2. for each row that is too long, the rendered text's tokens are aligned with the processor's ids
+   (equal outside the images, see :func:`respmask._media.align`), which says how many ids each
+   stretch of text becomes; the text is cut at a token boundary where what it becomes fits, never
+   inside an image placeholder (a run of image tokens is cut whole or not at all);
+3. the images whose placeholders are cut away are dropped (with ``truncation="right"`` the last
+   ones, with ``"left"`` the first ones), and the processor runs again on the cut texts and the
+   images kept: its ids are exactly the processor's for that text and those images. A row still
+   too long (a tokenizer may merge differently at the cut) is cut a little further and run again.
+
+The labels are the text's trained tokens carried onto the new ids, as for any row (image tokens
+never trained). With ``on_image_cut="drop"`` a row whose cut would drop an image is left out of
+the batch instead, with its reason. Which token counts the images (one per image in the render:
+``<|vision_start|>``, ``<start_of_image>``, ``<image>`` ...) is learned from the processor's chat
+template, not from a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ._errors import SampleError
+from ._masks import IGNORE_INDEX
+from ._media import adds_special_tokens, align, carry_mask
+
+OnImageCut = Literal["truncate", "drop"]
+ON_IMAGE_CUT = ("truncate", "drop")
+
+
+@dataclass
+class Fit:
+    """One row of a processor batch fitted to ``max_length``.
+
+    ``input_ids`` / ``labels`` are the processor's row (cut when ``truncated``); ``images_dropped``
+    counts the images the cut removed; ``left_out`` says why the row was left out of the batch
+    (``on_image_cut="drop"``; its ids are then None)."""
+
+    input_ids: np.ndarray | None
+    labels: np.ndarray | None
+    truncated: bool = False
+    images_dropped: int = 0
+    left_out: str | None = None
+
+
+@dataclass
+class _Plan:
+    """How one long row is cut: its text tokens grouped in units (a run of image tokens is one),
+    the units kept ``[first, last)``, and what each unit becomes in the processor's ids."""
+
+    text: str
+    ids: np.ndarray  # the rendered text's tokens
+    trained: np.ndarray  # their trained mask
+    starts: np.ndarray  # first token of each unit (plus the end)
+    chars: np.ndarray  # first character of each unit (plus the text's length)
+    size: np.ndarray  # ids each unit becomes (its image's tokens included), estimated from the alignment
+    counts: np.ndarray  # images each unit holds
+    images: list[Any]
+    first: int
+    last: int
+
+    def kept(self) -> tuple[str, list[Any], int]:
+        """The text kept, the images kept and how many images were dropped."""
+        text = self.text[self.chars[self.first]:self.chars[self.last]]
+        before = int(self.counts[:self.first].sum())
+        n = int(self.counts[self.first:self.last].sum())
+        return text, self.images[before:before + n], len(self.images) - n
+
+    def source(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept text's tokens and their trained mask."""
+        a, b = self.starts[self.first], self.starts[self.last]
+        return self.ids[a:b], self.trained[a:b]
+
+    def shrink(self, excess: int, side: str) -> None:
+        """Cut at least ``excess`` more ids (as estimated), from ``side``, one unit at least."""
+        removed = 0
+        while removed < max(excess, 1) and self.last > self.first:
+            if side == "left":
+                removed += int(self.size[self.first])
+                self.first += 1
+            else:
+                self.last -= 1
+                removed += int(self.size[self.last])
+
+
+def image_counter(masker: Any) -> int | None:
+    """A token the masker's chat template writes once per image part (learned once: the render of
+    one image and of two images, tokenized), or None when no token does."""
+    if masker._image_counter is not None:
+        return masker._image_counter if masker._image_counter >= 0 else None
+    from PIL import Image  # noqa: F401 - a processor masker has pillow
+
+    processor, tok = masker.processor, masker.processor.tokenizer
+    media = set(masker.media_tokens().tolist())
+
+    def counts(n: int, answer: Any) -> dict[int, int]:
+        parts = [{"type": "image"}] * n + [{"type": "text", "text": "zqprobe"}]
+        messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]
+        text = processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return {i: ids.count(i) for i in media}
+
+    found = -1
+    for answer in ([{"type": "text", "text": "zqanswer"}], "zqanswer"):
+        try:
+            c0, c1, c2 = counts(0, answer), counts(1, answer), counts(2, answer)
+        except Exception:  # noqa: BLE001 - the template takes the reply in the other form
+            continue
+        once = sorted(i for i in media if c1[i] - c0[i] == 1 and c2[i] - c0[i] == 2)
+        found = once[0] if once else -1
+        break
+    masker._image_counter = found
+    return found if found >= 0 else None
+
+
+def _text_tokens(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The rendered text's tokens with their character offsets: the masker's tokens when they can
+    be re-tokenized with offsets as they were; else the re-tokenization, the mask carried onto it."""
+    backend = masker.backend()
+    encs = [backend.encode(text, add_special_tokens=add) for add in (False, True)]
+    for enc in encs:
+        if len(enc.ids) == len(ids) and np.array_equal(np.asarray(enc.ids, dtype=np.int64), ids):
+            return ids, trained, enc.offsets
+    enc = encs[0]
+    new = np.asarray(enc.ids, dtype=np.int64)
+    return new, carry_mask(ids, trained, new), enc.offsets
+
+
+def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.ndarray, images: list[Any],
+          max_length: int, side: str, index: int) -> _Plan:
+    """Where to cut one row (see the module doc)."""
+    ids, trained, offsets = _text_tokens(masker, text, ids, trained)
+    n = len(ids)
+    media = np.isin(ids, masker.media_tokens())
+    new_unit = np.ones(n, dtype=bool)
+    new_unit[1:] = ~(media[1:] & media[:-1])  # a run of image tokens is one unit
+    starts = np.append(np.flatnonzero(new_unit), n)
+    first_char = np.array([offsets[i][0] for i in starts[:-1]] + [len(text)], dtype=np.int64)
+    # a special token the tokenizer adds (BOS) has no characters: its unit starts at 0
+    first_char = np.maximum.accumulate(first_char)
+    counter = image_counter(masker) if images else None
+    per_token = (ids == counter) if counter is not None else np.zeros(n, dtype=bool)
+    counts = np.add.reduceat(per_token.astype(np.int64), starts[:-1]) if n else np.zeros(0, dtype=np.int64)
+    if images and int(counts.sum()) != len(images):
+        raise SampleError(
+            f"is longer than max_length={max_length} and cannot be cut between its images: respmask finds "
+            f"{int(counts.sum())} image placeholder(s) in its render for {len(images)} image(s). Raise max_length, or "
+            "leave such rows out", index)
+    # what each unit becomes in the processor's ids: from after the last matched token before it to
+    # the first matched token after it (an image's expansion, which matches nothing, is in between)
+    match = align(ids, b)
+    m = len(b)
+    matched = np.flatnonzero(match >= 0)
+    at = match[matched]
+    nxt = np.searchsorted(matched, starts[1:], side="left")  # first matched token at or after each unit's end
+    end_b = np.where(nxt < len(at), at[np.minimum(nxt, len(at) - 1)] if len(at) else m, m)
+    prv = np.searchsorted(matched, starts[:-1], side="left") - 1  # last matched token before each unit
+    begin_b = np.where(prv >= 0, (at[np.maximum(prv, 0)] + 1) if len(at) else 0, 0)
+    end_b = np.maximum.accumulate(end_b)
+    begin_b = np.maximum.accumulate(begin_b)
+    size = np.maximum(end_b - begin_b, 1)
+    units = len(starts) - 1
+    if side == "left":
+        first = int(np.searchsorted(begin_b, m - max_length, side="left"))
+        last = units
+    else:
+        first = 0
+        last = int(np.searchsorted(end_b, max_length, side="right"))
+    return _Plan(text, ids, trained, starts, first_char, size, counts, list(images), first, last)
+
+
+def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_length: int | None, truncation: str,
+              on_image_cut: str, return_tensors: str) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
+    """A batch through the masker's processor, its rows fitted to ``max_length``.
+
+    Returns:
+        The processor's batch with ``labels`` (None when every row was left out), each sample's
+        uncut row (:class:`respmask.Encoded`, the processor's ids: what the sample is before any
+        cut) and each sample's :class:`Fit`.
+
+    Raises:
+        SampleError: a bad sample (as :meth:`ChatMasker.process_batch`), or a long row whose
+            image placeholders cannot be told apart.
+    """
+    encoded, texts, images = masker._media_inputs(samples, indices)
+    add_special = adds_special_tokens(masker.processor, texts)
+    sources = [(e.input_ids, e.labels != IGNORE_INDEX) for e in encoded]
+    out = masker._run_processor(texts, images, return_tensors, add_special)
+    batch, full = masker._label_processed(out, sources, encoded, return_tensors)
+    fits = [Fit(e.input_ids, e.labels) for e in full]
+    long = [r for r, e in enumerate(full) if max_length is not None and len(e.input_ids) > max_length]
+    if not long:
+        return batch, full, fits
+    assert max_length is not None
+    plans: dict[int, _Plan] = {}
+    for r in long:
+        plans[r] = _plan(masker, texts[r], encoded[r].input_ids, sources[r][1], full[r].input_ids, images[r],
+                         max_length, truncation, indices[r])
+    for _ in range(16):  # a cut row still too long is cut further (a merge at the cut); one pass is the rule
+        for r, plan in plans.items():
+            dropped = plan.kept()[2]
+            if dropped and on_image_cut == "drop" and fits[r].left_out is None:
+                n = len(full[r].input_ids)
+                fits[r] = Fit(None, None, True, dropped, (
+                    f"left out: {n} tokens, longer than max_length={max_length}, and cutting it "
+                    f"({truncation}) would drop {dropped} of its {len(images[r])} image(s) (on_image_cut='drop'); "
+                    "raise max_length, or on_image_cut='truncate' to keep its text and the images that fit"))
+        kept = [r for r in range(len(full)) if fits[r].left_out is None]
+        if not kept:
+            return None, full, fits
+        cut_texts, cut_images, cut_sources = [], [], []
+        for r in kept:
+            if r in plans:
+                text, imgs, _ = plans[r].kept()
+                cut_texts.append(text)
+                cut_images.append(imgs)
+                cut_sources.append(plans[r].source())
+            else:
+                cut_texts.append(texts[r])
+                cut_images.append(images[r])
+                cut_sources.append(sources[r])
+        out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special)
+        batch, rows = masker._label_processed(out, cut_sources, [full[r] for r in kept], return_tensors)
+        over = False
+        for r, row in zip(kept, rows):
+            if r not in plans:
+                continue
+            excess = len(row.input_ids) - max_length
+            if excess > 0:
+                plans[r].shrink(excess, truncation)
+                over = True
+            else:
+                fits[r] = Fit(row.input_ids, row.labels, True, plans[r].kept()[2])
+        if not over:
+            return batch, full, fits
+    raise SampleError(f"could not be cut to max_length={max_length} through the processor "
+                      f"({type(masker.processor).__name__}); raise max_length", indices[long[0]])
