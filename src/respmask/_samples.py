@@ -73,7 +73,14 @@ def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
             raise SampleError(
                 f"{what}[{i}]['content'] must be a string or a list of content parts, got {type(content).__name__}"
             )
-        out.append(dict(m))
+        m = dict(m)
+        if isinstance(content, (list, tuple)):
+            # a datasets column stores every part with every key of every part, absent ones as None
+            # ({"type": "text", "text": "hi", "image": None}): templates that test `'image' in part`
+            # would render an image there; a None-valued key of a part is no data, so it is dropped
+            m["content"] = [{k: v for k, v in part.items() if v is not None} if isinstance(part, Mapping) else part
+                            for part in content]
+        out.append(m)
     return out
 
 
