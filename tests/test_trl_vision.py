@@ -111,6 +111,22 @@ def test_check_trainer_names_the_collator_without_the_configs_max_length(tmp_pat
     assert "ResponseOnlyCollator(processor, max_length=config.max_length)" in problem.fix
 
 
+def test_trl_skipping_a_vision_dataset_by_itself_counts_as_skipped(tmp_path, monkeypatch, capsys):
+    # without dataset_kwargs TRL still leaves an 'images' dataset as stored (and truncates nothing)
+    code = without_training(recipe())
+    setting = 'dataset_kwargs={"skip_prepare_dataset": True},'
+    line = "respmask.ResponseOnlyCollator(processor, max_length=config.max_length)"
+    assert setting in code and line in code
+    ns = run(code.replace(setting, "").replace(line, "respmask.ResponseOnlyCollator(processor)"), tmp_path,
+             monkeypatch, **setup(image_rows(4)))
+    capsys.readouterr()
+    assert ns["config"].dataset_kwargs in (None, {}) and ns["trainer"]._skip_prepare_dataset is True
+    report = respmask.check_trainer(ns["trainer"], verbose=False)
+    [problem] = report.problems
+    assert problem.what == "SFTConfig(max_length=4096) is not applied: the collator truncates nothing"
+    assert problem.cause.startswith("with a vision dataset (an 'image'/'images' column) TRL neither tokenizes")
+
+
 def test_check_trainer_names_the_columns_removed_without_remove_unused_columns(tmp_path, monkeypatch, capsys):
     code = without_training(recipe())
     line = "remove_unused_columns=False,"
