@@ -115,6 +115,14 @@ def _spelling(backend: Any) -> _Spelling | None:
     return _Spelling("metaspace", Prepend.EVERY if prepend_norm else prepend_pre, forms)
 
 
+def _sums_before(ends: np.ndarray, bounds: np.ndarray) -> list[int]:
+    """``[0, *ends][bounds]`` as a list (the running sum before each bound) without copying ``ends``."""
+    out = np.zeros(len(bounds), dtype=ends.dtype)
+    inside = bounds > 0
+    out[inside] = ends[bounds[inside] - 1]
+    return out.tolist()
+
+
 @dataclass(frozen=True)
 class ByteLengths:
     """Bytes of input text per token id, for one tokenizer whose tokens spell their input."""
@@ -239,14 +247,14 @@ class ByteLengths:
                 lens[a + phantom] -= 1
                 phantoms.append(phantom + a)
         ends = np.cumsum(lens)
-        before = np.concatenate(([0], ends))[bounds].tolist()
+        before = _sums_before(ends, bounds)
         # the rows whose tokens add up to their text (the others go back to offsets)
         good = [n for n, (r, data, _) in enumerate(kept)
                 if before[n + 1] - before[n] == (len(texts[r]) if data is None else len(data))]
         if len(good) < len(kept) and (lens < 0).any():  # unmeasured ids: keep the running sum sorted
             np.maximum(lens, 0, out=lens)
             ends = np.cumsum(lens)
-            before = np.concatenate(([0], ends))[bounds].tolist()
+            before = _sums_before(ends, bounds)
         starts = ends - lens
         if phantoms:
             # A token that is only a prepended '▁' covers the piece's first character in the
@@ -271,9 +279,11 @@ class ByteLengths:
             first = np.searchsorted(ends, pairs[:, 0], side="right")  # first token ending after a
             last = np.searchsorted(starts, pairs[:, 1], side="left") - 1  # last token starting before b
             keep = (first < np.asarray(limits)) & (last >= first)
-            # +1 where a run of trained tokens starts, -1 after it ends: a running sum marks them
-            delta = np.bincount(first[keep], minlength=total + 1) - np.bincount(last[keep] + 1, minlength=total + 1)
-            mask = np.cumsum(delta[:total]) > 0
+            mask = np.zeros(total, dtype=bool)
+            # one slice per trained run (a running sum over every token of the batch costs more: a
+            # run spans tens to hundreds of tokens)
+            for a, b in zip(first[keep].tolist(), (last[keep] + 1).tolist()):
+                mask[a:b] = True
         else:
             mask = np.zeros(total, dtype=bool)
         for n in good:
