@@ -22,7 +22,7 @@ pytest.importorskip("torch")
 
 import respmask  # noqa: E402
 from respmask._errors import SampleError  # noqa: E402
-from support.vision import build_processor, image_token_ids, make_image  # noqa: E402
+from support.vision import FAMILIES, build_processor, image_token_ids, make_image  # noqa: E402
 
 
 def _text(t: str) -> dict:
@@ -266,3 +266,25 @@ def test_gemma3_images_stay_whole_with_their_pixels():
                 assert ids[:-2].tolist() == full[:len(ids) - 2].tolist()
             else:
                 assert ids[2:].tolist() == full[len(full) - len(ids) + 2:].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_keeps_whole_images_within_max_length(family):
+    processor = build_processor(family)  # as tests/test_vision.py builds it (cached: built once per run)
+    media = image_token_ids(processor)
+    messages = long_chat(3)
+    images = images_of(messages)
+    _, full = reference(processor, messages)
+    alone = int(np.isin(reference(processor, [{"role": "user", "content": [_text("Hi.")]}])[1], media).sum())
+    # the image tokens each image brings, from a chat holding only it
+    per_image = [int(np.isin(reference(processor, [{"role": "user", "content": [
+        {"type": "image", "image": im}, _text("Hi.")]}])[1], media).sum()) - alone for im in images]
+    for side in ("right", "left"):
+        for max_length in (len(full) // 3, 2 * len(full) // 3):
+            collator, batch, _ = collate(processor, [{"messages": messages}], max_length=max_length, truncation=side)
+            (ids, labels), = real_rows(batch)
+            kept = len(images) - collator.stats.images_dropped
+            kept_counts = per_image[:kept] if side == "right" else per_image[len(images) - kept:]
+            assert len(ids) <= max_length and collator.stats.truncated == 1
+            assert int(np.isin(ids, media).sum()) == sum(kept_counts)
+            assert not np.isin(ids[labels != -100], media).any()

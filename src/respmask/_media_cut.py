@@ -98,8 +98,6 @@ def image_counter(masker: Any) -> int | None:
     one image and of two images, tokenized), or None when no token does."""
     if masker._image_counter is not None:
         return masker._image_counter if masker._image_counter >= 0 else None
-    from PIL import Image  # noqa: F401 - a processor masker has pillow
-
     processor, tok = masker.processor, masker.processor.tokenizer
     media = set(masker.media_tokens().tolist())
 
