@@ -66,6 +66,10 @@ STAGES = [
     ("respmask._masker.ChatMasker", "_history_kept", "split check (history kept)"),
     ("respmask._masker.ChatMasker", "_count_dropped", "collator bookkeeping (names, stats)"),
     ("respmask._masker.ChatMasker", "backend", "collator bookkeeping (names, stats)"),
+    ("respmask._masker.ChatMasker", "_render_parsed", "glue: ChatMasker._render_parsed's own code"),
+    ("respmask._masker.ChatMasker", "_rows_parsed", "glue: ChatMasker._rows_parsed's own code"),
+    ("respmask._masker.ChatMasker", "encode_batch", "glue: encode_batch's own code (ids to arrays, Encoded rows)"),
+    ("respmask._encode", "encode_rows", "glue: encode_rows' own code"),
 ]
 
 
@@ -147,6 +151,7 @@ def main() -> int:
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
     import respmask
+    from respmask._render import _make_environment, template_constants, template_inputs
 
     clock = time.process_time
     for fam in args.families:
@@ -154,13 +159,24 @@ def main() -> int:
         backend = tok.backend_tokenizer
         collator = respmask.ResponseOnlyCollator(tok, on_untrainable="keep", return_tensors="np")
         plain = _compile_jinja_template(tok.chat_template)
+        # the same template in respmask's sandbox (its fast attribute paths) without the attribution hooks
+        unhooked = _make_environment().from_string(tok.chat_template)
         special = tok.special_tokens_map
+        constants = template_constants(special, {})
         for turns in args.turns:
             b = make_batch(turns, 32, seed=1, workload=args.workload)
             convs = [s["messages"] for s in b]
 
             def plain_render() -> Any:
                 return [plain.render(messages=m, add_generation_prompt=False, **special) for m in convs]
+
+            def unhooked_render() -> Any:
+                return [unhooked.render(messages=m, add_generation_prompt=False, **special) for m in convs]
+
+            marked = [template_inputs(m, constants=constants)[0] for m in convs]
+
+            def unhooked_traced() -> Any:
+                return [unhooked.render(v) for v in marked]
 
             def act() -> Any:
                 return tok.apply_chat_template(convs, tokenize=False)
@@ -172,6 +188,8 @@ def main() -> int:
             texts = act()
             refs = {
                 "plain Jinja render (transformers' compiled template)": plain_render,
+                "respmask's sandbox without attribution hooks, plain strings": unhooked_render,
+                "respmask's sandbox without attribution hooks, marked (Traced) message strings": unhooked_traced,
                 "apply_chat_template(tokenize=False)": act,
                 "encode_batch_fast alone": lambda: backend.encode_batch_fast(texts, add_special_tokens=False),
                 "ids-only floor (render + encode_batch_fast)": ids_only,
@@ -197,7 +215,7 @@ def main() -> int:
                     total = clock() - t
                     best_total = min(best_total, total)
                     stages = dict(timers.total)
-                    stages["other (glue: loops, ids to arrays, Encoded rows, timer overhead)"] = total - sum(stages.values())
+                    stages["other (collator.__call__ loop, timer overhead)"] = total - sum(stages.values())
                     for k, v in stages.items():
                         best_stage[k] = min(best_stage.get(k, float("inf")), v)
             finally:
