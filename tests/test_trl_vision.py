@@ -70,8 +70,9 @@ def test_readme_vision_recipe_trains_as_written(tmp_path, monkeypatch, capsys):
     assert math.isfinite(trainer.state.log_history[-1]["train_loss"])
     assert config.max_length == collator.max_length == 4096
     assert "No problems found." in out  # check_trainer's verdict on the recipe
-    st = collator.stats
+    st = collator.stats  # CollatorSummary at the end: every epoch over the 8 rows
     assert st.samples == 8 * math.ceil(trainer.state.epoch) and st.untrainable == 0 and st.trained_tokens > 0
+    assert f"respmask collator: {st.batches} batches, {st.samples} samples" in out
 
 
 def test_rows_with_images_in_their_parts_through_a_datasets_column(tmp_path, monkeypatch, capsys):
