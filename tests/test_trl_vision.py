@@ -9,6 +9,7 @@ settings left out."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -149,7 +150,9 @@ def test_the_recipe_with_a_short_max_length_cuts_long_chats_between_images(tmp_p
     ns = run(code, tmp_path, monkeypatch, **names)
     out = capsys.readouterr().out
     assert "No problems found." in out and f"truncated to {short}: 4 sample(s)" in out
-    assert "images dropped with the text cut:" in out
+    dropped = re.search(r"images dropped with the text cut: (\d+) from 4 sample\(s\)", out)  # the dataset's report
+    assert dropped and 4 <= int(dropped.group(1)) < 12
+    assert f"images dropped by truncation: {dropped.group(1)}" in out  # the inspected batch (all 4 rows) says the same
     with pytest.warns(respmask.RespmaskWarning, match=r"4 sample\(s\) .*images whose tokens fell past the cut"):
         batch = next(iter(ns["trainer"].get_train_dataloader()))
     assert batch["input_ids"].shape[1] <= short

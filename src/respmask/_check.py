@@ -365,7 +365,9 @@ class TrainerReport:
                 f"collator over these batches: {c.turns} assistant turns; untrainable samples: {c.untrainable}, "
                 f"truncated: {c.truncated}, holding data the template leaves out: {c.dropped_data}, "
                 f"arriving with labels on every token: {c.every_token_trained}, "
-                f"turns without a trained stop token: {c.turns_without_stop}")
+                f"turns without a trained stop token: {c.turns_without_stop}"
+                + (f", images dropped by truncation: {c.images_dropped}" if c.images_dropped else "")
+                + (f", samples left out (on_image_cut='drop'): {c.left_out}" if c.left_out else ""))
         if self.rewritten is not None:
             lines.append(f"dataset: not checked as stored: {self.rewritten}")
         elif self.dataset is not None:
