@@ -365,3 +365,19 @@ def test_readme_shows_what_tokenize_prints(shared_root, realdata, tmp_path, caps
     lines = capsys.readouterr().out.splitlines()
     for line in _readme_block("reasoning the template leaves out (earlier turns): 40"):
         assert line in lines, line
+
+
+def test_the_masker_itself_refuses_images_a_text_tokenizer_would_drop():
+    # not only the front ends: ChatMasker.encode / render / render_rows say so too
+    from respmask import ChatMasker, SampleError
+    from support.tokenizers import fixture_tokenizer
+
+    tok = fixture_tokenizer("qwen2_5")
+    row = {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what?"}]},
+                        {"role": "assistant", "content": "a cat"}]}
+    masker = ChatMasker(tok)
+    for call in (masker.encode, masker.render, masker.render_rows):
+        with pytest.raises(SampleError, match="a text tokenizer cannot use"):
+            call(row)
+    text_only = ChatMasker(tok, text_only=True).encode(row)
+    assert tok.decode(text_only.input_ids[text_only.labels != -100]) == "a cat<|im_end|>"

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import numpy as np
 
 from ._errors import RespmaskError, SampleError
-from ._formats import media_error, media_in
 from ._masker import ChatMasker, Encoded
 from ._masks import IGNORE_INDEX
 from ._media_cut import Fit, fit_batch
@@ -145,14 +144,7 @@ def encode_rows(
     samples = list(samples)
     positions = list(indices) if indices is not None else list(range(len(samples)))
 
-    refuse_media = masker.processor is None and not masker.options.text_only
-
     def encode(batch: list[Any], where: list[int]) -> tuple[dict[str, Any] | None, list[Encoded], list[Fit] | None]:
-        if refuse_media:  # images a text tokenizer would drop: say so, never train the text alone unasked
-            for sample, index in zip(batch, where):
-                found = media_in(sample)
-                if found:
-                    raise media_error(found).at(index)
         if masker.processor is not None:  # images expanded by the processor, as the model sees them
             return fit_batch(masker, batch, where, max_length, truncation, on_image_cut, return_tensors)
         return None, masker.encode_batch(batch, where), None

@@ -24,6 +24,7 @@ from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
 )
 from ._render import ChatTemplate, template_constants, template_inputs
+from ._formats import media_error, media_in
 from ._samples import Chat, Pretokenized, TextPair, parse
 from ._segments import Segments
 from ._options import MaskOptions, resolve_options
@@ -482,8 +483,17 @@ class ChatMasker:
         return replace(parsed, tools=parsed.tools if parsed.tools is not None else tools,
                        documents=parsed.documents if parsed.documents is not None else documents, kwargs=own), kwargs
 
+    def _refuse_media(self, sample: Any) -> None:
+        """Images, video or audio a text tokenizer would drop are an error naming what to do (the
+        model's processor, or ``text_only=True`` to train the text alone on purpose)."""
+        if self.processor is None and not self.options.text_only:
+            found = media_in(sample)
+            if found:
+                raise media_error(found)
+
     def render(self, sample: Any) -> RenderedSample:
         """Render a raw sample and find its trained character spans."""
+        self._refuse_media(sample)
         parsed = parse(sample, self.reader)
         if isinstance(parsed, Pretokenized):
             raise SampleError("is already tokenized; render() needs messages or a prompt/completion")
@@ -560,6 +570,7 @@ class ChatMasker:
 
     def render_rows(self, sample: Any) -> list[RenderedSample]:
         """The rows a raw sample gives under this masker's ``split`` (one unless it splits)."""
+        self._refuse_media(sample)
         parsed = parse(sample, self.reader)
         if isinstance(parsed, Pretokenized):
             raise SampleError("is already tokenized; render_rows() needs messages or a prompt/completion")
@@ -682,9 +693,12 @@ class ChatMasker:
         out: list[list[Encoded | None]] = [[None] for _ in samples]
         groups: dict[bool, list[tuple[int, int, RenderedSample]]] = {False: [], True: []}
         vocab: int | None = None  # len(tokenizer), once per batch (it counts added tokens)
+        refuse_media = self.processor is None and not self.options.text_only
         for j, sample in enumerate(samples):
             index = indices[j] if indices is not None else j
             try:
+                if refuse_media:
+                    self._refuse_media(sample)
                 parsed = parse(sample, self.reader)
                 if isinstance(parsed, Pretokenized):
                     vocab = len(self.tokenizer) if vocab is None else vocab
