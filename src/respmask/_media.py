@@ -152,6 +152,25 @@ def carry_mask(a_ids: np.ndarray, a_trained: np.ndarray, b_ids: np.ndarray) -> n
     return out
 
 
+def image_chats(render: Any, images: Sequence[int]) -> list[str]:
+    """``render(messages)`` of a user turn holding each number of image parts in ``images`` (then
+    a text part) and a reply: the probes that show what an image adds to the render. The reply is
+    written as parts, else as a string (Pixtral-12B's template concatenates it to a string).
+
+    Raises:
+        Exception: the template's own error, when it takes the reply in neither form.
+    """
+    answers: list[Any] = [[{"type": "text", "text": "zqanswer"}], "zqanswer"]
+    for n, answer in enumerate(answers):
+        try:
+            return [render([{"role": "user", "content": [{"type": "image"}] * k + [{"type": "text", "text": "zqprobe"}]},
+                            {"role": "assistant", "content": answer}]) for k in images]
+        except Exception:
+            if n == len(answers) - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def media_token_ids(processor: Any, render: Any) -> frozenset[int]:
     """The token ids that stand for an image, learned from the processor: the added tokens an
     image part makes the chat template write (``<|vision_start|>``, ``<start_of_image>`` ...) and
@@ -165,18 +184,7 @@ def media_token_ids(processor: Any, render: Any) -> frozenset[int]:
     tok = processor.tokenizer
     # added tokens, but whitespace: some tokenizers add "\n\n" as a token, which replies use too
     added = {i for t, i in tok.get_added_vocab().items() if t.strip()}
-    # the reply as parts, else as a string (Pixtral-12B's template concatenates it to a string)
-    answers: list[Any] = [[{"type": "text", "text": "zqanswer"}], "zqanswer"]
-    for n, answer in enumerate(answers):
-        plain = [{"role": "user", "content": [{"type": "text", "text": "zqprobe"}]},
-                 {"role": "assistant", "content": answer}]
-        with_image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "zqprobe"}]}, plain[1]]
-        try:
-            text0, text1 = render(plain), render(with_image)
-            break
-        except Exception:
-            if n == len(answers) - 1:
-                raise
+    text0, text1 = image_chats(render, (0, 1))
     image = Image.new("RGB", (64, 48), (120, 80, 40))
     ids0 = set(tok(text0, add_special_tokens=False)["input_ids"])
     ids1 = set(tok(text1, add_special_tokens=False)["input_ids"])

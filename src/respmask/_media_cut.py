@@ -32,7 +32,7 @@ import numpy as np
 
 from ._errors import SampleError
 from ._masks import IGNORE_INDEX
-from ._media import adds_special_tokens, align, carry_mask
+from ._media import adds_special_tokens, align, carry_mask, image_chats
 
 OnImageCut = Literal["truncate", "drop"]
 ON_IMAGE_CUT = ("truncate", "drop")
@@ -101,22 +101,19 @@ def image_counter(masker: Any) -> int | None:
     processor, tok = masker.processor, masker.processor.tokenizer
     media = set(masker.media_tokens().tolist())
 
-    def counts(n: int, answer: Any) -> dict[int, int]:
-        parts = [{"type": "image"}] * n + [{"type": "text", "text": "zqprobe"}]
-        messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]
-        text = processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        return {i: ids.count(i) for i in media}
+    def render(messages: list[dict]) -> str:
+        return processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
 
     found = -1
-    for answer in ([{"type": "text", "text": "zqanswer"}], "zqanswer"):
-        try:
-            c0, c1, c2 = counts(0, answer), counts(1, answer), counts(2, answer)
-        except Exception:  # noqa: BLE001 - the template takes the reply in the other form
-            continue
+    try:
+        texts = image_chats(render, (0, 1, 2))
+    except Exception:  # noqa: BLE001 - the template takes the reply in neither form: no counter
+        texts = None
+    if texts is not None:
+        c0, c1, c2 = ({i: ids.count(i) for i in media} for ids in
+                      (tok(text, add_special_tokens=False)["input_ids"] for text in texts))
         once = sorted(i for i in media if c1[i] - c0[i] == 1 and c2[i] - c0[i] == 2)
         found = once[0] if once else -1
-        break
     masker._image_counter = found
     return found if found >= 0 else None
 

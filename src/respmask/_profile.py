@@ -302,12 +302,13 @@ def _closes_block(token: str, turn_text: str) -> bool:
     return ("<" + token[2:]) in turn_text
 
 
-def _content_text(content: Any) -> str:
-    """A probe message's text: its string content, or its text parts joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, (list, tuple)):
-        return "".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+def value_text(value: Any) -> str:
+    """The text a message value holds: a string, or its content parts' text joined (other parts,
+    an image say, hold none)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "".join(value_text(p.get("text") if isinstance(p, Mapping) else p) for p in value)
     return ""
 
 
@@ -393,7 +394,7 @@ def learn_profile(
             tail_tokens = [t for t, _ in tail_ends]
             if message.get("tool_calls"):
                 call_tails.append(tail_tokens)
-            elif _AST in _content_text(message.get("content")):
+            elif _AST in value_text(message.get("content")):
                 if not tail_tokens and last is not None:
                     # the template prints the whole turn as one value: look after the answer inside it
                     nonce = full.text.find(_AST, full.starts[last], full.ends[last])

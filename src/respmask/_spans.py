@@ -18,7 +18,7 @@ from typing import Any
 
 from ._origin import MIXED, REASONING, REASONING_KEYS, TOOLS
 from ._origin import CONTENT as CONTENT_FIELD
-from ._profile import TemplateProfile
+from ._profile import TemplateProfile, value_text
 from ._render import DATA, NO_OWNER, Rendered
 from ._segments import Segments
 
@@ -579,13 +579,6 @@ def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[
     trains only its stop token (its data is counted under its own entry)."""
     import json
 
-    def text(value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (list, tuple)):
-            return "".join(text(p.get("text") if isinstance(p, Mapping) else p) for p in value)
-        return ""
-
     out = []
     for k, what in dropped:
         m = messages[k]
@@ -593,9 +586,9 @@ def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[
         whole = what.startswith("the whole message")
         kinds = set() if what == STOP_ONLY else set(what.split(" (")[0].split(" and "))
         if whole or "content" in kinds:
-            parts.append(text(m.get("content")))
+            parts.append(value_text(m.get("content")))
         if whole or DROPPED_REASONING in kinds:
-            parts += [text(m.get(key)) for key in REASONING_KEYS]
+            parts += [value_text(m.get(key)) for key in REASONING_KEYS]
         if (whole or "tool calls" in kinds) and m.get("tool_calls"):
             parts.append(json.dumps(m.get("tool_calls"), ensure_ascii=False, default=str))
         out.append("".join(parts))
