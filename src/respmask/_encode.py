@@ -51,9 +51,13 @@ class TrainingRow:
     truncated: bool = False
     trained: int = 0  # trained tokens after truncation
     problem: str | None = None  # why its labels cannot train it right (None: they can)
-    empty_replies: tuple[int, ...] = ()  # trained turns that hold nothing: only their stop token trains
     images_dropped: int = 0  # images truncation cut away (a processor's rows)
     left_out: str | None = None  # why the row is not in the batch (on_image_cut="drop"); ids and labels None
+
+    @property
+    def empty_replies(self) -> list[int]:
+        """Trained turns that hold nothing: only their stop token trains (the masker's finding)."""
+        return self.encoded.empty_replies if self.encoded is not None else []
 
     @property
     def untrainable(self) -> bool:
@@ -149,14 +153,9 @@ def encode_rows(
             return fit_batch(masker, batch, where, max_length, truncation, on_image_cut, return_tensors)
         return None, masker.encode_batch(batch, where), None
 
-    def row(e: Encoded, sample: Any, index: int, fit: Fit | None = None) -> TrainingRow:
-        r = training_row(e, index, max_length, truncation, fit)
-        r.empty_replies = tuple(e.empty_replies)
-        return r
-
     try:
         processed, encoded, fits = encode(samples, positions)
-        return processed, [row(e, samples[e.sample], positions[e.sample], fits[n] if fits else None)
+        return processed, [training_row(e, positions[e.sample], max_length, truncation, fits[n] if fits else None)
                            for n, e in enumerate(encoded)]
     except RespmaskError as exc:
         if on_error == "raise":
@@ -172,7 +171,7 @@ def encode_rows(
             _, encoded, fits = encode([sample], [index])
             for n, e in enumerate(encoded):
                 e.sample = j
-                rows.append(row(e, sample, index, fits[n] if fits else None))
+                rows.append(training_row(e, index, max_length, truncation, fits[n] if fits else None))
         except RespmaskError as exc:
             rows.append(TrainingRow(j, index, None, template_hint(masker, sample, exc)))
     return None, rows

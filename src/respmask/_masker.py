@@ -693,12 +693,10 @@ class ChatMasker:
         out: list[list[Encoded | None]] = [[None] for _ in samples]
         groups: dict[bool, list[tuple[int, int, RenderedSample]]] = {False: [], True: []}
         vocab: int | None = None  # len(tokenizer), once per batch (it counts added tokens)
-        refuse_media = self.processor is None and not self.options.text_only
         for j, sample in enumerate(samples):
             index = indices[j] if indices is not None else j
             try:
-                if refuse_media:
-                    self._refuse_media(sample)
+                self._refuse_media(sample)
                 parsed = parse(sample, self.reader)
                 if isinstance(parsed, Pretokenized):
                     vocab = len(self.tokenizer) if vocab is None else vocab
