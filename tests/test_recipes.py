@@ -153,18 +153,9 @@ def test_readme_troubleshooting_max_length_output(tmp_path, capsys):
 
 @pytest.mark.shared
 def test_readme_troubleshooting_trl_rewrite_output(tmp_path, shared_root, capsys):
-    import json
+    from test_trl import glaive_rewritten_by_trl
 
-    path = shared_root.parent / "realdata" / "llamafactory" / "glaive_toolcall_en_demo.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    from test_trl import sft_config
-
-    tok = transformers.AutoTokenizer.from_pretrained(shared_root / "qwen3")
-    trainer = trl.SFTTrainer(model=tiny_model(len(tok)), processing_class=tok,
-                             train_dataset=datasets.Dataset.from_list(json.loads(path.read_text())),
-                             args=sft_config(tmp_path, max_length=128, remove_unused_columns=False),
-                             data_collator=respmask.ResponseOnlyCollator(tok, on_untrainable="keep"))
+    _, trainer = glaive_rewritten_by_trl(tmp_path, shared_root)
     respmask.check_trainer(trainer)
     printed = capsys.readouterr().out
     [block] = [b for b in text_blocks("Troubleshooting") if "TRL's SFTTrainer prepared" in b]

@@ -150,9 +150,10 @@ def test_check_trainer_leads_with_trl_rewriting_the_data(tmp_path, capsys):
     assert report.ok and report.dataset.samples == 12 and report.dataset.trained_tokens > 0
 
 
-@pytest.mark.shared
-def test_check_trainer_on_glaive_rewritten_by_trl(tmp_path, shared_root, capsys):
-    # the case seen: LLaMA-Factory's glaive demo (300 ShareGPT rows with tools), Qwen3, SFTConfig(max_length=128)
+def glaive_rewritten_by_trl(tmp_path, shared_root):
+    """The case seen: LLaMA-Factory's glaive demo (300 ShareGPT rows with tools), the real Qwen3
+    tokenizer, SFTConfig(max_length=128) and TRL left to prepare the dataset itself. Returns the
+    dataset as stored and the trainer."""
     import json
 
     path = shared_root.parent / "realdata" / "llamafactory" / "glaive_toolcall_en_demo.json"
@@ -163,6 +164,12 @@ def test_check_trainer_on_glaive_rewritten_by_trl(tmp_path, shared_root, capsys)
     trainer = trl.SFTTrainer(model=tiny_model(len(tok)), train_dataset=ds, processing_class=tok,
                              args=sft_config(tmp_path, max_length=128, remove_unused_columns=False),
                              data_collator=ResponseOnlyCollator(tok, on_untrainable="keep"))
+    return ds, trainer
+
+
+@pytest.mark.shared
+def test_check_trainer_on_glaive_rewritten_by_trl(tmp_path, shared_root, capsys):
+    ds, trainer = glaive_rewritten_by_trl(tmp_path, shared_root)
     assert len(ds) == 300 and len(trainer.train_dataset) < 300
     report = respmask.check_trainer(trainer)
     out = capsys.readouterr().out
