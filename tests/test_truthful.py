@@ -246,7 +246,7 @@ def test_glaive_on_llama3_reports_each_message_once_naming_the_tool_call(shared_
     args = ["--tokenizer", shared_root / "llama3_1", "--chat-template", template]
     code, text = _check(capsys, name, *args)
     assert code == 1
-    assert "data the chat template leaves out: 211 message(s)" in text and "422" not in text
+    assert "data the chat template leaves out: 211 message(s) in 153 sample(s)" in text and "422" not in text
     assert "tool calls (only its header and stop token are rendered, so only the stop token is trained): 211" in text
     assert "the whole message" not in text and "everything but its stop token" not in text
     # preview of such a row says so

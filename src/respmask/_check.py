@@ -155,7 +155,8 @@ class CheckReport:
         lost = self.lost
         if lost:
             lost_tokens = self.dropped_tokens - self.dropped_reasoning_tokens
-            lines.append(f"data the chat template leaves out: {len(lost)} message(s)"
+            lines.append(f"data the chat template leaves out: {len(lost)} message(s) in "
+                         f"{len({sample for sample, _, _ in lost})} sample(s)"
                          + (f", about {lost_tokens} tokens" if lost_tokens else ""))
             groups: dict[str, list[tuple[int, int]]] = {}
             for sample, message, what in lost:
