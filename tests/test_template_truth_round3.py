@@ -414,3 +414,33 @@ def test_list_content_printed_as_its_repr_is_the_messages_text(name, style):
     text = trained(tok, enc)
     assert "'type': 'text'" in text and "usrnonce" not in text
     assert ChatMasker(tok).encode({"messages": msgs}).dropped == []  # nothing reported lost
+
+
+# a template that walks the conversation by index (``for i in range(messages|length)`` and
+# ``messages[i]``) instead of by message: its literal text belongs to the message the iteration takes,
+# so an empty reply, which prints nothing of its own, still has its header (prompt) and its closer
+# (trained: the model learns to answer nothing and stop)
+BY_INDEX = (
+    "{% for i in range(messages|length) %}{% set m = messages[i] %}"
+    "{% if m.role == 'assistant' %}[|assistant|]\n{% if m.content %}{{ m.content }}{% endif %}[|endofturn|]\n"
+    "{% else %}[|{{ m.role }}|]\n{{ m.content }}[|endofturn|]\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}[|assistant|]\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("name", ["small", "ax_exaone4"])
+@pytest.mark.parametrize("style", STYLES)
+def test_an_index_loops_empty_reply_still_ends_with_its_trained_closer(name, style):
+    if name == "small":
+        tok = build_tokenizer(BY_INDEX, style=style, eos="[|endofturn|]",
+                              special=["[|user|]", "[|assistant|]", "[|system|]", "[|endofturn|]"])
+        stops = ["[|endofturn|]"]
+    else:
+        tok, stops = sweep_tokenizer(name, style)
+    nn = Nonces()
+    msgs = [say(nn, "system", 0), say(nn, "user", 1), {"role": "assistant", "content": ""}, say(nn, "user", 2),
+            say(nn, "assistant", 3)]
+    enc = judged(tok, msgs, stops, nonces=nn)
+    text = trained(tok, enc)
+    assert text.startswith("[|endofturn|]") and text.count("[|endofturn|]") == 2
+    assert "[|assistant|]" not in text

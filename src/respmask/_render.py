@@ -81,7 +81,7 @@ class Rendered:
 class _State:
     __slots__ = (
         "pos", "ids", "owner", "stack", "last_read", "owner_events", "pieces", "generation", "reasoning", "gap_owner",
-        "printed",
+        "printed", "pending",
     )
 
     def __init__(self, tracked: Sequence[dict]):
@@ -98,6 +98,9 @@ class _State:
         self.gap_owner: int | None = None
         # (message, field) of every non-empty run of message text that reached the output
         self.printed: set[tuple[int, int]] = set()
+        # an iteration of a loop over something other than messages (``range(messages|length)``)
+        # that has not read a message yet: the first message it takes (``messages[i]``) owns it
+        self.pending = False
 
     def output(self, s: Traced) -> None:
         """Record the marks of one traced string the template printed, and move on."""
@@ -166,10 +169,12 @@ class _Hooks:
                 # an item the template built (merged messages, say): the message whose text it holds
                 owner = owner_of(item, st.stack[-1]) if isinstance(item, (dict, Mapping)) else st.stack[-1]
             st.set_owner(owner)
+            st.pending = owner == NO_OWNER
 
         @jinja2.pass_context
         def pop(_ctx: Any, _: Any) -> None:
             st = tls.state
+            st.pending = False
             st.set_owner(st.stack.pop())
 
         @jinja2.pass_context
@@ -331,13 +336,24 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call(context, obj, *args, **kwargs)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        if type(obj) is dict:
+        kind = type(obj)
+        if kind is dict:
             if argument != "role":
                 self._note_read(obj)
             try:  # what the sandbox returns for a dict item that exists
                 return obj[argument]
             except (TypeError, LookupError):
                 pass
+        elif kind is list:
+            item = super().getitem(obj, argument)
+            st = self.respmask_tls.state
+            if st is not None and st.pending and type(item) is dict:
+                # ``messages[i]`` in an index loop: the iteration is that message's turn
+                k = st.ids.get(id(item))
+                if k is not None:
+                    st.pending = False
+                    st.set_owner(k)
+            return item
         return super().getitem(obj, argument)
 
 
