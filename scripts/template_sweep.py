@@ -13,6 +13,11 @@ a template it does not describe runs with no special tokens):
     python scripts/template_sweep.py DIR INFO.json --json out.json --cases hostile
 
 Options are template_truth.py's (without --shared). Exit status 1 when anything failed or errored.
+
+A template whose entry has ``"excluded": "<why>"`` (a safety classifier, a template that ignores the
+roles it is given) is run but not judged: its runs are left out of the table and the totals and
+listed apart, each with its counts and its reason, so that "every template passes" means every
+template where passing means something.
 """
 
 from __future__ import annotations
@@ -57,14 +62,22 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             sys.exit(f"no {', '.join(unknown)}.jinja in {args.folder}")
         names = args.templates
-    json.loads(args.info.read_text(encoding="utf-8"))  # fail here, not in every worker
+    info = json.loads(args.info.read_text(encoding="utf-8"))  # fail here, not in every worker
+    excluded = {n: str(info[n]["excluded"]) for n in names if "excluded" in info.get(n, {})}
     os.environ[ENV] = f"{args.folder.resolve()}\n{args.info.resolve()}"
     truth.run_unit = sweep_unit  # run_all submits run_unit by name; workers unpickle sweep_unit
     truth.mark_ledger = lambda records: None  # the fixtures' known-failure ledger does not apply
     todo = [(n, s) for n in names for s in args.styles]
     t0 = time.perf_counter()
     records = truth.run_all(todo, args)
-    return truth.report(records, args, time.perf_counter() - t0)
+    status = truth.report([r for r in records if r["template"] not in excluded], args, time.perf_counter() - t0)
+    if excluded:
+        print(f"\nexcluded, run but not judged ({len(excluded)}):")
+        for name, why in excluded.items():
+            mine = [r for r in records if r["template"] == name]
+            counts = {s: sum(r["status"] == s for r in mine) for s in ("pass", "fail", "error")}
+            print(f"- {name} ({counts['pass']} pass, {counts['fail']} fail, {counts['error']} error): {why}")
+    return status
 
 
 if __name__ == "__main__":
