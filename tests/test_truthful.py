@@ -132,13 +132,13 @@ def test_image_placeholders_become_image_parts_only_when_they_pair_with_images()
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("name, columns", [("dpo_en_demo.json", "'chosen', 'rejected'"),
-                                           ("kto_en_demo.json", "'label'")])
+@pytest.mark.parametrize("name, columns", [("dpo_en_demo.json", "columns 'chosen', 'rejected'"),
+                                           ("kto_en_demo.json", "column 'label'")])
 def test_preference_rows_are_rejected_naming_their_columns(shared_root, realdata, name, columns, capsys):
     code, report = _check_json(capsys, realdata / name, "--tokenizer", shared_root / "qwen3")
     assert code == 1 and len(report["errors"]) == 300 and report["trained_tokens"] == 0
     for _, error in report["errors"]:
-        assert f"is a preference row (columns {columns})" in error and "--format preference" in error
+        assert f"is a preference row ({columns})" in error and "--format preference" in error
 
 
 @pytest.mark.shared

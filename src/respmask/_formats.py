@@ -455,9 +455,11 @@ def preference_error(row: Mapping[str, Any], columns: list[str]) -> SampleError:
                 "undesirable replies too")
         fix = (f"to train the rows whose {key!r} is true (the others are rejected); if {key!r} means something else, "
                "rename that column")
+    these = "columns" if len(columns) > 1 else "column"
     return SampleError(
-        f"is a preference row (columns {shown}), which respmask does not train as it is: {what}. Pass "
-        f"data_format='preference' (CLI: --format preference) {fix}, or drop those columns."
+        f"is a preference row ({these} {shown}), which respmask does not train as it is: {what}. Pass "
+        f"data_format='preference' (CLI: --format preference) {fix}, or drop {'those' if len(columns) > 1 else 'that'} "
+        f"{these}."
     )
 
 
