@@ -13,6 +13,7 @@ from ._errors import SampleError, UntrainableSampleError, check_choice, check_ma
 from ._encode import EVERY_TOKEN_TRAINED, TrainingRow, encode_rows
 from ._masker import masker_for
 from ._media_cut import ON_IMAGE_CUT, OnImageCut
+from ._media_flat import check_model, flatten_processed, output_layout, probe_rows
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX
 
@@ -123,7 +124,15 @@ class ResponseOnlyCollator:
             ``position_ids`` restarting at each sample, ``cu_seq_lens_q/k`` and ``max_length_q/k``
             (what transformers' flash-attention path and TRL's padding-free mode take); the first
             label of every sample is -100 so that no sample learns to predict the next one, and
-            ``use_cache=False`` so that sdpa/eager attention keeps the samples apart too.
+            ``use_cache=False`` so that sdpa/eager attention keeps the samples apart too. With a
+            processor, its per-token outputs (``token_type_ids`` ...) are concatenated the same way
+            and its image outputs (``pixel_values``, ``image_sizes`` ...) kept, in sample order;
+            ``model`` is then required and checked (see ``model``).
+        model: with a processor and ``padding_free=True``, the model to train: a probe batch of two
+            image chats, padded and padding-free, must give it the same logits for each sample's
+            tokens, else ``ValueError`` says why (a model that computes positions from the image
+            layout, as Qwen2-VL does, does not take the 1-D positions of a padding-free row). Not
+            kept by the collator.
 
     Returns:
         Called on a list of rows: ``input_ids``, ``attention_mask`` and ``labels`` (torch tensors
@@ -133,6 +142,9 @@ class ResponseOnlyCollator:
         SampleError: a row is malformed (the error names it); ``UntrainableSampleError`` with
             ``on_untrainable="raise"``.
         TypeError: a keyword is not a masking option, or a masker was passed with options.
+        ValueError: with a processor, ``padding_free=True`` without ``model``, with a processor
+            returning per-sample outputs (Idefics3's ``pixel_values``, Mllama's
+            ``cross_attention_mask``) or with a model that does not take such rows.
 
     Example:
         >>> collator = ResponseOnlyCollator(tok, max_length=4096, train_on="all")
@@ -157,6 +169,7 @@ class ResponseOnlyCollator:
         on_untrainable: OnUntrainable = "warn",
         return_tensors: Literal["pt", "np"] = "pt",
         padding_free: bool = False,
+        model: Any = None,
         **changes: Any,
     ):
         self.masker = masker_for(tokenizer, options, changes)
@@ -179,11 +192,14 @@ class ResponseOnlyCollator:
         self.on_untrainable = on_untrainable
         self.return_tensors = return_tensors
         self.padding_free = padding_free
-        if self.masker.processor is not None and (padding_free or pad_to_multiple_of):
+        if self.masker.processor is not None and pad_to_multiple_of:
             raise ValueError(
-                "with a processor, pad_to_multiple_of and padding_free are not supported: reshaping a row could "
-                "split an image's tokens from its pixels (the processor pads the batch)"
+                "with a processor, pad_to_multiple_of is not supported: reshaping a row could split an image's "
+                "tokens from its pixels (the processor pads the batch)"
             )
+        self._layout: dict[str, str] | None = None  # a processor's outputs, by kind (padding_free)
+        if self.masker.processor is not None and padding_free:
+            self._layout = self._padding_free_layout(model)
         self.pad_token_id = pad_token_id(self.masker.tokenizer)
         self.stats = CollatorStats()
 
@@ -234,6 +250,8 @@ class ResponseOnlyCollator:
         if notes and self.on_untrainable == "warn":
             warn(self._warning(notes, len(rows)))
         if processed is not None:
+            if self._layout is not None:
+                return flatten_processed(processed, self._layout, self.return_tensors)
             return processed
         if self.processor is not None:
             raise SampleError(f"every sample of this batch is longer than max_length={self.max_length} and would lose "
@@ -241,6 +259,32 @@ class ResponseOnlyCollator:
                               f"use on_image_cut='truncate' ({', '.join(names[:8])})")
         pairs = [(row.input_ids, row.labels) for row in rows]
         return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)
+
+    def _padding_free_layout(self, model: Any) -> dict[str, str]:
+        """How the processor's outputs go into one padding-free row (learned on a probe batch, see
+        :mod:`respmask._media_flat`), once ``model`` is shown to take such rows as it takes padded
+        batches.
+
+        Raises:
+            ValueError: an output one row cannot hold, no ``model`` given, or a model that does not
+                take such rows (each message says why).
+        """
+        probe = ResponseOnlyCollator(self.masker, return_tensors="np", on_untrainable="keep")(probe_rows(self.masker))
+        layout, refused = output_layout(probe, 2)
+        name = type(self.processor).__name__
+        if refused:
+            why = "; ".join(f"{key!r}: {reason}" for key, reason in refused.items())
+            raise ValueError(f"padding_free=True is not supported with {name}: it returns outputs that one row of "
+                             f"several samples cannot hold ({why}). Use padding_free=False.")
+        if model is None:
+            raise ValueError(
+                f"padding_free=True with a processor ({name}) needs the model: ResponseOnlyCollator(processor, "
+                "padding_free=True, model=model). Whether one row of concatenated samples trains each of them as the "
+                "padded batch would is the model's property (a model may compute positions from the image layout, "
+                "as Qwen2-VL's multi-axis rotary positions are); respmask checks it on a probe batch of two image "
+                "chats before training.")
+        check_model(self.masker, layout, model)
+        return layout
 
     def preview(self, sample: Any) -> Any:
         """Which tokens of ``sample`` this collator trains (see :func:`respmask.preview`)."""

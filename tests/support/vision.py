@@ -388,4 +388,24 @@ def tiny_model(name: str, processor: Any) -> Any:
             vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
             vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
         return transformers.Qwen2VLForConditionalGeneration(cfg)
+    # LLaVA and Mistral 3 (Pixtral vision tower): two layers of a Llama / Mistral text model, so that
+    # attention between tokens (and between the samples of a padding-free row) matters
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=4096)
+    if name == "llava":  # CLIP ViT at build_processor("llava", tiny=True)'s 112 px, patch 14
+        cfg = transformers.LlavaConfig(
+            text_config={**text, "model_type": "llama"},
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=1, num_attention_heads=2, image_size=112, patch_size=14,
+                               projection_dim=32),
+            image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
+            vision_feature_layer=-1)
+        return transformers.LlavaForConditionalGeneration(cfg)
+    if name == "mistral3":  # Pixtral vision tower, patch 14, spatial merge 2 (as the processor)
+        cfg = transformers.Mistral3Config(
+            text_config={**text, "model_type": "mistral"},
+            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                               num_attention_heads=2, image_size=112, patch_size=14, head_dim=16),
+            image_token_index=tok.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2, vision_feature_layer=-1)
+        return transformers.Mistral3ForConditionalGeneration(cfg)
     raise ValueError(f"no tiny model for {name!r}")

@@ -1,0 +1,204 @@
+"""Padding-free batches with a processor (issue 28 item 5).
+
+``ResponseOnlyCollator(processor, padding_free=True, model=model)`` concatenates the processor's
+padded batch into one row. The reference is the padded batch of the same rows, through the same
+tiny randomly initialised model (the real model class, CPU, float32): each sample's logits in the
+row must be those of its padded row, and the loss the same. LLaVA (CLIP + Llama) and Mistral 3
+(Pixtral + Mistral) take such rows; Qwen2-VL (positions computed by the model from the image
+layout) and Gemma 3 (image attention blocks that its packed mask does not confine to one sample,
+transformers 5.x) do not, which the collator finds on its probe batch and says; processors with
+per-sample outputs (Idefics3, SmolVLM, Mllama) are refused by their outputs' shapes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+pytest.importorskip("PIL")
+
+import respmask  # noqa: E402
+from respmask._media_flat import flatten_processed, output_layout  # noqa: E402
+from support.vision import build_processor, image_token_ids, make_image, tiny_model  # noqa: E402
+
+ANIMALS = ["cat", "dog", "bird", "fish"]
+
+
+def rows(images_per_row=(1, 2, 0), say: int = 1):
+    """Chats of several turns, each user turn with one image (none for a 0), replies of different
+    lengths; the images inline in their parts."""
+    out = []
+    for i, k in enumerate(images_per_row):
+        messages = []
+        for j in range(max(k, 1)):
+            parts = [{"type": "image", "image": make_image(40 + 8 * j, 32 + 4 * i, seed=10 * i + j)}] if k else []
+            messages += [
+                {"role": "user", "content": parts + [{"type": "text", "text": f"what is in picture {j}" + " now" * i}]},
+                {"role": "assistant", "content": [{"type": "text", "text": f"a {ANIMALS[(i + j) % 4]} sitting" * say}]},
+            ]
+        out.append({"messages": messages})
+    return out
+
+
+@pytest.fixture(scope="module", params=["llava", "mistral3"])
+def family(request):
+    processor = build_processor(request.param, tiny=True)
+    return request.param, processor, tiny_model(request.param, processor).eval()
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        keep = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**keep).logits
+
+
+def compare(processor, model, samples, **kw):
+    """The padded and the padding-free batch of ``samples``, and each sample's largest logit difference."""
+    padded = respmask.ResponseOnlyCollator(processor, on_untrainable="keep", **kw)(samples)
+    collator = respmask.ResponseOnlyCollator(processor, on_untrainable="keep", padding_free=True, model=model, **kw)
+    free = collator(samples)
+    real = padded["attention_mask"].bool()
+    cu = free["cu_seq_lens_q"].tolist()
+    lp, lf = logits(model, padded), logits(model, free)
+    diffs = [float((lp[r][real[r]] - lf[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(len(real))]
+    return padded, free, collator, diffs
+
+
+def test_padding_free_row_gives_each_sample_its_padded_logits_and_loss(family):
+    name, processor, model = family
+    padded, free, _, diffs = compare(processor, model, rows())
+    assert max(diffs) < 1e-5, diffs
+    real = padded["attention_mask"].bool()
+    lengths = real.sum(1).tolist()
+    # the row: each sample's real ids and labels in order, positions restarting, its boundaries
+    assert free["input_ids"][0].tolist() == torch.cat([padded["input_ids"][r][real[r]] for r in range(3)]).tolist()
+    starts = np.cumsum([0] + lengths)
+    assert free["cu_seq_lens_q"].tolist() == starts.tolist() == free["cu_seq_lens_k"].tolist()
+    assert free["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
+    assert free["max_length_q"] == max(lengths) and free["use_cache"] is False and "attention_mask" not in free
+    padded_labels = torch.cat([padded["labels"][r][real[r]] for r in range(3)])
+    padded_labels[starts[:-1]] = -100
+    assert free["labels"][0].tolist() == padded_labels.tolist()
+    assert (free["labels"] != -100).sum() > 0
+    assert not np.isin(free["labels"][0].numpy(), image_token_ids(processor)).any()  # image tokens never trained
+    # the images, as the processor returns them for the batch: 3 images, in sample order
+    for key in padded:
+        if key not in ("input_ids", "attention_mask", "labels"):
+            assert torch.equal(free[key], padded[key]), key
+    assert free["pixel_values"].shape[0] == 3
+    with torch.no_grad():
+        loss_padded = model(**padded).loss
+        loss_free = model(**free).loss
+    assert math.isclose(float(loss_padded), float(loss_free), rel_tol=1e-5)
+
+
+def test_padding_free_after_truncation_between_images(family):
+    # long chats cut by max_length (images dropped with the text past the cut), then concatenated
+    name, processor, model = family
+    samples = rows((3, 1, 2), say=3)
+    whole = respmask.ResponseOnlyCollator(processor, return_tensors="np")(samples)
+    lengths = whole["attention_mask"].sum(1)
+    ids = whole["input_ids"][0][whole["attention_mask"][0].astype(bool)]  # the longest chat: three images
+    media = np.flatnonzero(np.isin(ids, image_token_ids(processor)))
+    last_start = media[np.flatnonzero(np.diff(media) > 1)[-1] + 1]  # where its last image's tokens begin
+    max_length = int(max(last_start + 1, *lengths[1:]))  # through that image: it is dropped; the others fit
+    assert lengths[0] == lengths.max() and max_length < media[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", respmask.RespmaskWarning)
+        padded, free, collator, diffs = compare(processor, model, samples, max_length=max_length)
+    assert collator.stats.images_dropped == 1 and collator.stats.truncated == 1
+    assert max(diffs) < 1e-5, diffs
+    assert max(np.diff(free["cu_seq_lens_q"].numpy())) <= max_length
+    assert free["pixel_values"].shape[0] == padded["pixel_values"].shape[0] == 6 - collator.stats.images_dropped
+
+
+def test_numpy_and_pickled_collator(family):
+    import pickle
+
+    name, processor, model = family
+    collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model, return_tensors="np")
+    again = pickle.loads(pickle.dumps(collator))  # dataloader workers: the model is not kept
+    assert "model" not in vars(again) and again._layout == collator._layout
+    a, b = collator(rows()), again(rows())
+    assert isinstance(a["input_ids"], np.ndarray) and a["input_ids"].shape[0] == 1
+    assert a["input_ids"].tolist() == b["input_ids"].tolist() and a["labels"].tolist() == b["labels"].tolist()
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("qwen2_vl", "the first sample already differs"),  # M-RoPE: positions from the image layout
+    ("gemma3", "the first sample agrees and the next differs"),  # image blocks not confined to one sample
+])
+def test_a_model_that_does_not_take_the_row_is_refused_with_why(name, reason):
+    processor = build_processor(name, tiny=True)
+    model = tiny_model(name, processor)
+    # the processor's outputs can be concatenated (per token, or the batch's images): the refusal is the model's
+    probe = respmask.ResponseOnlyCollator(processor, return_tensors="pt")(rows((1, 2, 2)))  # more images than rows
+    layout, refused = output_layout(probe, 3)
+    assert not refused and set(layout.values()) <= {"token", "images"}
+    # ... and the model does give other logits for the concatenated row (what the check finds)
+    free = flatten_processed(probe, layout, "pt")
+    real = probe["attention_mask"].bool()
+    cu = free["cu_seq_lens_q"].tolist()
+    lp, lf = logits(model.eval(), probe), logits(model, free)
+    assert max(float((lp[r][real[r]] - lf[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(3)) > 1e-3
+    model.train()
+    with pytest.raises(ValueError, match=f"{type(model).__name__} does not take a padding-free row.*{reason}"):
+        respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+    assert model.training  # its mode given back
+
+
+@pytest.mark.parametrize("name, keys", [
+    ("idefics3", ["'pixel_values'", "'pixel_attention_mask'"]),
+    ("smolvlm", ["'pixel_values'", "'pixel_attention_mask'"]),
+    ("mllama", ["'cross_attention_mask'", "'pixel_values'", "'aspect_ratio_ids'"]),
+])
+def test_a_processor_with_per_sample_outputs_is_refused_naming_them(name, keys):
+    processor = build_processor(name, tiny=True)
+    with pytest.raises(ValueError, match="one row of several samples cannot hold") as info:
+        respmask.ResponseOnlyCollator(processor, padding_free=True)  # refused before a model is needed
+    for key in keys:
+        assert key in str(info.value)
+
+
+def test_the_model_is_required(family):
+    name, processor, _ = family
+    with pytest.raises(ValueError, match=r"needs the model: ResponseOnlyCollator\(processor, padding_free=True, "
+                                         r"model=model\)"):
+        respmask.ResponseOnlyCollator(processor, padding_free=True)
+    with pytest.raises(ValueError, match="pad_to_multiple_of is not supported"):
+        respmask.ResponseOnlyCollator(processor, pad_to_multiple_of=8)
+
+
+def test_trainer_runs_padding_free_as_it_runs_padded(tmp_path):
+    # a real Trainer run on LLaVA: three optimizer steps padding-free and padded, from the same
+    # weights on the same batches, log the same losses and end with the same weights
+    datasets = pytest.importorskip("datasets")
+    processor = build_processor("llava", tiny=True)
+    samples = rows((1, 2, 0, 1, 1, 2), say=2)
+    ds = datasets.Dataset.from_list([{"messages": s["messages"]} for s in samples])
+    runs = {}
+    for free in (False, True):
+        model = tiny_model("llava", processor)
+        collator = respmask.ResponseOnlyCollator(processor, padding_free=free, model=model if free else None)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / str(free)), per_device_train_batch_size=2, max_steps=3, learning_rate=1e-2,
+            logging_steps=1, report_to=[], save_strategy="no", remove_unused_columns=False, seed=0,
+            dataloader_num_workers=0, use_cpu=True)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+        trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        runs[free] = (losses, {k: v.detach().clone() for k, v in model.state_dict().items()}, collator.stats)
+    (padded_losses, padded_weights, _), (free_losses, free_weights, stats) = runs[False], runs[True]
+    assert len(free_losses) == 3 and all(math.isfinite(x) for x in free_losses)
+    assert np.allclose(free_losses, padded_losses, rtol=1e-4), (free_losses, padded_losses)
+    # Adam moves each weight by ~lr per step; the two runs agree to float noise (Adam scales up the
+    # ~0 gradients of attention key biases, hence 1e-4 rather than 1e-6)
+    start = tiny_model("llava", processor).state_dict()
+    assert max(float((free_weights[k] - start[k]).abs().max()) for k in start) > 1e-2
+    assert max(float((free_weights[k] - padded_weights[k]).abs().max()) for k in start) < 1e-4
+    assert stats.batches == 3 and stats.trained_tokens > 0
