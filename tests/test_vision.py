@@ -140,8 +140,17 @@ def test_clear_errors():
     with pytest.raises(SampleError, match="sample 0: message 0's image is a URL"):
         masker.process_batch([{"messages": msgs}])
     video = [{"role": "user", "content": [{"type": "video", "video": "v.mp4"}]}, {"role": "assistant", "content": "y"}]
-    with pytest.raises(SampleError, match="video and audio are not supported"):
+    with pytest.raises(SampleError, match=r"sample 0: message 0 holds video, but the processor \(Gemma3Processor\) has "
+                                          "no video processor"):
         masker.process_batch([{"messages": video}])
+    audio = [{"role": "user", "content": [{"type": "audio", "audio": np.zeros(1600, np.float32)}]},
+             {"role": "assistant", "content": "y"}]
+    with pytest.raises(SampleError, match=r"sample 0: message 0 holds audio, which this processor \(Gemma3Processor\) "
+                                          "does not take"):
+        masker.process_batch([{"messages": audio}])
+    with pytest.raises(SampleError, match=r"sample 0: its 'videos' column holds video"):
+        masker.process_batch([{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+                               "videos": [[make_image(64, 64)] * 2]}])
     with pytest.raises(ValueError, match="pad_to_multiple_of"):  # max_length works (tests/test_vision_truncation.py)
         respmask.ResponseOnlyCollator(processor, pad_to_multiple_of=8)
     with pytest.raises(ValueError, match="on_image_cut must be one of 'truncate', 'drop'"):

@@ -55,8 +55,10 @@ holding ``None`` counts as absent. A row matching no rule raises
 
 A row with images, video or audio (an ``images`` / ``videos`` / ``audios`` column, or such
 content parts) needs the model's processor: a text tokenizer rejects it (:func:`media_error`)
-unless ``text_only=True`` drops the media. LLaMA-Factory's ``<image>`` placeholders become image
-parts when the row's ``images`` column holds exactly one image per placeholder.
+unless ``text_only=True`` drops the media. LLaMA-Factory's ``<image>`` / ``<audio>`` / ``<video>``
+placeholders become media parts when the row's ``images`` / ``audios`` / ``videos`` column holds
+exactly one item per placeholder, and audio or video parts that hold no medium take the column's
+items in order (image parts stay as written).
 
 Conversion never changes the caller's row (a new dict is returned when anything changes), keeps
 the columns it does not consume (``chat_template_kwargs``, ``documents``, ...), and raises
@@ -70,7 +72,8 @@ in errors raised later (by the template or the engine) count the converted messa
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from types import MappingProxyType
@@ -89,6 +92,8 @@ MEDIA_COLUMNS = ("images", "videos", "audios")
 MEDIA_PARTS = frozenset({"image", "image_url", "input_image", "video", "video_url", "audio", "audio_url",
                          "input_audio"})
 IMAGE_PLACEHOLDER = "<image>"  # LLaMA-Factory's placeholder for the next image of the 'images' column
+#: LLaMA-Factory's placeholders for the next item of each media column, and the part type each becomes.
+PLACEHOLDERS = {"images": (IMAGE_PLACEHOLDER, "image"), "audios": ("<audio>", "audio"), "videos": ("<video>", "video")}
 
 #: Role names the sharegpt and mapped formats understand without a role map, and what they become.
 #: ``"function_call"`` stands for an assistant tool call (JSON ``{"name", "arguments"}``).
@@ -530,32 +535,68 @@ def _text_of(content: Any) -> Any:
     return kept
 
 
-def _image_parts(text: str) -> list[dict[str, Any]]:
-    """A string with ``<image>`` placeholders as content parts: an image part for each."""
+def _media_parts(text: str, placeholders: Mapping[str, str]) -> list[dict[str, Any]]:
+    """A string with placeholders (``{"<image>": "image", "<audio>": "audio"}``) as content parts:
+    a media part of that type for each placeholder, the text between as text parts."""
+    pattern = re.compile("|".join(re.escape(p) for p in placeholders))
     parts: list[dict[str, Any]] = []
-    for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
-        if k:
-            parts.append({"type": "image"})
-        if piece:
-            parts.append({"type": "text", "text": piece})
+    at = 0
+    for hit in pattern.finditer(text):
+        if hit.start() > at:
+            parts.append({"type": "text", "text": text[at:hit.start()]})
+        parts.append({"type": placeholders[hit.group()]})
+        at = hit.end()
+    if at < len(text):
+        parts.append({"type": "text", "text": text[at:]})
     return parts
 
 
+def _image_parts(text: str) -> list[dict[str, Any]]:
+    """A string with ``<image>`` placeholders as content parts: an image part for each."""
+    return _media_parts(text, {IMAGE_PLACEHOLDER: "image"})
+
+
+def _fill_parts(messages: list[Any], kind: str, items: Sequence[Any]) -> bool:
+    """Give each ``kind`` part that holds no medium (``{"type": "audio"}``) the next of ``items``
+    under its ``kind`` key (new part dicts; ``messages`` is a copy the caller owns), when there is
+    exactly one item per such part and no part holds its own. Returns whether anything changed."""
+    spots = [(i, j) for i, m in enumerate(messages) if isinstance(m, Mapping)
+             and isinstance(m.get("content"), (list, tuple))
+             for j, part in enumerate(m["content"]) if isinstance(part, Mapping) and part.get("type") == kind]
+    bare = [(i, j) for i, j in spots if messages[i]["content"][j].get(kind) is None]
+    if not bare or len(bare) != len(spots) or len(bare) != len(items):
+        return False
+    for (i, j), item in zip(bare, items):
+        content = list(messages[i]["content"])
+        content[j] = {**content[j], kind: item}
+        messages[i] = {**messages[i], "content": content}
+    return True
+
+
 def _with_media(sample: Any, text_only: bool) -> Any:
-    """LLaMA-Factory's ``<image>`` placeholders as image parts (when the row's ``images`` column
-    holds exactly one image per placeholder), and with ``text_only`` every media part and column
-    dropped. ``sample`` is a converted sample (``messages``); a new dict when anything changes."""
+    """LLaMA-Factory's ``<image>`` / ``<audio>`` / ``<video>`` placeholders as media parts (each
+    kind when the row's ``images`` / ``audios`` / ``videos`` column holds exactly one item per
+    placeholder); audio and video parts that hold no medium given the column's items in order
+    (chat templates such as Qwen2-Audio's render an audio part only when it has an ``audio`` key;
+    image parts stay as written, as TRL and LLaMA-Factory write them); and with ``text_only`` every
+    media part and column dropped. ``sample`` is a converted sample (``messages``); a new dict when
+    anything changes."""
     if not isinstance(sample, Mapping) or not isinstance(sample.get("messages"), (list, tuple)):
         return sample
     messages = list(sample["messages"])
-    images = sample.get("images")
-    n = len(images) if isinstance(images, (list, tuple)) else 0
     changed = False
-    if n and sum(m.get("content").count(IMAGE_PLACEHOLDER) for m in messages
-                 if isinstance(m, Mapping) and isinstance(m.get("content"), str)) == n:
+    strings = [m["content"] for m in messages if isinstance(m, Mapping) and isinstance(m.get("content"), str)]
+    placeholders = {}
+    for column, (placeholder, kind) in PLACEHOLDERS.items():
+        items = sample.get(column)
+        n = len(items) if isinstance(items, (list, tuple)) else 0
+        if n and sum(text.count(placeholder) for text in strings) == n:
+            placeholders[placeholder] = kind
+    if placeholders:
         for i, m in enumerate(messages):
-            if isinstance(m, Mapping) and isinstance(m.get("content"), str) and IMAGE_PLACEHOLDER in m["content"]:
-                messages[i] = {**m, "content": _image_parts(m["content"])}
+            if (isinstance(m, Mapping) and isinstance(m.get("content"), str)
+                    and any(p in m["content"] for p in placeholders)):
+                messages[i] = {**m, "content": _media_parts(m["content"], placeholders)}
                 changed = True
     if text_only:
         for i, m in enumerate(messages):
@@ -564,6 +605,11 @@ def _with_media(sample: Any, text_only: bool) -> Any:
                 changed = True
         if any(column in sample for column in MEDIA_COLUMNS):
             changed = True
+    else:
+        for column, kind in (("audios", "audio"), ("videos", "video")):
+            items = sample.get(column)
+            if isinstance(items, (list, tuple)) and items:
+                changed = _fill_parts(messages, kind, items) or changed
     if not changed:
         return sample
     out = {k: v for k, v in sample.items() if not (text_only and k in MEDIA_COLUMNS)}
@@ -636,7 +682,8 @@ class SampleReader:
                 raise preference_error(row, columns)
         fmt = self.format_of(row)
         sample = self._preference(row) if fmt == "preference" else self._read(row, fmt)
-        if self.text_only or (isinstance(sample, Mapping) and sample.get("images") is not None):
+        if self.text_only or (isinstance(sample, Mapping)
+                              and any(sample.get(column) is not None for column in MEDIA_COLUMNS)):
             return _with_media(sample, self.text_only)
         return sample
 

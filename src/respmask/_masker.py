@@ -18,7 +18,7 @@ import numpy as np
 from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError
 from ._byte_lengths import ByteLengths
 from ._masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
-from ._media import call_processor, carry_mask, images_of, is_processor, media_token_ids
+from ._media import call_processor, carry_mask, is_processor, media_of, media_token_ids
 from ._origin import REASONING_KEYS
 from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
@@ -770,22 +770,23 @@ class ChatMasker:
         if len(labels) and (((labels < 0) & (labels != IGNORE_INDEX)).any() or labels.max() >= vocab):
             raise SampleError(f"'labels' must be -100 or token ids in [0, {vocab})")
 
-    # -- processors (images) ----------------------------------------------------------------------
+    # -- processors (images, audio, video) ---------------------------------------------------------
     def process_batch(self, samples: Sequence[Any], indices: Sequence[int] | None = None,
                       return_tensors: str = "pt") -> tuple[dict[str, Any], list[Encoded]]:
-        """Chats with images through the masker's processor: everything the processor returns for
-        the batch (``input_ids`` with images expanded, ``attention_mask``, ``pixel_values``,
-        ``image_grid_thw`` ...) plus ``labels``, and one :class:`Encoded` per sample (its real,
-        unpadded ids and labels).
+        """Chats with images or audio through the masker's processor: everything the processor
+        returns for the batch (``input_ids`` with media expanded, ``attention_mask``,
+        ``pixel_values``, ``input_features`` ...) plus ``labels``, and one :class:`Encoded` per
+        sample (its real, unpadded ids and labels).
 
         The chat is rendered and its trained characters found as for text; the processor is
-        called on the rendered texts and the images, as ``processor.apply_chat_template(...,
+        called on the rendered texts and the media, as ``processor.apply_chat_template(...,
         tokenize=True)`` does, and the text's token mask is carried onto the processor's ids (see
-        :mod:`respmask._media`): image tokens and their wrappers are never trained.
+        :mod:`respmask._media`): media tokens and their wrappers are never trained.
 
         Raises:
-            SampleError: a sample is not a chat, holds video or audio, or its images cannot be
-                loaded (the message names the sample).
+            SampleError: a sample is not a chat, holds media of a kind the processor does not take
+                (video without a video processor), or its media cannot be loaded (the message
+                names the sample).
         """
         encoded, texts, images = self._media_inputs(samples, indices)
         out = self._run_processor(texts, images, return_tensors)
@@ -793,9 +794,9 @@ class ChatMasker:
                                     return_tensors)
 
     def _media_inputs(self, samples: Sequence[Any], indices: Sequence[int] | None = None
-                     ) -> tuple[list[Encoded], list[str], list[list[Any]]]:
-        """Each sample rendered and masked as text, its rendered text and its images (what the
-        processor is called on).
+                     ) -> tuple[list[Encoded], list[str], list[dict[str, list[Any]]]]:
+        """Each sample rendered and masked as text, its rendered text and its media (images, audio,
+        video by kind: what the processor is called on, see :func:`respmask._media.media_of`).
 
         Raises:
             SampleError: as :meth:`process_batch`.
@@ -811,14 +812,14 @@ class ChatMasker:
                 parsed = parse(sample, self.reader)
                 if not isinstance(parsed, Chat):
                     raise SampleError("a processor masks chats ('messages'); this row is not one")
-                images.append(images_of(sample, parsed.messages))
+                images.append(media_of(sample, parsed.messages, self.processor))
             except SampleError as exc:
                 raise exc.at(positions[j]) from exc.__cause__
         return encoded, [enc.text or "" for enc in encoded], images
 
-    def _run_processor(self, texts: list[str], images: list[list[Any]], return_tensors: str = "pt",
+    def _run_processor(self, texts: list[str], images: list[Any], return_tensors: str = "pt",
                       add_special_tokens: bool | None = None) -> Any:
-        """The processor's call on rendered texts and their images (see
+        """The processor's call on rendered texts and their media (see
         :func:`respmask._media.call_processor`).
 
         Raises:
@@ -829,7 +830,7 @@ class ChatMasker:
         except Exception as exc:
             raise SampleError(
                 f"the processor ({type(self.processor).__name__}) rejected this batch: {type(exc).__name__}: {exc}. "
-                "Check that each row's image parts and images pair up."
+                "Check that each row's media parts (image, audio, video) and its media pair up."
             ) from exc
 
     def _label_processed(self, out: Any, sources: Sequence[tuple[np.ndarray, np.ndarray]], encoded: Sequence[Encoded],
@@ -859,8 +860,8 @@ class ChatMasker:
         return batch, rows
 
     def media_tokens(self) -> np.ndarray:
-        """The token ids that stand for images with this masker's processor (learned once, see
-        :func:`respmask._media.media_token_ids`); never trained."""
+        """The token ids that stand for images, audio or video with this masker's processor (learned
+        once, see :func:`respmask._media.media_token_ids`); never trained."""
         if self.processor is None:
             return np.zeros(0, dtype=np.int64)
         if self._media_ids is None:

@@ -1,4 +1,5 @@
-"""Chats with images: carrying respmask's masks through a processor's expansion of image tokens.
+"""Chats with images, audio or video: carrying respmask's masks through a processor's expansion of
+media tokens.
 
 A vision-language processor renders the chat template (an image part becomes a placeholder such
 as ``<|vision_start|><|image_pad|><|vision_end|>`` or ``<start_of_image>``) and then, in its
@@ -7,9 +8,15 @@ Gemma 3's ``\\n\\n<start_of_image>`` + soft tokens + ``<end_of_image>\\n\\n``, I
 ``<row_i_col_j>`` and ``<image>`` tokens ...). respmask finds the trained characters in the rendered
 text as for any chat, tokenizes that text, and carries the token mask onto the processor's ids by
 aligning the two token sequences: outside the image regions they are equal, token for token; the
-tokens of an expansion are never trained. Nothing here knows a model: the image tokens are
-learned from the processor itself (what an image part adds to the rendered text, and what the
-processor's call adds to the ids).
+tokens of an expansion are never trained. Nothing here knows a model: the media tokens are
+learned from the processor itself (what an image, audio or video part adds to the rendered text,
+and what the processor's call adds to the ids).
+
+Audio works the same way: a speech model's processor renders an audio part as a placeholder
+(Qwen2-Audio's ``<|audio_bos|><|AUDIO|><|audio_eos|>``, Gemma 3n's ``<audio_soft_token>``, Audio
+Flamingo 3's ``<sound>``) and its call expands it into one token per audio frame. One
+:class:`Modality` per kind of media says where a row holds it (content parts and their keys, a
+column) and which argument of the processor's call takes it; the rest is shared.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
@@ -65,38 +73,185 @@ def _load(image: Any, where: str) -> Any:
     raise SampleError(f"{where} is a {type(image).__name__}, not an image (PIL image, path, bytes or array)")
 
 
-def images_of(sample: Any, messages: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """The images of one conversation, in order: the row's ``images`` column when it has one,
-    else the images inside its content parts (``{"type": "image", "image" | "url" | "path": ...}``).
+@dataclass(frozen=True)
+class Modality:
+    """One kind of media a processor takes.
+
+    ``kind`` is the content part's ``type``; ``keys`` the part keys that hold the medium, as
+    transformers' ``ProcessorMixin.apply_chat_template`` reads them; ``column`` the row column
+    that holds a conversation's media in order; ``argument`` the keyword of the processor's call;
+    ``handlers`` the processor attributes that process it (one of them set: the processor takes
+    this kind)."""
+
+    kind: str
+    keys: tuple[str, ...]
+    column: str
+    argument: str
+    handlers: tuple[str, ...]
+
+
+IMAGE = Modality("image", IMAGE_KEYS, "images", "images", ("image_processor",))
+AUDIO = Modality("audio", ("audio", "url", "path"), "audios", "audio", ("audio_processor", "feature_extractor"))
+VIDEO = Modality("video", ("video", "url", "path"), "videos", "videos", ("video_processor",))
+MODALITIES = (IMAGE, AUDIO, VIDEO)
+
+#: A conversation's media: for each kind (``"image"``, ``"audio"``, ``"video"``) its items in order.
+Media = dict
+
+
+def takes(processor: Any, modality: Modality) -> bool:
+    """Whether ``processor`` processes this kind of media (it holds one of its handlers)."""
+    return any(getattr(processor, name, None) is not None for name in modality.handlers)
+
+
+def audio_rate(processor: Any) -> int:
+    """The sampling rate the processor's audio processor expects (16 kHz when it names none), as
+    ``apply_chat_template`` loads audio files at."""
+    handler = next((h for h in (getattr(processor, n, None) for n in AUDIO.handlers) if h is not None), None)
+    return int(getattr(handler, "sampling_rate", None) or 16000)
+
+
+def _load_audio(audio: Any, where: str, rate: int) -> Any:
+    """A 1-D float array at ``rate`` Hz from what rows hold: an array (or list of samples), a
+    ``datasets`` Audio dict (``{"array": ..., "sampling_rate": ...}``, or ``{"path"|"bytes": ...}``)
+    or a local file path (decoded as ``apply_chat_template`` decodes it, with transformers'
+    ``load_audio``). URLs are not fetched; arrays are not resampled.
 
     Raises:
-        SampleError: a video or audio part (not supported yet), an image that cannot be loaded, or
-            image parts and images that do not pair up.
+        SampleError: a URL, a file that cannot be decoded, an array at another sampling rate, or
+            something that is not audio.
     """
-    parts = 0
-    inline: list[Any] = []
-    for k, m in enumerate(messages):
-        content = m.get("content")
-        if not isinstance(content, (list, tuple)):
-            continue
-        for part in content:
-            if not isinstance(part, Mapping):
+    if isinstance(audio, Mapping):
+        if audio.get("array") is not None:
+            given = audio.get("sampling_rate")
+            if given is not None and int(given) != rate:
+                raise SampleError(
+                    f"{where} is sampled at {given} Hz but the processor expects {rate} Hz; resample it first "
+                    f"(datasets: ds.cast_column(..., Audio(sampling_rate={rate})))")
+            return _load_audio(audio["array"], where, rate)
+        if audio.get("bytes"):
+            return _load_audio(audio["bytes"], where, rate)
+        if audio.get("path"):
+            return _load_audio(audio["path"], where, rate)
+    if isinstance(audio, (bytes, bytearray)):
+        import base64
+
+        return _load_audio(base64.b64encode(bytes(audio)).decode("ascii"), where, rate)
+    if isinstance(audio, str):
+        if audio.startswith(("http://", "https://")):
+            raise SampleError(f"{where} is a URL ({audio[:60]}): respmask does not download audio; give a local path, "
+                              "bytes or an array")
+        from transformers.audio_utils import load_audio
+
+        try:
+            return load_audio(audio, sampling_rate=rate)
+        except Exception as exc:  # noqa: BLE001 - the decoder's own error, named with the sample
+            raise SampleError(f"{where}: cannot decode audio {audio[:80]!r} ({type(exc).__name__}: {exc})") from None
+    if isinstance(audio, (list, tuple)) and all(isinstance(x, (int, float)) for x in audio[:16]):
+        return np.asarray(audio, dtype=np.float32)
+    if hasattr(audio, "shape"):  # an array (NumPy, torch) the feature extractor takes as is
+        return audio
+    raise SampleError(f"{where} is a {type(audio).__name__}, not audio (an array, a datasets Audio dict, bytes or "
+                      "a local path)")
+
+
+def _load_video(video: Any, where: str) -> Any:
+    """A video as the processor's video processor takes it: a list of frames (PIL images, paths,
+    bytes), an array of frames, or a local file path (left to the video processor to decode).
+
+    Raises:
+        SampleError: a URL, or a frame that cannot be loaded.
+    """
+    if isinstance(video, str):
+        if video.startswith(("http://", "https://")):
+            raise SampleError(f"{where} is a URL ({video[:60]}): respmask does not download videos; give a local "
+                              "path or a list of frames")
+        return video
+    if isinstance(video, (list, tuple)):
+        return [_load(frame, f"{where}'s frame {i}") for i, frame in enumerate(video)]
+    return video
+
+
+def _loader(modality: Modality, processor: Any) -> Any:
+    if modality is AUDIO:
+        rate = audio_rate(processor)
+        return lambda item, where: _load_audio(item, where, rate)
+    return _load_video if modality is VIDEO else _load
+
+
+def _refuse_kind(processor: Any, modality: Modality, where: str) -> SampleError:
+    """A row holds media of a kind the processor does not take: what happened and what to do."""
+    if processor is None:
+        return SampleError(f"{where} holds {modality.kind}: respmask masks images only without a processor")
+    name = type(processor).__name__
+    if modality is VIDEO:
+        return SampleError(
+            f"{where} holds video, but the processor ({name}) has no video processor, so respmask cannot expand "
+            "its video tokens (transformers' video processors need torchvision, and a processor built without one "
+            "takes no video). Build the processor with its video processor, or drop the video parts and the "
+            "'videos' column")
+    return SampleError(
+        f"{where} holds {modality.kind}, which this processor ({name}) does not take (it has no "
+        f"{' or '.join(modality.handlers)}); use the processor of a model that takes {modality.kind}, or drop the "
+        f"{modality.kind} parts and the {modality.column!r} column")
+
+
+def media_of(sample: Any, messages: Sequence[Mapping[str, Any]], processor: Any = None) -> Media:
+    """The media of one conversation, by kind, in order: for each kind the row's column when it
+    has one (``images``, ``audios``, ``videos``), else the media inside its content parts
+    (``{"type": "image" | "audio" | "video", <key>: ...}``, the keys of :data:`MODALITIES`).
+
+    Args:
+        sample: the row as given (its media columns are read from it).
+        messages: its messages as read.
+        processor: the processor the media go to (which kinds it takes; audio's sampling rate).
+            None: images only, as before audio and video were supported.
+
+    Raises:
+        SampleError: media of a kind the processor does not take (video without a video
+            processor), an item that cannot be loaded, or parts and column items that do not pair
+            up.
+    """
+    out: Media = {}
+    for modality in MODALITIES:
+        allowed = modality is IMAGE if processor is None else takes(processor, modality)
+        load = _loader(modality, processor) if processor is not None else _load
+        column = sample.get(modality.column) if isinstance(sample, Mapping) else None
+        if column is not None and not isinstance(column, (list, tuple)):
+            column = [column]
+        parts = keyed = 0
+        inline: list[Any] = []
+        for k, m in enumerate(messages):
+            content = m.get("content")
+            if not isinstance(content, (list, tuple)):
                 continue
-            kind = part.get("type")
-            if kind in ("video", "audio"):
-                raise SampleError(f"message {k} has a {kind} part: respmask masks images only (video and audio are "
-                                  "not supported yet)")
-            if kind == "image":
+            for part in content:
+                if not isinstance(part, Mapping) or part.get("type") != modality.kind:
+                    continue
+                if not allowed:
+                    raise _refuse_kind(processor, modality, f"message {k}")
                 parts += 1
-                inline.extend(_load(part[key], f"message {k}'s image") for key in IMAGE_KEYS if key in part)
-    column = sample.get("images") if isinstance(sample, Mapping) else None
-    if column is not None and not isinstance(column, (list, tuple)):
-        column = [column]
-    images = [_load(im, f"'images'[{i}]") for i, im in enumerate(column)] if column else inline
-    if images and parts and len(images) != parts and not inline:
-        raise SampleError(f"has {parts} image part(s) in its messages but {len(images)} image(s) in 'images': "
-                          "each image part takes the next image")
-    return images
+                values = [part[key] for key in modality.keys if part.get(key) is not None]
+                keyed += bool(values)
+                if not column:
+                    inline.extend(load(v, f"message {k}'s {modality.kind}") for v in values)
+        if column and not allowed:
+            raise _refuse_kind(processor, modality, f"its {modality.column!r} column")
+        items = [load(x, f"{modality.column!r}[{i}]") for i, x in enumerate(column)] if column else inline
+        if items and parts and len(items) != parts and not keyed:
+            raise SampleError(f"has {parts} {modality.kind} part(s) in its messages but {len(items)} item(s) in "
+                              f"{modality.column!r}: each {modality.kind} part takes the next item")
+        out[modality.kind] = items
+    return out
+
+
+def images_of(sample: Any, messages: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The images of one conversation (see :func:`media_of`; video and audio parts are refused).
+
+    Raises:
+        SampleError: as :func:`media_of` without a processor.
+    """
+    return media_of(sample, messages)["image"]
 
 
 def _runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,18 +307,20 @@ def carry_mask(a_ids: np.ndarray, a_trained: np.ndarray, b_ids: np.ndarray) -> n
     return out
 
 
-def image_chats(render: Any, images: Sequence[int]) -> list[str]:
-    """``render(messages)`` of a user turn holding each number of image parts in ``images`` (then
-    a text part) and a reply: the probes that show what an image adds to the render. The reply is
-    written as parts, else as a string (Pixtral-12B's template concatenates it to a string).
+def image_chats(render: Any, images: Sequence[int], part: Mapping[str, Any] | None = None) -> list[str]:
+    """``render(messages)`` of a user turn holding each number of media parts in ``images`` (then
+    a text part) and a reply: the probes that show what a medium adds to the render. ``part`` is
+    the media part (an image part without its image by default). The reply is written as parts,
+    else as a string (Pixtral-12B's template concatenates it to a string).
 
     Raises:
         Exception: the template's own error, when it takes the reply in neither form.
     """
+    part = dict(part) if part is not None else {"type": "image"}
     answers: list[Any] = [[{"type": "text", "text": "zqanswer"}], "zqanswer"]
     for n, answer in enumerate(answers):
         try:
-            return [render([{"role": "user", "content": [{"type": "image"}] * k + [{"type": "text", "text": "zqprobe"}]},
+            return [render([{"role": "user", "content": [part] * k + [{"type": "text", "text": "zqprobe"}]},
                             {"role": "assistant", "content": answer}]) for k in images]
         except Exception:
             if n == len(answers) - 1:
@@ -171,25 +328,56 @@ def image_chats(render: Any, images: Sequence[int]) -> list[str]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def probe_medium(processor: Any, modality: Modality) -> Any:
+    """A small synthetic medium of this kind the processor takes: a 64x48 image, one second of
+    noise at the processor's sampling rate, four 64x48 frames."""
+    from PIL import Image
+
+    if modality is AUDIO:
+        return np.random.default_rng(0).uniform(-0.5, 0.5, audio_rate(processor)).astype(np.float32)
+    image = Image.new("RGB", (64, 48), (120, 80, 40))
+    return [image] * 4 if modality is VIDEO else image
+
+
+def probe_part(processor: Any, modality: Modality) -> dict[str, Any]:
+    """The media part the probes render: an image part as is (``{"type": "image"}``); an audio or
+    video part with its medium under its kind's key, as templates that test for the key (Qwen2-Audio:
+    ``'audio' in content``) need."""
+    if modality is IMAGE:
+        return {"type": "image"}
+    return {"type": modality.kind, modality.kind: probe_medium(processor, modality)}
+
+
 def media_token_ids(processor: Any, render: Any) -> frozenset[int]:
-    """The token ids that stand for an image, learned from the processor: the added tokens an
-    image part makes the chat template write (``<|vision_start|>``, ``<start_of_image>`` ...) and
-    those the processor's call adds when it expands the image (``<|image_pad|>`` ...); whitespace
-    is never one (an expansion's newlines are untrained by the alignment alone).
+    """The token ids that stand for media, learned from the processor, for each kind it takes
+    (images, audio, video): the added tokens a media part makes the chat template write
+    (``<|vision_start|>``, ``<start_of_image>``, ``<|audio_bos|>`` ...) and those the processor's
+    call adds when it expands the medium (``<|image_pad|>``, ``<|AUDIO|>`` ...); whitespace is
+    never one (an expansion's newlines are untrained by the alignment alone).
 
     ``render(messages)`` renders the processor's chat template.
     """
-    from PIL import Image
-
     tok = processor.tokenizer
     # added tokens, but whitespace: some tokenizers add "\n\n" as a token, which replies use too
     added = {i for t, i in tok.get_added_vocab().items() if t.strip()}
-    text0, text1 = image_chats(render, (0, 1))
-    image = Image.new("RGB", (64, 48), (120, 80, 40))
-    ids0 = set(tok(text0, add_special_tokens=False)["input_ids"])
-    ids1 = set(tok(text1, add_special_tokens=False)["input_ids"])
-    expanded = set(np.asarray(call_processor(processor, [text1], [[image]])["input_ids"]).reshape(-1).tolist())
-    return frozenset(((ids1 | expanded) - ids0) & added)
+    found: set[int] = set()
+    for modality in MODALITIES:
+        if not takes(processor, modality):
+            continue
+        text0, text1 = image_chats(render, (0, 1), probe_part(processor, modality))
+        ids0 = set(tok(text0, add_special_tokens=False)["input_ids"])
+        ids1 = set(tok(text1, add_special_tokens=False)["input_ids"])
+        if modality is IMAGE:
+            expanded_ids = call_processor(processor, [text1], [[probe_medium(processor, modality)]])["input_ids"]
+        else:
+            try:
+                expanded_ids = call_processor(processor, [text1], [{modality.kind: [probe_medium(processor, modality)]}])[
+                    "input_ids"]
+            except Exception:  # noqa: BLE001 - a kind it takes only in some forms: its rendered tokens still count
+                expanded_ids = []
+        expanded = set(np.asarray(expanded_ids).reshape(-1).tolist())
+        found |= (ids1 | expanded) - ids0
+    return frozenset(found & added)
 
 
 def adds_special_tokens(processor: Any, texts: Sequence[str]) -> bool:
@@ -199,11 +387,19 @@ def adds_special_tokens(processor: Any, texts: Sequence[str]) -> bool:
     return not (bos is not None and texts and texts[0].startswith(bos))
 
 
-def call_processor(processor: Any, texts: list[str], images: list[list[Any]], return_tensors: str = "np",
+def _as_media(entry: Any) -> Media:
+    """A row's media: a :data:`Media` dict as is, a list as its images."""
+    return entry if isinstance(entry, dict) else {"image": list(entry or [])}
+
+
+def call_processor(processor: Any, texts: list[str], media: Sequence[Any], return_tensors: str = "np",
                    add_special_tokens: bool | None = None) -> Any:
     """The processor's call on rendered texts, as ``processor.apply_chat_template(tokenize=True)``
-    makes it: nested images per text, no special tokens added when the text starts with BOS
-    (``add_special_tokens`` decides instead when given: texts cut from the start no longer do)."""
+    makes it: images and videos nested per text, audio as one flat list in order (with the
+    sampling rate it was loaded at), no special tokens added when the text starts with BOS
+    (``add_special_tokens`` decides instead when given: texts cut from the start no longer do).
+
+    ``media`` holds each text's :data:`Media` (a list is taken as its images)."""
     kwargs: dict[str, Any] = {"return_tensors": return_tensors}
     if len(texts) > 1:
         kwargs["padding"] = True
@@ -211,5 +407,23 @@ def call_processor(processor: Any, texts: list[str], images: list[list[Any]], re
         add_special_tokens = adds_special_tokens(processor, texts)
     if not add_special_tokens:
         kwargs["add_special_tokens"] = False
-    has_images = any(images)
-    return processor(text=texts, images=images if has_images else None, **kwargs)
+    rows = [_as_media(entry) for entry in media]
+    images = [row.get("image", []) for row in rows]
+    if any(images):
+        kwargs["images"] = images
+    videos = [row.get("video", []) for row in rows]
+    if any(videos):
+        kwargs["videos"] = videos
+    audio = [a for row in rows for a in row.get("audio", [])]
+    if audio:
+        kwargs["audio"] = audio
+        kwargs["sampling_rate"] = audio_rate(processor)
+    try:
+        return processor(text=texts, **kwargs)
+    except Exception:
+        if return_tensors == "pt":
+            raise
+        # some processors return PyTorch tensors only (AudioFlamingo3Processor raises for any other):
+        # the same call with "pt", as NumPy arrays (a real error raises again, from this call)
+        out = processor(text=texts, **{**kwargs, "return_tensors": "pt"})
+        return {key: value.numpy() if hasattr(value, "numpy") else value for key, value in out.items()}

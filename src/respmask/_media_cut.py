@@ -187,10 +187,11 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
         SampleError: a bad sample (as :meth:`ChatMasker.process_batch`), or a long row whose
             image placeholders cannot be told apart.
     """
-    encoded, texts, images = masker._media_inputs(samples, indices)
+    encoded, texts, media = masker._media_inputs(samples, indices)
+    images = [m["image"] for m in media]
     add_special = adds_special_tokens(masker.processor, texts)
     sources = [(e.input_ids, e.labels != IGNORE_INDEX) for e in encoded]
-    out = masker._run_processor(texts, images, return_tensors, add_special)
+    out = masker._run_processor(texts, media, return_tensors, add_special)
     batch, full = masker._label_processed(out, sources, encoded, return_tensors)
     fits = [Fit(e.input_ids, e.labels) for e in full]
     long = [r for r, e in enumerate(full) if max_length is not None and len(e.input_ids) > max_length]
@@ -199,6 +200,13 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
     assert max_length is not None
     plans: dict[int, _Plan] = {}
     for r in long:
+        other = {kind: len(items) for kind, items in media[r].items() if kind != "image" and items}
+        if other:
+            held = " and ".join(f"{n} {kind}" for kind, n in other.items())
+            raise SampleError(
+                f"is {len(full[r].input_ids)} tokens, longer than max_length={max_length}, and holds {held}: respmask "
+                "cuts long chats between images only, not yet through audio or video. Raise max_length, or leave "
+                "such rows out", indices[r])
         plans[r] = _plan(masker, texts[r], encoded[r].input_ids, sources[r][1], full[r].input_ids, images[r],
                          max_length, truncation, indices[r])
     for _ in range(16):  # a cut row still too long is cut further (a merge at the cut); one pass is the rule
@@ -218,11 +226,11 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
             if r in plans:
                 text, imgs, _ = plans[r].kept()
                 cut_texts.append(text)
-                cut_images.append(imgs)
+                cut_images.append({**media[r], "image": imgs})
                 cut_sources.append(plans[r].source())
             else:
                 cut_texts.append(texts[r])
-                cut_images.append(images[r])
+                cut_images.append(media[r])
                 cut_sources.append(sources[r])
         out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special)
         batch, rows = masker._label_processed(out, cut_sources, [full[r] for r in kept], return_tensors)
