@@ -20,16 +20,59 @@ from ._errors import RespmaskError
 from ._formats import FORMATS, MessageMapping
 
 
+def load_processor(directory: str) -> Any:
+    """A processor saved in ``directory`` (``processor.save_pretrained(directory)``: a
+    processor_config.json), loaded with ``AutoProcessor`` (a name that is not a local directory is
+    given to ``AutoProcessor`` as it is).
+
+    Raises:
+        RespmaskError: it does not load, or what loads is not a processor with a tokenizer.
+    """
+    from transformers import AutoProcessor
+
+    from ._media import is_processor
+
+    configs = ("processor_config.json", "preprocessor_config.json")
+    if os.path.isdir(directory) and not any(os.path.isfile(os.path.join(directory, c)) for c in configs):
+        raise RespmaskError(f"--processor {directory}: no processor there (no processor_config.json or "
+                            "preprocessor_config.json, as processor.save_pretrained writes them); for a tokenizer "
+                            "alone use --tokenizer")
+    try:
+        processor = AutoProcessor.from_pretrained(directory)
+    except Exception as exc:  # noqa: BLE001 - transformers' own reason, named
+        raise RespmaskError(f"--processor {directory}: AutoProcessor.from_pretrained could not load it "
+                            f"({type(exc).__name__}: {str(exc).strip()[:300]})") from None
+    if not is_processor(processor):
+        raise RespmaskError(f"--processor {directory}: AutoProcessor loads a {type(processor).__name__} there, not a "
+                            "processor with a tokenizer (the directory needs processor_config.json, as "
+                            "processor.save_pretrained writes it); for text rows use --tokenizer")
+    return processor
+
+
+def _processor_note(tokenizer_dir: str | None) -> None:
+    """Say on stderr that a tokenizer directory also holds a processor (rows with images need it)."""
+    if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, "processor_config.json")):
+        print(f"note: {tokenizer_dir} also holds a processor (processor_config.json); rows with images need it: "
+              f"--processor {tokenizer_dir}", file=sys.stderr)
+
+
 def _load(args: argparse.Namespace, bad_lines: str = "raise") -> tuple[Iterable[Any], Any, str]:
     from . import demo
 
-    if args.tokenizer:
+    if getattr(args, "processor", None):
+        if args.tokenizer:
+            raise RespmaskError("give --processor DIR or --tokenizer DIR, not both: the processor holds its tokenizer")
+        tok = load_processor(args.processor)
+        tok_name = f"{args.processor} ({type(tok).__name__}: processor, images expanded as the model sees them)"
+    elif args.tokenizer:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(args.tokenizer)
         tok_name = args.tokenizer
+        _processor_note(args.tokenizer)
     elif args.file:
-        raise RespmaskError("--tokenizer DIR is required with a data file (a directory with tokenizer.json)")
+        raise RespmaskError("--tokenizer DIR is required with a data file (a directory with tokenizer.json), or "
+                            "--processor DIR for rows with images (a saved processor)")
     else:
         tok = demo.tokenizer()
         tok_name = "respmask demo tokenizer (Qwen3 chat template)"
@@ -116,7 +159,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     samples, tok, tok_name = _load(args, bad_lines="yield")  # a bad line is recorded, and checking goes on
-    report = check(samples, tok, max_length=args.max_length, truncation=args.truncation, **_options(args))
+    if args.on_image_cut != "truncate" and not args.processor:
+        raise RespmaskError("--on-image-cut applies to rows with images, read with --processor DIR")
+    report = check(samples, tok, max_length=args.max_length, truncation=args.truncation,
+                   **({"on_image_cut": args.on_image_cut} if args.processor else {}), **_options(args))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -145,7 +191,16 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
     from ._shards import tokenize_files
 
+    if args.processor:
+        raise RespmaskError(
+            f"respmask tokenize writes token ids to Parquet; rows with images are made at training time instead, by "
+            f"ResponseOnlyCollator(processor) (the processor expands each image into its tokens and returns its pixel "
+            f"values with them, which the shards do not hold). Check such a dataset with respmask check DATA "
+            f"--processor {args.processor} --max-length N, or tokenize its text alone with --tokenizer DIR --text-only")
+    if not args.tokenizer:
+        raise RespmaskError("--tokenizer DIR is required (a directory with tokenizer.json)")
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    _processor_note(args.tokenizer)
     options = _options(args)
     if args.max_length:
         options["max_length"] = args.max_length
@@ -196,6 +251,13 @@ SPLIT_HELP = (
 )
 
 
+PROCESSOR_HELP = (
+    "a saved processor directory (processor.save_pretrained(DIR): processor_config.json, the tokenizer and the chat "
+    "template), loaded with AutoProcessor: rows with images go through it as through ResponseOnlyCollator(processor) "
+    "(image tokens expanded and never trained; with --max-length, images past the cut are dropped and counted)"
+)
+
+
 TEXT_ONLY_HELP = (
     "train rows that hold images (an 'images' column, image parts) on their text alone, the images dropped "
     "(default: such rows are errors, since a text tokenizer cannot use their images)"
@@ -227,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("file", nargs="?", help="data file: JSON Lines, a JSON array of rows, Parquet, or a saved "
                        "datasets directory (default: the demo samples)")
         p.add_argument("--tokenizer", "-t", help="tokenizer directory or name (default: the demo tokenizer)")
+        p.add_argument("--processor", metavar="DIR", help=PROCESSOR_HELP)
         p.add_argument("--chat-template", help="a Jinja file to use instead of the tokenizer's template")
         p.add_argument("--template-kwargs", help='JSON object of template kwargs, e.g. \'{"enable_thinking": false}\'')
         p.add_argument("--train-on", choices=["all", "last"], default="all", help="assistant turns to train")
@@ -249,13 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-length", type=int,
                    help="truncate as the collator would, and count the samples and trained tokens it cuts")
     c.add_argument("--truncation", choices=["right", "left"], default="right")
+    c.add_argument("--on-image-cut", choices=["truncate", "drop"], default="truncate",
+                   help="with --processor: a row whose cut would drop images is truncated (default; the images past "
+                        "the cut are counted) or left out, as the collator's on_image_cut")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser("tokenize", help="pre-tokenize a dataset into Parquet shards (resumable)")
     t.add_argument("input", help="JSON Lines file, JSON array of rows, Parquet file, or a saved datasets directory")
     t.add_argument("output", help="output directory (part-*.parquet, rejects-*.jsonl, summary.json)")
-    t.add_argument("--tokenizer", "-t", required=True, help="tokenizer directory or name")
+    t.add_argument("--tokenizer", "-t", help="tokenizer directory or name (required)")
+    t.add_argument("--processor", metavar="DIR",
+                   help="not supported: rows with images are made by the collator at training time (the error says "
+                        "what to do)")
     t.add_argument("--chat-template", help="a Jinja file to use instead of the tokenizer's template")
     t.add_argument("--template-kwargs", help="JSON object of template kwargs")
     t.add_argument("--train-on", choices=["all", "last"], default="all")

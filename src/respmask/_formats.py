@@ -519,7 +519,7 @@ def media_error(found: Mapping[str, int]) -> SampleError:
         "use. Read with the tokenizer alone, they would be dropped and any '<image>' placeholder trained as text. "
         "Pass the "
         "model's processor instead of its tokenizer (ResponseOnlyCollator(processor), respmask.check(rows, "
-        "processor), respmask.preview(row, processor); the command line and the Pretokenizer take text only), or "
+        "processor), respmask.preview(row, processor), respmask check/preview --processor DIR; respmask tokenize and the Pretokenizer take text only), or "
         "train on the text alone on purpose with text_only=True (CLI: --text-only)."
     )
 
