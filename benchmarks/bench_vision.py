@@ -1,5 +1,6 @@
-"""Chats with images: respmask's collator on a vision-language processor, against the processor
-alone (the floor) and Unsloth's UnslothVisionDataCollator(train_on_responses_only=True).
+"""Chats with images (and speech): respmask's collator on a vision-language (or audio-language)
+processor, against the processor alone (the floor) and Unsloth's
+UnslothVisionDataCollator(train_on_responses_only=True).
 
 Per family (Gemma 3, Qwen2-VL: real tokenizers and chat templates, the processors of
 tests/support/vision.py at their non-tiny settings), batches of 8 rows: two user turns, a short
@@ -16,10 +17,17 @@ assistant reply after each, 0-2 images per row (each in a random user turn, side
   contender feeds the image processor the same pixels). Its ``model`` argument is only read for
   config values (dtype, patch size, media token ids): tests/support/vision.py's ``tiny_model``.
 
+Speech (``qwen2_audio``): Qwen2AudioProcessor (WhisperFeatureExtractor, 128 mel bins) with
+Qwen2-Audio's template (tests/fixtures/audio/qwen2_audio.jinja) and the real Qwen3 tokenizer (the
+Qwen2 vocabulary) with Qwen2-Audio's three audio tokens added; rows as above with 0-2 clips of
+0.5-4 s instead of images (``audios`` column). Floor: ``processor(text=texts, audio=flat clips,
+sampling_rate=16000, padding=True, return_tensors="pt", add_special_tokens=False)``. No Unsloth
+contender (its collator is for images).
+
 Time: process CPU time (all threads) per batch, the minimum over interleaved rounds (wall time
 is recorded too). Labels: input_ids / pixel_values of the three must be identical; trained
 tokens per row and the stop tokens each trains are compared. Writes
-benchmarks/results/vision.{md,json}.
+benchmarks/results/vision.{md,json} (speech.{md,json} when only speech families run).
 
     python benchmarks/bench_vision.py [--rounds 15] [--batches 4] [--batch-size 8]
 
@@ -67,13 +75,31 @@ FAMILIES = {
     # Gemma 3 with the published gemma-3-*-it image size (896 px); build_processor("gemma3") uses
     # the Gemma3ImageProcessorPil class default, which is 224 px in this transformers.
     "gemma3@896": ("gemma3", "<start_of_turn>user\n", "<start_of_turn>model\n", "<end_of_turn>"),
+    # speech: Qwen2-Audio (audio parts and an 'audios' column instead of images)
+    "qwen2_audio": ("qwen2_audio", "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>"),
 }
+AUDIO_FAMILIES = {"qwen2_audio"}
+
+
+def _qwen2_audio_processor() -> Any:
+    """Qwen2AudioProcessor with its real template and the real Qwen2-vocabulary tokenizer (shared
+    Qwen3) plus Qwen2-Audio's audio tokens."""
+    import transformers
+    from support.audio import template
+    from support.vision import _add_special, _tokenizer
+
+    tok = _tokenizer("qwen3")
+    _add_special(tok, ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"])
+    return transformers.Qwen2AudioProcessor(feature_extractor=transformers.WhisperFeatureExtractor(feature_size=128),
+                                            tokenizer=tok, chat_template=template("qwen2_audio"))
 
 
 def processor_for(family: str) -> Any:
     """A fresh processor (Unsloth's collator may patch the one it is given: each contender gets its own)."""
     from support.vision import build_processor
 
+    if family in AUDIO_FAMILIES:
+        return _qwen2_audio_processor()
     base = build_processor(FAMILIES[family][0])
     if family == "gemma3@896":
         import transformers
@@ -85,9 +111,35 @@ def processor_for(family: str) -> Any:
 
 
 def describe(processor: Any) -> str:
+    if getattr(processor, "image_processor", None) is None:
+        fe = processor.feature_extractor
+        return f"{type(processor).__name__}, {type(fe).__name__} feature_size={fe.feature_size}"
     ip = processor.image_processor
     size = {k: v for k, v in dict(ip.size).items() if v is not None} if hasattr(ip, "size") else {}
     return f"{type(processor).__name__}, {type(ip).__name__} size={size}"
+
+
+def make_audio_row(rng: random.Random, seed: int) -> dict:
+    """As :func:`make_row`, with 0-2 clips of 0.5-4 s (an ``audios`` column) instead of images."""
+    from support.audio import make_audio
+
+    n_clips = rng.randint(0, 2)
+    where = [rng.randrange(2) for _ in range(n_clips)]
+    clips, messages = [], []
+    for turn in range(2):
+        content: list[dict] = []
+        for k, t in enumerate(where):
+            if t == turn:
+                clips.append(make_audio(rng.uniform(0.5, 4.0), seed * 10 + k))
+                content.append({"type": "audio"})
+        content.append({"type": "text", "text": _text(rng, rng.randint(15, 40))})
+        messages.append({"role": "user", "content": content})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": _text(rng, rng.randint(5, 20))}]})
+    return {"messages": messages, "audios": clips}
+
+
+def media_count(row: dict) -> int:
+    return len(row.get("images") or row.get("audios") or [])
 
 
 def make_row(rng: random.Random, seed: int) -> dict:
@@ -109,11 +161,11 @@ def make_row(rng: random.Random, seed: int) -> dict:
     return {"messages": messages, "images": images}  # in the order of their image parts
 
 
-def make_batches(n_batches: int, size: int) -> list[list[dict]]:
+def make_batches(n_batches: int, size: int, audio: bool = False) -> list[list[dict]]:
     out = []
     for b in range(n_batches):
         rng = random.Random(1000 + b)
-        out.append([make_row(rng, 1000 * b + i) for i in range(size)])
+        out.append([(make_audio_row if audio else make_row)(rng, 1000 * b + i) for i in range(size)])
     return out
 
 
@@ -127,19 +179,36 @@ def contenders(family: str) -> tuple[dict[str, Callable[[list[dict]], Any]], dic
     notes["processor"] = describe(p_floor)
     rendered: dict[int, tuple[list[str], list[list[Any]]]] = {}
 
+    audio = family in AUDIO_FAMILIES
+
     def prepare_floor(batch: list[dict]) -> None:
         """Render once, outside the timing: the floor starts from rendered texts."""
+        if audio:  # the template renders an audio part only with its clip (as apply_chat_template is given it)
+            texts = []
+            for r in batch:
+                clips = iter(r["audios"])
+                messages = [{**m, "content": [{**p, "audio": next(clips)} if p.get("type") == "audio" else p
+                                              for p in m["content"]]} for m in r["messages"]]
+                texts.append(p_floor.apply_chat_template(messages, tokenize=False))
+            rendered[id(batch)] = (texts, [c for r in batch for c in r["audios"]])
+            return
         texts = [p_floor.apply_chat_template(r["messages"], tokenize=False) for r in batch]
         rendered[id(batch)] = (texts, [list(r["images"]) for r in batch])
 
     def floor(batch: list[dict]) -> Any:
-        texts, images = rendered[id(batch)]
-        return p_floor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
+        texts, media = rendered[id(batch)]
+        if audio:
+            return p_floor(text=texts, audio=media or None, sampling_rate=16000, padding=True, return_tensors="pt",
+                           add_special_tokens=False)
+        return p_floor(text=texts, images=media, padding=True, return_tensors="pt", add_special_tokens=False)
 
     floor.prepare = prepare_floor  # type: ignore[attr-defined]
     fns[FLOOR] = floor
 
     fns[OURS] = respmask.ResponseOnlyCollator(processor_for(family), on_untrainable="keep")
+    if audio:
+        notes["unsloth_error"] = "not run: UnslothVisionDataCollator is for images"
+        return fns, notes
 
     try:
         from support.vision import tiny_model
@@ -173,14 +242,15 @@ def compare(family: str, processor: Any, outs: dict[str, Any], batch: list[dict]
             continue
         res["same_input_ids"][name] = bool(torch.equal(out["input_ids"], floor["input_ids"])
                                            and torch.equal(out["attention_mask"], floor["attention_mask"]))
-        pv_a, pv_b = out.get("pixel_values"), floor.get("pixel_values")
+        key = "input_features" if family in AUDIO_FAMILIES else "pixel_values"
+        pv_a, pv_b = out.get(key), floor.get(key)
         res["same_pixel_values"][name] = (pv_a is None and pv_b is None) or (
             pv_a is not None and pv_b is not None and pv_a.shape == pv_b.shape
             and bool(torch.equal(pv_a.float(), pv_b.float())))
     trainers = [n for n in (OURS, UNSLOTH) if n in outs]
     for r in range(len(batch)):
         ids = floor["input_ids"][r]
-        row: dict[str, Any] = {"images": len(batch[r]["images"]), "tokens": int(floor["attention_mask"][r].sum())}
+        row: dict[str, Any] = {"images": media_count(batch[r]), "tokens": int(floor["attention_mask"][r].sum())}
         trained = {}
         for name in trainers:
             t = outs[name]["labels"][r] != -100
@@ -200,7 +270,7 @@ def compare(family: str, processor: Any, outs: dict[str, Any], batch: list[dict]
 
 def run_family(family: str, n_batches: int, size: int, rounds: int) -> dict[str, Any]:
     fns, notes = contenders(family)
-    batches = make_batches(n_batches, size)
+    batches = make_batches(n_batches, size, audio=family in AUDIO_FAMILIES)
     copies = {name: copy.deepcopy(batches) for name in fns}  # each contender its own rows (and images)
     for b in copies[FLOOR]:
         fns[FLOOR].prepare(b)  # type: ignore[attr-defined]
@@ -280,7 +350,7 @@ def summarize_agreement(w: dict[str, Any]) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
-        "# Vision collators: respmask vs the processor alone vs Unsloth", "",
+        "# Vision and speech collators: respmask vs the processor alone vs Unsloth", "",
         f"Machine: {report['machine']}", f"Versions: {report['versions']}",
         f"Command: `python benchmarks/bench_vision.py {' '.join(report['argv'])}`", "",
         f"Batches of {s['batch_size']} rows (2 user turns of 15-40 words, a 5-20-word assistant reply after each, "
@@ -289,7 +359,10 @@ def markdown(report: dict[str, Any]) -> str:
         "images=nested, padding=True, return_tensors=\"pt\", add_special_tokens=False)` on texts rendered "
         "beforehand. Unsloth: `UnslothVisionDataCollator(tiny_model, processor, resize=\"max\", "
         "train_on_responses_only=True, instruction_part=..., response_part=...)`, rows = `messages` with "
-        "`{\"type\": \"image\"}` parts + an `images` column (resize=\"max\": images kept as given).", "",
+        "`{\"type\": \"image\"}` parts + an `images` column (resize=\"max\": images kept as given). Speech "
+        "families (qwen2_audio): 0-2 clips of 0.5-4 s per row instead of images (an `audios` column), floor "
+        "`processor(text=rendered, audio=clips, sampling_rate=16000, ...)`, no Unsloth contender; their "
+        "'images/batch' counts clips and 'pixel_values' compares `input_features`.", "",
         "| family | tokens/row | images/batch | (a) floor ms | (b) respmask ms | (c) Unsloth ms | (b)/(a) | (c)/(a) "
         "| (b)/(a) wall | (c)/(a) wall |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -384,9 +457,10 @@ def main() -> int:
             print(f"    Unsloth failed: {w['notes']['unsloth_error']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vision.json").write_text(json.dumps(report, indent=2))
+    stem = "speech" if set(args.families) <= AUDIO_FAMILIES else "vision"  # a speech-only run keeps vision.*
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     md = markdown(report)
-    (out / "vision.md").write_text(md)
+    (out / f"{stem}.md").write_text(md)
     print(md)
     return 0
 

@@ -338,3 +338,26 @@ def test_trainer_on_a_tiny_qwen2_audio_model(tmp_path):
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert collator.stats.samples >= 8 * 4 and collator.stats.untrainable == 0
+
+
+@pytest.mark.slow
+# the block runs as written, so with dataloader_pin_memory=True on this CPU (a note about the machine)
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true but no accelerator:UserWarning")
+def test_readme_speech_block_runs_as_written(tmp_path, monkeypatch):
+    """README's "Chats with speech" block, read from README.md and run as written on a tiny Qwen2-Audio."""
+    datasets = pytest.importorskip("datasets")
+    from support.audio import tiny_qwen2_audio
+    from test_recipes import python_blocks, run
+
+    [(_, code)] = python_blocks("Chats with speech (audio in, text out)")
+    processor = build_processor("qwen2_audio")
+    rows = [{"messages": [{"role": "user", "content": [{"type": "audio"}, _text(f"what is said in clip {i}")]},
+                          {"role": "assistant", "content": [_text(f"{['yes', 'no'][i % 2]} it says")]}],
+             "audios": [make_audio(0.5, seed=i)]} for i in range(8)]
+    ns = run(code, tmp_path, monkeypatch, processor=processor, model=tiny_qwen2_audio(processor),
+             ds=datasets.Dataset.from_list(rows))
+    trainer, collator = ns["trainer"], ns["collator"]
+    assert trainer.state.global_step == 4
+    losses = [h["train_loss"] for h in trainer.state.log_history if "train_loss" in h]
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    assert collator.stats.samples == 16 and collator.stats.untrainable == 0
