@@ -202,3 +202,19 @@ def test_trainer_runs_padding_free_as_it_runs_padded(tmp_path):
     assert max(float((free_weights[k] - start[k]).abs().max()) for k in start) > 1e-2
     assert max(float((free_weights[k] - padded_weights[k]).abs().max()) for k in start) < 1e-4
     assert stats.batches == 3 and stats.trained_tokens > 0
+
+
+def test_readme_block_runs_as_written(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from test_recipes import python_blocks, run
+
+    [(_, code)] = python_blocks("Padding-free batches with a processor")
+    processor = build_processor("llava", tiny=True)
+    model = tiny_model("llava", processor)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ds = datasets.Dataset.from_list([{"messages": s["messages"]} for s in rows((1, 2, 0, 1), say=2)])
+    ns = run(code, tmp_path, monkeypatch, processor=processor, model=model, ds=ds)
+    collator = ns["collator"]
+    assert collator.padding_free and collator._layout == {"pixel_values": "images"}
+    assert collator.stats.batches == 3 and collator.stats.samples == 12  # 3 epochs of one batch of 4 rows
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # it trained
