@@ -361,3 +361,30 @@ def test_readme_speech_block_runs_as_written(tmp_path, monkeypatch):
     losses = [h["train_loss"] for h in trainer.state.log_history if "train_loss" in h]
     assert len(losses) == 1 and np.isfinite(losses[0])
     assert collator.stats.samples == 16 and collator.stats.untrainable == 0
+
+
+@pytest.mark.parametrize("embedded", [False, True])
+def test_a_datasets_audio_column_without_decoding(tmp_path, embedded):
+    """datasets' Audio(decode=False) gives {"bytes", "path"} (bytes once embedded): decoded as
+    apply_chat_template decodes a file. (A decoding Audio column needs torchcodec and FFmpeg, which
+    are not here.)"""
+    datasets = pytest.importorskip("datasets")
+    sf = pytest.importorskip("soundfile")
+    pytest.importorskip("soxr")
+    processor = build_processor("qwen2_audio")
+    clip = make_audio(1.2, seed=11)
+    path = tmp_path / "clip.wav"
+    sf.write(path, clip, 16000, subtype="FLOAT")
+    nn = Nonces()
+    parts = [{"type": "audio"}, _text(f"Who {nn('USR', 0)}?")]
+    reply = [_text(f"Me {nn('AST', 1)}.")]
+    value = {"bytes": path.read_bytes(), "path": None} if embedded else {"bytes": None, "path": str(path)}
+    ds = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": parts},
+                                                   {"role": "assistant", "content": reply}], "audios": [value]}])
+    ds = ds.cast_column("audios", datasets.List(datasets.Audio(decode=False)))
+    batch = respmask.ResponseOnlyCollator(processor, return_tensors="np")([ds[0]])
+    inline = [{"role": "user", "content": [{"type": "audio", "audio": clip}, parts[1]]},
+              {"role": "assistant", "content": reply}]
+    _check_row("qwen2_audio", "datasets Audio(decode=False)", inline, nn, batch["input_ids"][0], batch["labels"][0])
+    reference = _reference(processor, inline)
+    assert np.array_equal(batch["input_features"], np.asarray(reference["input_features"]))

@@ -113,9 +113,11 @@ def audio_rate(processor: Any) -> int:
 
 def _load_audio(audio: Any, where: str, rate: int) -> Any:
     """A 1-D float array at ``rate`` Hz from what rows hold: an array (or list of samples), a
-    ``datasets`` Audio dict (``{"array": ..., "sampling_rate": ...}``, or ``{"path"|"bytes": ...}``)
-    or a local file path (decoded as ``apply_chat_template`` decodes it, with transformers'
-    ``load_audio``). URLs are not fetched; arrays are not resampled.
+    ``datasets`` Audio value (``{"array": ..., "sampling_rate": ...}``, ``{"path"|"bytes": ...}`` as
+    ``Audio(decode=False)`` gives it, or the decoder object a decoding ``Audio`` column gives, read
+    with its ``get_all_samples()`` and averaged to mono) or a local file path (decoded as
+    ``apply_chat_template`` decodes it, with transformers' ``load_audio``). URLs are not fetched;
+    arrays are not resampled.
 
     Raises:
         SampleError: a URL, a file that cannot be decoded, an array at another sampling rate, or
@@ -133,6 +135,11 @@ def _load_audio(audio: Any, where: str, rate: int) -> Any:
             return _load_audio(audio["bytes"], where, rate)
         if audio.get("path"):
             return _load_audio(audio["path"], where, rate)
+    if hasattr(audio, "get_all_samples"):  # what a datasets Audio column decodes to: torchcodec's AudioDecoder
+        samples = audio.get_all_samples()
+        data = np.asarray(samples.data.numpy() if hasattr(samples.data, "numpy") else samples.data, dtype=np.float32)
+        mono = data.mean(axis=0) if data.ndim == 2 else data  # (channels, samples) -> mono, as load_audio decodes
+        return _load_audio({"array": mono, "sampling_rate": samples.sample_rate}, where, rate)
     if isinstance(audio, (bytes, bytearray)):
         import base64
 
