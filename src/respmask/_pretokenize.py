@@ -70,7 +70,7 @@ class Pretokenizer:
             (``train_on="last"``, ``split="auto"`` ...) as ``**changes``.
 
     Raises:
-        TypeError: ``tokenizer`` is a processor (rows with images are made by the collator), a
+        TypeError: ``tokenizer`` is a processor (rows with media are made by the collator), a
             keyword is not a masking option, or a masker was passed with options.
         SampleError: (when called) a bad row with ``on_error="raise"``; ``LostDataError`` and
             ``UntrainableSampleError`` as ``on_lost_data`` / ``on_untrainable`` say.
@@ -101,8 +101,9 @@ class Pretokenizer:
         check_max_length(max_length)
         if is_processor(tokenizer) or getattr(tokenizer, "processor", None) is not None:
             raise TypeError(
-                "the Pretokenizer takes a tokenizer: rows with images need their pixels computed when the batch is "
-                "made, so use ResponseOnlyCollator(processor) in the Trainer (it runs the processor and masks its ids)"
+                "the Pretokenizer takes a tokenizer: rows with images or audio need their pixels or audio features "
+                "computed when the batch is made, so use ResponseOnlyCollator(processor) in the Trainer (it runs the "
+                "processor and masks its ids)"
             )
         self.masker = masker_for(tokenizer, options, changes)
         self.max_length = max_length
