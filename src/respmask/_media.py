@@ -415,16 +415,16 @@ def call_processor(processor: Any, texts: list[str], media: Sequence[Any], retur
     if not add_special_tokens:
         kwargs["add_special_tokens"] = False
     rows = [_as_media(entry) for entry in media]
-    images = [row.get("image", []) for row in rows]
-    if any(images):
-        kwargs["images"] = images
-    videos = [row.get("video", []) for row in rows]
-    if any(videos):
-        kwargs["videos"] = videos
-    audio = [a for row in rows for a in row.get("audio", [])]
-    if audio:
-        kwargs["audio"] = audio
-        kwargs["sampling_rate"] = audio_rate(processor)
+    for modality in MODALITIES:
+        if modality is AUDIO:  # one flat list, as apply_chat_template passes audio
+            audio = [a for row in rows for a in row.get("audio", [])]
+            if audio:
+                kwargs[modality.argument] = audio
+                kwargs["sampling_rate"] = audio_rate(processor)
+            continue
+        nested = [row.get(modality.kind, []) for row in rows]
+        if any(nested):
+            kwargs[modality.argument] = nested
     try:
         return processor(text=texts, **kwargs)
     except Exception:
