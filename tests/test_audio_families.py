@@ -388,3 +388,35 @@ def test_a_datasets_audio_column_without_decoding(tmp_path, embedded):
     _check_row("qwen2_audio", "datasets Audio(decode=False)", inline, nn, batch["input_ids"][0], batch["labels"][0])
     reference = _reference(processor, inline)
     assert np.array_equal(batch["input_features"], np.asarray(reference["input_features"]))
+
+
+def test_llama_factory_audio_rows_with_files_through_check_processor(tmp_path, monkeypatch, capsys):
+    """LLaMA-Factory's mllm_audio_demo layout (sharegpt 'messages' with '<audio>' placeholders, an
+    'audios' column of file paths relative to the data) through ``respmask check --processor DIR``
+    with a processor saved by save_pretrained: its token counts are the processor's own."""
+    sf = pytest.importorskip("soundfile")
+    pytest.importorskip("soxr")
+    import json
+
+    from respmask._cli import main
+
+    build_processor("qwen2_audio").save_pretrained(tmp_path / "processor")
+    processor = transformers.AutoProcessor.from_pretrained(tmp_path / "processor")
+    monkeypatch.chdir(tmp_path)
+    rows, inline = [], []
+    for i, seconds in enumerate([1.0, 2.0, 0.5]):
+        clip = make_audio(seconds, seed=20 + i)
+        sf.write(tmp_path / f"clip{i}.wav", clip, 16000, subtype="FLOAT")
+        rows.append({"messages": [{"role": "user", "content": "<audio>What is said?"},
+                                  {"role": "assistant", "content": f"Answer {i}."}], "audios": [f"clip{i}.wav"]})
+        inline.append([{"role": "user", "content": [{"type": "audio", "audio": clip}, _text("What is said?")]},
+                       {"role": "assistant", "content": f"Answer {i}."}])
+    (tmp_path / "data.json").write_text(json.dumps(rows))
+    tokens = sum(len(np.asarray(_reference(processor, m)["input_ids"]).reshape(-1)) for m in inline)
+    assert main(["check", "data.json", "--processor", "processor"]) == 0
+    out = capsys.readouterr().out
+    assert f"tokens:             {tokens}" in out and "trained turns:      3" in out and "errors:             0" in out
+    # a length the rows exceed: each is named, not cut through its audio
+    assert main(["check", "data.json", "--processor", "processor", "--max-length", "40"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("longer than max_length=40, and holds 1 audio") == 3
