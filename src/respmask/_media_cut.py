@@ -12,7 +12,9 @@ longer than ``max_length`` is cut in the rendered text, never in the ids:
    inside an image placeholder (a run of image tokens is cut whole or not at all);
 3. the images whose placeholders are cut away are dropped (with ``truncation="right"`` the last
    ones, with ``"left"`` the first ones), and the processor runs again on the cut texts and the
-   images kept: its ids are exactly the processor's for that text and those images. A row still
+   images kept: its ids are exactly the processor's for that text and those images (when the cut
+   dropped no image, the image processor's output of step 1 is given back instead of running it
+   again on the same images: :class:`_SameImages`). A row still
    too long (a tokenizer may merge differently at the cut) is cut a little further and run again.
 
 The labels are the text's trained tokens carried onto the new ids, as for any row (image tokens
@@ -24,6 +26,7 @@ template, not from a table.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -122,10 +125,12 @@ def _text_tokens(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray) -
     """The rendered text's tokens with their character offsets: the masker's tokens when they can
     be re-tokenized with offsets as they were; else the re-tokenization, the mask carried onto it."""
     backend = masker.backend()
-    encs = [backend.encode(text, add_special_tokens=add) for add in (False, True)]
-    for enc in encs:
+    encs = []
+    for add in (False, True):  # the second encoding only when the first is not the masker's (one pass, mostly)
+        enc = backend.encode(text, add_special_tokens=add)
         if len(enc.ids) == len(ids) and np.array_equal(np.asarray(enc.ids, dtype=np.int64), ids):
             return ids, trained, enc.offsets
+        encs.append(enc)
     enc = encs[0]
     new = np.asarray(enc.ids, dtype=np.int64)
     return new, carry_mask(ids, trained, new), enc.offsets
@@ -174,6 +179,46 @@ def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.nd
     return _Plan(text, ids, trained, starts, first_char, size, counts, list(images), first, last)
 
 
+class _SameImages:
+    """Stands in for a processor's image processor during one batch's processor calls: the
+    first call's output is kept (a shallow copy: the processor may take keys out of what it gets),
+    and a later call given the very same images (the same objects, in the same nesting, with the
+    same arguments) gets a copy of it instead of processing them again: a cut that dropped no image
+    costs one image processing, not two. The same function on the same inputs: nothing changes.
+    The images of the first call are held, so their ids cannot be reused by other objects."""
+
+    def __init__(self, real: Any):
+        self._real = real
+        self._seen: tuple[Any, Any, Any, Any] | None = None  # (images held, their ids, args, kwargs), output
+
+    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+        key = _ids(images)
+        if self._seen is not None:
+            _held, seen_key, seen_args, out = self._seen
+            try:
+                same = seen_key == key and seen_args == (args, kwargs)
+            except Exception:  # noqa: BLE001 - arguments that do not compare: not the same call
+                same = False
+            if same:
+                return copy.copy(out)
+        out = self._real(images, *args, **kwargs)
+        if self._seen is None:  # the batch's first call (not a probe the masker may run in between)
+            self._seen = (images, key, (args, kwargs), copy.copy(out))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_real", "_seen"):  # copy / pickle before __init__ ran
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+
+def _ids(images: Any) -> Any:
+    """The identity of every image in a (nested) list of images, in its nesting."""
+    if isinstance(images, (list, tuple)):
+        return tuple(_ids(x) for x in images)
+    return id(images)
+
+
 def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_length: int | None, truncation: str,
               on_image_cut: str, return_tensors: str) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
     """A batch through the masker's processor, its rows fitted to ``max_length``.
@@ -187,6 +232,20 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
         SampleError: a bad sample (as :meth:`ChatMasker.process_batch`), or a long row whose
             image placeholders cannot be told apart.
     """
+    processor = masker.processor
+    real = getattr(processor, "image_processor", None)
+    if max_length is None or real is None or isinstance(real, _SameImages):
+        return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors)
+    processor.image_processor = _SameImages(real)
+    try:
+        return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors)
+    finally:
+        processor.image_processor = real
+
+
+def _fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_length: int | None, truncation: str,
+               on_image_cut: str, return_tensors: str) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
+    """:func:`fit_batch`'s work (the processor's image processor already wrapped, when it is)."""
     encoded, texts, media = masker._media_inputs(samples, indices)
     images = [m["image"] for m in media]
     add_special = adds_special_tokens(masker.processor, texts)

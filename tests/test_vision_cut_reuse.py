@@ -1,0 +1,119 @@
+"""A cut batch's images are processed once when the cut drops none of them (issue 28: the cost of
+cutting long image chats).
+
+The processor runs twice on a batch holding a row to cut (as is, then on the cut texts and the
+images kept). When the second call is given the very same images as the first, the first call's
+image-processor output is given back instead of processing them again. Reference: the processor's
+own call on the kept texts and images (tests/test_vision_truncation.py's ``kept_text`` reads the
+kept text back from the ids), every output key equal; and the image processor's calls, counted.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("PIL")
+
+import respmask  # noqa: E402
+from support.vision import build_processor, make_image  # noqa: E402
+from test_vision_truncation import kept_text, qwen_ids  # noqa: E402
+
+
+class Counting:
+    """An image processor that counts its calls (everything else is the real one's)."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.real(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "real":
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+
+def chat(i: int, images_at: tuple[int, ...], turns: int = 4) -> dict:
+    """``turns`` exchanges; an image in the user turns listed in ``images_at``."""
+    messages = []
+    for t in range(turns):
+        image = make_image(64 + 16 * t, 48 + 8 * i, seed=10 * i + t)
+        parts = [{"type": "image", "image": image}] if t in images_at else []
+        messages += [
+            {"role": "user", "content": parts + [{"type": "text", "text": f"Question {t} of chat {i}: what now?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": f"Answer {t}: " + "the sky is blue. " * 4}]},
+        ]
+    return {"messages": messages}
+
+
+def images_in(row):
+    return [p["image"] for m in row["messages"] for p in m["content"] if p.get("type") == "image"]
+
+
+@pytest.fixture()
+def processor():
+    import copy
+
+    p = copy.deepcopy(build_processor("qwen2_vl"))  # its image processor is swapped for a counting one
+    p.image_processor = Counting(p.image_processor)
+    return p
+
+
+def collate(processor, rows, max_length):
+    collator = respmask.ResponseOnlyCollator(processor, max_length=max_length, return_tensors="np")
+    collator.masker.media_tokens()  # the masker's one-off probe of the processor (an image processed), done
+    processor.image_processor.calls = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", respmask.RespmaskWarning)
+        return collator, collator(rows)
+
+
+def reference(processor, batch, rows):
+    """The processor alone on the texts and images the batch kept."""
+    start, _, _ = qwen_ids(processor)
+    ids, real = batch["input_ids"], batch["attention_mask"].astype(bool)
+    texts, images = [], []
+    for r, row in enumerate(rows):
+        kept = ids[r][real[r]]
+        texts.append(kept_text(processor, kept))
+        images.append(images_in(row)[:int((kept == start).sum())])  # truncation="right": the first ones
+    return processor(text=texts, images=images if any(images) else None, padding=True, return_tensors="np",
+                     add_special_tokens=False)
+
+
+def full_lengths(processor, rows):
+    _, batch = collate(processor, rows, None)
+    return batch["attention_mask"].sum(1)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_cut_batch_equals_the_processor_on_what_it_kept(processor, drop):
+    # images in the first turns only: a cut in the last turns drops text alone (the images of the
+    # first call are given back); a cut in the first turns drops images (processed again)
+    rows = [chat(i, (0, 1)) for i in range(3)]
+    lengths = full_lengths(processor, rows)
+    max_length = int(lengths.min()) // (4 if drop else 1) - 3  # every row cut
+    counter = processor.image_processor
+    collator, batch = collate(processor, rows, max_length)
+    assert collator.stats.truncated == 3 and (collator.stats.images_dropped > 0) == drop
+    assert counter.calls == (2 if drop else 1)
+    ref = reference(processor, batch, rows)
+    assert set(ref) <= set(batch)
+    for key in ref:
+        assert np.array_equal(np.asarray(batch[key]), np.asarray(ref[key])), key
+    assert processor.image_processor is counter  # the stand-in is gone after the batch
+
+
+def test_the_image_processor_is_given_back_when_the_processor_raises(processor):
+    counter = processor.image_processor
+    rows = [chat(0, (0, 1))]
+    rows[0]["images"] = [make_image(32, 32)]  # an 'images' column that does not pair up with two image parts
+    with pytest.raises(respmask.RespmaskError):
+        collate(processor, rows, 10)
+    assert processor.image_processor is counter
