@@ -23,6 +23,7 @@ from ._origin import REASONING_KEYS
 from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
 )
+from ._layout import LayoutRenderer
 from ._render import ChatTemplate, template_constants, template_inputs
 from ._formats import media_error, media_in
 from ._samples import Chat, Pretokenized, TextPair, parse
@@ -249,6 +250,8 @@ class ChatMasker:
         self._blob: tuple[Any, str, bytes] | None = None  # (signature, key, pickled tokenizer)
         self._bytes: tuple[Any, ByteLengths | None] | None = None  # (backend, its table)
         self._backend_copy: tuple[Any, int, Any] | None = None  # (the tokenizer's backend, its size, a copy)
+        # template source -> its renders from learned layouts (message-blind templates, see _layout)
+        self._layouts: dict[str, LayoutRenderer] = {}
 
     @property
     def split(self) -> str:
@@ -269,7 +272,7 @@ class ChatMasker:
         state = self.__dict__.copy()
         state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None,
                      _image_counter=None, _bytes=None,
-                     _backend_copy=None, tokenizer=None)
+                     _backend_copy=None, _layouts={}, tokenizer=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -512,15 +515,29 @@ class ChatMasker:
         source = self.template_source(parsed.tools)
         template = self.template(source)
         key = self._profile_key(source, kwargs, probe_shape(parsed.messages))
-        try:  # first: a conversation the template rejects is the sample's error, whatever the probes say
-            rendered, chat = self._apply_template(template, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
-        except RespmaskError:
-            raise
-        except Exception as exc:
-            raise SampleError(
-                f"the chat template raised {type(exc).__name__}: {exc}. Fix the conversation so the template "
-                "accepts it (the same error comes from tokenizer.apply_chat_template)."
-            ) from exc
+        layouts = rendered = None
+        if parsed.tools is None and parsed.documents is None:
+            # a message-blind template renders a known outline from its layout (same records)
+            layouts = self._layouts.get(source)
+            if layouts is None:
+                layouts = self._layouts[source] = LayoutRenderer(template)
+            if layouts.blind:
+                rendered = layouts.render(key[1], parsed.messages, self._template_constants(kwargs))
+            else:
+                layouts = None
+        if rendered is None:
+            try:  # first: a conversation the template rejects is the sample's error, whatever the probes say
+                rendered, chat = self._apply_template(template, parsed.messages, parsed.tools, parsed.documents, kwargs,
+                                                      False)
+            except RespmaskError:
+                raise
+            except Exception as exc:
+                raise SampleError(
+                    f"the chat template raised {type(exc).__name__}: {exc}. Fix the conversation so the template "
+                    "accepts it (the same error comes from tokenizer.apply_chat_template)."
+                ) from exc
+            if layouts is not None:
+                layouts.learn(key[1], parsed.messages, self._template_constants(kwargs), rendered)
         profile, stops = self.profile(source, kwargs, key, parsed.tools, parsed.messages)
         if not self._exact[key]:
             reference = self._reference_text(source, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
