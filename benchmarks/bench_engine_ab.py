@@ -10,6 +10,7 @@ the rounds (the minimum is what CPU steal and neighbours cannot inflate):
     python benchmarks/bench_engine_ab.py HEAD~3 --turns 3 8 --rounds 40
     TOKENIZERS_PARALLELISM=false python benchmarks/bench_engine_ab.py 81eae0d --collator   # whole collator
     python benchmarks/bench_engine_ab.py 81eae0d --collator --python-only   # collator minus the Rust tokenizer
+    python benchmarks/bench_engine_ab.py 81eae0d --collator --python-only --own-template --workload varied
 
 ``--python-only`` replays each batch's tokenizer results from a cache filled in the warm-up, so the
 time is the collator's own Python work (render, spans, masks, padding): the part engine changes
@@ -76,6 +77,9 @@ def main() -> int:
                          "set TOKENIZERS_PARALLELISM=false so CPU time is the work of one thread")
     ap.add_argument("--python-only", action="store_true",
                     help="with --collator: replay the tokenizer's results from a cache (time the Python side alone)")
+    ap.add_argument("--own-template", action="store_true",
+                    help="the tokenizer's own chat template (as bench_collators.py --issue27), not TRL's training one")
+    ap.add_argument("--workload", default=None, help="workloads.py workload (default: its default, 'fixed')")
     args = ap.parse_args()
     shared = shared_tokenizers()
     if shared is None:
@@ -97,7 +101,8 @@ def main() -> int:
         print(f"{what} per batch of 32, CPU ms (min of {args.rounds}): {args.rev} vs this checkout")
         for fam in args.families:
             tok = AutoTokenizer.from_pretrained(shared / FOLDER[fam])
-            tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / f"{fam}_training.jinja").read_text()
+            if not args.own_template:
+                tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / f"{fam}_training.jinja").read_text()
             if args.collator:
                 maskers = {"ref": respmask_ref.ResponseOnlyCollator(tok, return_tensors="np"),
                            "new": respmask.ResponseOnlyCollator(tok, return_tensors="np")}
@@ -109,7 +114,8 @@ def main() -> int:
                 maskers = {"ref": respmask_ref.ChatMasker(tok), "new": respmask.ChatMasker(tok)}
                 run = {k: (lambda m: (lambda b: [m.render(s) for s in b]))(m) for k, m in maskers.items()}
             for turns in args.turns:
-                b = make_batch(turns, 32, seed=1)
+                b = make_batch(turns, 32, seed=1) if args.workload is None else make_batch(turns, 32, seed=1,
+                                                                                           workload=args.workload)
                 best = {k: float("inf") for k in maskers}
                 for k in maskers:
                     run[k](b)
