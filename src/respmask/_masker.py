@@ -377,11 +377,12 @@ class ChatMasker:
         Raises:
             TemplateError: the template raises on every probe and on the conversation's own shape.
         """
-        shape = probe_shape(messages) if messages is not None else None
-        key = self._profile_key(source, kwargs, shape) if key is None else key
+        if key is None:
+            key = self._profile_key(source, kwargs, probe_shape(messages) if messages is not None else None)
         cached = self._profiles.get(key)
         if cached is not None:
             return cached
+        shape = probe_shape(messages) if messages is not None else None
         unprobed = self._unprobed.get(key)
         if unprobed is not None:
             return self._sample_profile(source, kwargs, key, tools, messages, unprobed)
