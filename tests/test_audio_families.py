@@ -16,6 +16,7 @@ lengths, and for Gemma 3n audio and an image in one conversation.
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -420,3 +421,19 @@ def test_llama_factory_audio_rows_with_files_through_check_processor(tmp_path, m
     assert main(["check", "data.json", "--processor", "processor", "--max-length", "40"]) == 1
     out = capsys.readouterr().out
     assert out.count("longer than max_length=40, and holds 1 audio") == 3
+
+
+@pytest.mark.parametrize("name", ["qwen2_audio", "gemma3n"])
+def test_preview_and_check_count_the_expanded_audio(name):
+    processor = build_processor(name)
+    _, messages, _ = next(c for c in conversations(name) if c[0] == "two_clips_two_turns (parts)")
+    ids = np.asarray(_reference(processor, messages)["input_ids"]).reshape(-1)
+    report = respmask.check([{"messages": messages}], processor)
+    assert report.ok and report.tokens == len(ids) and report.turns == 2
+    shown = str(respmask.preview({"messages": messages}, tokenizer=processor))
+    tok = processor.tokenizer
+    expansion = AUDIO_TOKENS[name][1]  # the token a clip expands into
+    runs = [int(n) for n in re.findall(rf"\[{re.escape(expansion)} ×(\d+)\]", shown)]
+    expanded = ids == tok.convert_tokens_to_ids(expansion)
+    starts = np.flatnonzero(expanded & ~np.concatenate([[False], expanded[:-1]]))
+    assert len(runs) == 2 and sum(runs) == int(expanded.sum()) and len(starts) == 2, shown
