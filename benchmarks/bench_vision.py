@@ -409,6 +409,15 @@ def markdown(report: dict[str, Any]) -> str:
     errors = [(w["family"], w["notes"]["unsloth_error"]) for w in report["families"] if "unsloth_error" in w["notes"]]
     if errors:
         lines += ["", "## Unsloth errors", ""] + [f"- {f}: `{e}`" for f, e in errors]
+    cut = RESULTS / "vision_cut.md"  # long chats cut to max_length: bench_vision_cut.py's own run
+    if cut.is_file() and any(w["family"] not in AUDIO_FAMILIES for w in report["families"]):
+        table = [line for line in cut.read_text().splitlines() if line.startswith("|")]
+        lines += ["", "## Long chats cut to max_length", "",
+                  "From `python benchmarks/bench_vision_cut.py` (its own run; settings and processors in "
+                  "results/vision_cut.md): batches of 8 chats of 6 user turns, 0.8 images per turn; `cut`: every "
+                  "row cut, `mixed`: half the rows cut. The processor alone cannot truncate such rows without "
+                  "cutting through an image, so its columns are its call on the whole rows and on the rows "
+                  "respmask keeps.", "", *table]
     return "\n".join(lines) + "\n"
 
 

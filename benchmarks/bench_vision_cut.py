@@ -1,0 +1,291 @@
+"""Long chats with images cut to ``max_length``: respmask's collator against the processor alone.
+
+The truncation coverage of ``bench_vision.py`` (issue 28: "the vision benchmark covers truncation").
+Per family (the processors of bench_vision.py: Gemma 3 and Qwen2-VL with real tokenizers and chat
+templates, non-tiny settings), batches of 8 long chats: 6 user turns (15-40 words), each with an
+image (64-256 px per side) with probability 0.8, a 5-20-word reply after each. Three workloads on
+the same rows:
+
+* ``whole``: no ``max_length`` (one processor call per batch, as in bench_vision.py);
+* ``cut``: ``max_length`` = 60% of the shortest row of the batch, so every row is cut and most
+  lose images (the processor runs on the batch, then again on the cut texts and the images kept);
+* ``mixed``: ``max_length`` = the median row length: about half the rows are cut.
+
+Floor: the processor alone on the batch's rendered texts and images (``processor(text=rendered,
+images=nested, padding=True, return_tensors="pt", add_special_tokens=False)``): what the batch
+costs any collator that does not truncate; a processor cannot truncate such a batch itself without
+cutting through an image. "floor on the cut rows" is the processor alone on the texts and images
+respmask keeps: what one call on the final rows costs. Time: process CPU time per batch, the
+minimum over interleaved rounds (the machine is shared: minima of interleaved rounds, not means).
+
+``--profile`` prints where a cut batch's time goes (cProfile, cumulative).
+
+    python benchmarks/bench_vision_cut.py [--rounds 9] [--batches 3] [--families gemma3 qwen2_vl]
+
+Writes benchmarks/results/vision_cut.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import respmask  # noqa: E402
+from bench_vision import describe, processor_for  # noqa: E402
+from workloads import _text  # noqa: E402
+
+RESULTS = HERE / "results"
+TURNS = 6
+
+
+def long_row(rng: random.Random, seed: int) -> dict:
+    from support.vision import make_image
+
+    images, messages = [], []
+    for t in range(TURNS):
+        content: list[dict] = []
+        if rng.random() < 0.8:
+            images.append(make_image(rng.randint(64, 256), rng.randint(64, 256), seed * 10 + t))
+            content.append({"type": "image"})
+        content.append({"type": "text", "text": _text(rng, rng.randint(15, 40))})
+        messages += [{"role": "user", "content": content},
+                     {"role": "assistant", "content": [{"type": "text", "text": _text(rng, rng.randint(5, 20))}]}]
+    return {"messages": messages, "images": images}
+
+
+def timed(fn: Any, batches: list[Any]) -> float:
+    gc.collect()
+    t = time.process_time()
+    for b in batches:
+        fn(b)
+    return (time.process_time() - t) / len(batches)
+
+
+def run_family(family: str, n_batches: int, size: int, rounds: int, profile: bool) -> dict[str, Any]:
+    processor = processor_for(family)
+    floor_processor = processor_for(family)
+    rng = random.Random(7)
+    batches = [[long_row(rng, 1000 * b + i) for i in range(size)] for b in range(n_batches)]
+    whole = respmask.ResponseOnlyCollator(processor, on_untrainable="keep")
+    lengths = [np.asarray(whole(b)["attention_mask"]).sum(1) for b in batches]
+    cut_len = min(int(0.6 * min(L)) for L in lengths)
+    mixed_len = int(np.median(np.concatenate(lengths)))
+    collators = {
+        "whole": whole,
+        "cut": respmask.ResponseOnlyCollator(processor, max_length=cut_len, on_untrainable="keep"),
+        "mixed": respmask.ResponseOnlyCollator(processor, max_length=mixed_len, on_untrainable="keep"),
+    }
+    rendered = [[floor_processor.apply_chat_template(r["messages"], tokenize=False) for r in b] for b in batches]
+
+    def floor(k: int) -> Any:
+        return floor_processor(text=rendered[k], images=[list(r["images"]) for r in batches[k]], padding=True,
+                               return_tensors="pt", add_special_tokens=False)
+
+    stats: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", respmask.RespmaskWarning)
+        for name in ("cut", "mixed"):
+            c = collators[name]
+            for b in batches:
+                out = c(b)
+                assert np.asarray(out["attention_mask"]).sum(1).max() <= c.max_length
+            st = c.stats
+            stats[name] = {"max_length": c.max_length, "rows_cut": st.truncated, "rows": st.samples,
+                           "images_dropped": st.images_dropped}
+    from respmask._media_cut import image_counter
+
+    token = image_counter(respmask.ChatMasker(processor))
+    # one call on the final rows: the processor on the collator's own kept texts and images
+    final_inputs: dict[str, list[tuple[list[str], list[list[Any]]]]] = {}
+    for name in ("cut", "mixed"):
+        final_inputs[name] = []
+        c = collators[name]
+        for b in batches:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", respmask.RespmaskWarning)
+                out = c(b)
+            ids = np.asarray(out["input_ids"])
+            real = np.asarray(out["attention_mask"]).astype(bool)
+            n_kept = [int((ids[r][real[r]] == token).sum()) for r in range(len(b))]
+            texts = [_collapse(processor, ids[r][real[r]]) for r in range(len(b))]
+            final_inputs[name].append((texts, [list(r["images"][:n]) for r, n in zip(b, n_kept)]))
+
+    def final_floor(name: str, k: int) -> Any:
+        texts, images = final_inputs[name][k]
+        return floor_processor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
+
+    contenders = {
+        "floor: processor alone, whole rows": lambda: [floor(k) for k in range(n_batches)],
+        "respmask, whole (no max_length)": lambda: [collators["whole"](b) for b in batches],
+        "respmask, cut": lambda: [collators["cut"](b) for b in batches],
+        "floor: processor alone, cut rows": lambda: [final_floor("cut", k) for k in range(n_batches)],
+        "respmask, mixed": lambda: [collators["mixed"](b) for b in batches],
+        "floor: processor alone, mixed rows": lambda: [final_floor("mixed", k) for k in range(n_batches)],
+    }
+    cpu: dict[str, list[float]] = {n: [] for n in contenders}
+    names = list(contenders)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", respmask.RespmaskWarning)
+        for k in range(rounds):
+            for name in names[k % len(names):] + names[:k % len(names)]:  # interleaved, rotated
+                gc.collect()
+                t = time.process_time()
+                contenders[name]()
+                cpu[name].append((time.process_time() - t) / n_batches)
+        prof = None
+        if profile:
+            import cProfile
+            import io
+            import pstats
+
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(3):
+                contenders["respmask, cut"]()
+            pr.disable()
+            s = io.StringIO()
+            pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(30)
+            prof = s.getvalue()
+    ms = {n: round(1000 * min(v), 2) for n, v in cpu.items()}
+    base = ms["floor: processor alone, whole rows"]
+    return {
+        "family": family, "processor": describe(processor), "batches": n_batches, "batch_size": size,
+        "rounds": rounds, "tokens_per_row_whole": round(float(np.mean(np.concatenate(lengths))), 1),
+        "images_per_batch": round(sum(len(r["images"]) for b in batches for r in b) / n_batches, 2),
+        "cut_stats": stats, "ms_per_batch_cpu": ms,
+        "x_floor_whole_rows": {n: round(v / base, 3) for n, v in ms.items()},
+        "cpu_ms_all_rounds": {n: [round(1000 * x, 2) for x in v] for n, v in cpu.items()},
+        "profile": prof,
+    }
+
+
+def _collapse(processor: Any, ids: np.ndarray) -> str:
+    """The text the processor expands into ``ids``: each run of image tokens back to what the
+    chat template writes for one image (learned: the tokens one image part adds to the render)."""
+    masker = _maskers.setdefault(id(processor), respmask.ChatMasker(processor))
+    media = set(masker.media_tokens().tolist())
+    text_probe = _probe_placeholder(masker)
+    out: list[str] = []
+    k = 0
+    tok = processor.tokenizer
+    n = len(ids)
+    while k < n:
+        if int(ids[k]) in media:
+            j = k
+            while j < n and int(ids[j]) in media:
+                j += 1
+            out.append(text_probe)
+            k = j
+        else:
+            j = k
+            while j < n and int(ids[j]) not in media:
+                j += 1
+            out.append(tok.decode(ids[k:j].tolist(), skip_special_tokens=False))
+            k = j
+    return "".join(out)
+
+
+_maskers: dict[int, Any] = {}
+
+
+def _probe_placeholder(masker: Any) -> str:
+    from respmask._media import image_chats
+
+    def render(messages: list[dict]) -> str:
+        return masker.processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
+
+    t0, t1 = image_chats(render, (0, 1))
+    i = 0
+    while t0[i] == t1[i]:
+        i += 1
+    j = 0
+    while t0[len(t0) - 1 - j] == t1[len(t1) - 1 - j]:
+        j += 1
+    return t1[i:len(t1) - j]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Long image chats cut to max_length: respmask vs the processor alone", "",
+             f"Machine: {report['machine']}", f"Versions: {report['versions']}",
+             f"Command: `python benchmarks/bench_vision_cut.py {' '.join(report['argv'])}`", "",
+             *(part.replace("\n", " ") if not part.startswith("*") else part.replace("\n  ", " ")
+               for part in __doc__.split("\n\n")[1:4]), "",
+             "ms per batch = process CPU time, minimum over interleaved rounds on a shared 2-core machine "
+             "(minima of interleaved rounds; single runs vary by 10-20%). Ratios are to the processor alone on "
+             "the whole rows.", "",
+             "| family | tokens/row (whole) | images/batch | workload | max_length | rows cut / images dropped "
+             "| respmask ms | processor alone, whole rows ms | processor alone, final rows ms | respmask / whole "
+             "rows | respmask / final rows |",
+             "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|"]
+    for w in report["families"]:
+        ms = w["ms_per_batch_cpu"]
+        base = ms["floor: processor alone, whole rows"]
+        for work in ("whole", "cut", "mixed"):
+            mine = ms[f"respmask, {work}" if work != "whole" else "respmask, whole (no max_length)"]
+            final = ms.get(f"floor: processor alone, {work} rows", base)
+            st = w["cut_stats"].get(work)
+            cut_cell = f"{st['rows_cut']} of {st['rows']} / {st['images_dropped']}" if st else "-"
+            lines.append(
+                f"| {w['family']} | {w['tokens_per_row_whole']} | {w['images_per_batch']} | {work} | "
+                f"{st['max_length'] if st else '-'} | "
+                f"{cut_cell} | {mine:.1f} | "
+                f"{base:.1f} | {final:.1f} | {mine / base:.2f} | {mine / final:.2f} |")
+    lines += ["", "Processors:", ""] + [f"- {w['family']}: {w['processor']}" for w in report["families"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--batches", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--families", nargs="+", default=["gemma3", "qwen2_vl"])
+    ap.add_argument("--profile", action="store_true", help="print where a cut batch's time goes")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--render", action="store_true", help="rewrite vision_cut.md from vision_cut.json (no run)")
+    args = ap.parse_args()
+    if args.render:
+        (RESULTS / "vision_cut.md").write_text(markdown(json.loads((RESULTS / "vision_cut.json").read_text())))
+        return 0
+    import transformers
+
+    report = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+                    "torch_threads": torch.get_num_threads()},
+        "versions": {"respmask": respmask.__version__, "transformers": transformers.__version__,
+                     "torch": torch.__version__},
+        "argv": sys.argv[1:],
+        "families": [],
+    }
+    for family in args.families:
+        w = run_family(family, args.batches, args.batch_size, args.rounds, args.profile)
+        report["families"].append(w)
+        print(json.dumps({k: v for k, v in w.items() if k not in ("cpu_ms_all_rounds", "profile")}, indent=1))
+        if w["profile"]:
+            print(w["profile"])
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "vision_cut.json").write_text(json.dumps(
+            {**report, "families": [{k: v for k, v in w.items() if k != "profile"} for w in report["families"]]},
+            indent=1))
+        (RESULTS / "vision_cut.md").write_text(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
