@@ -218,3 +218,18 @@ def test_readme_block_runs_as_written(tmp_path, monkeypatch):
     assert collator.padding_free and collator._layout == {"pixel_values": "images"}
     assert collator.stats.batches == 3 and collator.stats.samples == 12  # 3 epochs of one batch of 4 rows
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # it trained
+
+
+@pytest.mark.parametrize("name, accepted", [("llava", True), ("qwen2_vl", False)])
+def test_a_bfloat16_model_is_judged_within_bfloat16_noise(name, accepted):
+    # the same model in bfloat16: padded and padding-free differ by rounding, which the check allows
+    # (LLaVA is accepted), while the position mismatch of Qwen2-VL is far larger (refused)
+    processor = build_processor(name, tiny=True)
+    model = tiny_model(name, processor).to(torch.bfloat16)
+    if accepted:
+        collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+        assert collator(rows())["input_ids"].shape[0] == 1
+    else:  # Qwen2-VL's positions: the first sample's difference is below bfloat16's rounding, the next's is not
+        with pytest.raises(ValueError, match="does not take a padding-free row.*the first sample agrees and the next "
+                                             "differs.*multi-axis rotary positions, in bfloat16"):
+            respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)

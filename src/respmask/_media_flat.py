@@ -208,9 +208,11 @@ def check_model(masker: Any, layout: Mapping[str, str], model: Any) -> None:
                  "position its tokens by the row's restarting 1-D position_ids (it computes positions from the image "
                  "layout, as Qwen2-VL's multi-axis rotary positions are computed from input_ids, mm_token_type_ids, "
                  "image_grid_thw and attention_mask)" if diffs[0] > tolerance else
-                 "the first sample agrees and the next differs: the model's attention does not keep the samples of "
-                 "the row apart (attention blocks over image tokens, as Gemma 3 builds from token_type_ids, that its "
-                 "packed-sequence mask does not confine to one sample)")
+                 "the first sample agrees and the next differs: the model does not keep the samples of the row apart "
+                 "(attention blocks over image tokens, as Gemma 3 builds from token_type_ids, that its packed-sequence "
+                 "mask does not confine to one sample), or it positions their tokens otherwise than by the row's "
+                 "1-D position_ids by less than this precision shows on the first sample (Qwen2-VL's multi-axis "
+                 "rotary positions, in bfloat16)")
         raise ValueError(
             f"padding_free=True: {name} does not take a padding-free row as it takes the padded batch: on a probe "
             f"batch of two image chats its logits differ by up to {max(diffs):.3g} (largest logit {scale:.3g}); "
