@@ -233,3 +233,22 @@ def test_a_bfloat16_model_is_judged_within_bfloat16_noise(name, accepted):
         with pytest.raises(ValueError, match="does not take a padding-free row.*the first sample agrees and the next "
                                              "differs.*multi-axis rotary positions, in bfloat16"):
             respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+
+
+def test_the_verdict_is_the_models_behaviour_not_its_family():
+    # Gemma 3 with full-attention layers only takes the row (its image blocks are confined to one
+    # sample there); its sliding-window layers are what the row changes in transformers 5.x (the
+    # blockwise overlay is composed before the packed-sequence positions are remapped)
+    processor = build_processor("gemma3", tiny=True)
+    config = tiny_model("gemma3", processor).config
+    config.text_config.layer_types = ["full_attention"]
+    torch.manual_seed(0)
+    model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+    padded = respmask.ResponseOnlyCollator(processor)(rows())
+    free = collator(rows())
+    real = padded["attention_mask"].bool()
+    cu = free["cu_seq_lens_q"].tolist()
+    lp, lf = logits(model, padded), logits(model, free)
+    assert max(float((lp[r][real[r]] - lf[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(3)) < 1e-5
+    assert free["token_type_ids"].shape == free["input_ids"].shape  # concatenated with the ids
