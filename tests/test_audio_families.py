@@ -437,3 +437,32 @@ def test_preview_and_check_count_the_expanded_audio(name):
     expanded = ids == tok.convert_tokens_to_ids(expansion)
     starts = np.flatnonzero(expanded & ~np.concatenate([[False], expanded[:-1]]))
     assert len(runs) == 2 and sum(runs) == int(expanded.sum()) and len(starts) == 2, shown
+
+
+def test_a_template_without_audio_parts_still_masks_images():
+    """A processor with a feature extractor whose chat template cannot render an audio part: the
+    image tokens are still learned (the audio probe is skipped), and a row holding audio meets the
+    template's own error."""
+    import copy
+
+    from support.vision import make_image
+
+    processor = copy.copy(build_processor("gemma3n"))
+    hook = "{%- if item['type'] == 'audio' -%}"
+    assert processor.chat_template.count(hook) == 1
+    processor.chat_template = processor.chat_template.replace(hook, hook + "{{ raise_exception('no audio here') }}")
+    masker = respmask.ChatMasker(processor)
+    tok = processor.tokenizer
+    learned = {tok.convert_ids_to_tokens(int(i)) for i in masker.media_tokens()}
+    assert learned == {"<start_of_image>", "<image_soft_token>", "<end_of_image>"}
+    nn = Nonces()
+    messages = [{"role": "user", "content": [{"type": "image", "image": make_image(64, 48)},
+                                             _text(f"What {nn('USR', 0)}?")]},
+                {"role": "assistant", "content": [_text(f"A {nn('AST', 1)}.")]}]
+    _, rows = masker.process_batch([{"messages": messages}], return_tensors="np")
+    ref = np.asarray(processor.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]).reshape(-1)
+    assert rows[0].input_ids.tolist() == ref.tolist()
+    assert tok.decode(rows[0].input_ids[rows[0].labels != -100]).strip() == f"A {list(nn.kinds)[1]}.<end_of_turn>"
+    with pytest.raises(SampleError, match="no audio here"):
+        masker.process_batch([{"messages": [{"role": "user", "content": [{"type": "audio", "audio": make_audio(0.5)}]},
+                                            {"role": "assistant", "content": "y"}]}])
