@@ -27,7 +27,9 @@ contender (its collator is for images).
 Time: process CPU time (all threads) per batch, the minimum over interleaved rounds (wall time
 is recorded too). Labels: input_ids / pixel_values of the three must be identical; trained
 tokens per row and the stop tokens each trains are compared. Writes
-benchmarks/results/vision.{md,json} (speech.{md,json} when only speech families run).
+benchmarks/results/vision.{md,json} (speech.{md,json} when only speech families run). Long chats
+cut to ``max_length`` are timed by bench_vision_cut.py; vision.md ends with its table
+(results/vision_cut.md) when there is one.
 
     python benchmarks/bench_vision.py [--rounds 15] [--batches 4] [--batch-size 8]
 
