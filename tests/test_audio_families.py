@@ -466,3 +466,30 @@ def test_a_template_without_audio_parts_still_masks_images():
     with pytest.raises(SampleError, match="no audio here"):
         masker.process_batch([{"messages": [{"role": "user", "content": [{"type": "audio", "audio": make_audio(0.5)}]},
                                             {"role": "assistant", "content": "y"}]}])
+
+
+def test_padding_free_rows_of_audio_chats_give_each_sample_its_padded_logits():
+    """``padding_free=True`` with an audio processor: the collator probes it with audio chats (not
+    images it does not take), the tiny Qwen2-Audio model accepts the row, and each sample's logits
+    and the loss are those of its padded row; the clips' features stay one per clip, in order."""
+    import torch
+
+    from support.audio import tiny_qwen2_audio
+
+    processor = build_processor("qwen2_audio")
+    model = tiny_qwen2_audio(processor).eval()
+    rows = [{"messages": [{"role": "user", "content": [{"type": "audio", "audio": make_audio(1.0 + 0.5 * i, seed=i)},
+                                                        _text("what is it" + " now" * i)]},
+                          {"role": "assistant", "content": [_text("a cat purring " * (i + 1))]}]} for i in range(3)]
+    padded = respmask.ResponseOnlyCollator(processor)(rows)
+    free = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)(rows)
+    real = padded["attention_mask"].bool()
+    assert free["input_ids"][0].tolist() == torch.cat([padded["input_ids"][r][real[r]] for r in range(3)]).tolist()
+    assert torch.equal(free["input_features"], padded["input_features"]) and free["input_features"].shape[0] == 3
+    assert not np.isin(free["labels"][0].numpy(), audio_token_ids("qwen2_audio")).any()
+    cu = free["cu_seq_lens_q"].tolist()
+    with torch.no_grad():
+        lp, lf = model(**padded), model(**free)
+    diffs = [float((lp.logits[r][real[r]] - lf.logits[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(3)]
+    assert max(diffs) < 1e-5, diffs
+    assert abs(float(lp.loss) - float(lf.loss)) < 1e-5 * abs(float(lp.loss))

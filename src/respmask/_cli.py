@@ -63,7 +63,7 @@ def _load(args: argparse.Namespace, bad_lines: str = "raise") -> tuple[Iterable[
         if args.tokenizer:
             raise RespmaskError("give --processor DIR or --tokenizer DIR, not both: the processor holds its tokenizer")
         tok = load_processor(args.processor)
-        tok_name = f"{args.processor} ({type(tok).__name__}: processor, images expanded as the model sees them)"
+        tok_name = f"{args.processor} ({type(tok).__name__}: processor, media expanded as the model sees them)"
     elif args.tokenizer:
         from transformers import AutoTokenizer
 
@@ -253,8 +253,9 @@ SPLIT_HELP = (
 
 PROCESSOR_HELP = (
     "a saved processor directory (processor.save_pretrained(DIR): processor_config.json, the tokenizer and the chat "
-    "template), loaded with AutoProcessor: rows with images go through it as through ResponseOnlyCollator(processor) "
-    "(image tokens expanded and never trained; with --max-length, images past the cut are dropped and counted)"
+    "template), loaded with AutoProcessor: rows with images or audio go through it as through "
+    "ResponseOnlyCollator(processor) (media tokens expanded and never trained; with --max-length, images past the cut "
+    "are dropped and counted)"
 )
 
 

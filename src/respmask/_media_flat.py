@@ -36,33 +36,61 @@ _SEQUENCE = ("input_ids", "attention_mask", "labels")
 
 
 def probe_rows(masker: Any) -> list[dict[str, Any]]:
-    """Two chats for probing a processor (and a model): one image, then two images and a longer
-    question; each reply as text parts, else as a string (templates that take only strings)."""
-    from PIL import Image
+    """Two chats for probing a processor (and a model) in the kind of media it takes (images, else
+    audio, else video): one medium, then two and a longer question; each reply as text parts, else
+    as a string (templates that take only strings).
 
-    from ._media import image_chats
+    Raises:
+        ValueError: the processor takes no images, audio or video.
+    """
+    from ._media import MODALITIES, image_chats, probe_medium, probe_part, takes
+
+    processor = masker.processor
+    modality = next((m for m in MODALITIES if takes(processor, m)), None)
+    if modality is None:
+        raise ValueError(f"padding_free=True: {type(processor).__name__} takes no images, audio or video to probe")
 
     def render(messages: list[dict]) -> str:
-        return masker.processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
+        return processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
 
-    image_chats(render, (1,))  # raises the template's own error when it takes neither form of reply
-    try:
-        answer: Any = [{"type": "text", "text": "zqanswer"}]
-        render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "zq"}]},
-                {"role": "assistant", "content": answer}])
-    except Exception:  # noqa: BLE001 - the reply as a string (see image_chats)
-        answer = None
+    part = probe_part(processor, modality)
+    image_chats(render, (1,), part)  # raises the template's own error when it takes neither form of reply
+    answer_as_parts = _takes_parts(render, part)
+    base = probe_medium(processor, modality)
     rows = []
-    for k, question in ((1, "What is in this picture?"), (2, "Which of these two pictures is brighter, and why?")):
-        reply = f"The {'first ' if k > 1 else ''}picture is mostly brown."
+    for k, question in ((1, "What is in this one?"), (2, "Which of these two is louder or brighter, and why?")):
+        reply = f"The {'first ' if k > 1 else ''}one is mostly brown."
+        media = [_varied(base, i) for i in range(k)]
         rows.append({
             "messages": [
-                {"role": "user", "content": [{"type": "image"}] * k + [{"type": "text", "text": question}]},
-                {"role": "assistant", "content": [{"type": "text", "text": reply}] if answer is not None else reply},
+                {"role": "user", "content": [{"type": modality.kind}] * k + [{"type": "text", "text": question}]},
+                {"role": "assistant", "content": [{"type": "text", "text": reply}] if answer_as_parts else reply},
             ],
-            "images": [Image.new("RGB", (56 + 8 * i, 40), (120 + 40 * i, 80, 40)) for i in range(k)],
+            modality.column: media,
         })
     return rows
+
+
+def _takes_parts(render: Any, part: Mapping[str, Any]) -> bool:
+    """Whether the template renders a reply written as text parts."""
+    try:
+        render([{"role": "user", "content": [dict(part), {"type": "text", "text": "zq"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "zqanswer"}]}])
+    except Exception:  # noqa: BLE001 - the reply as a string (see image_chats)
+        return False
+    return True
+
+
+def _varied(medium: Any, i: int) -> Any:
+    """The ``i``-th of several distinct media made from ``medium``: an image of another size and
+    colour, a longer clip, another frame size (so that the samples' outputs differ)."""
+    from PIL import Image
+
+    if isinstance(medium, np.ndarray):  # audio: one more half second of the same noise each time
+        return np.concatenate([medium] + [medium[: len(medium) // 2]] * i)
+    if isinstance(medium, list):  # video frames
+        return [_varied(frame, i) for frame in medium]
+    return Image.new("RGB", (56 + 8 * i, 40), (120 + 40 * i, 80, 40))
 
 
 def output_layout(batch: Mapping[str, Any], rows: int) -> tuple[dict[str, str], dict[str, str]]:
@@ -215,5 +243,5 @@ def check_model(masker: Any, layout: Mapping[str, str], model: Any) -> None:
                  "rotary positions, in bfloat16)")
         raise ValueError(
             f"padding_free=True: {name} does not take a padding-free row as it takes the padded batch: on a probe "
-            f"batch of two image chats its logits differ by up to {max(diffs):.3g} (largest logit {scale:.3g}); "
+            f"batch of two chats with media its logits differ by up to {max(diffs):.3g} (largest logit {scale:.3g}); "
             f"{where}. Use padding_free=False (padding) with this model.")
