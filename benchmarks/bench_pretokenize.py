@@ -3,6 +3,8 @@ and `respmask tokenize`, against the same engine running plain apply_chat_templa
 
     python benchmarks/bench_pretokenize.py                    # 10k and 100k conversations
     python benchmarks/bench_pretokenize.py --sizes 10000      # quicker
+    python benchmarks/bench_pretokenize.py --sizes 2000 --turns 3 24 --tokenizers qwen3 llama3_1 --no-ray \
+        --repeats 1 --out benchmarks/results/issue27/pretokenize   # issue 27: fixed turn counts
 
 Each cell runs --repeats times (respmask and plain interleaved) and reports the median time. Memory:
 peak RSS (high-water mark of the process and its workers, including memory-mapped Arrow files the OS
@@ -26,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_data(n: int, path: Path) -> None:
+def make_data(n: int, path: Path, turns: int | None = None) -> None:
+    """``n`` conversations: a system prompt, then 1-3 exchanges (``turns`` exchanges when given)."""
     from workloads import WORDS
 
     rng = random.Random(n)
@@ -37,7 +40,7 @@ def make_data(n: int, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(n):
             msgs = [{"role": "system", "content": text(20)}]
-            for _ in range(rng.randint(1, 3)):
+            for _ in range(rng.randint(1, 3) if turns is None else turns):
                 msgs += [{"role": "user", "content": text(rng.randint(10, 60))},
                          {"role": "assistant", "content": text(rng.randint(20, 120))}]
             f.write(json.dumps({"messages": msgs}) + "\n")
@@ -159,21 +162,26 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="runs per cell, interleaved; the median is reported")
+    ap.add_argument("--turns", type=int, nargs="+", default=[None],
+                    help="exchanges per conversation (default: 1-3 at random); one table row group per count")
+    ap.add_argument("--tokenizers", nargs="+", default=["qwen3"], help="folders of the shared tokenizers")
     args = ap.parse_args()
     from workloads import shared_tokenizers
 
     root = shared_tokenizers()
     if root is None:
         sys.exit("needs real tokenizers: set RESPMASK_SHARED_TOKENIZERS or place them in ../shared/tokenizers")
-    tok_dir = str(root / "qwen3")
     results = []
+    cells = [(name, n, turns) for name in args.tokenizers for turns in args.turns for n in args.sizes]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.sizes:
-            jsonl = Path(tmp) / f"data{n}.jsonl"
-            make_data(n, jsonl)
+        for name, n, turns in cells:
+            tok_dir = str(root / name)
+            info = {"tokenizer": name, "turns": turns}
+            jsonl = Path(tmp) / f"data{n}_{turns}.jsonl"
+            make_data(n, jsonl, turns)
             import datasets
 
-            parquet = str(Path(tmp) / f"data{n}.parquet")
+            parquet = str(Path(tmp) / f"data{n}_{turns}.parquet")
             datasets.Dataset.from_json(str(jsonl)).to_parquet(parquet)
             # build datasets' Arrow cache of the input now: else the first contender pays (in time and
             # memory) for the one-time parquet-to-Arrow conversion that every later one reuses
@@ -184,30 +192,39 @@ def main() -> None:
                 for _ in range(args.repeats):  # interleaved, so drift hits both alike
                     for mode in runs:
                         runs[mode].append(run(mode, engine, parquet, tok_dir, procs))
-                        print(json.dumps({"size": n, "engine": engine, "mode": mode, **runs[mode][-1]}), flush=True)
+                        print(json.dumps({"size": n, **info, "engine": engine, "mode": mode, **runs[mode][-1]}),
+                              flush=True)
                 for mode, rs in runs.items():
-                    results.append(summarize(rs, size=n, engine=engine, num_proc=procs, mode=mode))
+                    results.append(summarize(rs, size=n, **info, engine=engine, num_proc=procs, mode=mode))
             rs = [run("respmask", "cli", str(jsonl), tok_dir, 2) for _ in range(args.repeats)]
-            results.append(summarize(rs, size=n, engine="respmask tokenize (JSONL, shards)", num_proc=2,
+            results.append(summarize(rs, size=n, **info, engine="respmask tokenize (JSONL, shards)", num_proc=2,
                                      mode="respmask"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pretokenize.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Pre-tokenizing benchmark", "", "qwen3 tokenizer; conversations of 1-3 turns with a system prompt; "
-             f"median of {args.repeats} interleaved runs per cell. Peak RSS includes the memory-mapped Arrow files "
-             "the engine pages in; peak heap is the anonymous memory of the process and all its workers "
-             "(sampled every 50 ms): what grows if anything held the dataset in Python.", "",
-             "| conversations | engine | processes | transform | conv/s | tokens/s | speed-up vs 1 process | "
-             "overhead vs plain | peak RSS | peak heap (anonymous) |", "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    shape = ("conversations of 1-3 turns" if args.turns == [None]
+             else f"conversations of {' / '.join(map(str, args.turns))} turns")
+    lines = ["# Pre-tokenizing benchmark", "", f"{' / '.join(args.tokenizers)} tokenizer (own chat template); {shape} "
+             f"with a system prompt; median of {args.repeats} interleaved runs per cell. Peak RSS includes the "
+             "memory-mapped Arrow files the engine pages in; peak heap is the anonymous memory of the process and "
+             "all its workers (sampled every 50 ms): what grows if anything held the dataset in Python.", "",
+             "| tokenizer | turns | conversations | engine | processes | transform | conv/s | tokens/s | "
+             "speed-up vs 1 process | overhead vs plain | peak RSS | peak heap (anonymous) |",
+             "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+
+    def same(x: dict, r: dict) -> bool:
+        return x["size"] == r["size"] and x["tokenizer"] == r["tokenizer"] and x["turns"] == r["turns"]
+
     for r in results:
-        one = next((x for x in results if x["size"] == r["size"] and x["engine"] == "datasets" and x["num_proc"] == 1
+        one = next((x for x in results if same(x, r) and x["engine"] == "datasets" and x["num_proc"] == 1
                     and x["mode"] == r["mode"]), None)
-        plain = next((x for x in results if x["size"] == r["size"] and x["engine"] == r["engine"]
+        plain = next((x for x in results if same(x, r) and x["engine"] == r["engine"]
                       and x["num_proc"] == r["num_proc"] and x["mode"] == "plain"), None)
         speed = f"{one['seconds'] / r['seconds']:.2f}x" if one else ""
         over = f"{100 * (r['seconds'] / plain['seconds'] - 1):+.0f}%" if plain and r["mode"] == "respmask" else ""
         name = "respmask Pretokenizer" if r["mode"] == "respmask" else "plain apply_chat_template"
-        lines.append(f"| {r['size']:,} | {r['engine']} | {r['num_proc']} | {name} | {r['rows'] / r['seconds']:,.0f} | "
+        turns = "1-3" if r["turns"] is None else r["turns"]
+        lines.append(f"| {r['tokenizer']} | {turns} | {r['size']:,} | {r['engine']} | {r['num_proc']} | {name} | {r['rows'] / r['seconds']:,.0f} | "
                      f"{r['tokens'] / r['seconds']:,.0f} | {speed} | {over} | {r['peak_rss_mib']:.0f} MiB | "
                      f"{r['peak_anon_mib']:.0f} MiB |")
     (out / "pretokenize.md").write_text("\n".join(lines) + "\n")
