@@ -295,3 +295,21 @@ def test_html_tokens_never_split_and_special_tokens_stand_out(tok):
     for words in ("trained", "masked (-100)", "special token", "each box is one token",
                   "· space", "↵ newline", "→ tab"):
         assert words in text
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_collator_preview_shows_the_row_its_max_length_cuts(tok, side):
+    # what the collator trains is the cut row: its preview is that row, saying what the cut took
+    chat = {"messages": [{"role": "user", "content": "hello there how are you"},
+                         {"role": "assistant", "content": "fine thanks, and you? " * 5},
+                         {"role": "user", "content": "ok"}, {"role": "assistant", "content": "bye"}]}
+    whole = respmask.preview(chat, tok)
+    n = whole.n_tokens - 20  # the right cut takes the second exchange, the left one the system prompt
+    collator = ResponseOnlyCollator(tok, max_length=n, truncation=side, return_tensors="np", on_untrainable="keep")
+    p = collator.preview(chat)
+    ids, labels = collator([chat])["input_ids"][0], collator([chat])["labels"][0]
+    assert p.n_tokens == n == len(ids)
+    assert p.ids == ids.tolist() and p.trained == (labels != -100).tolist()
+    assert f"truncated to max_length={n} ({side}): 20 of {whole.n_tokens} tokens cut" in p.summary()
+    assert p.turns == (1 if side == "right" else 2) and whole.turns == 2
+    assert ResponseOnlyCollator(tok, max_length=whole.n_tokens).preview(chat).summary() == whole.summary()

@@ -228,6 +228,29 @@ def test_on_image_cut_drop_leaves_the_sample_out(qwen):
     assert "left out (on_image_cut='drop': truncation would drop images): 1 sample(s)" in report.summary()
 
 
+@pytest.mark.parametrize("on_image_cut", ["truncate", "drop"])
+def test_collator_preview_shows_the_cut_row_and_the_images_dropped(qwen, on_image_cut):
+    processor = qwen
+    long, short = long_chat(3), long_chat(1)
+    _, short_ids = reference(processor, short)
+    _, full = reference(processor, long)
+    limit = len(short_ids) + 2
+    collator = respmask.ResponseOnlyCollator(processor, max_length=limit, on_image_cut=on_image_cut,
+                                             on_untrainable="keep")
+    p = collator.preview({"messages": long})
+    if on_image_cut == "drop":  # shown whole, with why it is left out
+        assert p.n_tokens == len(full) and any(n.startswith("left out: ") for n in p.notes)
+        return
+    batch = collator([{"messages": long}])
+    (ids, labels), = real_rows(batch)
+    dropped = collator.stats.images_dropped
+    assert dropped >= 1 and p.n_tokens == len(ids) <= limit
+    expanded = [i for i, n in zip(p.ids, p.repeats) for _ in range(n)]  # image runs shown as one entry
+    assert expanded == ids.tolist() and p.n_trained == int((labels != -100).sum())
+    assert (f"truncated to max_length={limit} (right): {len(full) - len(ids)} of {len(full)} tokens cut, "
+            f"{dropped} image(s) dropped with them") in p.summary()
+
+
 def test_check_reports_truncation_of_an_image_dataset(qwen):
     processor = qwen
     rows = [{"messages": long_chat(n)} for n in (1, 2, 3)]

@@ -287,10 +287,14 @@ class ResponseOnlyCollator:
         return layout
 
     def preview(self, sample: Any) -> Any:
-        """Which tokens of ``sample`` this collator trains (see :func:`respmask.preview`)."""
-        from ._preview import preview
+        """Which tokens of ``sample`` this collator trains (see :func:`respmask.preview`): cut to
+        its ``max_length`` as its batches are, with a note saying what the cut took."""
+        from ._preview import collated_preview, preview
 
-        return preview(sample, self.masker)
+        if self.max_length is None:
+            return preview(sample, self.masker)
+        return collated_preview(sample, self.masker, max_length=self.max_length, truncation=self.truncation,
+                                on_image_cut=self.on_image_cut)
 
     def _warning(self, notes: Mapping[str, list[str]], n: int) -> str:
         st = self.stats

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ._encode import encode_rows
 from ._masker import ChatMasker, Encoded, masker_for
@@ -286,11 +289,46 @@ def preview(sample: Any, tokenizer: Any, **changes: Any) -> Preview | list[Previ
         rows = _rows(sample)
         previews = [_pretokenized(_strip_padding(r), tok) for r in rows]
         return previews[0] if len(previews) == 1 and as_numpy(sample["input_ids"]).ndim == 1 else previews
-    encoded = [row.encoded for row in encode_rows(masker, [sample])[1]]
-    if masker.processor is not None:
-        shown = [_processed(enc, masker) for enc in encoded if enc is not None]
-    else:
-        shown = [_rendered(enc, masker) for enc in encoded if enc is not None]
+    return _shown(masker, encode_rows(masker, [sample])[1])
+
+
+def collated_preview(sample: Any, masker: ChatMasker, *, max_length: int | None, truncation: str = "right",
+                     on_image_cut: str = "truncate") -> Preview | list[Preview]:
+    """Which tokens of ``sample`` a collator with these settings trains: :func:`preview` of the
+    row as the collator cuts it to ``max_length`` (a processor's row in its text, never through an
+    image), with a note saying what the cut took; a row ``on_image_cut="drop"`` leaves out is shown
+    whole, with the note that it is left out and why.
+
+    Raises:
+        SampleError: the sample is malformed or the template rejects it.
+    """
+    return _shown(masker, encode_rows(masker, [sample], max_length=max_length, truncation=truncation,
+                                      on_image_cut=on_image_cut)[1], max_length, truncation)
+
+
+def _shown(masker: ChatMasker, rows: Sequence[Any], max_length: int | None = None,
+           truncation: str = "right") -> Preview | list[Preview]:
+    """The previews of one sample's training rows (one, or several when the masker splits)."""
+    shown = []
+    for row in rows:
+        enc = row.encoded
+        if enc is None:
+            continue
+        note = None
+        if row.left_out is not None:
+            note = row.left_out
+        elif row.truncated:
+            cut = len(enc.input_ids) - len(row.input_ids)
+            note = (f"truncated to max_length={max_length} ({truncation}): {cut} of {len(enc.input_ids)} tokens cut"
+                    + (f", {row.images_dropped} image(s) dropped with them" if row.images_dropped else ""))
+            enc = dataclasses.replace(enc, input_ids=row.input_ids, labels=row.labels)
+        p = _processed(enc, masker) if masker.processor is not None else _rendered(enc, masker)
+        if row.truncated and row.left_out is None:  # the turns the cut left something of
+            runs = int(np.count_nonzero(np.diff(np.concatenate([[0], (row.labels != IGNORE_INDEX).astype(np.int8)])) == 1))
+            p.turns = min(p.turns, runs)
+        if note is not None:
+            p.notes.append(note)
+        shown.append(p)
     return shown[0] if len(shown) == 1 else shown
 
 
