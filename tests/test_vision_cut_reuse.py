@@ -1,11 +1,14 @@
-"""A cut batch's images are processed once when the cut drops none of them (issue 28: the cost of
-cutting long image chats).
+"""A cut batch's images are processed once, whatever the cut drops (issue 28: the cost of cutting
+long image chats).
 
 The processor runs twice on a batch holding a row to cut (as is, then on the cut texts and the
-images kept). When the second call is given the very same images as the first, the first call's
-image-processor output is given back instead of processing them again. Reference: the processor's
-own call on the kept texts and images (tests/test_vision_truncation.py's ``kept_text`` reads the
-kept text back from the ids), every output key equal; and the image processor's calls, counted.
+images kept). Where the processor's batch is the same with its image processor working on one image
+at a time and the outputs joined (learned on a probe: ``images_join``), each image is processed
+once, alone, and the second call joins the outputs of the images kept; elsewhere (images padded to
+the batch, or nested per row) the first call's output is given back when the second is given the
+very same images. Reference: the processor's own call on the kept texts and images
+(tests/test_vision_truncation.py's ``kept_text`` reads the kept text back from the ids), every
+output key equal; and the image processor's calls, counted.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ pytest.importorskip("PIL")
 
 import respmask  # noqa: E402
 from support.vision import build_processor, make_image  # noqa: E402
+from respmask._media_cut import images_join  # noqa: E402
 from test_vision_truncation import kept_text, qwen_ids  # noqa: E402
 
 
@@ -67,7 +71,8 @@ def processor():
 
 def collate(processor, rows, max_length):
     collator = respmask.ResponseOnlyCollator(processor, max_length=max_length, return_tensors="np")
-    collator.masker.media_tokens()  # the masker's one-off probe of the processor (an image processed), done
+    collator.masker.media_tokens()  # the masker's one-off probes of the processor (images processed), done
+    images_join(collator.masker)
     processor.image_processor.calls = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", respmask.RespmaskWarning)
@@ -94,15 +99,16 @@ def full_lengths(processor, rows):
 
 @pytest.mark.parametrize("drop", [False, True])
 def test_cut_batch_equals_the_processor_on_what_it_kept(processor, drop):
-    # images in the first turns only: a cut in the last turns drops text alone (the images of the
-    # first call are given back); a cut in the first turns drops images (processed again)
+    # images in the first turns only: a cut in the last turns drops text alone, a cut in the first
+    # turns drops images; either way each image is processed once, alone (Qwen2-VL's image outputs
+    # join per image), and the second call joins the outputs of the images kept
     rows = [chat(i, (0, 1)) for i in range(3)]
     lengths = full_lengths(processor, rows)
     max_length = int(lengths.min()) // (4 if drop else 1) - 3  # every row cut
     counter = processor.image_processor
     collator, batch = collate(processor, rows, max_length)
     assert collator.stats.truncated == 3 and (collator.stats.images_dropped > 0) == drop
-    assert counter.calls == (2 if drop else 1)
+    assert counter.calls == sum(len(images_in(row)) for row in rows) == 6
     ref = reference(processor, batch, rows)
     assert set(ref) <= set(batch)
     for key in ref:
@@ -117,3 +123,24 @@ def test_the_image_processor_is_given_back_when_the_processor_raises(processor):
     with pytest.raises(respmask.RespmaskError):
         collate(processor, rows, 10)
     assert processor.image_processor is counter
+
+
+@pytest.mark.parametrize("name, joins", [("qwen2_vl", True), ("gemma3", True), ("llava", True),
+                                         ("mistral3", False), ("idefics3", False)])
+def test_which_processors_images_join_is_learned_from_their_outputs(name, joins):
+    # Pixtral's image processor pads the batch's images to the largest, Idefics3's nests them per
+    # row: their batch is not the join of single images, so a cut batch processes its images again
+    masker = respmask.ChatMasker(build_processor(name))
+    assert images_join(masker) is joins
+
+
+def test_a_processor_whose_images_do_not_join_still_processes_them_once_when_none_is_dropped():
+    import copy
+
+    processor = copy.deepcopy(build_processor("mistral3"))
+    processor.image_processor = Counting(processor.image_processor)
+    rows = [chat(i, (0, 1)) for i in range(2)]
+    max_length = int(full_lengths(processor, rows).min()) - 3  # the last turn's text cut, no image
+    collator, batch = collate(processor, rows, max_length)
+    assert collator.stats.truncated == 2 and collator.stats.images_dropped == 0
+    assert processor.image_processor.calls == 1  # the first call's output given back

@@ -245,6 +245,7 @@ class ChatMasker:
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._media_ids: np.ndarray | None = None  # token ids that stand for images (processors; learned)
         self._image_counter: int | None = None  # a token the render writes once per image (processors; learned)
+        self._images_join: bool | None = None  # image outputs join per image (processors; learned, _media_cut)
         self._configured_stops = tuple(dict.fromkeys([*opts.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
         self._blob: tuple[Any, str, bytes] | None = None  # (signature, key, pickled tokenizer)
@@ -271,7 +272,7 @@ class ChatMasker:
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
         state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None,
-                     _image_counter=None, _bytes=None,
+                     _image_counter=None, _images_join=None, _bytes=None,
                      _backend_copy=None, _layouts={}, tokenizer=None)
         return state
 

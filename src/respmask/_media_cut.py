@@ -12,9 +12,12 @@ longer than ``max_length`` is cut in the rendered text, never in the ids:
    inside an image placeholder (a run of image tokens is cut whole or not at all);
 3. the images whose placeholders are cut away are dropped (with ``truncation="right"`` the last
    ones, with ``"left"`` the first ones), and the processor runs again on the cut texts and the
-   images kept: its ids are exactly the processor's for that text and those images (when the cut
-   dropped no image, the image processor's output of step 1 is given back instead of running it
-   again on the same images: :class:`_SameImages`). A row still
+   images kept: its ids are exactly the processor's for that text and those images. The images are
+   not processed twice: where the processor's batch is the same with each image processed alone and
+   the outputs joined (learned once on a probe: :func:`images_join`), each image is processed once
+   and the second call joins the outputs of the images kept (:class:`_PerImage`); elsewhere (an
+   image processor that pads images to the batch, or nests them per row) the first call's output
+   is given back when the cut dropped no image (:class:`_SameImages`). A row still
    too long (a tokenizer may merge differently at the cut) is cut a little further and run again.
 
 The labels are the text's trained tokens carried onto the new ids, as for any row (image tokens
@@ -212,6 +215,117 @@ class _SameImages:
         return getattr(self._real, name)
 
 
+class _PerImage:
+    """Stands in for a processor's image processor during one batch's processor calls, where each
+    image's output is the same alone as in a batch (:func:`images_join`): each image is processed
+    once, alone, and a call's output is its images' outputs joined along their first axis, in
+    order. A cut that drops images then costs no image processing at all: the second call joins the
+    outputs of the images kept. Anything it cannot join (an output that is neither an array nor a
+    list) is the real image processor's own call on the same arguments. The images are held, so
+    their ids cannot be reused by other objects."""
+
+    def __init__(self, real: Any):
+        self._real = real
+        self._done: dict[tuple[int, str], Any] = {}  # (image id, the call's other arguments) -> its output
+        self._held: list[Any] = []
+
+    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+        flat = _flat(images)
+        try:
+            how = repr((args, sorted(kwargs.items())))
+        except Exception:  # noqa: BLE001 - arguments without a repr: the real call
+            return self._real(images, *args, **kwargs)
+        if not flat:
+            return self._real(images, *args, **kwargs)
+        outs = []
+        for image in flat:
+            key = (id(image), how)
+            if key not in self._done:
+                self._done[key] = self._real([image], *args, **kwargs)
+                self._held.append(image)
+            outs.append(self._done[key])
+        joined = _join(outs)
+        return joined if joined is not None else self._real(images, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_real", "_done", "_held"):  # copy / pickle before __init__ ran
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+
+def _flat(images: Any) -> list[Any]:
+    """The images of a (nested) list, in order."""
+    if isinstance(images, (list, tuple)):
+        return [x for item in images for x in _flat(item)]
+    return [images]
+
+
+def _join(outs: Sequence[Any]) -> Any:
+    """Image processor outputs joined along their first axis, key by key, as the first one's type
+    (a ``BatchFeature``); None when a value is neither an array nor a list."""
+    first = outs[0]
+    data: dict[str, Any] = {}
+    for key in first.keys():
+        values = [out[key] for out in outs]
+        if all(isinstance(v, np.ndarray) for v in values):
+            data[key] = np.concatenate(values, axis=0)
+        elif all(hasattr(v, "dim") and hasattr(v, "numpy") and v.device.type == "cpu" for v in values):  # torch
+            import torch
+
+            # through NumPy (views, one copy): torch.cat of many small CPU tensors is several times slower
+            data[key] = torch.from_numpy(np.concatenate([v.numpy() for v in values], axis=0))
+        elif all(isinstance(v, list) for v in values):
+            data[key] = [x for v in values for x in v]
+        else:
+            return None
+    try:
+        return type(first)(data=data)
+    except TypeError:
+        return type(first)(data)
+
+
+def images_join(masker: Any) -> bool:
+    """Whether the masker's processor gives the same batch when its image processor works on one
+    image at a time and the outputs are joined (:class:`_PerImage`) as when it works on the batch:
+    learned once, on two chats with images of different sizes, every output compared exactly (an
+    image processor that pads images to the batch's largest, or nests them per row, does not)."""
+    if masker._images_join is not None:
+        return masker._images_join
+    from ._media import call_processor, probe_medium, IMAGE
+
+    processor = masker.processor
+    real = processor.image_processor
+    found = False
+    try:
+        texts = image_chats(lambda m: processor.apply_chat_template(m, chat_template=masker.template_source(),
+                                                                    tokenize=False), (1, 2))
+        base = probe_medium(processor, IMAGE)
+        images = [[base.resize((64, 48))], [base.resize((96, 80)), base.resize((48, 112))]]
+        expected = call_processor(processor, texts, images, "np")
+        processor.image_processor = _PerImage(real)
+        try:
+            joined = call_processor(processor, texts, images, "np")
+        finally:
+            processor.image_processor = real
+        found = set(expected.keys()) == set(joined.keys()) and all(
+            _same(expected[key], joined[key]) for key in expected.keys())
+    except Exception:  # noqa: BLE001 - a template or processor the probe does not fit: the batch's own call
+        found = False
+    masker._images_join = found
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exactly equal outputs (arrays: same shape, dtype and values; anything else by ``==``)."""
+    if hasattr(a, "shape") or hasattr(b, "shape"):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that do not compare
+        return False
+
+
 def _ids(images: Any) -> Any:
     """The identity of every image in a (nested) list of images, in its nesting."""
     if isinstance(images, (list, tuple)):
@@ -234,9 +348,9 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
     """
     processor = masker.processor
     real = getattr(processor, "image_processor", None)
-    if max_length is None or real is None or isinstance(real, _SameImages):
+    if max_length is None or real is None or isinstance(real, (_SameImages, _PerImage)):
         return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors)
-    processor.image_processor = _SameImages(real)
+    processor.image_processor = _PerImage(real) if images_join(masker) else _SameImages(real)
     try:
         return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors)
     finally:
