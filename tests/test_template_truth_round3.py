@@ -390,6 +390,15 @@ def test_hostile_content_a_qwen3_5_template_parses(name):
     assert problems == [], problems
 
 
+def exaone_like(name: str, small: str, style: str):
+    """The tokenizer and stop tokens of the small EXAONE-style template ``small`` (markers
+    ``[|role|]``, closer ``[|endofturn|]``) for ``name == "small"``, else of sweep template ``name``."""
+    if name != "small":
+        return sweep_tokenizer(name, style)
+    special = ["[|user|]", "[|assistant|]", "[|system|]", "[|endofturn|]"]
+    return build_tokenizer(small, style=style, eos="[|endofturn|]", special=special), ["[|endofturn|]"]
+
+
 # a template that prints a message's content as it is: list content comes out as its Python repr
 # (EXAONE 4 via Axolotl), written by that message as a filter's rebuilt text is
 REPR_CONTENT = (
@@ -401,12 +410,7 @@ REPR_CONTENT = (
 @pytest.mark.parametrize("name", ["small", "ax_exaone4"])
 @pytest.mark.parametrize("style", STYLES)
 def test_list_content_printed_as_its_repr_is_the_messages_text(name, style):
-    if name == "small":
-        tok = build_tokenizer(REPR_CONTENT, style=style, eos="[|endofturn|]",
-                              special=["[|user|]", "[|assistant|]", "[|endofturn|]"])
-        stops = ["[|endofturn|]"]
-    else:
-        tok, stops = sweep_tokenizer(name, style)
+    tok, stops = exaone_like(name, REPR_CONTENT, style)
     nn = Nonces()
     msgs = [say(nn, "user", 0, parts=True), say(nn, "assistant", 1, parts=True), say(nn, "user", 2, parts=True),
             say(nn, "assistant", 3, parts=True)]
@@ -431,12 +435,7 @@ BY_INDEX = (
 @pytest.mark.parametrize("name", ["small", "ax_exaone4"])
 @pytest.mark.parametrize("style", STYLES)
 def test_an_index_loops_empty_reply_still_ends_with_its_trained_closer(name, style):
-    if name == "small":
-        tok = build_tokenizer(BY_INDEX, style=style, eos="[|endofturn|]",
-                              special=["[|user|]", "[|assistant|]", "[|system|]", "[|endofturn|]"])
-        stops = ["[|endofturn|]"]
-    else:
-        tok, stops = sweep_tokenizer(name, style)
+    tok, stops = exaone_like(name, BY_INDEX, style)
     nn = Nonces()
     msgs = [say(nn, "system", 0), say(nn, "user", 1), {"role": "assistant", "content": ""}, say(nn, "user", 2),
             say(nn, "assistant", 3)]
