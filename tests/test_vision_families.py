@@ -134,13 +134,9 @@ def _gemma3n() -> Any:
     tok = transformers.AutoTokenizer.from_pretrained(str(shared_root() / "gemma3"),
                                                      extra_special_tokens=names)
     _add_special(tok, ["<audio_soft_token>", "<start_of_audio>", "<end_of_audio>"])
-    # SigLIP-style image processor at 768 px, mean/std 0.5; 256 soft tokens per image, 188 per clip
-    ip = transformers.SiglipImageProcessorPil(size={"height": 768, "width": 768},
-                                              image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
-    fe = transformers.Gemma3nAudioFeatureExtractor()
-    return transformers.Gemma3nProcessor(feature_extractor=fe, image_processor=ip, tokenizer=tok,
-                                         image_seq_length=256, audio_seq_length=188,
-                                         chat_template=_template("gemma3n"))
+    from support.audio import gemma3n_processor
+
+    return gemma3n_processor(tok)  # its image processor, feature extractor and template
 
 
 def _pixtral(template: str, patch: int, merge: int, longest: int) -> Any:

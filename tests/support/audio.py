@@ -99,8 +99,15 @@ def _gemma3n() -> Any:
         tokenizer_object=backend, chat_template=template("gemma3n"), bos_token="<bos>", eos_token="<eos>",
         pad_token="<pad>", unk_token="<unk>", extra_special_tokens=names)
     tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>", *names.values()]})
-    # gemma-3n-E4B-it: Gemma3nAudioFeatureExtractor (class defaults: 16 kHz, 128 mel bins), 188 soft
-    # tokens per clip; SigLIP image processor at 768 px, mean/std 0.5, 256 soft tokens per image
+    return gemma3n_processor(tok)
+
+
+def gemma3n_processor(tok: Any) -> Any:
+    """google/gemma-3n-E4B-it's processor around ``tok``: Gemma3nAudioFeatureExtractor (class
+    defaults: 16 kHz, 128 mel bins), 188 soft tokens per clip; SigLIP image processor at 768 px,
+    mean/std 0.5, 256 soft tokens per image; its chat template."""
+    import transformers
+
     ip = transformers.SiglipImageProcessorPil(size={"height": 768, "width": 768},
                                               image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     fe = transformers.Gemma3nAudioFeatureExtractor()
