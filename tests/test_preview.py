@@ -313,3 +313,15 @@ def test_collator_preview_shows_the_row_its_max_length_cuts(tok, side):
     assert f"truncated to max_length={n} ({side}): 20 of {whole.n_tokens} tokens cut" in p.summary()
     assert p.turns == (1 if side == "right" else 2) and whole.turns == 2
     assert ResponseOnlyCollator(tok, max_length=whole.n_tokens).preview(chat).summary() == whole.summary()
+
+
+def test_collator_preview_of_a_pretokenized_row_it_cuts(tok):
+    # a pre-tokenized row is shown as preview() shows one (its trained runs are its turns), cut
+    chat = {"messages": [{"role": "user", "content": "hi there"},
+                         {"role": "assistant", "content": "hello friend, how are you"}]}
+    enc = ChatMasker(tok).encode(chat)
+    row = {"input_ids": enc.input_ids.tolist(), "labels": enc.labels.tolist()}
+    whole = respmask.preview(row, tok)
+    p = ResponseOnlyCollator(tok, max_length=whole.n_tokens - 3, truncation="left").preview(row)
+    assert whole.turns == p.turns == 1 and p.n_trained == whole.n_trained and p.ids == whole.ids[3:]
+    assert f"truncated to max_length={whole.n_tokens - 3} (left): 3 of {whole.n_tokens} tokens cut" in p.summary()

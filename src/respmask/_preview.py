@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-import numpy as np
 
 from ._encode import encode_rows
 from ._masker import ChatMasker, Encoded, masker_for
@@ -311,25 +308,31 @@ def _shown(masker: ChatMasker, rows: Sequence[Any], max_length: int | None = Non
     """The previews of one sample's training rows (one, or several when the masker splits)."""
     shown = []
     for row in rows:
-        enc = row.encoded
-        if enc is None:
+        whole = row.encoded
+        if whole is None:
             continue
-        note = None
+        cut = row.truncated and row.left_out is None
+        enc = replace(whole, input_ids=row.input_ids, labels=row.labels) if cut else whole
+        if masker.processor is not None:
+            p = _processed(enc, masker)
+        elif enc.text is None:  # a pre-tokenized row, shown as preview() shows one
+            p = _pretokenized({"input_ids": enc.input_ids, "labels": enc.labels}, masker.tokenizer)
+        else:
+            p = _rendered(enc, masker)
         if row.left_out is not None:
-            note = row.left_out
-        elif row.truncated:
-            cut = len(enc.input_ids) - len(row.input_ids)
-            note = (f"truncated to max_length={max_length} ({truncation}): {cut} of {len(enc.input_ids)} tokens cut"
-                    + (f", {row.images_dropped} image(s) dropped with them" if row.images_dropped else ""))
-            enc = dataclasses.replace(enc, input_ids=row.input_ids, labels=row.labels)
-        p = _processed(enc, masker) if masker.processor is not None else _rendered(enc, masker)
-        if row.truncated and row.left_out is None:  # the turns the cut left something of
-            runs = int(np.count_nonzero(np.diff(np.concatenate([[0], (row.labels != IGNORE_INDEX).astype(np.int8)])) == 1))
-            p.turns = min(p.turns, runs)
-        if note is not None:
-            p.notes.append(note)
+            p.notes.append(row.left_out)
+        elif cut:
+            p.turns = min(p.turns, _trained_runs((row.labels != IGNORE_INDEX).tolist()))  # turns the cut left
+            p.notes.append(f"truncated to max_length={max_length} ({truncation}): "
+                           f"{len(whole.input_ids) - len(row.input_ids)} of {len(whole.input_ids)} tokens cut"
+                           + (f", {row.images_dropped} image(s) dropped with them" if row.images_dropped else ""))
         shown.append(p)
     return shown[0] if len(shown) == 1 else shown
+
+
+def _trained_runs(trained: Sequence[bool]) -> int:
+    """How many runs of trained tokens ``trained`` holds."""
+    return sum(1 for i, on in enumerate(trained) if on and (i == 0 or not trained[i - 1]))
 
 
 def _rendered(enc: Encoded, masker: ChatMasker) -> Preview:
@@ -418,5 +421,5 @@ def _pretokenized(sample: Mapping[str, Any], tok: Any) -> Preview:
     ids = [int(x) for x in parsed.input_ids]
     trained = [bool(x != IGNORE_INDEX) for x in parsed.labels]
     tokens = [tok.decode([i]) for i in ids]
-    runs = sum(1 for i, on in enumerate(trained) if on and (i == 0 or not trained[i - 1]))
+    runs = _trained_runs(trained)
     return Preview(tokens, ids, trained, runs, [], _special_flags(ids, tok))
