@@ -129,7 +129,7 @@ class ResponseOnlyCollator:
             and its image outputs (``pixel_values``, ``image_sizes`` ...) kept, in sample order;
             ``model`` is then required and checked (see ``model``).
         model: with a processor and ``padding_free=True``, the model to train: a probe batch of two
-            image chats, padded and padding-free, must give it the same logits for each sample's
+            chats with the processor's media (images, else audio), padded and padding-free, must give it the same logits for each sample's
             tokens, else ``ValueError`` says why (a model that computes positions from the image
             layout, as Qwen2-VL does, does not take the 1-D positions of a padding-free row). Not
             kept by the collator.
@@ -281,8 +281,8 @@ class ResponseOnlyCollator:
                 f"padding_free=True with a processor ({name}) needs the model: ResponseOnlyCollator(processor, "
                 "padding_free=True, model=model). Whether one row of concatenated samples trains each of them as the "
                 "padded batch would is the model's property (a model may compute positions from the image layout, "
-                "as Qwen2-VL's multi-axis rotary positions are); respmask checks it on a probe batch of two image "
-                "chats before training.")
+                "as Qwen2-VL's multi-axis rotary positions are); respmask checks it on a probe batch of two chats "
+                "with the processor's media before training.")
         check_model(self.masker, layout, model)
         return layout
 

@@ -234,7 +234,7 @@ class _PerImage:
         try:
             how = repr((args, sorted(kwargs.items())))
         except Exception:  # noqa: BLE001 - arguments without a repr: the real call
-            return self._real(images, *args, **kwargs)
+            flat = []
         if not flat:
             return self._real(images, *args, **kwargs)
         outs = []
@@ -295,7 +295,6 @@ def images_join(masker: Any) -> bool:
 
     processor = masker.processor
     real = processor.image_processor
-    found = False
     try:
         texts = image_chats(lambda m: processor.apply_chat_template(m, chat_template=masker.template_source(),
                                                                     tokenize=False), (1, 2))

@@ -54,8 +54,9 @@ def probe_rows(masker: Any) -> list[dict[str, Any]]:
         return processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
 
     part = probe_part(processor, modality)
-    image_chats(render, (1,), part)  # raises the template's own error when it takes neither form of reply
     answer_as_parts = _takes_parts(render, part)
+    if not answer_as_parts:
+        image_chats(render, (1,), part)  # raises the template's own error when it takes neither form of reply
     base = probe_medium(processor, modality)
     rows = []
     for k, question in ((1, "What is in this one?"), (2, "Which of these two is louder or brighter, and why?")):
