@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import respmask
 from respmask import check
 from respmask._cli import main
 from support.tokenizers import fixture_tokenizer
@@ -193,3 +194,22 @@ def test_real_files_check_with_a_real_tokenizer(shared_root, name, capsys):
     lost = [d for d in report["dropped"] if d[2] != "reasoning"]
     assert not lost
     assert report["empty_replies"] == ([[0, 1]] if missing else [])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_preview_max_length_shows_the_row_the_collator_cuts(tmp_path, capsys, side):
+    tok = fixture_tokenizer("qwen2_5")
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    sample = {"messages": [{"role": "user", "content": "hi there"},
+                           {"role": "assistant", "content": "hello friend, how are you today? " * 4}]}
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(sample) + "\n", encoding="utf-8")
+    whole = respmask.preview(sample, tok)
+    n = whole.n_tokens - 10
+    cut = respmask.ResponseOnlyCollator(tok, max_length=n, truncation=side).preview(sample)
+    assert main(["preview", str(data), "--tokenizer", str(tok_dir), "--no-color", "--max-length", str(n),
+                 "--truncation", side]) == 0
+    out = capsys.readouterr().out
+    assert cut.summary() in out and f"truncated to max_length={n} ({side}): 10 of {whole.n_tokens} tokens cut" in out
+    assert cut.to_text(legend=False) in out

@@ -129,9 +129,18 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def cut_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--max-length`` (its help: ``what``), ``--truncation`` and ``--on-image-cut``, as the collator's."""
+    p.add_argument("--max-length", type=int, help=what)
+    p.add_argument("--truncation", choices=["right", "left"], default="right")
+    p.add_argument("--on-image-cut", choices=["truncate", "drop"], default="truncate",
+                   help="with --processor: a row whose cut would drop images is truncated (default; the images past "
+                        "the cut are counted) or left out, as the collator's on_image_cut")
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from ._masker import ChatMasker
-    from ._preview import legend, preview, use_color
+    from ._preview import collated_preview, legend, preview, use_color
 
     samples, tok, tok_name = _load(args)
     masker = ChatMasker(tok, **_options(args))
@@ -143,7 +152,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for i, sample in enumerate(itertools.islice(samples, args.n)):
         print(f"\n── sample {i} " + "─" * 60)
         try:
-            p = preview(sample, masker)
+            if args.max_length:  # the row as a collator with these settings cuts it
+                p = collated_preview(sample, masker, max_length=args.max_length, truncation=args.truncation,
+                                     on_image_cut=args.on_image_cut)
+            else:
+                p = preview(sample, masker)
         except RespmaskError as exc:
             print(f"error: {exc}")
             continue
@@ -306,16 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="force ANSI colours (default: on a terminal unless NO_COLOR is set, or FORCE_COLOR)")
     p.add_argument("--no-color", action="store_true", help="mark trained tokens with ⟦ ⟧ instead of colours")
     p.add_argument("--html", help="also write the previews as an HTML page")
+    cut_options(p, "show each sample as the collator would cut it, with what the cut took")
     p.set_defaults(func=cmd_preview)
 
     c = sub.add_parser("check", help="count trained tokens and report untrainable or truncated samples")
     common(c)
-    c.add_argument("--max-length", type=int,
-                   help="truncate as the collator would, and count the samples and trained tokens it cuts")
-    c.add_argument("--truncation", choices=["right", "left"], default="right")
-    c.add_argument("--on-image-cut", choices=["truncate", "drop"], default="truncate",
-                   help="with --processor: a row whose cut would drop images is truncated (default; the images past "
-                        "the cut are counted) or left out, as the collator's on_image_cut")
+    cut_options(c, "truncate as the collator would, and count the samples and trained tokens it cuts")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=cmd_check)
 
