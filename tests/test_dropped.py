@@ -29,9 +29,12 @@ def test_tool_calls_a_template_cannot_render():
     tok = fixture_tokenizer("zephyr")
     msgs = [*chat(("user", "weather?")), {"role": "assistant", "content": "", "tool_calls": [CALL]}]
     enc = ChatMasker(tok).encode({"messages": msgs, "tools": [WEATHER_TOOL]})
-    # one entry for the message, naming what it lost (its header and stop token are rendered)
+    # one entry for the message, naming what it lost (its header and stop token are rendered), and
+    # one for the sample's tool list, which the template does not render either
     assert enc.dropped == [(1, "tool calls (only its header and stop token are rendered, so only the stop token "
-                               "is trained)")]
+                               "is trained)"),
+                           (-1, "the tool list (the sample's 'tools': the chat template does not render it, so the "
+                                "model is trained without seeing the tools)")]
     report = check([{"messages": msgs, "tools": [WEATHER_TOOL]}], tok)
     assert not report.ok and "data the chat template leaves out" in str(report)
 
@@ -129,3 +132,75 @@ def test_tokenize_rejects_rows_that_lose_data_unless_told_to_keep_them(tmp_path,
     code = main(["tokenize", str(src), str(tmp_path / "kept"), "--tokenizer", str(tmp_path / "tok"), "--quiet",
                  "--keep-lost-data"])
     assert code == 0 and sorted(read_parts(tmp_path / "kept")["index"]) == [0, 1, 2, 3]
+
+
+# -- a sample's tools and documents a template does not render ----------------------------------
+
+NONCE_TOOL = {"type": "function", "function": {
+    "name": "zqxtoolnonce", "description": "Looks up the qvbdescnonce of a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "qvbparamnonce"}},
+                   "required": ["city"]}}}
+NONCE_DOCS = [{"title": "zqxdoctitle", "text": "qvbdoctextnonce"}]
+TOOL_NONCES = ("zqxtoolnonce", "qvbdescnonce", "qvbparamnonce")
+DOC_NONCES = ("zqxdoctitle", "qvbdoctextnonce")
+
+
+def _reference_shows(tok, messages, nonces, **inputs):
+    """Whether transformers' own render of the conversation shows any of ``nonces`` (None: it raises)."""
+    try:
+        text = tok.apply_chat_template(messages, tokenize=False, **inputs)
+    except Exception:
+        return None
+    return any(n in text for n in nonces)
+
+
+def test_tools_and_documents_left_out_are_reported_exactly_when_the_reference_render_omits_them():
+    """On every fixture template: respmask lists the sample's tools (documents) as left out
+    exactly when transformers' apply_chat_template of the same sample shows none of the words
+    planted in them; and never when it shows them."""
+    from respmask._spans import DROPPED_DOCUMENTS, DROPPED_TOOLS, NO_MESSAGE
+    from support.tokenizers import template_names
+
+    messages = chat(("system", "Be brief."), ("user", "weather in Paris?"), ("assistant", "Sunny."))
+    seen = {DROPPED_TOOLS: {True: [], False: []}, DROPPED_DOCUMENTS: {True: [], False: []}}
+    for name in template_names():
+        tok = fixture_tokenizer(name)
+        for what, nonces, inputs in ((DROPPED_TOOLS, TOOL_NONCES, {"tools": [NONCE_TOOL]}),
+                                     (DROPPED_DOCUMENTS, DOC_NONCES, {"documents": NONCE_DOCS})):
+            shown = _reference_shows(tok, messages, nonces, **inputs)
+            if shown is None:
+                continue  # the template rejects this conversation with these inputs
+            try:
+                enc = ChatMasker(tok).encode({"messages": messages, **inputs})
+            except Exception as exc:  # respmask refusing what transformers renders is a failure too
+                raise AssertionError(f"{name} {what[:13]}: {exc}") from exc
+            reported = (NO_MESSAGE, what) in enc.dropped
+            assert reported == (not shown), (name, what[:13], shown, enc.dropped)
+            seen[what][reported].append(name)
+            if reported:  # its tokens are counted, from the data's JSON
+                assert enc.dropped_counts[enc.dropped.index((NO_MESSAGE, what))] > 0
+    # both outcomes occur on real templates (Llama 3.1 and Qwen3 show tools, Zephyr and Gemma 3 do not)
+    assert {"llama3_1", "qwen3"} <= set(seen[DROPPED_TOOLS][False])
+    assert {"zephyr", "gemma3"} <= set(seen[DROPPED_TOOLS][True])
+    assert {"command_r", "granite3_3"} & set(seen[DROPPED_DOCUMENTS][False])
+    assert len(seen[DROPPED_DOCUMENTS][True]) > 50
+
+
+def test_left_out_tools_make_check_fail_and_preview_say_so(capsys):
+    from respmask import preview
+
+    tok = fixture_tokenizer("zephyr")
+    sample = {"messages": chat(("user", "weather?"), ("assistant", "Sunny.")), "tools": [NONCE_TOOL]}
+    report = check([sample, {"messages": sample["messages"]}], tok)
+    text = str(report)
+    assert not report.ok
+    assert "data the chat template leaves out, in 1 sample(s): 1 tool list(s)" in text
+    assert "the tool list (the sample's 'tools': the chat template does not render it" in text
+    assert "[sample: 0]" in text
+    shown = str(preview(sample, tok))
+    assert "the chat template leaves out (not trained): the tool list" in shown and "message -1" not in shown
+    # the collator counts and warns about it as about any data left out
+    collator = ResponseOnlyCollator(tok)
+    with pytest.warns(UserWarning, match=r"data the chat template leaves out"):
+        collator([sample])
+    assert collator.stats.dropped_data == 1

@@ -246,8 +246,13 @@ def test_glaive_on_llama3_reports_each_message_once_naming_the_tool_call(shared_
     args = ["--tokenizer", shared_root / "llama3_1", "--chat-template", template]
     code, text = _check(capsys, name, *args)
     assert code == 1
-    assert "data the chat template leaves out: 211 message(s) in 153 sample(s)" in text and "422" not in text
+    # 211 tool calls in 153 samples, and the tool lists of all 191 samples that have tools (Llama 3's
+    # template renders no tool list)
+    assert ("data the chat template leaves out, in 191 sample(s): 211 message(s), 191 tool list(s)" in text
+            and "422" not in text)
     assert "tool calls (only its header and stop token are rendered, so only the stop token is trained): 211" in text
+    assert "the tool list (the sample's 'tools': the chat template does not render it, so the model is trained " \
+        "without seeing the tools): 191  [sample: 0, 3, 7, 10, 11, 12, 15, 18, ... (191 in all)]" in text
     assert "the whole message" not in text and "everything but its stop token" not in text
     # preview of such a row says so
     capsys.readouterr()
@@ -258,8 +263,11 @@ def test_glaive_on_llama3_reports_each_message_once_naming_the_tool_call(shared_
     assert main(["tokenize", str(name), str(tmp_path / "out"), "-t", str(shared_root / "llama3_1"),
                  "--chat-template", str(template), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert ("x the chat template leaves out data the row holds: tool calls (only its header and stop token are "
-            "rendered, so only the stop token is trained).\n") in err
+    tool_list = ("the tool list (the sample's 'tools': the chat template does not render it, so the model is "
+                 "trained without seeing the tools)")
+    assert ("153 x the chat template leaves out data the row holds: tool calls (only its header and stop token are "
+            f"rendered, so only the stop token is trained); {tool_list}.\n") in err
+    assert f"38 x the chat template leaves out data the row holds: {tool_list}.\n" in err
     assert "Per message: message 3: tool calls" in read_rejects(tmp_path / "out")[0]["error"]
 
 

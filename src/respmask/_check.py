@@ -15,7 +15,7 @@ from ._masker import masker_for
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
 from ._media_cut import ON_IMAGE_CUT
-from ._spans import DROPPED_REASONING
+from ._spans import DROPPED_DOCUMENTS, DROPPED_REASONING, DROPPED_TOOLS, NO_MESSAGE
 
 
 def _some(items: Sequence[Any], n: int = 8) -> str:
@@ -48,7 +48,9 @@ class CheckReport:
         turns_without_stop: ``(sample, message)`` of turns whose stop token is not trained.
         dropped: ``(sample, message, what)`` of data the chat template leaves out of the
             render, one entry per message and kind of data (``"tool calls (only its header and
-            stop token are rendered ...)"``, ``"the whole message (role 'wizard')"``);
+            stop token are rendered ...)"``, ``"the whole message (role 'wizard')"``; message -1:
+            the sample's ``tools`` or ``documents``, which a template without tool or document
+            support does not render);
             ``dropped_tokens`` their tokens, ``dropped_reasoning_tokens`` of which earlier turns'
             reasoning (left out by design by Qwen3-style templates).
         empty_replies: ``(sample, message)`` of assistant replies that hold nothing: only their
@@ -155,14 +157,22 @@ class CheckReport:
         lost = self.lost
         if lost:
             lost_tokens = self.dropped_tokens - self.dropped_reasoning_tokens
-            lines.append(f"data the chat template leaves out: {len(lost)} message(s) in "
-                         f"{len({sample for sample, _, _ in lost})} sample(s)"
-                         + (f", about {lost_tokens} tokens" if lost_tokens else ""))
+            # an entry of no message (NO_MESSAGE) is a sample's tools or documents
+            messages = sum(1 for _, message, _ in lost if message != NO_MESSAGE)
+            held = [f"{messages} message(s)"] if messages else []
+            held += [f"{n} {name}" for name, what in (("tool list(s)", DROPPED_TOOLS),
+                                                       ("document list(s)", DROPPED_DOCUMENTS))
+                     if (n := sum(1 for d in lost if d[2] == what))]
+            lines.append(f"data the chat template leaves out, in {len({sample for sample, _, _ in lost})} "
+                         f"sample(s): {', '.join(held)}" + (f", about {lost_tokens} tokens" if lost_tokens else ""))
             groups: dict[str, list[tuple[int, int]]] = {}
             for sample, message, what in lost:
                 groups.setdefault(what, []).append((sample, message))
             for what, where in groups.items():
-                lines.append(f"  {what}: {len(where)}  [sample, message: {_some(where)}]")
+                if where[0][1] == NO_MESSAGE:
+                    lines.append(f"  {what}: {len(where)}  [sample: {_some([s for s, _ in where])}]")
+                else:
+                    lines.append(f"  {what}: {len(where)}  [sample, message: {_some(where)}]")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"

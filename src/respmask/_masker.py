@@ -31,8 +31,8 @@ from ._segments import Segments
 from ._options import MaskOptions, resolve_options
 from ._split import is_exact, plan_rows
 from ._spans import (
-    DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_text, empty_replies, find_turns,
-    select_messages, trained_spans,
+    DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_inputs, dropped_text, empty_replies,
+    find_turns, select_messages, trained_spans,
 )
 
 _TRUTHY = ("1", "true", "yes", "on")
@@ -65,7 +65,8 @@ class Encoded:
     text: str | None = None  # the rendered text (raw samples only)
     turns: list[Turn] = field(default_factory=list)
     position_ids: np.ndarray | None = None  # packed rows only
-    dropped: list[tuple[int, str]] = field(default_factory=list)  # (message, what) the render leaves out
+    # (message, what) the render leaves out; message -1: the sample's tools or documents
+    dropped: list[tuple[int, str]] = field(default_factory=list)
     dropped_counts: list[int] = field(default_factory=list)  # tokens of each ``dropped`` entry's data
     empty_replies: list[int] = field(default_factory=list)  # trained turns holding nothing (their stop trains)
     sample: int = 0  # the position of its sample in the batch (split rows share it)
@@ -105,7 +106,8 @@ class RenderedSample:
         turns: one :class:`Turn` per trained message (where its header ended, its stop token).
         segments: the render's text attributed to template literals and to each message.
         add_special_tokens: whether tokenizing ``text`` adds the tokenizer's special tokens.
-        dropped: ``(message, what)`` of data the render leaves out; ``dropped_text`` their text.
+        dropped: ``(message, what)`` of data the render leaves out (message -1: the sample's
+            ``tools`` or ``documents``); ``dropped_text`` their text.
         empty_replies: trained turns that hold nothing (only their stop token is trained).
         through: a split row: the last message it renders (None: the whole sample).
     """
@@ -583,8 +585,17 @@ class ChatMasker:
             ) from None
         self._check_attributed(parsed, selected, turns, segs)
         dropped = dropped_data(parsed.messages, rendered.printed, turns, rendered.text)
+        if parsed.tools or parsed.documents:
+            def without(name: str) -> str | None:
+                try:
+                    return self._apply_template(template, parsed.messages, None if name == "tools" else parsed.tools,
+                                                None if name == "documents" else parsed.documents, kwargs, False)[0].text
+                except Exception:  # the template needs them: they are not left out
+                    return None
+
+            dropped += dropped_inputs(parsed.tools, parsed.documents, rendered.printed, rendered.text, without)
         return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped,
-                              dropped_text=dropped_text(parsed.messages, dropped),
+                              dropped_text=dropped_text(parsed.messages, dropped, parsed.tools, parsed.documents),
                               empty_replies=empty_replies(parsed.messages, turns, rendered.text))
 
     def render_rows(self, sample: Any) -> list[RenderedSample]:

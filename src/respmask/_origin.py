@@ -26,6 +26,8 @@ CONTENT = 0
 REASONING = 1
 TOOLS = 2  # a message's tool calls
 MIXED = 3  # several fields of one message, mixed by an operation that cannot follow characters
+TOOL_LIST = 4  # the tools a sample passes (data of no message)
+DOCUMENTS = 5  # the documents a sample passes (data of no message)
 
 # message keys that hold reasoning (transformers copies reasoning under all three)
 REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")

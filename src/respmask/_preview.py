@@ -13,6 +13,7 @@ from ._encode import encode_rows
 from ._masker import ChatMasker, Encoded, masker_for
 from ._masks import IGNORE_INDEX, as_numpy
 from ._samples import Pretokenized, parse
+from ._spans import describe_dropped
 
 # Terminal styles, from the xterm 256-colour palette (themes recolour the 16 base colours, seldom
 # these). Trained: black on a green background, set together so they read on any theme. Masked:
@@ -358,8 +359,7 @@ def left_out_notes(enc: Encoded) -> list[str]:
     notes = []
     lost = enc.lost_data
     if lost:
-        notes.append("the chat template leaves out (not trained): " + "; ".join(
-            f"message {k}: {what}" for k, what in lost))
+        notes.append("the chat template leaves out (not trained): " + describe_dropped(lost))
     reasoning = [k for k, what in enc.dropped if (k, what) not in lost]
     if reasoning:
         notes.append(f"reasoning of earlier turns left out by the template (messages {', '.join(map(str, reasoning))}; "

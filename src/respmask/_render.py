@@ -27,7 +27,8 @@ from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ._errors import TemplateError
-from ._origin import MIXED, REASONING, REASONING_KEYS, Traced, TracedMarkup, concat, field_of, mark, owner_of, smear, traced
+from ._origin import (DOCUMENTS, MIXED, REASONING, REASONING_KEYS, TOOL_LIST, Traced, TracedMarkup, concat,
+                      field_of, mark, owner_of, smear, traced)
 
 
 class Kind(IntEnum):
@@ -794,8 +795,8 @@ def template_inputs(
     # tools and documents are data too, of no message: never structure
     variables.update(
         messages=chat,
-        tools=mark(_plain(_tool_schemas(tools)), NO_OWNER) if tools is not None else None,
-        documents=mark(_plain(list(documents)), NO_OWNER) if documents is not None else None,
+        tools=mark(_plain(_tool_schemas(tools)), NO_OWNER, TOOL_LIST) if tools is not None else None,
+        documents=mark(_plain(list(documents)), NO_OWNER, DOCUMENTS) if documents is not None else None,
         add_generation_prompt=add_generation_prompt,
     )
     return variables, chat

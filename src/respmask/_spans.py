@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._origin import MIXED, REASONING, REASONING_KEYS, TOOLS
+from ._origin import DOCUMENTS, MIXED, REASONING, REASONING_KEYS, TOOL_LIST, TOOLS
 from ._origin import CONTENT as CONTENT_FIELD
 from ._profile import TemplateProfile, value_text
 from ._render import DATA, NO_OWNER, Rendered
@@ -573,14 +573,20 @@ def empty_replies(messages: Sequence[Mapping[str, Any]], turns: Sequence[Turn], 
             and not held_data(messages[t.message])]
 
 
-def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> list[str]:
-    """The data each :func:`dropped_data` entry stands for, as text (to count its tokens): the
-    content, reasoning or tool calls (as JSON) the render leaves out; nothing for a turn that
-    trains only its stop token (its data is counted under its own entry)."""
+def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]], tools: Any = None,
+                 documents: Any = None) -> list[str]:
+    """The data each :func:`dropped_data` (or :func:`dropped_inputs`) entry stands for, as text (to
+    count its tokens): the content, reasoning or tool calls (as JSON) the render leaves out, the
+    sample's ``tools`` or ``documents`` (as JSON); nothing for a turn that trains only its stop
+    token (its data is counted under its own entry)."""
     import json
 
     out = []
     for k, what in dropped:
+        if k == NO_MESSAGE:  # the sample's tools or documents
+            data = tools if what == DROPPED_TOOLS else documents
+            out.append(json.dumps(data, ensure_ascii=False, default=str))
+            continue
         m = messages[k]
         parts = []
         whole = what.startswith("the whole message")
@@ -596,8 +602,38 @@ def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[
 
 
 def describe_dropped(dropped: Sequence[tuple[int, str]]) -> str:
-    """``"message 2: tool calls; message 4: content"``: what :func:`dropped_data` found, for messages."""
-    return "; ".join(f"message {k}: {what}" for k, what in dropped)
+    """``"message 2: tool calls; message 4: content"``: what :func:`dropped_data` (and
+    :func:`dropped_inputs`) found, for messages (an entry of no message is named by itself)."""
+    return "; ".join(what if k == NO_MESSAGE else f"message {k}: {what}" for k, what in dropped)
+
+
+#: the message index of a :func:`dropped_inputs` entry: data of the sample, not of one message
+NO_MESSAGE = -1
+#: what :func:`dropped_inputs` says of a sample's tools / documents the render does not show
+DROPPED_TOOLS = "the tool list (the sample's 'tools': the chat template does not render it, so the model is " \
+    "trained without seeing the tools)"
+DROPPED_DOCUMENTS = "the documents (the sample's 'documents': the chat template does not render them, so the " \
+    "model is trained without seeing them)"
+
+
+def dropped_inputs(tools: Any, documents: Any, printed: set[tuple[int, int]], text: str,
+                   render_without: Callable[[str], str | None]) -> list[tuple[int, str]]:
+    """``(NO_MESSAGE, what)`` for a sample's non-empty ``tools`` or ``documents`` its render leaves
+    out. A template without tool support (Llama 3's, Gemma 3's) renders a conversation with tools
+    as if it had none: its tool calls are trained against a prompt that never lists the tools.
+
+    ``printed`` (the render's ``(owner, field)`` of printed data, the sample's tools and documents
+    marked :data:`TOOL_LIST` and :data:`DOCUMENTS` of no message) settles the common case: shown.
+    Otherwise they may still be in the text without their marks (a macro's captured output,
+    ``Markup``), so ``render_without("tools")`` (``"documents"``), the render of the same sample
+    without them (None: the template raises), decides: left out only when its text is ``text``."""
+    out = []
+    for name, data, field, what in (("tools", tools, TOOL_LIST, DROPPED_TOOLS),
+                                    ("documents", documents, DOCUMENTS, DROPPED_DOCUMENTS)):
+        if data and (NO_MESSAGE, field) not in printed and render_without(name) == text:
+            out.append((NO_MESSAGE, what))
+    return out
+
 
 
 def dropped_data(
