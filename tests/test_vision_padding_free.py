@@ -4,10 +4,13 @@
 padded batch into one row. The reference is the padded batch of the same rows, through the same
 tiny randomly initialised model (the real model class, CPU, float32): each sample's logits in the
 row must be those of its padded row, and the loss the same. LLaVA (CLIP + Llama) and Mistral 3
-(Pixtral + Mistral) take such rows; Qwen2-VL (positions computed by the model from the image
-layout) and Gemma 3 (image attention blocks that its packed mask does not confine to one sample,
-transformers 5.x) do not, which the collator finds on its probe batch and says; processors with
-per-sample outputs (Idefics3, SmolVLM, Mllama) are refused by their outputs' shapes.
+(Pixtral + Mistral) take such rows with 1-D positions; Qwen2-VL computes its multi-axis rotary
+positions from the image layout, so the collator gives it each sample's own positions (computed by
+the model's ``get_rope_index``) after the row's 1-D positions, the form its packed rows take.
+Gemma 3 (image attention blocks that its packed mask does not confine to one sample,
+transformers 5.x) and a model that computes positions without exposing how do not take such rows,
+which the collator finds on its probe batch and says; processors with per-sample outputs
+(Idefics3, SmolVLM, Mllama) are refused by their outputs' shapes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("PIL")
 
 import respmask  # noqa: E402
-from respmask._media_flat import flatten_processed, output_layout  # noqa: E402
+import respmask._media_flat  # noqa: E402
+from respmask._media_flat import ModelPositions, flatten_processed, output_layout  # noqa: E402
 from support.vision import build_processor, image_token_ids, make_image, tiny_model  # noqa: E402
 
 ANIMALS = ["cat", "dog", "bird", "fish"]
@@ -45,10 +49,21 @@ def rows(images_per_row=(1, 2, 0), say: int = 1):
     return out
 
 
-@pytest.fixture(scope="module", params=["llava", "mistral3"])
+@pytest.fixture(scope="module", params=["llava", "mistral3", "qwen2_vl"])
 def family(request):
     processor = build_processor(request.param, tiny=True)
     return request.param, processor, tiny_model(request.param, processor).eval()
+
+
+def images_in(batch):
+    """How many images a processor's batch holds (Qwen2-VL's pixel_values are patches: one grid each)."""
+    return len(batch["image_grid_thw"] if "image_grid_thw" in batch else batch["pixel_values"])
+
+
+def hide_the_position_method(monkeypatch):
+    """Make respmask look for the models' position method under a name no model has: Qwen2-VL then
+    stands for a model that computes its positions from the image layout without exposing how."""
+    monkeypatch.setattr(respmask._media_flat, "ROPE_METHOD", "no_such_method")
 
 
 def logits(model, batch):
@@ -71,7 +86,7 @@ def compare(processor, model, samples, **kw):
 
 def test_padding_free_row_gives_each_sample_its_padded_logits_and_loss(family):
     name, processor, model = family
-    padded, free, _, diffs = compare(processor, model, rows())
+    padded, free, collator, diffs = compare(processor, model, rows())
     assert max(diffs) < 1e-5, diffs
     real = padded["attention_mask"].bool()
     lengths = real.sum(1).tolist()
@@ -79,22 +94,87 @@ def test_padding_free_row_gives_each_sample_its_padded_logits_and_loss(family):
     assert free["input_ids"][0].tolist() == torch.cat([padded["input_ids"][r][real[r]] for r in range(3)]).tolist()
     starts = np.cumsum([0] + lengths)
     assert free["cu_seq_lens_q"].tolist() == starts.tolist() == free["cu_seq_lens_k"].tolist()
-    assert free["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
+    text_positions = [p for n in lengths for p in range(n)]
+    if name == "qwen2_vl":  # its own positions: the row's 1-D positions, then each sample's 3 rotary axes
+        assert free["position_ids"].shape == (4, 1, sum(lengths))
+        assert free["position_ids"][0, 0].tolist() == text_positions
+        for r, sample in enumerate(rows()):  # each sample's, as the model computes them for it alone
+            alone = respmask.ResponseOnlyCollator(processor)([sample])
+            own, _ = model.model.get_rope_index(alone["input_ids"], alone["mm_token_type_ids"],
+                                                alone.get("image_grid_thw"), attention_mask=alone["attention_mask"])
+            assert free["position_ids"][1:, 0, starts[r]:starts[r + 1]].tolist() == own[:, 0].tolist()
+        assert (free["position_ids"][1:] != free["position_ids"][:1]).any()  # image tokens: on their grid
+    else:
+        assert free["position_ids"].tolist() == [text_positions]
     assert free["max_length_q"] == max(lengths) and free["use_cache"] is False and "attention_mask" not in free
     padded_labels = torch.cat([padded["labels"][r][real[r]] for r in range(3)])
     padded_labels[starts[:-1]] = -100
     assert free["labels"][0].tolist() == padded_labels.tolist()
     assert (free["labels"] != -100).sum() > 0
     assert not np.isin(free["labels"][0].numpy(), image_token_ids(processor)).any()  # image tokens never trained
-    # the images, as the processor returns them for the batch: 3 images, in sample order
+    # the images, as the processor returns them for the batch: 3 images, in sample order; the
+    # per-token outputs (Qwen2-VL's mm_token_type_ids) concatenated as the ids are
     for key in padded:
-        if key not in ("input_ids", "attention_mask", "labels"):
+        if key in ("input_ids", "attention_mask", "labels"):
+            continue
+        if collator._layout[key] == "token":
+            assert free[key][0].tolist() == torch.cat([padded[key][r][real[r]] for r in range(3)]).tolist(), key
+        else:
             assert torch.equal(free[key], padded[key]), key
-    assert free["pixel_values"].shape[0] == 3
+    assert images_in(free) == 3
     with torch.no_grad():
         loss_padded = model(**padded).loss
         loss_free = model(**free).loss
     assert math.isclose(float(loss_padded), float(loss_free), rel_tol=1e-5)
+
+
+def test_qwen2_vl_takes_its_own_positions_after_the_rows_1d_positions():
+    # the form is learned on the probe: Qwen2-VL's own positions alone (no first axis telling its
+    # attention where each sample starts) keep the first sample right and let the next see it, and
+    # the row's 1-D positions alone change even the first sample (its image tokens lose their grid)
+    processor = build_processor("qwen2_vl", tiny=True)
+    model = tiny_model("qwen2_vl", processor).eval()
+    collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+    assert collator._positions.text_row is True
+    padded = respmask.ResponseOnlyCollator(processor)(rows())
+    real = padded["attention_mask"].bool()
+    lp = logits(model, padded)
+
+    def diffs(positions):
+        free = flatten_processed(padded, collator._layout, "pt", positions)
+        lf, cu = logits(model, free), free["cu_seq_lens_q"].tolist()
+        return [float((lp[r][real[r]] - lf[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(3)]
+
+    tolerance = 1e-4 * float(lp.abs().max())  # the check's, in float32
+    assert max(diffs(collator._positions)) < 1e-5
+    alone = diffs(ModelPositions(collator._positions.owner, text_row=False))
+    assert alone[0] < 1e-5 and max(alone[1:]) > 10 * tolerance, alone
+    assert diffs(None)[0] > 10 * tolerance
+    # the method runs on a copy of its module without weights: nothing of the model is kept
+    owner = collator._positions.owner
+    assert type(owner) is type(model.model) and not list(owner.parameters()) and not list(owner.children())
+    assert owner.config.to_dict() == model.model.config.to_dict() and owner.config is not model.model.config
+    # eager attention takes the same row
+    model.set_attn_implementation("eager")
+    assert max(compare(processor, model, rows())[3]) < 1e-5
+
+
+@pytest.mark.parametrize("name, processor_name", [("qwen2_5_vl", "qwen2_vl"), ("qwen3_vl", "qwen3_vl")])
+def test_other_models_computing_their_positions_get_their_own(name, processor_name):
+    # the same mechanism, nothing per model: Qwen2.5-VL (windowed vision attention) and Qwen3-VL
+    # (interleaved M-RoPE, deepstack) each get their own get_rope_index's positions, and then each
+    # sample's logits and the loss are the padded batch's; the 1-D row alone is not (positions matter)
+    processor = build_processor(processor_name, tiny=True)
+    model = tiny_model(name, processor).eval()
+    padded, free, collator, diffs = compare(processor, model, rows())
+    assert collator._positions.text_row and type(collator._positions.owner) is type(model.model)
+    assert max(diffs) < 1e-5, diffs
+    with torch.no_grad():
+        assert math.isclose(float(model(**padded).loss), float(model(**free).loss), rel_tol=1e-5)
+    one_d = flatten_processed(padded, collator._layout, "pt")
+    real, cu = padded["attention_mask"].bool(), one_d["cu_seq_lens_q"].tolist()
+    lp, lf = logits(model, padded), logits(model, one_d)
+    assert float((lp[0][real[0]] - lf[0][cu[0]:cu[1]]).abs().max()) > 1e-3 * float(lp.abs().max())
 
 
 def test_padding_free_after_truncation_between_images(family):
@@ -114,7 +194,7 @@ def test_padding_free_after_truncation_between_images(family):
     assert collator.stats.images_dropped == 1 and collator.stats.truncated == 1
     assert max(diffs) < 1e-5, diffs
     assert max(np.diff(free["cu_seq_lens_q"].numpy())) <= max_length
-    assert free["pixel_values"].shape[0] == padded["pixel_values"].shape[0] == 6 - collator.stats.images_dropped
+    assert images_in(free) == images_in(padded) == 6 - collator.stats.images_dropped
 
 
 def test_numpy_and_pickled_collator(family):
@@ -127,13 +207,20 @@ def test_numpy_and_pickled_collator(family):
     a, b = collator(rows()), again(rows())
     assert isinstance(a["input_ids"], np.ndarray) and a["input_ids"].shape[0] == 1
     assert a["input_ids"].tolist() == b["input_ids"].tolist() and a["labels"].tolist() == b["labels"].tolist()
+    assert isinstance(a["position_ids"], np.ndarray) and a["position_ids"].tolist() == b["position_ids"].tolist()
+    if collator._positions is not None:  # the model's position method travels without the model's weights
+        assert len(pickle.dumps(collator._positions)) < 20_000
+        assert a["position_ids"].shape == (4, 1, a["input_ids"].shape[1])
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("qwen2_vl", "the first sample already differs"),  # M-RoPE: positions from the image layout
-    ("gemma3", "the first sample agrees and the next differs"),  # image blocks not confined to one sample
+@pytest.mark.parametrize("name, hidden, reason", [
+    # M-RoPE computed inside the forward, with no get_rope_index to compute it with
+    ("qwen2_vl", True, r"the first sample already differs.*the model's own \w+, which this model does not have"),
+    ("gemma3", False, "the first sample agrees and the next differs"),  # image blocks not confined to one sample
 ])
-def test_a_model_that_does_not_take_the_row_is_refused_with_why(name, reason):
+def test_a_model_that_does_not_take_the_row_is_refused_with_why(name, hidden, reason, monkeypatch):
+    if hidden:
+        hide_the_position_method(monkeypatch)
     processor = build_processor(name, tiny=True)
     model = tiny_model(name, processor)
     # the processor's outputs can be concatenated (per token, or the batch's images): the refusal is the model's
@@ -147,8 +234,9 @@ def test_a_model_that_does_not_take_the_row_is_refused_with_why(name, reason):
     lp, lf = logits(model.eval(), probe), logits(model, free)
     assert max(float((lp[r][real[r]] - lf[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(3)) > 1e-3
     model.train()
-    with pytest.raises(ValueError, match=f"{type(model).__name__} does not take a padding-free row.*{reason}"):
+    with pytest.raises(ValueError, match=f"{type(model).__name__} does not take a padding-free row.*{reason}") as info:
         respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+    assert "in half precision" not in str(info.value)  # float32: no rounding to blame
     assert model.training  # its mode given back
 
 
@@ -174,16 +262,18 @@ def test_the_model_is_required(family):
         respmask.ResponseOnlyCollator(processor, pad_to_multiple_of=8)
 
 
-def test_trainer_runs_padding_free_as_it_runs_padded(tmp_path):
-    # a real Trainer run on LLaVA: three optimizer steps padding-free and padded, from the same
-    # weights on the same batches, log the same losses and end with the same weights
+@pytest.mark.parametrize("name", ["llava", "qwen2_vl"])
+def test_trainer_runs_padding_free_as_it_runs_padded(tmp_path, name):
+    # a real Trainer run (LLaVA: 1-D positions; Qwen2-VL: its own positions): three optimizer
+    # steps padding-free and padded, from the same weights on the same batches, log the same
+    # losses and end with the same weights
     datasets = pytest.importorskip("datasets")
-    processor = build_processor("llava", tiny=True)
+    processor = build_processor(name, tiny=True)
     samples = rows((1, 2, 0, 1, 1, 2), say=2)
     ds = datasets.Dataset.from_list([{"messages": s["messages"]} for s in samples])
     runs = {}
     for free in (False, True):
-        model = tiny_model("llava", processor)
+        model = tiny_model(name, processor)
         collator = respmask.ResponseOnlyCollator(processor, padding_free=free, model=model if free else None)
         args = transformers.TrainingArguments(
             output_dir=str(tmp_path / str(free)), per_device_train_batch_size=2, max_steps=3, learning_rate=1e-2,
@@ -198,7 +288,7 @@ def test_trainer_runs_padding_free_as_it_runs_padded(tmp_path):
     assert np.allclose(free_losses, padded_losses, rtol=1e-4), (free_losses, padded_losses)
     # Adam moves each weight by ~lr per step; the two runs agree to float noise (Adam scales up the
     # ~0 gradients of attention key biases, hence 1e-4 rather than 1e-6)
-    start = tiny_model("llava", processor).state_dict()
+    start = tiny_model(name, processor).state_dict()
     assert max(float((free_weights[k] - start[k]).abs().max()) for k in start) > 1e-2
     assert max(float((free_weights[k] - padded_weights[k]).abs().max()) for k in start) < 1e-4
     assert stats.batches == 3 and stats.trained_tokens > 0
@@ -223,10 +313,14 @@ def test_readme_block_runs_as_written(tmp_path, monkeypatch):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # it trained
 
 
-@pytest.mark.parametrize("name, accepted", [("llava", True), ("qwen2_vl", False)])
-def test_a_bfloat16_model_is_judged_within_bfloat16_noise(name, accepted):
+@pytest.mark.parametrize("name, hidden, accepted", [
+    ("llava", False, True), ("qwen2_vl", False, True), ("qwen2_vl", True, False)])
+def test_a_bfloat16_model_is_judged_within_bfloat16_noise(name, hidden, accepted, monkeypatch):
     # the same model in bfloat16: padded and padding-free differ by rounding, which the check allows
-    # (LLaVA is accepted), while the position mismatch of Qwen2-VL is far larger (refused)
+    # (LLaVA, and Qwen2-VL with its own positions, are accepted), while the position mismatch of
+    # Qwen2-VL given 1-D positions is far larger (refused)
+    if hidden:
+        hide_the_position_method(monkeypatch)
     processor = build_processor(name, tiny=True)
     model = tiny_model(name, processor).to(torch.bfloat16)
     if accepted:
@@ -234,7 +328,7 @@ def test_a_bfloat16_model_is_judged_within_bfloat16_noise(name, accepted):
         assert collator(rows())["input_ids"].shape[0] == 1
     else:  # Qwen2-VL's positions: the first sample's difference is below bfloat16's rounding, the next's is not
         with pytest.raises(ValueError, match="does not take a padding-free row.*the first sample agrees and the next "
-                                             "differs.*multi-axis rotary positions, in bfloat16"):
+                                             "differs.*multi-axis rotary positions.*in half precision"):
             respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
 
 

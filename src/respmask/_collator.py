@@ -13,7 +13,7 @@ from ._errors import SampleError, UntrainableSampleError, check_choice, check_ma
 from ._encode import EVERY_TOKEN_TRAINED, TrainingRow, encode_rows
 from ._masker import masker_for
 from ._media_cut import ON_IMAGE_CUT, OnImageCut
-from ._media_flat import check_model, flatten_processed, output_layout, probe_rows
+from ._media_flat import ModelPositions, check_model, flatten_processed, output_layout, probe_rows
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX
 
@@ -198,8 +198,9 @@ class ResponseOnlyCollator:
                 "tokens from its pixels (the processor pads the batch)"
             )
         self._layout: dict[str, str] | None = None  # a processor's outputs, by kind (padding_free)
+        self._positions: ModelPositions | None = None  # the model's own positions, if it computes them
         if self.masker.processor is not None and padding_free:
-            self._layout = self._padding_free_layout(model)
+            self._layout, self._positions = self._padding_free_layout(model)
         self.pad_token_id = pad_token_id(self.masker.tokenizer)
         self.stats = CollatorStats()
 
@@ -251,7 +252,7 @@ class ResponseOnlyCollator:
             warn(self._warning(notes, len(rows)))
         if processed is not None:
             if self._layout is not None:
-                return flatten_processed(processed, self._layout, self.return_tensors)
+                return flatten_processed(processed, self._layout, self.return_tensors, self._positions)
             return processed
         if self.processor is not None:
             raise SampleError(f"every sample of this batch is longer than max_length={self.max_length} and would lose "
@@ -260,10 +261,10 @@ class ResponseOnlyCollator:
         pairs = [(row.input_ids, row.labels) for row in rows]
         return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)
 
-    def _padding_free_layout(self, model: Any) -> dict[str, str]:
+    def _padding_free_layout(self, model: Any) -> tuple[dict[str, str], ModelPositions | None]:
         """How the processor's outputs go into one padding-free row (learned on a probe batch, see
         :mod:`respmask._media_flat`), once ``model`` is shown to take such rows as it takes padded
-        batches.
+        batches; and the positions it takes them with (``None``: the row's 1-D positions).
 
         Raises:
             ValueError: an output one row cannot hold, no ``model`` given, or a model that does not
@@ -281,10 +282,10 @@ class ResponseOnlyCollator:
                 f"padding_free=True with a processor ({name}) needs the model: ResponseOnlyCollator(processor, "
                 "padding_free=True, model=model). Whether one row of concatenated samples trains each of them as the "
                 "padded batch would is the model's property (a model may compute positions from the image layout, "
-                "as Qwen2-VL's multi-axis rotary positions are); respmask checks it on a probe batch of two chats "
-                "with the processor's media before training.")
-        check_model(self.masker, layout, model)
-        return layout
+                "as Qwen2-VL's multi-axis rotary positions are, which the collator then computes with the model's "
+                "own method); respmask checks it on a probe batch of two chats with the processor's media before "
+                "training.")
+        return layout, check_model(self.masker, layout, model, self.padding_side)
 
     def preview(self, sample: Any) -> Any:
         """Which tokens of ``sample`` this collator trains (see :func:`respmask.preview`): cut to

@@ -388,6 +388,27 @@ def tiny_model(name: str, processor: Any) -> Any:
             vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
             vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
         return transformers.Qwen2VLForConditionalGeneration(cfg)
+    if name in ("qwen2_5_vl", "qwen3_vl"):  # Qwen2.5-VL fits build_processor("qwen2_vl") (same tokens, patch 14)
+        tokens = dict(image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                      video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+                      vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+                      vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
+        text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                    num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096)
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+        if name == "qwen2_5_vl":
+            cfg = transformers.Qwen2_5_VLConfig(
+                text_config={**text, "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3]}},
+                vision_config={**vision, "patch_size": 14, "fullatt_block_indexes": [0], "window_size": 56},
+                **tokens)
+            return transformers.Qwen2_5_VLForConditionalGeneration(cfg)
+        cfg = transformers.Qwen3VLConfig(  # Qwen3-VL: patch 16, interleaved M-RoPE, deepstack from the one layer
+            text_config={**text, "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3],
+                                                     "mrope_interleaved": True}},
+            vision_config={**vision, "patch_size": 16, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+            **tokens)
+        return transformers.Qwen3VLForConditionalGeneration(cfg)
     # LLaVA and Mistral 3 (Pixtral vision tower): two layers of a Llama / Mistral text model, so that
     # attention between tokens (and between the samples of a padding-free row) matters
     text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
