@@ -129,10 +129,12 @@ class ResponseOnlyCollator:
             and its image outputs (``pixel_values``, ``image_sizes`` ...) kept, in sample order;
             ``model`` is then required and checked (see ``model``).
         model: with a processor and ``padding_free=True``, the model to train: a probe batch of two
-            chats with the processor's media (images, else audio), padded and padding-free, must give it the same logits for each sample's
-            tokens, else ``ValueError`` says why (a model that computes positions from the image
-            layout, as Qwen2-VL does, does not take the 1-D positions of a padding-free row). Not
-            kept by the collator.
+            chats with the processor's media (images, else audio), padded and padding-free, must
+            give it the same logits for each sample's tokens, else ``ValueError`` says why. A model
+            that computes its positions from the image layout with transformers'
+            ``get_rope_index`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) gets each sample's own positions,
+            computed by that method on a weightless copy of its module, after the row's 1-D
+            positions (``position_ids`` of shape ``(4, 1, tokens)``). Not kept by the collator.
 
     Returns:
         Called on a list of rows: ``input_ids``, ``attention_mask`` and ``labels`` (torch tensors
