@@ -389,3 +389,29 @@ def test_the_masker_itself_refuses_images_a_text_tokenizer_would_drop():
             call(row)
     text_only = ChatMasker(tok, text_only=True).encode(row)
     assert tok.decode(text_only.input_ids[text_only.labels != -100]) == "a cat<|im_end|>"
+
+
+def test_a_template_kwarg_the_template_never_reads_is_named_once():
+    """apply_chat_template ignores a kwarg its template does not read (a typo of enable_thinking
+    changes nothing, silently); respmask says so, once per template, with the closest name."""
+    import warnings
+
+    from support.tokenizers import fixture_tokenizer
+
+    tok = fixture_tokenizer("qwen3")
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    collator = respmask.ResponseOnlyCollator(tok, template_kwargs={"enable_thinkng": False})
+    with pytest.warns(respmask.RespmaskWarning, match=r"template kwarg\(s\) 'enable_thinkng' \(did you mean "
+                                                      r"'enable_thinking'\?\) are not read by the chat template"):
+        collator([{"messages": chat}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        collator([{"messages": chat}])  # told once
+        # a kwarg the template reads, and no kwargs at all: nothing to tell
+        respmask.ResponseOnlyCollator(tok, template_kwargs={"enable_thinking": False})([{"messages": chat}])
+        respmask.ResponseOnlyCollator(tok)([{"messages": chat}])
+    # a sample's own chat_template_kwargs too, on a template that reads no kwarg at all
+    with pytest.warns(respmask.RespmaskWarning, match=r"'enable_thinking' are not read by the chat template, so "
+                                                      r"they change nothing \(the template reads no other variable"):
+        respmask.ChatMasker(fixture_tokenizer("llama3")).encode(
+            {"messages": chat, "chat_template_kwargs": {"enable_thinking": False}})

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError
+from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError, warn
 from ._byte_lengths import ByteLengths
 from ._masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
 from ._media import call_processor, carry_mask, is_processor, media_of, media_token_ids
@@ -518,6 +518,8 @@ class ChatMasker:
         parsed, kwargs = self._inputs(parsed)
         source = self.template_source(parsed.tools)
         template = self.template(source)
+        if kwargs and (unread := template.unread_kwargs(kwargs)):
+            warn(unread)
         key = self._profile_key(source, kwargs, probe_shape(parsed.messages))
         layouts = rendered = None
         if parsed.tools is None and parsed.documents is None:

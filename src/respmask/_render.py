@@ -9,6 +9,7 @@ byte-identical to ``tokenizer.apply_chat_template(..., tokenize=False)``.
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from types import MethodType
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.compiler import CodeGenerator
 from markupsafe import Markup
 from jinja2.ext import Extension
@@ -655,6 +656,9 @@ class ChatTemplate:
             for n in ast.find_all(nodes.CallBlock)
         )
         self.literal_names = _literal_names(ast)
+        # the variables the template reads from its caller (messages, add_generation_prompt, its kwargs)
+        self.reads = frozenset(meta.find_undeclared_variables(ast))
+        self._told: set[str] = set()  # kwargs :meth:`unread_kwargs` has named already
         ast.body = _Instrumenter(self.literal_names).statements(ast.body)
         ast.set_environment(self.env)
         code = self.env.compile(ast)
@@ -663,6 +667,23 @@ class ChatTemplate:
         self.template = self.env.template_class.from_code(self.env, code, dict(self.env.make_globals(None)), None)
         # ``a ~ b`` outside an output joins with this: keep the operands' marks
         self.template.root_render_func.__globals__["str_join"] = _str_join
+
+    def unread_kwargs(self, kwargs: Mapping[str, Any]) -> str | None:
+        """A warning for template kwargs this template never reads (a typo such as
+        ``enable_thinkng``, or a kwarg of another model's template): they change nothing, in
+        ``apply_chat_template`` as here, and transformers says nothing. Each name is told once
+        per template; None when there is nothing new to tell."""
+        names = [k for k in kwargs if k not in self.reads and k not in self._told]
+        if not names:
+            return None
+        self._told.update(names)
+        known = sorted(self.reads - set(self.env.globals) - set(SPECIAL_TOKEN_NAMES)
+                       - {"messages", "tools", "documents", "add_generation_prompt"})
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else repr(k)
+                 for k in names]
+        return (f"template kwarg(s) {', '.join(hints)} are not read by the chat template, so they change nothing "
+                f"(the template reads {', '.join(map(repr, known[:12])) or 'no other variable'}"
+                f"{', ...' if len(known) > 12 else ''}). Check the name, or the template.")
 
     def render(self, variables: Mapping[str, Any], tracked: Sequence[dict]) -> Rendered:
         """Render with ``variables``; ``tracked`` are the message dicts (as passed) to attribute output to."""
