@@ -366,7 +366,8 @@ def outline(messages: Sequence[Any]) -> tuple | None:
 class _Layout:
     """What one outline's render is made of (see :class:`LayoutRenderer`)."""
 
-    __slots__ = ("literals", "lit_lens", "slots", "events", "pieces", "generation", "constant_printed")
+    __slots__ = ("literals", "lit_lens", "slots", "events", "pieces", "generation", "constant_printed",
+                 "replays")
 
     def __init__(self, literals: list[str], slots: list[tuple[int, str, bool, int]],
                  events: list[tuple[int, int, int]], pieces: list[tuple[int, int, int, int, int, int]],
@@ -379,10 +380,13 @@ class _Layout:
         self.pieces = pieces  # (j, off, j, off, owner, kind)
         self.generation = generation  # (j, off, j, off, owner)
         self.constant_printed = constant_printed  # (owner, field) printed by data of no message
+        # the analyses of its conversations relative to it (respmask._replay.Replays), made when needed
+        self.replays: Any = None
 
-    def fill(self, text: str, messages: Sequence[Mapping[str, Any]]) -> Rendered | None:
-        """The :class:`Rendered` of ``messages`` (of this layout's outline) whose plain render is
-        ``text``; None when ``text`` is not this layout filled with their values."""
+    def match(self, text: str, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[str]] | None:
+        """Where each literal starts in ``text`` and the printed values, when ``text`` (the plain
+        render of ``messages``, of this layout's outline) is this layout filled with their values;
+        else None."""
         values = [messages[k][key].strip() if trimmed else messages[k][key] for k, key, trimmed, _ in self.slots]
         literals = self.literals
         parts = [literals[0]]
@@ -396,6 +400,17 @@ class _Layout:
         for lit, value in zip(self.lit_lens, values):
             acc += lit + len(value)
             ends.append(acc)
+        return ends, values
+
+    def fill(self, text: str, messages: Sequence[Mapping[str, Any]]) -> Rendered | None:
+        """The :class:`Rendered` of ``messages`` (of this layout's outline) whose plain render is
+        ``text``; None when ``text`` is not this layout filled with their values."""
+        found = self.match(text, messages)
+        return None if found is None else self.rendered(text, *found)
+
+    def rendered(self, text: str, ends: list[int], values: list[str]) -> Rendered:
+        """The :class:`Rendered` of a text this layout matched (:meth:`match`: ``ends``, where each
+        literal starts, and the printed ``values``)."""
         printed = set(self.constant_printed)
         for (k, _, _, f), value in zip(self.slots, values):
             if value:
@@ -411,6 +426,29 @@ class _Layout:
 
 
 _REFUSED = object()
+
+
+class LayoutHit:
+    """A conversation whose plain render is its layout filled with its values.
+
+    Attributes:
+        layout: the layout (its outline's, under the template kwargs).
+        text: the render.
+        starts: where each of the layout's literals starts in ``text``.
+        values: the printed values, in output order.
+    """
+
+    __slots__ = ("layout", "text", "starts", "values")
+
+    def __init__(self, layout: _Layout, text: str, starts: list[int], values: list[str]):
+        self.layout = layout
+        self.text = text
+        self.starts = starts
+        self.values = values
+
+    def rendered(self) -> Rendered:
+        """Every record of the instrumented render, moved by the values' lengths."""
+        return self.layout.rendered(self.text, self.starts, self.values)
 
 
 def _plain_environment() -> jinja2.Environment:
@@ -457,6 +495,14 @@ class LayoutRenderer:
                ) -> Rendered | None:
         """The render of ``messages`` (no tools, documents or generation prompt) from its layout;
         None when there is none (the instrumented render is needed, then :meth:`learn`)."""
+        hit = self.find(kwargs_key, messages, constants)
+        return None if hit is None else hit.rendered()
+
+    def find(self, kwargs_key: str, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any]
+             ) -> LayoutHit | None:
+        """``messages`` (no tools, documents or generation prompt) rendered by the plain template
+        and matched with their outline's layout; None when there is none or the text is not the
+        layout filled with their values (the instrumented render is needed, then :meth:`learn`)."""
         if not self.blind:
             return None
         shape = outline(messages)
@@ -472,7 +518,8 @@ class LayoutRenderer:
             text = "".join(plain.root_render_func(plain.new_context(variables)))
         except Exception:
             return None  # the instrumented render raises the sample's error
-        return layout.fill(text, messages)
+        found = layout.match(text, messages)
+        return None if found is None else LayoutHit(layout, text, *found)
 
     def learn(self, kwargs_key: str, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any],
               rendered: Rendered) -> None:

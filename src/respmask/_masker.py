@@ -24,6 +24,7 @@ from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
 )
 from ._layout import LayoutRenderer
+from ._replay import replays_of
 from ._render import ChatTemplate, template_constants, template_inputs
 from ._formats import media_error, media_in
 from ._samples import Chat, Pretokenized, TextPair, parse
@@ -521,17 +522,17 @@ class ChatMasker:
         if kwargs and (unread := template.unread_kwargs(kwargs)):
             warn(unread)
         key = self._profile_key(source, kwargs, probe_shape(parsed.messages))
-        layouts = rendered = None
+        layouts = rendered = hit = None
         if parsed.tools is None and parsed.documents is None:
             # a message-blind template renders a known outline from its layout (same records)
             layouts = self._layouts.get(source)
             if layouts is None:
                 layouts = self._layouts[source] = LayoutRenderer(template)
             if layouts.blind:
-                rendered = layouts.render(key[1], parsed.messages, self._template_constants(kwargs))
+                hit = layouts.find(key[1], parsed.messages, self._template_constants(kwargs))
             else:
                 layouts = None
-        if rendered is None:
+        if hit is None:
             try:  # first: a conversation the template rejects is the sample's error, whatever the probes say
                 rendered, chat = self._apply_template(template, parsed.messages, parsed.tools, parsed.documents, kwargs,
                                                       False)
@@ -544,14 +545,16 @@ class ChatMasker:
                 ) from exc
             if layouts is not None:
                 layouts.learn(key[1], parsed.messages, self._template_constants(kwargs), rendered)
-        profile, stops = self.profile(source, kwargs, key, parsed.tools, parsed.messages)
+        learned = self.profile(source, kwargs, key, parsed.tools, parsed.messages)
+        profile, stops = learned
+        text = hit.text if hit is not None else rendered.text
         if not self._exact[key]:
             reference = self._reference_text(source, parsed.messages, parsed.tools, parsed.documents, kwargs, False)
-            if reference != rendered.text:
-                at = len(commonprefix([reference or "", rendered.text]))
+            if reference != text:
+                at = len(commonprefix([reference or "", text]))
                 raise TemplateError(
                     "respmask's render of this conversation differs from transformers' apply_chat_template at "
-                    f"character {at} ({(reference or '')[at:at + 40]!r} vs {rendered.text[at:at + 40]!r}), so its "
+                    f"character {at} ({(reference or '')[at:at + 40]!r} vs {text[at:at + 40]!r}), so its "
                     "masks would not match the ids the model sees. Please report the template; meanwhile pass a "
                     "template annotated with {% generation %} blocks (chat_template=..., use_generation_tags=True)."
                 )
@@ -559,6 +562,19 @@ class ChatMasker:
         use_tags = self.options.use_generation_tags
         if use_tags and not template.has_generation_tags:
             raise TemplateError("use_generation_tags=True but the chat template has no {% generation %} blocks")
+        replays = reads = None
+        if hit is not None:
+            # the analysis of a conversation of the same layout and value states, moved (see _replay)
+            replays = replays_of(hit)
+            replay_key = replays.key(parsed.messages, selected, (use_tags, self.options.reasoning_in_loss))
+            replayed = replays.replay(replay_key, hit, learned)
+            if replayed is not None:
+                spans, turns, segs, dropped, empty = replayed
+                return RenderedSample(text, spans, turns, segs, dropped=dropped, empty_replies=empty,
+                                      dropped_text=dropped_text(parsed.messages, dropped))
+            rendered = hit.rendered()
+            reads = []
+
         def prompt(k: int) -> str | None:
             try:
                 return self._apply_template(template, parsed.messages[:k], parsed.tools, parsed.documents, kwargs, True)[0].text
@@ -576,6 +592,7 @@ class ChatMasker:
                 reasoning_in_loss=self.options.reasoning_in_loss,
                 messages=parsed.messages,
                 prompt=prompt,
+                reads=reads,
             )
         except UnplacedTurn as exc:
             k = exc.message
@@ -596,9 +613,13 @@ class ChatMasker:
                     return None
 
             dropped += dropped_inputs(parsed.tools, parsed.documents, rendered.printed, rendered.text, without)
-        return RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped,
-                              dropped_text=dropped_text(parsed.messages, dropped, parsed.tools, parsed.documents),
-                              empty_replies=empty_replies(parsed.messages, turns, rendered.text))
+        out = RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped,
+                             dropped_text=dropped_text(parsed.messages, dropped, parsed.tools, parsed.documents),
+                             empty_replies=empty_replies(parsed.messages, turns, rendered.text))
+        if replays is not None:
+            replays.keep(replay_key, hit, learned, selected, reads, out.spans, turns, segs, dropped,
+                         out.empty_replies)
+        return out
 
     def render_rows(self, sample: Any) -> list[RenderedSample]:
         """The rows a raw sample gives under this masker's ``split`` (one unless it splits)."""

@@ -222,9 +222,11 @@ def _history_header(segs: Segments, first: int, w0: int, windows: Sequence[tuple
     return None
 
 
-def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tuple[int, int] | None:
+def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens, reads: list[str] | None = None
+               ) -> tuple[int, int] | None:
     """The first stop token after position ``after`` in the turn's literal tail (an end-of-turn
-    token first, else a tool-call terminator), or at the start of the next message's output."""
+    token first, else a tool-call terminator), or at the start of the next message's output
+    (a match there may run into that message's value: noted in ``reads``, see :func:`find_turns`)."""
     ranges, next_start = segs.tail_ranges(owner, after)
     text = segs.text
     for pattern in (stops.end_of_turn, stops.call_end):
@@ -235,6 +237,8 @@ def _find_stop(segs: Segments, owner: int, after: int, stops: StopTokens) -> tup
             if m:
                 return m.start(), m.end()
     if next_start is not None and stops.next_turn is not None:
+        if reads is not None:
+            reads.append("a stop token looked for at the next message's output")
         m = stops.next_turn.match(text, next_start)
         if m and not segs.has_data(m.start(), m.end()):  # the next message's own text is data, never a stop
             return m.start(), m.end()
@@ -422,6 +426,7 @@ def find_turns(
     reasoning_in_loss: bool = True,
     messages: Sequence[Mapping[str, Any]] | None = None,
     prompt: Callable[[int], str | None] | None = None,
+    reads: list[str] | None = None,
 ) -> tuple[list[Turn], Segments]:
     """The trained turns of one render, in message order, and the render's segments (text a
     trained message's data quotes from another message handed back to that message).
@@ -430,14 +435,34 @@ def find_turns(
     ``add_generation_prompt=True``), or None when the template rejects that; it is called only
     for turns whose learned header is not in the render.
 
+    ``reads``: when a list, one reason is appended for each step taken whose outcome may depend
+    on the text of a message value rather than on the render's records and the template's own
+    text around them (see :mod:`respmask._replay`). Every other step compares positions, reads
+    only template text (stop tokens in a turn's literal tail, headers in a window that holds no
+    non-empty data, the literal text a turn's iteration writes after its values) or only the
+    emptiness of values. Nothing is appended for a render whose turns are found that way alone.
+
     Raises:
         UnplacedTurn: a trained assistant turn whose generation prompt is not in the render.
     """
     segs = Segments.of(rendered)
     if use_generation_tags:
+        if reads is not None:  # a stop token is looked for over the whole block, values included
+            reads.append("generation blocks")
         return _tag_turns(rendered, roles, selected, stops), segs
     if messages is not None:
+        if reads is not None:
+            with_data = {owner for owner, _ in rendered.printed}
+            if any(not selected[j] and j not in with_data and _has_text(m.get("content"))
+                   for j, m in enumerate(messages)):
+                reads.append("a message's text looked for inside trained data")
         _reassign_foreign(segs, messages, selected, rendered.printed)
+    if reads is not None and prompt is not None:
+        given = prompt
+
+        def prompt(k: int) -> str | None:
+            reads.append("a generation prompt rendered")  # compared with the text around values
+            return given(k)
     by_owner = segs.by_owner(len(roles))
     turns: list[Turn] = []
     for k, (role, chosen) in enumerate(zip(roles, selected)):
@@ -452,11 +477,17 @@ def find_turns(
         if role == "assistant":
             if first_data is not None:
                 first = segs.starts[first_data]
+                if reads is not None and segs.has_data(segs.window_start(k, first), first):
+                    reads.append("data in the window before a turn")  # _header_end reads the window
             else:  # nothing of the message printed (empty content left out): right after its header
+                if reads is not None:  # a header looked for over the message's whole output
+                    reads.append("a turn that printed no data")
                 first = _after_header(segs, start, segs.ends[idxs[-1]], profile, roles[k - 1] if k else None)
             prev = roles[k - 1] if k else None
             header_end = None
             if first_data is not None and segs.ends[first_data] == first:  # its first value is empty
+                if reads is not None:  # a header's first occurrence up to the turn's first text
+                    reads.append("a turn whose first value is empty")
                 header_end = _header_over_empty(segs, k, idxs, first, profile.headers.get(prev, ()))
             if header_end is None:
                 header_end = _header_end(segs, k, first, profile, prev, lambda k=k: prompt(k) if prompt else None)
@@ -465,8 +496,10 @@ def find_turns(
         after = max(header_end, segs.ends[last_data]) if last_data is not None else header_end
         # a stop token is template text: stop strings inside a message's values (a tool call's
         # JSON, say) are data, never the end of its turn
-        stop = _find_stop(segs, k, after, stops)
+        stop = _find_stop(segs, k, after, stops, reads)
         if last_data is not None and segs.ends[last_data] == segs.starts[last_data]:
+            if reads is not None:
+                reads.append("a turn whose last value is empty")
             early = _before_empty(segs, k, idxs, last_data, header_end, stop, stops)
             if early is not None:
                 stop, after = early
@@ -475,6 +508,8 @@ def find_turns(
         end = stop[1] if stop else segs.own_tail_end(k, after)
         reasoning = None
         if not reasoning_in_loss:
+            if reads is not None and any(o == k for _, _, o in rendered.reasoning):
+                reads.append("reasoning text")  # headers looked for after it
             reasoning = _reasoning(
                 segs, k, header_end, stop[0] if stop else end, stops, rendered.reasoning, profile.all_headers
             )
