@@ -73,20 +73,23 @@ def logits(model, batch):
 
 
 def compare(processor, model, samples, **kw):
-    """The padded and the padding-free batch of ``samples``, and each sample's largest logit difference."""
+    """The padded and the padding-free batch of ``samples``, the padding-free collator, each
+    sample's largest logit difference, and the two batches' losses (from the same forward passes)."""
     padded = respmask.ResponseOnlyCollator(processor, on_untrainable="keep", **kw)(samples)
     collator = respmask.ResponseOnlyCollator(processor, on_untrainable="keep", padding_free=True, model=model, **kw)
     free = collator(samples)
     real = padded["attention_mask"].bool()
     cu = free["cu_seq_lens_q"].tolist()
-    lp, lf = logits(model, padded), logits(model, free)
+    with torch.no_grad():
+        op, of = model(**padded), model(**free)
+    lp, lf = op.logits, of.logits
     diffs = [float((lp[r][real[r]] - lf[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(len(real))]
-    return padded, free, collator, diffs
+    return padded, free, collator, diffs, (float(op.loss), float(of.loss))
 
 
 def test_padding_free_row_gives_each_sample_its_padded_logits_and_loss(family):
     name, processor, model = family
-    padded, free, collator, diffs = compare(processor, model, rows())
+    padded, free, collator, diffs, (loss_padded, loss_free) = compare(processor, model, rows())
     assert max(diffs) < 1e-5, diffs
     real = padded["attention_mask"].bool()
     lengths = real.sum(1).tolist()
@@ -122,10 +125,7 @@ def test_padding_free_row_gives_each_sample_its_padded_logits_and_loss(family):
         else:
             assert torch.equal(free[key], padded[key]), key
     assert images_in(free) == 3
-    with torch.no_grad():
-        loss_padded = model(**padded).loss
-        loss_free = model(**free).loss
-    assert math.isclose(float(loss_padded), float(loss_free), rel_tol=1e-5)
+    assert math.isclose(loss_padded, loss_free, rel_tol=1e-5)
 
 
 def test_qwen2_vl_takes_its_own_positions_after_the_rows_1d_positions():
@@ -154,6 +154,15 @@ def test_qwen2_vl_takes_its_own_positions_after_the_rows_1d_positions():
     owner = collator._positions.owner
     assert type(owner) is type(model.model) and not list(owner.parameters()) and not list(owner.children())
     assert owner.config.to_dict() == model.model.config.to_dict() and owner.config is not model.model.config
+    # the row is the same from the batch padded on the left (the method is given each row's
+    # attention_mask): each row's per-token arrays rolled so that its padding comes first
+    right = flatten_processed(padded, collator._layout, "np", collator._positions)
+    pad = (~real).sum(1).tolist()
+    left_padded = {k: torch.stack([v[r].roll(pad[r]) for r in range(3)]) if v.shape[:2] == real.shape else v
+                   for k, v in padded.items()}
+    assert not left_padded["attention_mask"][:, 0].all() and left_padded["attention_mask"][:, -1].all()
+    left = flatten_processed(left_padded, collator._layout, "np", collator._positions)
+    assert all(np.array_equal(right[k], left[k]) for k in ("input_ids", "position_ids", "labels"))
     # eager attention takes the same row
     model.set_attn_implementation("eager")
     assert max(compare(processor, model, rows())[3]) < 1e-5
@@ -166,12 +175,11 @@ def test_other_models_computing_their_positions_get_their_own(name, processor_na
     # sample's logits and the loss are the padded batch's; the 1-D row alone is not (positions matter)
     processor = build_processor(processor_name, tiny=True)
     model = tiny_model(name, processor).eval()
-    padded, free, collator, diffs = compare(processor, model, rows())
+    padded, free, collator, diffs, losses = compare(processor, model, rows())
     assert collator._positions.text_row and type(collator._positions.owner) is type(model.model)
     assert max(diffs) < 1e-5, diffs
-    with torch.no_grad():
-        assert math.isclose(float(model(**padded).loss), float(model(**free).loss), rel_tol=1e-5)
-    one_d = flatten_processed(padded, collator._layout, "pt")
+    assert math.isclose(*losses, rel_tol=1e-5)
+    one_d = flatten_processed(padded, collator._layout, "pt")  # the row's 1-D positions: positions matter
     real, cu = padded["attention_mask"].bool(), one_d["cu_seq_lens_q"].tolist()
     lp, lf = logits(model, padded), logits(model, one_d)
     assert float((lp[0][real[0]] - lf[0][cu[0]:cu[1]]).abs().max()) > 1e-3 * float(lp.abs().max())
@@ -190,7 +198,7 @@ def test_padding_free_after_truncation_between_images(family):
     assert lengths[0] == lengths.max() and max_length < media[-1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", respmask.RespmaskWarning)
-        padded, free, collator, diffs = compare(processor, model, samples, max_length=max_length)
+        padded, free, collator, diffs, _ = compare(processor, model, samples, max_length=max_length)
     assert collator.stats.images_dropped == 1 and collator.stats.truncated == 1
     assert max(diffs) < 1e-5, diffs
     assert max(np.diff(free["cu_seq_lens_q"].numpy())) <= max_length
