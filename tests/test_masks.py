@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from respmask._masks import labels_from_mask, mask_from_ranges, token_ranges
+from respmask._masks import labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges
 from support.tokenizers import fixture_tokenizer
 
 
@@ -59,3 +59,13 @@ def test_a_character_split_over_byte_tokens_is_trained_whole():
 def test_labels_from_mask():
     ids = np.array([5, 6, 7, 8])
     assert labels_from_mask(ids, np.array([False, True, True, False])).tolist() == [-100, 6, 7, -100]
+
+
+def test_labels_from_masks_equal_each_rows_labels():
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 50_000, size=n) for n in (5, 0, 1, 300, 7)]
+    masks = [rng.random(len(r)) < 0.5 for r in rows]
+    got = labels_from_masks(rows, masks)
+    assert [g.tolist() for g in got] == [labels_from_mask(r, m).tolist() for r, m in zip(rows, masks)]
+    assert all(g.dtype == np.int64 and g.base is None for g in got)  # each row's labels its own array
+    assert labels_from_masks([], []) == []

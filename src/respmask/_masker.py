@@ -17,7 +17,9 @@ import numpy as np
 
 from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError, warn
 from ._byte_lengths import ByteLengths
-from ._masks import IGNORE_INDEX, as_numpy, labels_from_mask, mask_from_ranges, token_ranges
+from ._masks import (
+    IGNORE_INDEX, as_numpy, labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges,
+)
 from ._media import call_processor, carry_mask, is_processor, media_of, media_token_ids
 from ._origin import REASONING_KEYS
 from ._profile import (
@@ -775,19 +777,26 @@ class ChatMasker:
             encodings = self._encode_texts(backend, texts, add_special, offsets=table is None)
             # fromiter with the length known reads the ids list ~10% faster than asarray
             rows = [np.fromiter(enc.ids, dtype=np.int64, count=len(enc)) for enc in encodings]
-            if table is not None and max((int(r.max()) for r in rows if len(r)), default=-1) >= len(table.lengths):
+            every = np.concatenate(rows)  # the batch's ids end to end: one max, one labels operation
+            if table is not None and len(every) and int(every.max()) >= len(table.lengths):
                 table = self._byte_lengths(backend, rebuild=True)  # tokens were added since it was built
             masks = table.token_masks(rows, texts, [rs.spans for _, _, rs in items]) if table is not None else None
+            labels: Sequence[np.ndarray | None] = [None] * len(rows)
+            if masks is not None and all(mask is not None for mask in masks):
+                labels = labels_from_masks(rows, masks, every)  # type: ignore[arg-type]
             for n, ((j, r, rs), enc, ids) in enumerate(zip(items, encodings, rows)):
-                mask = None if masks is None else masks[n]
-                if mask is None:
-                    if table is not None:  # this text needs the tokenizer's own offsets
-                        enc = self._encode_texts(backend, [rs.text], add_special, offsets=True)[0]
-                        ids = np.asarray(enc.ids, dtype=np.int64)
-                    mask = mask_from_ranges(token_ranges(enc, rs.spans, len(ids)), len(ids))
+                row_labels = labels[n]
+                if row_labels is None:
+                    mask = None if masks is None else masks[n]
+                    if mask is None:
+                        if table is not None:  # this text needs the tokenizer's own offsets
+                            enc = self._encode_texts(backend, [rs.text], add_special, offsets=True)[0]
+                            ids = np.asarray(enc.ids, dtype=np.int64)
+                        mask = mask_from_ranges(token_ranges(enc, rs.spans, len(ids)), len(ids))
+                    row_labels = labels_from_mask(ids, mask)
                 out[j][r] = Encoded(
                     ids,
-                    labels_from_mask(ids, mask),
+                    row_labels,
                     n_turns=len(rs.turns),
                     turns_without_stop=sum(1 for t in rs.turns if t.stop is None),
                     text=rs.text,

@@ -94,3 +94,21 @@ def mask_from_ranges(ranges: np.ndarray, n_tokens: int) -> np.ndarray:
 
 def labels_from_mask(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, input_ids, IGNORE_INDEX)
+
+
+def labels_from_masks(rows: Sequence[np.ndarray], masks: Sequence[np.ndarray], ids: np.ndarray | None = None
+                      ) -> list[np.ndarray]:
+    """:func:`labels_from_mask` of each row (``rows[n]`` and ``masks[n]`` of one length), made in
+    one array operation over the batch (one per row costs more at a few hundred tokens a row);
+    each row's labels are an array of its own. ``ids``: the rows laid end to end, when the caller
+    has them."""
+    if not len(rows):
+        return []
+    flat = np.where(np.concatenate(masks), np.concatenate(rows) if ids is None else ids, IGNORE_INDEX)
+    out = []
+    a = 0
+    for row in rows:
+        b = a + len(row)
+        out.append(flat[a:b].copy())
+        a = b
+    return out

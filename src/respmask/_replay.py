@@ -67,17 +67,20 @@ class _Inside(Exception):
 
 
 class _Analysis:
-    """One kept analysis: positions as (literal, offset) pairs in ``places``, the rest as is."""
+    """One kept analysis: positions as (literal, offset) pairs in ``places`` (the segments' ends,
+    their starts too unless each starts where the one before ends, then the spans and the turns'
+    positions), the rest as is."""
 
-    __slots__ = ("profile", "places", "n_segments", "owners", "kinds", "regions", "n_spans", "turns",
-                 "dropped", "empty_replies")
+    __slots__ = ("profile", "stops", "places", "n_segments", "gapless", "owners", "kinds", "regions", "n_spans",
+                 "turns", "dropped", "empty_replies")
 
-    def __init__(self, profile: tuple, places: list[tuple[int, int]], n_segments: int, owners: list[int],
-                 kinds: list[int], regions: list[int], n_spans: int, turns: list[tuple],
+    def __init__(self, profile: tuple, places: list[tuple[int, int]], n_segments: int, gapless: bool,
+                 owners: list[int], kinds: list[int], regions: list[int], n_spans: int, turns: list[tuple],
                  dropped: list[tuple[int, str]], empty_replies: list[int]):
-        self.profile = profile
+        self.profile, self.stops = profile
         self.places = places
         self.n_segments = n_segments
+        self.gapless = gapless
         self.owners = owners
         self.kinds = kinds
         self.regions = regions
@@ -120,14 +123,18 @@ class Replays:
         ``hit`` rendered, from the analysis kept under ``key`` (made with the same ``profile``
         objects: the template profile and stop tokens); None when there is none."""
         got = self.kept.get(key)
-        if got is None or got is _NOT_KEPT or len(got.profile) != len(profile) or any(
-                a is not b for a, b in zip(got.profile, profile)):
+        if got is None or got is _NOT_KEPT or got.profile is not profile[0] or got.stops is not profile[1]:
             return None
         starts = hit.starts
         at = [starts[j] + off for j, off in got.places]
         n = got.n_segments
-        segs = Segments(hit.text, at[:n], at[n:2 * n], list(got.owners), list(got.kinds), list(got.regions))
-        s0 = 2 * n
+        if got.gapless:
+            ends = at[:n]
+            segs = Segments(hit.text, [0, *ends[:-1]], ends, list(got.owners), list(got.kinds), list(got.regions))
+            s0 = n
+        else:
+            segs = Segments(hit.text, at[:n], at[n:2 * n], list(got.owners), list(got.kinds), list(got.regions))
+            s0 = 2 * n
         spans = [(at[i], at[i + 1]) for i in range(s0, s0 + 2 * got.n_spans, 2)]
         turns = [
             Turn(k, role, at[a], at[b], None if stop is None else (at[stop], at[stop + 1]),
@@ -172,7 +179,8 @@ class Replays:
                 raise _Inside(p)
             return j, off
 
-        places = [place(p) for p in segs.starts]
+        gapless = bool(segs.starts) and segs.starts == [0, *segs.ends[:-1]]
+        places = [] if gapless else [place(p) for p in segs.starts]
         places += [place(p) for p in segs.ends]
         for a, b in spans:
             places += (place(a), place(b))
@@ -188,5 +196,5 @@ class Replays:
                 reasoning = len(places)
                 places += (place(t.reasoning[0]), place(t.reasoning[1]))
             kept_turns.append((t.message, t.role, i, i + 1, stop, reasoning))
-        return _Analysis(profile, places, len(segs.starts), list(segs.owners), list(segs.kinds),
+        return _Analysis(profile, places, len(segs.starts), gapless, list(segs.owners), list(segs.kinds),
                          list(segs.regions), len(spans), kept_turns, list(dropped), list(empty_replies))

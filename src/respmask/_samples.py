@@ -55,8 +55,8 @@ def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
     if len(messages) == 0:
         raise SampleError(f"{what} is empty: a conversation needs at least one message")
     out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping):
+    for i, m in enumerate(messages):  # plain type checks first: ABC checks cost more on every message
+        if type(m) is not dict and not isinstance(m, Mapping):
             raise SampleError(f"{what}[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
         role = m.get("role")
         if type(role) is str and role in _COMMON_ROLES:
@@ -69,12 +69,13 @@ def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
         if train is not None and not isinstance(train, (bool, np.bool_)):
             raise SampleError(f"{what}[{i}]['train'] must be true or false, got {train!r}")
         content = m.get("content")
-        if content is not None and not isinstance(content, (str, list, tuple, Mapping)):
+        text = type(content) is str
+        if not text and content is not None and not isinstance(content, (str, list, tuple, Mapping)):
             raise SampleError(
                 f"{what}[{i}]['content'] must be a string or a list of content parts, got {type(content).__name__}"
             )
         m = dict(m)
-        if isinstance(content, (list, tuple)):
+        if not text and isinstance(content, (list, tuple)):
             # a datasets column stores every part with every key of every part, absent ones as None
             # ({"type": "text", "text": "hi", "image": None}): templates that test `'image' in part`
             # would render an image there; a None-valued key of a part is no data, so it is dropped
