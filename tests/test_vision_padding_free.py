@@ -15,6 +15,7 @@ which the collator finds on its probe batch and says; processors with per-sample
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -55,6 +56,14 @@ def family(request):
     return request.param, processor, tiny_model(request.param, processor).eval()
 
 
+@functools.cache
+def shared(processor):
+    """One masker per processor for the whole file, as a ChatMasker is meant to be shared (each new
+    one measures the tokenizer's vocabulary: 0.1-1 s for these 32k-262k vocabularies). The README
+    block and the refusals before any model is needed pass the processor itself, as users do."""
+    return respmask.ChatMasker(processor)
+
+
 def images_in(batch):
     """How many images a processor's batch holds (Qwen2-VL's pixel_values are patches: one grid each)."""
     return len(batch["image_grid_thw"] if "image_grid_thw" in batch else batch["pixel_values"])
@@ -75,8 +84,9 @@ def logits(model, batch):
 def compare(processor, model, samples, **kw):
     """The padded and the padding-free batch of ``samples``, the padding-free collator, each
     sample's largest logit difference, and the two batches' losses (from the same forward passes)."""
-    padded = respmask.ResponseOnlyCollator(processor, on_untrainable="keep", **kw)(samples)
-    collator = respmask.ResponseOnlyCollator(processor, on_untrainable="keep", padding_free=True, model=model, **kw)
+    masker = shared(processor)
+    padded = respmask.ResponseOnlyCollator(masker, on_untrainable="keep", **kw)(samples)
+    collator = respmask.ResponseOnlyCollator(masker, on_untrainable="keep", padding_free=True, model=model, **kw)
     free = collator(samples)
     real = padded["attention_mask"].bool()
     cu = free["cu_seq_lens_q"].tolist()
@@ -102,7 +112,7 @@ def test_padding_free_row_gives_each_sample_its_padded_logits_and_loss(family):
         assert free["position_ids"].shape == (4, 1, sum(lengths))
         assert free["position_ids"][0, 0].tolist() == text_positions
         for r, sample in enumerate(rows()):  # each sample's, as the model computes them for it alone
-            alone = respmask.ResponseOnlyCollator(processor)([sample])
+            alone = respmask.ResponseOnlyCollator(shared(processor))([sample])
             own, _ = model.model.get_rope_index(alone["input_ids"], alone["mm_token_type_ids"],
                                                 alone.get("image_grid_thw"), attention_mask=alone["attention_mask"])
             assert free["position_ids"][1:, 0, starts[r]:starts[r + 1]].tolist() == own[:, 0].tolist()
@@ -134,9 +144,9 @@ def test_qwen2_vl_takes_its_own_positions_after_the_rows_1d_positions():
     # the row's 1-D positions alone change even the first sample (its image tokens lose their grid)
     processor = build_processor("qwen2_vl", tiny=True)
     model = tiny_model("qwen2_vl", processor).eval()
-    collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+    collator = respmask.ResponseOnlyCollator(shared(processor), padding_free=True, model=model)
     assert collator._positions.text_row is True
-    padded = respmask.ResponseOnlyCollator(processor)(rows())
+    padded = respmask.ResponseOnlyCollator(shared(processor))(rows())
     real = padded["attention_mask"].bool()
     lp = logits(model, padded)
 
@@ -189,7 +199,7 @@ def test_padding_free_after_truncation_between_images(family):
     # long chats cut by max_length (images dropped with the text past the cut), then concatenated
     name, processor, model = family
     samples = rows((3, 1, 2), say=3)
-    whole = respmask.ResponseOnlyCollator(processor, return_tensors="np")(samples)
+    whole = respmask.ResponseOnlyCollator(shared(processor), return_tensors="np")(samples)
     lengths = whole["attention_mask"].sum(1)
     ids = whole["input_ids"][0][whole["attention_mask"][0].astype(bool)]  # the longest chat: three images
     media = np.flatnonzero(np.isin(ids, image_token_ids(processor)))
@@ -209,7 +219,7 @@ def test_numpy_and_pickled_collator(family):
     import pickle
 
     name, processor, model = family
-    collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model, return_tensors="np")
+    collator = respmask.ResponseOnlyCollator(shared(processor), padding_free=True, model=model, return_tensors="np")
     again = pickle.loads(pickle.dumps(collator))  # dataloader workers: the model is not kept
     assert "model" not in vars(again) and again._layout == collator._layout
     a, b = collator(rows()), again(rows())
@@ -232,7 +242,7 @@ def test_a_model_that_does_not_take_the_row_is_refused_with_why(name, hidden, re
     processor = build_processor(name, tiny=True)
     model = tiny_model(name, processor)
     # the processor's outputs can be concatenated (per token, or the batch's images): the refusal is the model's
-    probe = respmask.ResponseOnlyCollator(processor, return_tensors="pt")(rows((1, 2, 2)))  # more images than rows
+    probe = respmask.ResponseOnlyCollator(shared(processor))(rows((1, 2, 2)))  # more images than rows
     layout, refused = output_layout(probe, 3)
     assert not refused and set(layout.values()) <= {"token", "images"}
     # ... and the model does give other logits for the concatenated row (what the check finds)
@@ -242,8 +252,9 @@ def test_a_model_that_does_not_take_the_row_is_refused_with_why(name, hidden, re
     lp, lf = logits(model.eval(), probe), logits(model, free)
     assert max(float((lp[r][real[r]] - lf[0][cu[r]:cu[r + 1]]).abs().max()) for r in range(3)) > 1e-3
     model.train()
-    with pytest.raises(ValueError, match=f"{type(model).__name__} does not take a padding-free row.*{reason}") as info:
-        respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+    refusal = f"{type(model).__name__} does not take a padding-free row.*{reason}"
+    with pytest.raises(ValueError, match=refusal) as info:
+        respmask.ResponseOnlyCollator(shared(processor), padding_free=True, model=model)
     assert "in half precision" not in str(info.value)  # float32: no rounding to blame
     assert model.training  # its mode given back
 
@@ -282,7 +293,7 @@ def test_trainer_runs_padding_free_as_it_runs_padded(tmp_path, name):
     runs = {}
     for free in (False, True):
         model = tiny_model(name, processor)
-        collator = respmask.ResponseOnlyCollator(processor, padding_free=free, model=model if free else None)
+        collator = respmask.ResponseOnlyCollator(shared(processor), padding_free=free, model=model if free else None)
         args = transformers.TrainingArguments(
             output_dir=str(tmp_path / str(free)), per_device_train_batch_size=2, max_steps=3, learning_rate=1e-2,
             logging_steps=1, report_to=[], save_strategy="no", remove_unused_columns=False, seed=0,
@@ -332,12 +343,12 @@ def test_a_bfloat16_model_is_judged_within_bfloat16_noise(name, hidden, accepted
     processor = build_processor(name, tiny=True)
     model = tiny_model(name, processor).to(torch.bfloat16)
     if accepted:
-        collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+        collator = respmask.ResponseOnlyCollator(shared(processor), padding_free=True, model=model)
         assert collator(rows())["input_ids"].shape[0] == 1
     else:  # Qwen2-VL's positions: the first sample's difference is below bfloat16's rounding, the next's is not
         with pytest.raises(ValueError, match="does not take a padding-free row.*the first sample agrees and the next "
                                              "differs.*multi-axis rotary positions.*in half precision"):
-            respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
+            respmask.ResponseOnlyCollator(shared(processor), padding_free=True, model=model)
 
 
 def test_the_verdict_is_the_models_behaviour_not_its_family():
@@ -349,8 +360,8 @@ def test_the_verdict_is_the_models_behaviour_not_its_family():
     config.text_config.layer_types = ["full_attention"]
     torch.manual_seed(0)
     model = transformers.Gemma3ForConditionalGeneration(config).eval()
-    collator = respmask.ResponseOnlyCollator(processor, padding_free=True, model=model)
-    padded = respmask.ResponseOnlyCollator(processor)(rows())
+    collator = respmask.ResponseOnlyCollator(shared(processor), padding_free=True, model=model)
+    padded = respmask.ResponseOnlyCollator(shared(processor))(rows())
     free = collator(rows())
     real = padded["attention_mask"].bool()
     cu = free["cu_seq_lens_q"].tolist()
