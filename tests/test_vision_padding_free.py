@@ -259,6 +259,21 @@ def test_a_model_that_does_not_take_the_row_is_refused_with_why(name, hidden, re
     assert model.training  # its mode given back
 
 
+def test_a_position_method_that_needs_the_weights_is_refused_with_why(monkeypatch):
+    # the method runs on a copy of its module that keeps only plain attributes and the config; one
+    # that needs more (here: a copy keeping nothing, so not even the config) fails there, once for
+    # both forms, and the model is judged on the 1-D positions (which Qwen2-VL does not take)
+    monkeypatch.setattr(respmask._media_flat, "_plain", lambda value: False)
+    processor = build_processor("qwen2_vl", tiny=True)
+    model = tiny_model("qwen2_vl", processor)
+    with pytest.raises(ValueError) as info:
+        respmask.ResponseOnlyCollator(shared(processor), padding_free=True, model=model)
+    message = str(info.value)
+    assert message.count("does not run on a copy of its module without the weights (AttributeError") == 1
+    assert "Qwen2VLModel.get_rope_index" in message and "'config'" in message
+    assert "with the row's restarting 1-D position_ids" in message and "the first sample already differs" in message
+
+
 @pytest.mark.parametrize("name, keys", [
     ("idefics3", ["'pixel_values'", "'pixel_attention_mask'"]),
     ("smolvlm", ["'pixel_values'", "'pixel_attention_mask'"]),

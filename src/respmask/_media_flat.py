@@ -349,11 +349,18 @@ def check_model(masker: Any, layout: Mapping[str, str], model: Any,
             padded_logits = model(**moved(padded)).logits.float().cpu()
             scale = float(padded_logits.abs().max()) or 1.0
             tolerance = (1e-4 if dtype == torch.float32 or dtype == torch.float64 else 2e-2) * scale
+            method_fails = False
             for positions in candidates:
+                if positions is not None and method_fails:
+                    continue  # the same call, for another form
                 try:
                     free = flatten_processed(padded, layout, "pt", positions)
                 except SampleError as exc:  # the model's method, on its weightless copy
-                    tried.append((positions, exc.problem))
+                    cause = exc.__cause__
+                    tried.append((positions, exc.problem if cause is None else
+                                  f"{positions.name} does not run on a copy of its module without the weights "
+                                  f"({type(cause).__name__}: {cause})"))
+                    method_fails = True
                     continue
                 try:
                     free_logits = model(**moved(free)).logits.float().cpu()
@@ -382,7 +389,8 @@ def _refusal(name: str, tried: list[tuple[ModelPositions | None, list[float] | s
     parts = []
     for positions, result in tried:
         if isinstance(result, str):
-            form = "the row's 1-D position_ids" if positions is None else positions.describe()
+            form = ("the row's 1-D position_ids" if positions is None else
+                    f"the positions of its own {positions.name}")
             parts.append(f"with {form}: {result}")
             continue
         diffs = result
