@@ -67,25 +67,27 @@ class _Inside(Exception):
 
 
 class _Analysis:
-    """One kept analysis: positions as (literal, offset) pairs in ``places`` (the segments' ends,
-    their starts too unless each starts where the one before ends, then the spans and the turns'
-    positions), the rest as is."""
+    """One kept analysis: positions as the literal each lies in and the offset in it (``literals``
+    and ``offsets``: the segments' ends, their starts too unless each starts where the one before
+    ends, then the spans and the turns' positions), the rest as is; tuples of small ints, so that
+    the most kept stays small."""
 
-    __slots__ = ("profile", "stops", "places", "n_segments", "gapless", "owners", "kinds", "regions", "n_spans",
-                 "turns", "dropped", "empty_replies")
+    __slots__ = ("profile", "stops", "literals", "offsets", "n_segments", "gapless", "owners", "kinds",
+                 "regions", "n_spans", "turns", "dropped", "empty_replies")
 
     def __init__(self, profile: tuple, places: list[tuple[int, int]], n_segments: int, gapless: bool,
-                 owners: list[int], kinds: list[int], regions: list[int], n_spans: int, turns: list[tuple],
-                 dropped: list[tuple[int, str]], empty_replies: list[int]):
+                 owners: tuple[int, ...], kinds: tuple[int, ...], regions: tuple[int, ...], n_spans: int,
+                 turns: tuple[tuple, ...], dropped: tuple[tuple[int, str], ...], empty_replies: tuple[int, ...]):
         self.profile, self.stops = profile
-        self.places = places
+        self.literals = tuple(j for j, _ in places)
+        self.offsets = tuple(off for _, off in places)
         self.n_segments = n_segments
         self.gapless = gapless
         self.owners = owners
         self.kinds = kinds
         self.regions = regions
         self.n_spans = n_spans
-        self.turns = turns  # (message, role, start, end, stop, reasoning): indices into places
+        self.turns = turns  # (message, role, start, end, stop, reasoning): indices into the positions
         self.dropped = dropped
         self.empty_replies = empty_replies
 
@@ -108,7 +110,7 @@ class Replays:
         capacity: analyses kept (one per value states, selected messages and options).
     """
 
-    def __init__(self, capacity: int = 8):
+    def __init__(self, capacity: int = 4):
         self.capacity = capacity
         self.kept: dict[tuple, Any] = {}
 
@@ -126,7 +128,7 @@ class Replays:
         if got is None or got is _NOT_KEPT or got.profile is not profile[0] or got.stops is not profile[1]:
             return None
         starts = hit.starts
-        at = [starts[j] + off for j, off in got.places]
+        at = [starts[j] + off for j, off in zip(got.literals, got.offsets)]
         n = got.n_segments
         if got.gapless:
             ends = at[:n]
@@ -196,5 +198,6 @@ class Replays:
                 reasoning = len(places)
                 places += (place(t.reasoning[0]), place(t.reasoning[1]))
             kept_turns.append((t.message, t.role, i, i + 1, stop, reasoning))
-        return _Analysis(profile, places, len(segs.starts), gapless, list(segs.owners), list(segs.kinds),
-                         list(segs.regions), len(spans), kept_turns, list(dropped), list(empty_replies))
+        return _Analysis(profile, places, len(segs.starts), gapless, tuple(segs.owners),
+                         tuple(segs.kinds), tuple(segs.regions), len(spans), tuple(kept_turns), tuple(dropped),
+                         tuple(empty_replies))
