@@ -18,9 +18,11 @@ cutting through an image. "floor on the cut rows" is the processor alone on the 
 respmask keeps: what one call on the final rows costs. Time: process CPU time per batch, the
 minimum over interleaved rounds (the machine is shared: minima of interleaved rounds, not means).
 
-``--profile`` prints where a cut batch's time goes (cProfile, cumulative).
+``--profile`` prints where a cut batch's time goes (cProfile, cumulative). ``--two-calls`` adds the
+cut and mixed workloads with the one-call path turned off (``workload, two calls``: the processor on
+the whole rows, then on the cut rows), timed in the same interleaved rounds: a before/after.
 
-    python benchmarks/bench_vision_cut.py [--rounds 9] [--batches 3] [--families gemma3 qwen2_vl]
+    python benchmarks/bench_vision_cut.py [--rounds 9] [--batches 3] [--families gemma3 qwen2_vl] [--two-calls]
 
 Writes benchmarks/results/vision_cut.{md,json}.
 """
@@ -76,7 +78,8 @@ def timed(fn: Any, batches: list[Any]) -> float:
     return (time.process_time() - t) / len(batches)
 
 
-def run_family(family: str, n_batches: int, size: int, rounds: int, profile: bool) -> dict[str, Any]:
+def run_family(family: str, n_batches: int, size: int, rounds: int, profile: bool,
+               two_calls: bool = False) -> dict[str, Any]:
     processor = processor_for(family)
     floor_processor = processor_for(family)
     rng = random.Random(7)
@@ -137,6 +140,10 @@ def run_family(family: str, n_batches: int, size: int, rounds: int, profile: boo
         "respmask, mixed": lambda: [collators["mixed"](b) for b in batches],
         "floor: processor alone, mixed rows": lambda: [final_floor("mixed", k) for k in range(n_batches)],
     }
+    if two_calls:  # the same collators with the cut planned on a first processor call (before the one-call path)
+        contenders["respmask, cut, two calls"] = lambda: _two_calls_only(lambda: [collators["cut"](b) for b in batches])
+        contenders["respmask, mixed, two calls"] = lambda: _two_calls_only(
+            lambda: [collators["mixed"](b) for b in batches])
     cpu: dict[str, list[float]] = {n: [] for n in contenders}
     names = list(contenders)
     with warnings.catch_warnings():
@@ -172,6 +179,19 @@ def run_family(family: str, n_batches: int, size: int, rounds: int, profile: boo
         "cpu_ms_all_rounds": {n: [round(1000 * x, 2) for x in v] for n, v in cpu.items()},
         "profile": prof,
     }
+
+
+def _two_calls_only(run: Any) -> Any:
+    """``run()`` with the one-call path of respmask._media_cut turned off (every cut batch takes the
+    processor on the whole rows, then on the cut rows)."""
+    from respmask import _media_cut
+
+    one_call = _media_cut._one_call
+    _media_cut._one_call = lambda *args, **kwargs: None
+    try:
+        return run()
+    finally:
+        _media_cut._one_call = one_call
 
 
 def _collapse(processor: Any, ids: np.ndarray) -> str:
@@ -235,10 +255,12 @@ def markdown(report: dict[str, Any]) -> str:
     for w in report["families"]:
         ms = w["ms_per_batch_cpu"]
         base = ms["floor: processor alone, whole rows"]
-        for work in ("whole", "cut", "mixed"):
+        works = ["whole", "cut", "mixed"] + [x for x in ("cut, two calls", "mixed, two calls")
+                                             if f"respmask, {x}" in ms]
+        for work in works:
             mine = ms[f"respmask, {work}" if work != "whole" else "respmask, whole (no max_length)"]
-            final = ms.get(f"floor: processor alone, {work} rows", base)
-            st = w["cut_stats"].get(work)
+            final = ms.get(f"floor: processor alone, {work.split(',')[0]} rows", base)
+            st = w["cut_stats"].get(work.split(",")[0])
             cut_cell = f"{st['rows_cut']} of {st['rows']} / {st['images_dropped']}" if st else "-"
             lines.append(
                 f"| {w['family']} | {w['tokens_per_row_whole']} | {w['images_per_batch']} | {work} | "
@@ -256,6 +278,9 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--families", nargs="+", default=["gemma3", "qwen2_vl"])
     ap.add_argument("--profile", action="store_true", help="print where a cut batch's time goes")
+    ap.add_argument("--two-calls", action="store_true",
+                    help="also time the cut and mixed workloads with the one-call path turned off (before/after, "
+                         "interleaved in the same rounds)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--render", action="store_true", help="rewrite vision_cut.md from vision_cut.json (no run)")
     args = ap.parse_args()
@@ -273,7 +298,7 @@ def main() -> int:
         "families": [],
     }
     for family in args.families:
-        w = run_family(family, args.batches, args.batch_size, args.rounds, args.profile)
+        w = run_family(family, args.batches, args.batch_size, args.rounds, args.profile, args.two_calls)
         report["families"].append(w)
         print(json.dumps({k: v for k, v in w.items() if k not in ("cpu_ms_all_rounds", "profile")}, indent=1))
         if w["profile"]:

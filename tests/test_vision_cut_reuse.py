@@ -23,7 +23,7 @@ pytest.importorskip("PIL")
 
 import respmask  # noqa: E402
 from support.vision import build_processor, make_image  # noqa: E402
-from respmask._media_cut import images_join  # noqa: E402
+from respmask._media_cut import images_join, learn_cut  # noqa: E402
 from test_vision_truncation import kept_text, qwen_ids  # noqa: E402
 
 
@@ -73,6 +73,7 @@ def collate(processor, rows, max_length):
     collator = respmask.ResponseOnlyCollator(processor, max_length=max_length, return_tensors="np")
     collator.masker.media_tokens()  # the masker's one-off probes of the processor (images processed), done
     images_join(collator.masker)
+    learn_cut(collator.masker, "np")
     processor.image_processor.calls = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", respmask.RespmaskWarning)

@@ -269,12 +269,14 @@ def _runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids[starts], np.append(starts, len(ids))
 
 
-def align(a_ids: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
+def align(a_ids: np.ndarray, b_ids: np.ndarray, slow: bool = False) -> np.ndarray:
     """Where each token of ``a_ids`` (the rendered text's tokens) is in ``b_ids`` (the processor's
     ids, with images expanded): its index there, or -1 for a token the expansion replaced.
 
     Equal prefixes and suffixes are matched directly; between them, runs of equal tokens (an
-    image's hundreds of identical tokens are one run) are aligned with difflib's matcher.
+    image's hundreds of identical tokens are one run) are aligned with difflib's matcher, or
+    without it where its answer is known (:func:`_runs_in_place`; ``slow``: always with it, to
+    compare).
     """
     n, m = len(a_ids), len(b_ids)
     match = np.full(n, -1, dtype=np.int64)
@@ -292,6 +294,8 @@ def align(a_ids: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
         a_vals, a_bounds = _runs(a_mid)
         b_vals, b_bounds = _runs(b_mid)
         a_len, b_len = np.diff(a_bounds), np.diff(b_bounds)
+        if not slow and _runs_in_place(match, p, a_vals, a_len, a_bounds, b_vals, b_len, b_bounds):
+            return match
         a_sym = list(zip(a_vals.tolist(), a_len.tolist()))
         b_sym = list(zip(b_vals.tolist(), b_len.tolist()))
         for tag, i1, i2, j1, _ in SequenceMatcher(None, a_sym, b_sym, autojunk=False).get_opcodes():
@@ -300,6 +304,37 @@ def align(a_ids: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
                 b0 = p + b_bounds[j1]
                 match[a0:a1] = np.arange(b0, b0 + (a1 - a0))
     return match
+
+
+def _runs_in_place(match: np.ndarray, p: int, a_vals: np.ndarray, a_len: np.ndarray, a_bounds: np.ndarray,
+                   b_vals: np.ndarray, b_len: np.ndarray, b_bounds: np.ndarray) -> bool:
+    """:func:`align`'s matcher without difflib where its answer is known, and written into
+    ``match`` (False, ``match`` untouched, elsewhere).
+
+    Call a run (token, length) that the other side holds nowhere a spot (an image's one placeholder
+    token against its hundreds). When the runs that are not spots are the same on both sides, in
+    order, and split into stretches by spots at the same places, difflib's matcher pairs each of
+    them with its counterpart: no block it finds can hold a spot; a block at other places has a copy
+    at the counterpart places (the stretches are the same) that ends no later on the first side and,
+    ending there, starts no later on the second, so the first longest block it finds is at
+    counterpart places; and the same holds on each side of it. Every run that is not a spot is then
+    matched with its counterpart, token by token."""
+    a_keys = a_vals.astype(np.int64) * (1 << 32) + a_len  # one number per (token, run length)
+    b_keys = b_vals.astype(np.int64) * (1 << 32) + b_len
+    a_kept = np.flatnonzero(np.isin(a_keys, b_keys))
+    b_kept = np.flatnonzero(np.isin(b_keys, a_keys))
+    if len(a_kept) != len(b_kept) or not np.array_equal(a_keys[a_kept], b_keys[b_kept]):
+        return False
+    if not np.array_equal(np.diff(a_kept) > 1, np.diff(b_kept) > 1):  # spots between the same runs
+        return False
+    if not len(a_kept):
+        return True
+    lengths = a_len[a_kept]
+    shift = np.repeat(b_bounds[b_kept] - a_bounds[a_kept], lengths)
+    inside = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    tokens = p + np.repeat(a_bounds[a_kept], lengths) + inside
+    match[tokens] = tokens + shift
+    return True
 
 
 def carry_mask(a_ids: np.ndarray, a_trained: np.ndarray, b_ids: np.ndarray) -> np.ndarray:

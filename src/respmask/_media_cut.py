@@ -20,6 +20,12 @@ longer than ``max_length`` is cut in the rendered text, never in the ids:
    is given back when the cut dropped no image (:class:`_SameImages`). A row still
    too long (a tokenizer may merge differently at the cut) is cut a little further and run again.
 
+Where the image outputs join per image, the first call is not needed (:func:`_one_call`): the
+whole rows' ids are predicted from their text tokens (each image processed first; what the call
+makes of the few tokens around an image learned from the processor's own call on that window and
+remembered), the cut is planned on them as above, and the processor runs once, on the cut rows.
+Its ids are checked against the prediction; any difference, and the batch is made as above.
+
 The labels are the text's trained tokens carried onto the new ids, as for any row (image tokens
 never trained). With ``on_image_cut="drop"`` a row whose cut would drop an image is left out of
 the batch instead, with its reason. Which token counts the images (one per image in the render:
@@ -30,15 +36,16 @@ template, not from a table.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from ._errors import SampleError
-from ._masks import IGNORE_INDEX
-from ._media import adds_special_tokens, align, carry_mask, image_chats
+from ._masks import IGNORE_INDEX, as_numpy
+from ._media import IMAGE, adds_special_tokens, align, call_processor, carry_mask, image_chats, probe_medium
 
 OnImageCut = Literal["truncate", "drop"]
 ON_IMAGE_CUT = ("truncate", "drop")
@@ -139,10 +146,32 @@ def _text_tokens(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray) -
     return new, carry_mask(ids, trained, new), enc.offsets
 
 
+def _spelled_offsets(masker: Any, text: str, ids: np.ndarray) -> np.ndarray | None:
+    """Each token's (start, end) in ``text`` without tokenizing it again, where the tokens spell it
+    byte for byte (a byte-level BPE tokenizer, ASCII text, every token's length known from the
+    vocabulary and none that swallows whitespace, the lengths adding up to the text's): the offsets
+    the tokenizer gives (see :mod:`respmask._byte_lengths`). None elsewhere (the caller
+    tokenizes)."""
+    table = masker._byte_lengths(masker.backend())
+    if table is None or table.spelling.style != "bytelevel" or not text.isascii() or not len(ids):
+        return None
+    if int(ids.max()) >= len(table.lengths) or ids.min() < 0:
+        return None
+    lengths = table.lengths[ids]
+    if lengths.min() <= 0 or table.absorbs[ids].any() or int(lengths.sum()) != len(text):
+        return None
+    if table.guard is not None and table.guard.search(text):
+        return None
+    ends = np.cumsum(lengths)
+    return np.stack([ends - lengths, ends], axis=1)
+
+
 def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.ndarray, images: list[Any],
-          max_length: int, side: str, index: int) -> _Plan:
-    """Where to cut one row (see the module doc)."""
-    ids, trained, offsets = _text_tokens(masker, text, ids, trained)
+          max_length: int, side: str, index: int, tokens: tuple[np.ndarray, np.ndarray, Any] | None = None,
+          match: np.ndarray | None = None) -> _Plan:
+    """Where to cut one row (see the module doc); ``tokens``: :func:`_text_tokens` of the row and
+    ``match``: ``align(tokens' ids, b)``, when the caller has them already."""
+    ids, trained, offsets = tokens if tokens is not None else _text_tokens(masker, text, ids, trained)
     n = len(ids)
     media = np.isin(ids, masker.media_tokens())
     new_unit = np.ones(n, dtype=bool)
@@ -161,7 +190,8 @@ def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.nd
             "leave such rows out", index)
     # what each unit becomes in the processor's ids: from after the last matched token before it to
     # the first matched token after it (an image's expansion, which matches nothing, is in between)
-    match = align(ids, b)
+    if match is None:
+        match = align(ids, b)
     m = len(b)
     matched = np.flatnonzero(match >= 0)
     at = match[matched]
@@ -228,27 +258,41 @@ class _PerImage:
         self._real = real
         self._done: dict[tuple[int, str], Any] = {}  # (image id, the call's other arguments) -> its output
         self._held: list[Any] = []
+        self.touched: set[tuple[int, str]] | None = None  # when a set: the outputs read since, by key
 
     def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
         flat = _flat(images)
         try:
-            how = repr((args, sorted(kwargs.items())))
+            how = self.how(args, kwargs)
         except Exception:  # noqa: BLE001 - arguments without a repr: the real call
             flat = []
         if not flat:
             return self._real(images, *args, **kwargs)
-        outs = []
-        for image in flat:
-            key = (id(image), how)
-            if key not in self._done:
-                self._done[key] = self._real([image], *args, **kwargs)
-                self._held.append(image)
-            outs.append(self._done[key])
+        outs = [self._one(image, how, args, kwargs) for image in flat]
         joined = _join(outs)
         return joined if joined is not None else self._real(images, *args, **kwargs)
 
+    def _one(self, image: Any, how: str, args: tuple, kwargs: dict) -> Any:
+        key = (id(image), how)
+        if self.touched is not None:
+            self.touched.add(key)
+        if key not in self._done:
+            self._done[key] = self._real([image], *args, **kwargs)
+            self._held.append(image)
+        return self._done[key]
+
+    def output(self, image: Any, args: tuple, kwargs: dict) -> Any:
+        """One image's output for a call with these other arguments (processed now unless it was):
+        what a processor call passing them gets for this image, without processing it again."""
+        return self._one(image, self.how(args, kwargs), args, kwargs)
+
+    @staticmethod
+    def how(args: tuple, kwargs: dict) -> str:
+        """The key of a call's other arguments (its outputs are held per image and key)."""
+        return repr((args, sorted(kwargs.items())))
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_real", "_done", "_held"):  # copy / pickle before __init__ ran
+        if name.startswith("__") or name in ("_real", "_done", "_held", "touched"):  # copy / pickle before __init__ ran
             raise AttributeError(name)
         return getattr(self._real, name)
 
@@ -358,8 +402,41 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
 
 def _fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_length: int | None, truncation: str,
                on_image_cut: str, return_tensors: str) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
-    """:func:`fit_batch`'s work (the processor's image processor already wrapped, when it is)."""
-    encoded, texts, media = masker._media_inputs(samples, indices)
+    """:func:`fit_batch`'s work (the processor's image processor already wrapped, when it is): one
+    processor call on the final rows where the cut can be planned from the text (:func:`_one_call`),
+    else two (:func:`_two_calls`)."""
+    inputs = masker._media_inputs(samples, indices)
+    if max_length is not None and isinstance(getattr(masker.processor, "image_processor", None), _PerImage):
+        done = _one_call(masker, inputs, indices, max_length, truncation, on_image_cut, return_tensors)
+        if done is not None:
+            return done
+    return _two_calls(masker, inputs, indices, max_length, truncation, on_image_cut, return_tensors)
+
+
+def _refuse_other_media(media: Any, full_length: int, max_length: int, index: int) -> None:
+    """A long row holding audio or video is not cut (yet): the error that says so."""
+    other = {kind: len(items) for kind, items in media.items() if kind != "image" and items}
+    if other:
+        held = " and ".join(f"{n} {kind}" for kind, n in other.items())
+        raise SampleError(
+            f"is {full_length} tokens, longer than max_length={max_length}, and holds {held}: respmask "
+            "cuts long chats between images only, not yet through audio or video. Raise max_length, or leave "
+            "such rows out", index)
+
+
+def _left_out(n: int, max_length: int, truncation: str, dropped: int, images: int) -> Fit:
+    """The :class:`Fit` of a row ``on_image_cut="drop"`` leaves out, with its reason."""
+    return Fit(None, None, True, dropped, (
+        f"left out: {n} tokens, longer than max_length={max_length}, and cutting it "
+        f"({truncation}) would drop {dropped} of its {images} image(s) (on_image_cut='drop'); "
+        "raise max_length, or on_image_cut='truncate' to keep its text and the images that fit"))
+
+
+def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indices: Sequence[int],
+               max_length: int | None, truncation: str, on_image_cut: str, return_tensors: str
+               ) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
+    """The processor on the whole rows, then on the cut rows (see the module doc)."""
+    encoded, texts, media = inputs
     images = [m["image"] for m in media]
     add_special = adds_special_tokens(masker.processor, texts)
     sources = [(e.input_ids, e.labels != IGNORE_INDEX) for e in encoded]
@@ -372,24 +449,14 @@ def _fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_
     assert max_length is not None
     plans: dict[int, _Plan] = {}
     for r in long:
-        other = {kind: len(items) for kind, items in media[r].items() if kind != "image" and items}
-        if other:
-            held = " and ".join(f"{n} {kind}" for kind, n in other.items())
-            raise SampleError(
-                f"is {len(full[r].input_ids)} tokens, longer than max_length={max_length}, and holds {held}: respmask "
-                "cuts long chats between images only, not yet through audio or video. Raise max_length, or leave "
-                "such rows out", indices[r])
+        _refuse_other_media(media[r], len(full[r].input_ids), max_length, indices[r])
         plans[r] = _plan(masker, texts[r], encoded[r].input_ids, sources[r][1], full[r].input_ids, images[r],
                          max_length, truncation, indices[r])
     for _ in range(16):  # a cut row still too long is cut further (a merge at the cut); one pass is the rule
         for r, plan in plans.items():
             dropped = plan.kept()[2]
             if dropped and on_image_cut == "drop" and fits[r].left_out is None:
-                n = len(full[r].input_ids)
-                fits[r] = Fit(None, None, True, dropped, (
-                    f"left out: {n} tokens, longer than max_length={max_length}, and cutting it "
-                    f"({truncation}) would drop {dropped} of its {len(images[r])} image(s) (on_image_cut='drop'); "
-                    "raise max_length, or on_image_cut='truncate' to keep its text and the images that fit"))
+                fits[r] = _left_out(len(full[r].input_ids), max_length, truncation, dropped, len(images[r]))
         kept = [r for r in range(len(full)) if fits[r].left_out is None]
         if not kept:
             return None, full, fits
@@ -420,3 +487,420 @@ def _fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_
             return batch, full, fits
     raise SampleError(f"could not be cut to max_length={max_length} through the processor "
                       f"({type(masker.processor).__name__}); raise max_length", indices[long[0]])
+
+
+# -- one processor call: the cut planned from the text ---------------------------------------------
+
+_CONTEXT = 2  # text tokens on each side of an image's tokens in the window the processor is shown
+
+
+class _Splices:
+    """What one masker's processor makes of its rendered text's tokens, learned from its own calls
+    (see :func:`_one_call`): the arguments its call gives its image processor (per
+    ``return_tensors``), and for each window of text tokens around images (with the images'
+    output signatures) the ids its call puts in place of the window's middle."""
+
+    def __init__(self) -> None:
+        self.args: dict[str, tuple[tuple, dict] | None] = {}
+        self.known: dict[tuple, tuple[int, int, np.ndarray] | None] = {}
+        self.works: bool | None = None  # whole chats are what their windows predict (learned once)
+        self.adds: bool | None = None  # the tokenizer adds tokens (BOS ...) when asked to (learned once)
+
+
+_SPLICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KNOWN_MAX = 1 << 14  # windows remembered per masker (forgotten all at once past it)
+
+
+def _splices(masker: Any) -> _Splices:
+    got = _SPLICES.get(masker)
+    if got is None:
+        got = _SPLICES[masker] = _Splices()
+    return got
+
+
+def _image_args(masker: Any, return_tensors: str) -> tuple[tuple, dict] | None:
+    """The arguments the processor's call gives its image processor besides the images (learned
+    once per ``return_tensors``, on two one-image chats): so each image's output can be had before
+    the call, as the call will get it. None when the call does not give one list of the images."""
+    sp = _splices(masker)
+    if return_tensors in sp.args:
+        return sp.args[return_tensors]
+    processor = masker.processor
+    wrapper = processor.image_processor
+    seen: list[tuple[Any, tuple, dict]] = []
+
+    class _Record:
+        def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append((images, args, dict(kwargs)))
+            return wrapper(images, *args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(wrapper, name)
+
+    found = None
+    try:
+        texts = image_chats(lambda m: processor.apply_chat_template(m, chat_template=masker.template_source(),
+                                                                    tokenize=False), (1, 1))
+        base = probe_medium(processor, IMAGE)
+        images = [base.resize((56, 42)), base.resize((84, 70))]
+        processor.image_processor = _Record()
+        try:
+            call_processor(processor, texts, [[images[0]], [images[1]]], return_tensors, False)
+        finally:
+            processor.image_processor = wrapper
+        if len(seen) == 1 and _ids(_flat(seen[0][0])) == _ids(images):
+            wrapper.how(seen[0][1], seen[0][2])  # arguments _PerImage can key
+            found = (seen[0][1], seen[0][2])
+    except Exception:  # noqa: BLE001 - a processor the probe does not fit: two calls
+        found = None
+    sp.args[return_tensors] = found
+    return found
+
+
+def _adds_tokens(masker: Any) -> bool:
+    """Whether the processor's tokenizer adds tokens to a text when asked to (BOS, EOS): the
+    prediction is of texts it adds nothing to (learned once)."""
+    sp = _splices(masker)
+    if sp.adds is None:
+        tok = masker.processor.tokenizer
+        sp.adds = tok("zq", add_special_tokens=True)["input_ids"] != tok("zq", add_special_tokens=False)["input_ids"]
+    return sp.adds
+
+
+def _signature(value: Any) -> Any:
+    """What an image processor's output says of an image's size: every value's type and shape, and
+    the values of small integer arrays (grids, crop counts, sizes); not the pixels. Images of one
+    signature expand to the same tokens (checked on every batch's kept images, see _one_call)."""
+    if hasattr(value, "keys"):
+        return tuple((key, _signature(value[key])) for key in sorted(value.keys()))
+    if hasattr(value, "dim") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        small = value.dtype.kind in "iub" and value.size <= 256
+        return ("array", str(value.dtype), value.shape, value.tobytes() if small else None)
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_signature(v) for v in value))
+    return ("value", repr(value))
+
+
+@dataclass
+class _Row:
+    """One rendered row as the processor's call is predicted on it: its text tokens (``ids``, their
+    character ``offsets`` in ``text``), the stretch ``[lo, hi)`` of them the call is given (the
+    characters ``[c_lo, c_hi)``), and each image's signature, in order."""
+
+    text: str
+    ids: np.ndarray
+    offsets: Any
+    lo: int
+    hi: int
+    c_lo: int
+    c_hi: int
+    sigs: list[Any]
+    units: list[tuple[int, int, int]] | None = None  # its image units (_units), once found
+
+
+def _windows(row: _Row, units: list[tuple[int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """The windows of a row: each image unit (a run of media tokens: start, end, images in it) with
+    ``_CONTEXT`` tokens on each side, overlapping windows merged: (start, end, first image, images)."""
+    out: list[list[int]] = []
+    k = 0
+    for a, b, n in units:
+        w0, w1 = max(row.lo, a - _CONTEXT), min(row.hi, b + _CONTEXT)
+        if out and w0 <= out[-1][1]:
+            out[-1][1] = w1
+            out[-1][3] += n
+        else:
+            out.append([w0, w1, k, n])
+        k += n
+    return [tuple(w) for w in out]  # type: ignore[misc]
+
+
+def _units(masker: Any, row: _Row) -> list[tuple[int, int, int]] | None:
+    """The image units of ``row``'s stretch (start, end, images held), None when they do not hold
+    its images one placeholder each."""
+    if row.units is not None:
+        return row.units
+    ids = row.ids[row.lo:row.hi]
+    counter = image_counter(masker)
+    if counter is None:
+        return None
+    media = np.isin(ids, masker.media_tokens())
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], media.astype(np.int8), [0]])))
+    units = []
+    for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        n = int(np.count_nonzero(ids[a:b] == counter))
+        if n:
+            units.append((row.lo + a, row.lo + b, n))
+    if sum(n for _, _, n in units) != len(row.sigs):
+        return None
+    row.units = units
+    return units
+
+
+def _window_key(row: _Row, w: tuple[int, int, int, int]) -> tuple:
+    w0, w1, k, n = w
+    return (row.ids[w0:w1].tobytes(), w0 == row.lo, w1 == row.hi, tuple(row.sigs[k:k + n]))
+
+
+def _learn_windows(masker: Any, rows: Sequence[tuple[_Row, list[Any]]], return_tensors: str) -> bool:
+    """The processor's call on every window of ``rows`` not known yet (``rows``: each row and its
+    images), in one call; what it puts in place of each window's middle is remembered. False when
+    the call fails."""
+    sp = _splices(masker)
+    todo: dict[tuple, tuple[str, np.ndarray, list[Any]]] = {}
+    backend = masker.backend()
+    for row, images in rows:
+        units = _units(masker, row)
+        if units is None:
+            return False
+        for w in _windows(row, units):
+            key = _window_key(row, w)
+            if key in sp.known or key in todo:
+                continue
+            w0, w1, k, n = w
+            if row.offsets is None:
+                enc = backend.encode(row.text, add_special_tokens=False)
+                if not np.array_equal(np.asarray(enc.ids, dtype=np.int64), row.ids):
+                    return False  # the masker's tokens are not the text's own: two calls
+                row.offsets = enc.offsets
+            c0 = row.c_lo if w0 == row.lo else row.offsets[w0][0]
+            c1 = row.c_hi if w1 == row.hi else row.offsets[w1 - 1][1]
+            snippet = row.text[c0:c1]
+            tokens = np.asarray(backend.encode(snippet, add_special_tokens=False).ids, dtype=np.int64)
+            if not np.array_equal(tokens, row.ids[w0:w1]):
+                sp.known[key] = None  # the window does not tokenize alone as in its row
+                continue
+            todo[key] = (snippet, tokens, images[k:k + n])
+    if not todo:
+        return True
+    if len(sp.known) + len(todo) > _KNOWN_MAX:
+        sp.known.clear()
+    keys = list(todo)
+    try:
+        out = call_processor(masker.processor, [todo[key][0] for key in keys], [todo[key][2] for key in keys],
+                             return_tensors, False)
+    except Exception:  # noqa: BLE001 - the processor takes no such window: two calls
+        return False
+    ids = as_numpy(out["input_ids"])
+    real = as_numpy(out["attention_mask"]).astype(bool) if "attention_mask" in out else np.ones(ids.shape, bool)
+    for j, key in enumerate(keys):
+        got = ids[j, real[j]].astype(np.int64)
+        mine = todo[key][1]
+        p = 0
+        limit = min(len(got), len(mine))
+        while p < limit and got[p] == mine[p]:
+            p += 1
+        s = 0
+        while s < limit - p and got[len(got) - 1 - s] == mine[len(mine) - 1 - s]:
+            s += 1
+        at_lo, at_hi = key[1], key[2]
+        # the window's edges are untouched (or are the row's): what the call did stays inside it
+        sp.known[key] = (p, s, got[p:len(got) - s]) if (p or at_lo) and (s or at_hi) else None
+    return True
+
+
+def _predict(masker: Any, row: _Row) -> np.ndarray | None:
+    """The processor's ids for ``row``'s stretch, from its windows (learned); None when a window is
+    unknown or could not be learned."""
+    units = _units(masker, row)
+    if units is None:
+        return None
+    known = _splices(masker).known
+    pieces = []
+    pos = row.lo
+    for w in _windows(row, units):
+        got = known.get(_window_key(row, w))
+        if got is None:
+            return None
+        p, s, middle = got
+        pieces += [row.ids[pos:w[0] + p], middle]
+        pos = w[1] - s
+    pieces.append(row.ids[pos:row.hi])
+    return np.concatenate(pieces) if len(pieces) > 1 else row.ids[row.lo:row.hi].copy()
+
+
+def _splices_work(masker: Any, return_tensors: str, args: tuple[tuple, dict]) -> bool:
+    """Whether whole chats are what their windows predict with this processor (learned once): chats
+    with images first in a turn, after text, two in a row, in two turns, of several sizes, each
+    predicted from its windows and compared with the processor's call on it."""
+    sp = _splices(masker)
+    if sp.works is not None:
+        return sp.works
+    processor = masker.processor
+    works = False
+    try:
+        base = probe_medium(processor, IMAGE)
+        sizes = [(56, 42), (84, 70), (42, 98), (70, 56), (98, 84)]
+        pics = [base.resize(size) for size in sizes]
+        image = {"type": "image"}
+
+        def text(t: str) -> dict:
+            return {"type": "text", "text": t}
+
+        chats = [
+            [[image, text("zq one\n")], [text("two "), image], [image, image, text(" three.")]],
+            [[text("\n"), image, text("\nfour")], [image, text("five\n\n")]],
+        ]
+        rows, wanted = [], []
+        wrapper = processor.image_processor
+        k = 0
+        for turns in chats:
+            messages: list[dict] = []
+            imgs = []
+            for parts in turns:
+                messages += [{"role": "user", "content": parts}, {"role": "assistant", "content": [text("ok then")]}]
+                for part in parts:
+                    if part is image:
+                        imgs.append(pics[k % len(pics)])
+                        k += 1
+            rendered = processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
+            enc = masker.backend().encode(rendered, add_special_tokens=False)
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            sigs = [_signature(wrapper.output(im, *args)) for im in imgs]
+            rows.append((_Row(rendered, ids, enc.offsets, 0, len(ids), 0, len(rendered), sigs), imgs))
+            out = call_processor(processor, [rendered], [imgs], return_tensors, False)
+            wanted.append(as_numpy(out["input_ids"])[0].astype(np.int64))
+        if _learn_windows(masker, rows, return_tensors):
+            predicted = [_predict(masker, row) for row, _ in rows]
+            works = all(p is not None and np.array_equal(p, w) for p, w in zip(predicted, wanted))
+    except Exception:  # noqa: BLE001 - a template or processor the probe does not fit: two calls
+        works = False
+    sp.works = works
+    return works
+
+
+def learn_cut(masker: Any, return_tensors: str = "np") -> bool:
+    """The one-off probes of the one-call path (:func:`_one_call`) run now, for this
+    ``return_tensors``, rather than in the first cut batch: whether the processor's image outputs
+    join per image, the arguments its call gives its image processor, and whether whole chats are
+    what their windows predict. Returns whether cut batches can take one processor call."""
+    processor = masker.processor
+    real = getattr(processor, "image_processor", None)
+    if real is None or not images_join(masker):
+        return False
+    processor.image_processor = _PerImage(real)
+    try:
+        args = _image_args(masker, return_tensors)
+        return args is not None and _splices_work(masker, return_tensors, args)
+    finally:
+        processor.image_processor = real
+
+
+def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indices: Sequence[int], max_length: int,
+              truncation: str, on_image_cut: str, return_tensors: str
+              ) -> tuple[dict[str, Any] | None, list[Any], list[Fit]] | None:
+    """The batch with one processor call, on the final rows; None when it cannot be shown to be
+    :func:`_two_calls`'s batch (then the caller runs that).
+
+    The processor's ids for a whole row are predicted from its text tokens: each image is processed
+    first (its output is what the call will join, :class:`_PerImage`), and what the call makes of
+    the few text tokens around an image (its expansion, and any merge with the text next to it) is
+    learned from the processor's own call on that window of text and that image, remembered by the
+    window's tokens and the image output's signature (its shapes and grids: a batch of images of a
+    few sizes costs a few tiny calls, later batches none). Where the rows are too long, the cut is
+    planned on these ids exactly as :func:`_two_calls` plans it on the first call's ids, and the
+    processor runs once, on the cut texts and the images kept. That call's ids are then checked
+    against the prediction, row by row (the rows left whole: their whole ids; the cut rows: the
+    cut text's ids predicted the same way), with no row past ``max_length`` and no image processed
+    by the call itself (it used the outputs the prediction read). Any difference, or a processor
+    where whole chats are not what their windows predict (learned once on a probe), and the batch
+    is made by :func:`_two_calls` instead."""
+    encoded, texts, media = inputs
+    processor = masker.processor
+    wrapper = processor.image_processor
+    if any(items for m in media for kind, items in m.items() if kind != "image"):
+        return None
+    add_special = adds_special_tokens(processor, texts)
+    if add_special and _adds_tokens(masker) or image_counter(masker) is None:
+        return None
+    args = _image_args(masker, return_tensors)
+    if args is None or not _splices_work(masker, return_tensors, args):
+        return None
+    images = [m["image"] for m in media]
+    sources = [(e.input_ids, e.labels != IGNORE_INDEX) for e in encoded]
+    rows = []
+    for r, text in enumerate(texts):
+        try:
+            sigs = [_signature(wrapper.output(image, *args)) for image in images[r]]
+        except Exception:  # noqa: BLE001 - an image the image processor rejects: the call's own error, in two calls
+            return None
+        ids = sources[r][0]
+        rows.append(_Row(text, ids, None, 0, len(ids), 0, len(text), sigs))
+    if not _learn_windows(masker, list(zip(rows, images)), return_tensors):
+        return None
+    whole = [_predict(masker, row) for row in rows]
+    if any(w is None for w in whole):
+        return None
+    long = [r for r, w in enumerate(whole) if len(w) > max_length]
+    if not long:
+        return None  # the whole rows are the batch: the two-call path makes it in one call
+    media_ids = masker.media_tokens()
+    full: list[Any] = list(encoded)  # the rows left whole: the final call's (below)
+    fits: list[Fit] = [Fit(None, None) for _ in encoded]
+    plans: dict[int, _Plan] = {}
+    for r in long:
+        spelled = _spelled_offsets(masker, texts[r], sources[r][0])
+        tokens = (*sources[r], spelled) if spelled is not None else _text_tokens(masker, texts[r], *sources[r])
+        if tokens[0] is not sources[r][0]:
+            return None  # planned on a re-tokenization: two calls
+        if rows[r].offsets is None:
+            rows[r].offsets = tokens[2]
+        b = whole[r]
+        match = align(sources[r][0], b)
+        plans[r] = _plan(masker, texts[r], *sources[r], b, images[r], max_length, truncation, indices[r], tokens, match)
+        carried = np.zeros(len(b), dtype=bool)  # carry_mask(*sources[r], b), from the same alignment
+        hit = match >= 0
+        carried[match[hit]] = sources[r][1][hit]
+        trained = carried & ~np.isin(b, media_ids)
+        full[r] = replace(encoded[r], input_ids=b, labels=np.where(trained, b, IGNORE_INDEX))
+        fits[r] = Fit(full[r].input_ids, full[r].labels)
+        dropped = plans[r].kept()[2]
+        if dropped and on_image_cut == "drop":
+            fits[r] = _left_out(len(b), max_length, truncation, dropped, len(images[r]))
+    kept = [r for r in range(len(full)) if fits[r].left_out is None]
+    if not kept:
+        return None, full, fits
+    cut_texts, cut_images, cut_sources, expected_rows = [], [], [], []
+    for r in kept:
+        if r in plans:
+            plan = plans[r]
+            text, imgs, _ = plan.kept()
+            before = int(plan.counts[:plan.first].sum())
+            a, b = int(plan.starts[plan.first]), int(plan.starts[plan.last])
+            cut = _Row(texts[r], plan.ids, rows[r].offsets, a, b, int(plan.chars[plan.first]),
+                       int(plan.chars[plan.last]), rows[r].sigs[before:before + len(imgs)])
+            expected_rows.append((cut, imgs))
+            cut_texts.append(text)
+            cut_images.append({**media[r], "image": imgs})
+            cut_sources.append(plan.source())
+        else:
+            expected_rows.append(None)
+            cut_texts.append(texts[r])
+            cut_images.append(media[r])
+            cut_sources.append(sources[r])
+    if not _learn_windows(masker, [x for x in expected_rows if x is not None], return_tensors):
+        return None
+    expected = [whole[r] if x is None else _predict(masker, x[0]) for r, x in zip(kept, expected_rows)]
+    if any(x is None or len(x) > max_length and r in plans for r, x in zip(kept, expected)):
+        return None
+    read = {(id(image), wrapper.how(*args)) for row in images for image in row}  # the outputs the prediction read
+    wrapper.touched = set()
+    try:
+        out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special)
+    except SampleError:
+        return None  # the processor rejects the cut rows: the two calls say what it says of the whole ones
+    finally:
+        touched, wrapper.touched = wrapper.touched, None
+    if not touched <= read:
+        return None  # the call joined outputs the prediction did not read (other arguments)
+    batch, got = masker._label_processed(out, cut_sources, [full[r] for r in kept], return_tensors)
+    for r, row, want in zip(kept, got, expected):
+        if not np.array_equal(row.input_ids, want):
+            return None
+        if r in plans:
+            fits[r] = Fit(row.input_ids, row.labels, True, plans[r].kept()[2])
+        else:
+            full[r] = row
+            fits[r] = Fit(row.input_ids, row.labels)
+    return batch, full, fits
