@@ -573,11 +573,13 @@ def _signature(value: Any) -> Any:
     signature expand to the same tokens (checked on every batch's kept images, see _one_call)."""
     if hasattr(value, "keys"):
         return tuple((key, _signature(value[key])) for key in sorted(value.keys()))
-    if hasattr(value, "dim") and hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray):  # its values only when small ints
         small = value.dtype.kind in "iub" and value.size <= 256
-        return ("array", str(value.dtype), value.shape, value.tobytes() if small else None)
+        return ("array", value.dtype, value.shape, value.tobytes() if small else None)
+    if hasattr(value, "is_floating_point") and hasattr(value, "detach"):  # a torch tensor, read as NumPy when small
+        if value.is_floating_point() or value.numel() > 256:
+            return ("array", value.dtype, tuple(value.shape), None)
+        return _signature(value.detach().cpu().numpy())
     if isinstance(value, (list, tuple)):
         return ("list", tuple(_signature(v) for v in value))
     return ("value", repr(value))
