@@ -45,7 +45,8 @@ import numpy as np
 
 from ._errors import SampleError
 from ._masks import IGNORE_INDEX, as_numpy
-from ._media import IMAGE, adds_special_tokens, align, call_processor, carry_mask, image_chats, probe_medium
+from ._media import (IMAGE, _runs, adds_special_tokens, align, call_processor, carry_mask, image_chats,
+                     probe_medium)
 
 OnImageCut = Literal["truncate", "drop"]
 ON_IMAGE_CUT = ("truncate", "drop")
@@ -502,7 +503,8 @@ class _Splices:
 
     def __init__(self) -> None:
         self.args: dict[str, tuple[tuple, dict] | None] = {}
-        self.known: dict[tuple, tuple[int, int, np.ndarray] | None] = {}
+        # window -> (tokens kept before, after, the middle's ids as runs: values, lengths), or None
+        self.known: dict[tuple, tuple[int, int, np.ndarray, np.ndarray] | None] = {}
         self.works: bool | None = None  # whole chats are what their windows predict (learned once)
         self.adds: bool | None = None  # the tokenizer adds tokens (BOS ...) when asked to (learned once)
 
@@ -698,7 +700,11 @@ def _learn_windows(masker: Any, rows: Sequence[tuple[_Row, list[Any]]], return_t
             s += 1
         at_lo, at_hi = key[1], key[2]
         # the window's edges are untouched (or are the row's): what the call did stays inside it
-        sp.known[key] = (p, s, got[p:len(got) - s]) if (p or at_lo) and (s or at_hi) else None
+        if (p or at_lo) and (s or at_hi):
+            values, bounds = _runs(got[p:len(got) - s])  # an expansion is a few long runs: kept small
+            sp.known[key] = (p, s, values, np.diff(bounds))
+        else:
+            sp.known[key] = None
     return True
 
 
@@ -715,7 +721,8 @@ def _predict(masker: Any, row: _Row) -> np.ndarray | None:
         got = known.get(_window_key(row, w))
         if got is None:
             return None
-        p, s, middle = got
+        p, s, values, lengths = got
+        middle = np.repeat(values, lengths)
         pieces += [row.ids[pos:w[0] + p], middle]
         pos = w[1] - s
     pieces.append(row.ids[pos:row.hi])
