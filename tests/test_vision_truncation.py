@@ -311,3 +311,33 @@ def test_every_family_keeps_whole_images_within_max_length(family):
             assert len(ids) <= max_length and collator.stats.truncated == 1
             assert int(np.isin(ids, media).sum()) == sum(kept_counts)
             assert not np.isin(ids[labels != -100], media).any()
+
+
+@pytest.mark.parametrize("family, max_length", [("qwen2_vl", None), ("qwen2_vl", 100), ("llava", None),
+                                                ("llava", 1200)])
+def test_padding_side_is_the_collators_not_the_tokenizers(family, max_length):
+    """ResponseOnlyCollator(processor, padding_side=...) pads on that side, whatever the
+    tokenizer's side (Qwen2-VL's pads right, LLaVA's left; it was ignored with a processor): the
+    same rows, ids and labels, moved to the other side, with or without a cut (one processor call
+    for Qwen2-VL's cut, two for LLaVA's)."""
+    processor = build_processor(family)
+    own = processor.tokenizer.padding_side
+    other = "left" if own == "right" else "right"
+    rows = [{"messages": long_chat(3)}, {"messages": long_chat(1)}]
+    _, mine, _ = collate(processor, rows, max_length=max_length)
+    _, flipped, _ = collate(processor, rows, max_length=max_length, padding_side=other)
+    real = np.asarray(flipped["attention_mask"]).astype(bool)
+    if max_length is not None:  # the long row was cut
+        assert real.sum(1).max() <= max_length and len(real_rows(flipped)[0][0]) < len(real_rows(collate(
+            processor, rows)[1])[0][0])
+    short = int(np.argmin(real.sum(1)))
+    assert not real[short].all()
+    # the short row's padding is on the side asked for
+    assert not real[short][0 if other == "left" else -1]
+    assert real[short][-1 if other == "left" else 0]
+    assert [(a.tolist(), b.tolist()) for a, b in real_rows(flipped)] == \
+        [(a.tolist(), b.tolist()) for a, b in real_rows(mine)]
+    assert processor.tokenizer.padding_side == own  # the user's tokenizer is left as it was
+    for key in ("pixel_values", "image_grid_thw"):
+        if key in mine:
+            assert np.array_equal(np.asarray(mine[key]), np.asarray(flipped[key]))

@@ -217,7 +217,8 @@ class ResponseOnlyCollator:
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
         processed, rows = encode_rows(self.masker, features, max_length=self.max_length, truncation=self.truncation,
-                                      on_image_cut=self.on_image_cut, return_tensors=self.return_tensors)
+                                      on_image_cut=self.on_image_cut, return_tensors=self.return_tensors,
+                                      padding_side=self.padding_side)
         self.stats.batches += 1
         names = _row_names(features)
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch

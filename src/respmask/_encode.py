@@ -122,6 +122,7 @@ def encode_rows(
     on_image_cut: str = "truncate",
     on_error: OnError = "raise",
     return_tensors: str = "np",
+    padding_side: str | None = None,
 ) -> tuple[dict[str, Any] | None, list[TrainingRow]]:
     """Encode a batch into training rows (several per sample when the masker splits).
 
@@ -137,6 +138,7 @@ def encode_rows(
             ``"collect"``: encode the batch again one sample at a time and give each bad sample
             one row holding its error.
         return_tensors: for a processor, the type of the processor's batch.
+        padding_side: for a processor, the side its batch is padded on (default: the tokenizer's).
 
     Returns:
         The processor's batch (None without a processor; None too when ``on_error="collect"``
@@ -150,7 +152,7 @@ def encode_rows(
 
     def encode(batch: list[Any], where: list[int]) -> tuple[dict[str, Any] | None, list[Encoded], list[Fit] | None]:
         if masker.processor is not None:  # images expanded by the processor, as the model sees them
-            return fit_batch(masker, batch, where, max_length, truncation, on_image_cut, return_tensors)
+            return fit_batch(masker, batch, where, max_length, truncation, on_image_cut, return_tensors, padding_side)
         return None, masker.encode_batch(batch, where), None
 
     try:

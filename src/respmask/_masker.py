@@ -880,7 +880,7 @@ class ChatMasker:
         return encoded, [enc.text or "" for enc in encoded], images
 
     def _run_processor(self, texts: list[str], images: list[Any], return_tensors: str = "pt",
-                      add_special_tokens: bool | None = None) -> Any:
+                      add_special_tokens: bool | None = None, padding_side: str | None = None) -> Any:
         """The processor's call on rendered texts and their media (see
         :func:`respmask._media.call_processor`).
 
@@ -888,7 +888,7 @@ class ChatMasker:
             SampleError: the processor rejected the batch.
         """
         try:
-            return call_processor(self.processor, texts, images, return_tensors, add_special_tokens)
+            return call_processor(self.processor, texts, images, return_tensors, add_special_tokens, padding_side)
         except Exception as exc:
             raise SampleError(
                 f"the processor ({type(self.processor).__name__}) rejected this batch: {type(exc).__name__}: {exc}. "

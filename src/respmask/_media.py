@@ -442,16 +442,19 @@ def _as_media(entry: Any) -> Media:
 
 
 def call_processor(processor: Any, texts: list[str], media: Sequence[Any], return_tensors: str = "np",
-                   add_special_tokens: bool | None = None) -> Any:
+                   add_special_tokens: bool | None = None, padding_side: str | None = None) -> Any:
     """The processor's call on rendered texts, as ``processor.apply_chat_template(tokenize=True)``
     makes it: images and videos nested per text, audio as one flat list in order (with the
     sampling rate it was loaded at), no special tokens added when the text starts with BOS
     (``add_special_tokens`` decides instead when given: texts cut from the start no longer do).
 
-    ``media`` holds each text's :data:`Media` (a list is taken as its images)."""
+    ``media`` holds each text's :data:`Media` (a list is taken as its images); ``padding_side``
+    pads a batch on that side instead of the tokenizer's."""
     kwargs: dict[str, Any] = {"return_tensors": return_tensors}
     if len(texts) > 1:
         kwargs["padding"] = True
+        if padding_side is not None:
+            kwargs["padding_side"] = padding_side
     if add_special_tokens is None:
         add_special_tokens = adds_special_tokens(processor, texts)
     if not add_special_tokens:

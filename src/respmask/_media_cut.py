@@ -378,8 +378,10 @@ def _ids(images: Any) -> Any:
 
 
 def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_length: int | None, truncation: str,
-              on_image_cut: str, return_tensors: str) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
-    """A batch through the masker's processor, its rows fitted to ``max_length``.
+              on_image_cut: str, return_tensors: str, padding_side: str | None = None
+              ) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
+    """A batch through the masker's processor, its rows fitted to ``max_length`` (and padded on
+    ``padding_side``; default: the tokenizer's).
 
     Returns:
         The processor's batch with ``labels`` (None when every row was left out), each sample's
@@ -393,25 +395,26 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
     processor = masker.processor
     real = getattr(processor, "image_processor", None)
     if max_length is None or real is None or isinstance(real, (_SameImages, _PerImage)):
-        return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors)
+        return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors, padding_side)
     processor.image_processor = _PerImage(real) if images_join(masker) else _SameImages(real)
     try:
-        return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors)
+        return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors, padding_side)
     finally:
         processor.image_processor = real
 
 
 def _fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_length: int | None, truncation: str,
-               on_image_cut: str, return_tensors: str) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
+               on_image_cut: str, return_tensors: str, padding_side: str | None
+               ) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
     """:func:`fit_batch`'s work (the processor's image processor already wrapped, when it is): one
     processor call on the final rows where the cut can be planned from the text (:func:`_one_call`),
     else two (:func:`_two_calls`)."""
     inputs = masker._media_inputs(samples, indices)
     if max_length is not None and isinstance(getattr(masker.processor, "image_processor", None), _PerImage):
-        done = _one_call(masker, inputs, indices, max_length, truncation, on_image_cut, return_tensors)
+        done = _one_call(masker, inputs, indices, max_length, truncation, on_image_cut, return_tensors, padding_side)
         if done is not None:
             return done
-    return _two_calls(masker, inputs, indices, max_length, truncation, on_image_cut, return_tensors)
+    return _two_calls(masker, inputs, indices, max_length, truncation, on_image_cut, return_tensors, padding_side)
 
 
 def _refuse_other_media(media: Any, full_length: int, max_length: int, index: int) -> None:
@@ -434,14 +437,14 @@ def _left_out(n: int, max_length: int, truncation: str, dropped: int, images: in
 
 
 def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indices: Sequence[int],
-               max_length: int | None, truncation: str, on_image_cut: str, return_tensors: str
-               ) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
+               max_length: int | None, truncation: str, on_image_cut: str, return_tensors: str,
+               padding_side: str | None = None) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
     """The processor on the whole rows, then on the cut rows (see the module doc)."""
     encoded, texts, media = inputs
     images = [m["image"] for m in media]
     add_special = adds_special_tokens(masker.processor, texts)
     sources = [(e.input_ids, e.labels != IGNORE_INDEX) for e in encoded]
-    out = masker._run_processor(texts, media, return_tensors, add_special)
+    out = masker._run_processor(texts, media, return_tensors, add_special, padding_side)
     batch, full = masker._label_processed(out, sources, encoded, return_tensors)
     fits = [Fit(e.input_ids, e.labels) for e in full]
     long = [r for r, e in enumerate(full) if max_length is not None and len(e.input_ids) > max_length]
@@ -472,7 +475,7 @@ def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indi
                 cut_texts.append(texts[r])
                 cut_images.append(media[r])
                 cut_sources.append(sources[r])
-        out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special)
+        out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special, padding_side)
         batch, rows = masker._label_processed(out, cut_sources, [full[r] for r in kept], return_tensors)
         over = False
         for r, row in zip(kept, rows):
@@ -797,7 +800,7 @@ def learn_cut(masker: Any, return_tensors: str = "np") -> bool:
 
 
 def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indices: Sequence[int], max_length: int,
-              truncation: str, on_image_cut: str, return_tensors: str
+              truncation: str, on_image_cut: str, return_tensors: str, padding_side: str | None = None
               ) -> tuple[dict[str, Any] | None, list[Any], list[Fit]] | None:
     """The batch with one processor call, on the final rows; None when it cannot be shown to be
     :func:`_two_calls`'s batch (then the caller runs that).
@@ -896,7 +899,7 @@ def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indic
     read = {(id(image), wrapper.how(*args)) for row in images for image in row}  # the outputs the prediction read
     wrapper.touched = set()
     try:
-        out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special)
+        out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special, padding_side)
     except SampleError:
         return None  # the processor rejects the cut rows: the two calls say what it says of the whole ones
     finally:
