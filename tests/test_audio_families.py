@@ -272,13 +272,17 @@ def test_audio_with_a_processor_that_takes_none_is_refused_and_text_tokenizers_r
               "audios": [make_audio(0.5)]}])
 
 
-def test_long_audio_chats_are_refused_with_max_length_not_cut_through():
+def test_long_audio_chats_are_cut_before_the_clip_not_through_it():
     processor = build_processor("qwen2_audio")
     _, messages, _ = conversations("qwen2_audio")[1]
-    collator = respmask.ResponseOnlyCollator(processor, max_length=40, return_tensors="np")
-    with pytest.raises(SampleError, match=r"sample 0: is \d+ tokens, longer than max_length=40, and holds 1 audio: "
-                                          r"respmask cuts long chats between images only"):
-        collator([{"messages": messages}])
+    collator = respmask.ResponseOnlyCollator(processor, max_length=40, return_tensors="np", on_untrainable="keep")
+    batch = collator([{"messages": messages}])
+    # the clip's tokens would cross the cut: it is dropped with its text (tests/test_audio_truncation.py
+    # checks such cuts against the processor's own call)
+    ids = batch["input_ids"][0]
+    assert len(ids) <= 40 and not np.isin(ids, audio_token_ids("qwen2_audio")).any()
+    assert "input_features" not in batch
+    assert collator.stats.audio_dropped == 1 and collator.stats.truncated == 1
     # within max_length nothing is cut and the row is the processor's
     n = len(np.asarray(_reference(processor, messages)["input_ids"]).reshape(-1))
     batch = respmask.ResponseOnlyCollator(processor, max_length=n, return_tensors="np")([{"messages": messages}])
@@ -417,10 +421,17 @@ def test_llama_factory_audio_rows_with_files_through_check_processor(tmp_path, m
     assert main(["check", "data.json", "--processor", "processor"]) == 0
     out = capsys.readouterr().out
     assert f"tokens:             {tokens}" in out and "trained turns:      3" in out and "errors:             0" in out
-    # a length the rows exceed: each is named, not cut through its audio
+    # a length the rows exceed: each is cut before its clip (dropped with its text), the replies with it
     assert main(["check", "data.json", "--processor", "processor", "--max-length", "40"]) == 1
     out = capsys.readouterr().out
-    assert out.count("longer than max_length=40, and holds 1 audio") == 3
+    eos = processor.tokenizer.convert_tokens_to_ids("<|audio_eos|>")
+    crossing = [i for i, m in enumerate(inline)  # the clips whose tokens end past the cut
+                if np.flatnonzero(np.asarray(_reference(processor, m)["input_ids"]).reshape(-1) == eos)[0] >= 40]
+    assert 0 < len(crossing) < 3
+    assert "truncated to 40: 3 sample(s)" in out
+    assert (f"audio clips dropped with the text cut: {len(crossing)} from {len(crossing)} sample(s)  "
+            f"[{', '.join(map(str, crossing))}]") in out
+    assert "errors:             0" in out
 
 
 @pytest.mark.parametrize("name", ["qwen2_audio", "gemma3n"])

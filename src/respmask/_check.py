@@ -43,8 +43,11 @@ class CheckReport:
             tokens it cuts away.
         images_dropped: with a processor, images truncation cuts away (with the text around
             them: an image's tokens are never separated from its pixels); ``image_cut`` the
-            samples that lose images; ``left_out`` the samples ``on_image_cut="drop"`` leaves out
-            instead (not counted in ``tokens``).
+            samples that lose images; ``left_out`` the samples ``on_image_cut="drop"``
+            leaves out instead (not counted in ``tokens``).
+        audio_dropped: with a processor, audio clips truncation cuts away (with the text around
+            them, as images); ``audio_cut`` the samples that lose audio; ``audio_left_out`` how
+            many of the samples left out would have lost audio.
         turns_without_stop: ``(sample, message)`` of turns whose stop token is not trained.
         dropped: ``(sample, message, what)`` of data the chat template leaves out of the
             render, one entry per message and kind of data (``"tool calls (only its header and
@@ -82,6 +85,9 @@ class CheckReport:
     empty_replies: list[tuple[int, int]] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list, repr=False)  # tokens per sample, before truncation
+    audio_dropped: int = 0  # audio clips truncation cuts away (a processor's rows)
+    audio_cut: list[int] = field(default_factory=list)  # samples truncation cuts audio from
+    audio_left_out: int = 0  # of the samples left out, those that would have lost audio
 
     @property
     def trained_fraction(self) -> float:
@@ -141,11 +147,15 @@ class CheckReport:
             lines.append(f"truncated to {self.max_length}: {len(self.truncated)} sample(s), "
                          f"{self.truncated_trained_tokens} trained token(s) cut" + (
                              f"  [{_some(self.truncated)}]" if self.truncated else ""))
-            if self.image_cut:
+            if self.images_dropped:
                 lines.append(f"  images dropped with the text cut: {self.images_dropped} from {len(self.image_cut)} "
                              f"sample(s)  [{_some(self.image_cut)}]")
+            if self.audio_dropped:
+                lines.append(f"  audio clips dropped with the text cut: {self.audio_dropped} from {len(self.audio_cut)} "
+                             f"sample(s)  [{_some(self.audio_cut)}]")
             if self.left_out:
-                lines.append(f"  left out (on_image_cut='drop': truncation would drop images): {len(self.left_out)} "
+                noun = "images" if not self.audio_left_out else "images or audio"
+                lines.append(f"  left out (on_image_cut='drop': truncation would drop {noun}): {len(self.left_out)} "
                              f"sample(s)  [{_some(self.left_out)}]")
         lines.append(f"untrainable:        {len(self.untrainable)}" + (
             f"  [{_some(self.untrainable)}]  (labels all -100: NaN or missing loss)" if self.untrainable else ""))
@@ -218,7 +228,8 @@ def check(
         tokenizer: a fast tokenizer, a processor or a :class:`respmask.ChatMasker`.
         options: the masking options (:class:`respmask.MaskOptions`); or by name as ``**changes``.
         max_length, truncation: report what truncation would cut, as the collator cuts (with a
-            processor: the samples truncated and the images dropped with their text).
+            processor: the samples truncated and the images and audio clips dropped with their
+            text).
         on_image_cut: as the collator's (with a processor): ``"drop"`` reports the samples it
             would leave out.
         batch_size: samples encoded together.
@@ -266,10 +277,14 @@ def check(
             if row.left_out is not None:
                 once(report.truncated, index)
                 once(report.left_out, index)
+                report.audio_left_out += bool(row.audio_dropped)
                 continue
             if row.images_dropped:
                 once(report.image_cut, index)
                 report.images_dropped += row.images_dropped
+            if row.audio_dropped:
+                once(report.audio_cut, index)
+                report.audio_dropped += row.audio_dropped
             report.rows += 1
             report.tokens += len(row.labels)  # type: ignore[arg-type]
             report.trained_tokens += row.trained
@@ -378,6 +393,7 @@ class TrainerReport:
                 f"arriving with labels on every token: {c.every_token_trained}, "
                 f"turns without a trained stop token: {c.turns_without_stop}"
                 + (f", images dropped by truncation: {c.images_dropped}" if c.images_dropped else "")
+                + (f", audio clips dropped by truncation: {c.audio_dropped}" if c.audio_dropped else "")
                 + (f", samples left out (on_image_cut='drop'): {c.left_out}" if c.left_out else ""))
         if self.rewritten is not None:
             lines.append(f"dataset: not checked as stored: {self.rewritten}")

@@ -54,6 +54,7 @@ class CollatorStats:
     rows: int = 0  # rows made (more than samples when split="auto"/"turns" splits conversations)
     images_dropped: int = 0  # images truncation cut away with their text (a processor's rows)
     left_out: int = 0  # samples left out of their batch: on_image_cut="drop"
+    audio_dropped: int = 0  # audio clips truncation cut away with their text (a processor's rows)
 
     def __str__(self) -> str:
         if not self.samples:
@@ -72,11 +73,17 @@ class CollatorStats:
                "trains it)" if self.dropped_reasoning else "")
             + (f"; about {self.dropped_tokens} tokens of data not rendered" if self.dropped_tokens else "")
             + (f"; images dropped by truncation: {self.images_dropped}" if self.images_dropped else "")
+            + (f"; audio clips dropped by truncation: {self.audio_dropped}" if self.audio_dropped else "")
             + (f"; samples left out (on_image_cut='drop'): {self.left_out}" if self.left_out else "")
         )
 
 
 _ROW_ID_KEYS = ("index", "idx", "id", "row_id")
+
+
+def _media_noun(images: int, audio: int) -> str:
+    """What a cut dropped, in words: ``images``, ``audio clips`` or ``images and audio clips``."""
+    return " and ".join(w for w, n in (("images", images), ("audio clips", audio)) if n) or "images"
 
 
 def _row_names(features: Sequence[Any]) -> list[str]:
@@ -107,13 +114,15 @@ class ResponseOnlyCollator:
         options: the masking options (:class:`respmask.MaskOptions`); or pass them by name
             (``train_on="last"``, ``split="auto"`` ...) as ``**changes``.
         max_length: truncate longer samples (ids and labels together). With a processor the
-            rendered text is cut, never an image's tokens: the images whose tokens would fall
-            (even partly) past the cut are dropped with it and the processor runs again on the
-            text and images kept, so ``input_ids`` are the processor's own for them.
+            rendered text is cut, never an image's or audio clip's tokens: the images and audio
+            clips whose tokens would fall (even partly) past the cut are dropped with it and the
+            processor runs again on the text and media kept, so ``input_ids`` are the processor's
+            own for them (a long chat holding video is refused).
         truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end.
         on_image_cut: with a processor, what to do with a sample whose truncation would drop
-            images: ``"truncate"`` it (default; the stats count the images dropped and a warning
-            names the samples) or ``"drop"`` it: leave it out of the batch, with a warning that
+            images or audio: ``"truncate"`` it (default; the stats count the images and audio
+            clips dropped, ``images_dropped`` and ``audio_dropped``, and a warning names the
+            samples) or ``"drop"`` it: leave it out of the batch, with a warning that
             says why (a batch left with no sample raises).
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
@@ -228,15 +237,19 @@ class ResponseOnlyCollator:
             self._count(row)
             name = names[row.sample] + (f" (row {enc.row + 1} of {enc.rows})" if enc.rows > 1 else "")
             if row.left_out is not None:
-                notes.setdefault(f"longer than max_length={self.max_length} and holding images that truncation would "
-                                 "drop: left out of the batch (on_image_cut='drop'; 'truncate' keeps their text and "
-                                 "the images that fit)", []).append(name)
+                noun = _media_noun(row.images_dropped, row.audio_dropped)
+                notes.setdefault(f"longer than max_length={self.max_length} and holding {noun} that truncation "
+                                 f"would drop: left out of the batch (on_image_cut='drop'; 'truncate' keeps their "
+                                 f"text and the {noun} that fit)", []).append(name)
                 continue
-            if row.images_dropped:
-                notes.setdefault(f"truncated to max_length={self.max_length} ({self.truncation}): images whose tokens "
-                                 "fell past the cut were dropped with that text (raise max_length to keep them, or "
+            if row.images_dropped or row.audio_dropped:
+                what = " and ".join(f"{n} {kind}" for kind, n in (("image(s)", row.images_dropped),
+                                                                  ("audio clip(s)", row.audio_dropped)) if n)
+                notes.setdefault(f"truncated to max_length={self.max_length} ({self.truncation}): "
+                                 f"{_media_noun(row.images_dropped, row.audio_dropped)} whose tokens fell past the "
+                                 "cut were dropped with that text (raise max_length to keep them, or "
                                  "on_image_cut='drop' to leave such samples out)", []
-                                 ).append(f"{name} ({row.images_dropped} image(s))")
+                                 ).append(f"{name} ({what})")
             if row.problem is not None:
                 if self.on_untrainable == "raise":
                     raise UntrainableSampleError(f"{name}: {row.problem}")
@@ -259,7 +272,7 @@ class ResponseOnlyCollator:
             return processed
         if self.processor is not None:
             raise SampleError(f"every sample of this batch is longer than max_length={self.max_length} and would lose "
-                              "images to truncation, so on_image_cut='drop' left them all out: raise max_length, or "
+                              "media to truncation, so on_image_cut='drop' left them all out: raise max_length, or "
                               f"use on_image_cut='truncate' ({', '.join(names[:8])})")
         pairs = [(row.input_ids, row.labels) for row in rows]
         return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)
@@ -309,6 +322,7 @@ class ResponseOnlyCollator:
         lines.append(f"So far: {st.untrainable} of {st.samples} samples had no trained token, {st.dropped_data} lost "
                      f"data, {st.every_token_trained} arrived with labels on every token"
                      + (f", {st.truncated} truncated ({st.images_dropped} images dropped)" if st.images_dropped else "")
+                     + (f", {st.audio_dropped} audio clips dropped by truncation" if st.audio_dropped else "")
                      + (f", {st.left_out} left out (on_image_cut='drop')" if st.left_out else "") + ". "
                      "(on_untrainable='keep' silences this; 'raise' stops)")
         if not all(name.startswith("dataset row ") for who in notes.values() for name in who):
@@ -327,6 +341,7 @@ class ResponseOnlyCollator:
         assert row.labels is not None
         st.samples += enc.row == 0
         st.images_dropped += row.images_dropped
+        st.audio_dropped += row.audio_dropped
         st.rows += 1
         st.tokens += len(row.labels)
         st.trained_tokens += row.trained

@@ -53,6 +53,7 @@ class TrainingRow:
     problem: str | None = None  # why its labels cannot train it right (None: they can)
     images_dropped: int = 0  # images truncation cut away (a processor's rows)
     left_out: str | None = None  # why the row is not in the batch (on_image_cut="drop"); ids and labels None
+    audio_dropped: int = 0  # audio clips truncation cut away (a processor's rows)
 
     @property
     def empty_replies(self) -> list[int]:
@@ -96,7 +97,7 @@ def training_row(enc: Encoded, index: int, max_length: int | None, truncation: s
     (a processor's rows are cut in their text, see :mod:`respmask._media_cut`)."""
     if fit is not None and fit.left_out is not None:
         return TrainingRow(enc.sample, index, enc, None, truncated=True, images_dropped=fit.images_dropped,
-                           left_out=fit.left_out)
+                           left_out=fit.left_out, audio_dropped=fit.audio_dropped)
     if fit is not None:
         assert fit.input_ids is not None and fit.labels is not None
         ids, labels, positions, cut = fit.input_ids, fit.labels, None, fit.truncated
@@ -109,7 +110,8 @@ def training_row(enc: Encoded, index: int, max_length: int | None, truncation: s
     elif enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
         problem = EVERY_TOKEN_TRAINED  # pre-tokenized rows somebody else labelled
     return TrainingRow(enc.sample, index, enc, None, ids, labels, positions, cut, trained, problem,
-                       images_dropped=fit.images_dropped if fit is not None else 0)
+                       images_dropped=fit.images_dropped if fit is not None else 0,
+                       audio_dropped=fit.audio_dropped if fit is not None else 0)
 
 
 def encode_rows(
@@ -132,7 +134,7 @@ def encode_rows(
         indices: how to number the samples in errors (default: their positions).
         max_length, truncation: cut each row's ids and labels together (a processor's rows in
             their text, never through an image: see :mod:`respmask._media_cut`).
-        on_image_cut: with a processor, ``"truncate"`` a row whose cut drops images, or ``"drop"``
+        on_image_cut: with a processor, ``"truncate"`` a row whose cut drops media, or ``"drop"``
             (leave it out of the batch: its row's ``left_out`` says why).
         on_error: ``"raise"`` the first bad sample's error (it names the sample), or
             ``"collect"``: encode the batch again one sample at a time and give each bad sample

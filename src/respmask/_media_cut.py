@@ -1,4 +1,9 @@
-"""Chats with images cut to ``max_length`` without ever separating an image's tokens from its pixels.
+"""Chats with images or audio cut to ``max_length`` without ever separating an image's tokens from its
+pixels (an audio clip's from its features).
+
+Audio is cut as images are (each kind counted by its own token, learned the same way:
+:func:`media_counter`), on the two-call path: a batch holding audio is never predicted in one
+call. A long row holding video is refused.
 
 A processor expands each image placeholder of the rendered text into the image's tokens, and the
 model pairs those tokens with the image's pixels: cutting the ids through an image (or cutting an
@@ -29,8 +34,9 @@ Its ids are checked against the prediction; any difference, and the batch is mad
 The labels are the text's trained tokens carried onto the new ids, as for any row (image tokens
 never trained). With ``on_image_cut="drop"`` a row whose cut would drop an image is left out of
 the batch instead, with its reason. Which token counts the images (one per image in the render:
-``<|vision_start|>``, ``<start_of_image>``, ``<image>`` ...) is learned from the processor's chat
-template, not from a table.
+``<|vision_start|>``, ``<start_of_image>``, ``<image>`` ...) and the audio clips
+(``<|audio_bos|>``, ``<start_of_audio>`` ...) is learned from the processor's chat template, not
+from a table.
 """
 
 from __future__ import annotations
@@ -45,8 +51,8 @@ import numpy as np
 
 from ._errors import SampleError
 from ._masks import IGNORE_INDEX, as_numpy
-from ._media import (IMAGE, _runs, adds_special_tokens, align, call_processor, carry_mask, image_chats,
-                     probe_medium)
+from ._media import (AUDIO, IMAGE, MODALITIES, Modality, _runs, adds_special_tokens, align, call_processor,
+                     carry_mask, image_chats, probe_medium, probe_part)
 
 OnImageCut = Literal["truncate", "drop"]
 ON_IMAGE_CUT = ("truncate", "drop")
@@ -57,19 +63,31 @@ class Fit:
     """One row of a processor batch fitted to ``max_length``.
 
     ``input_ids`` / ``labels`` are the processor's row (cut when ``truncated``); ``images_dropped``
-    counts the images the cut removed; ``left_out`` says why the row was left out of the batch
-    (``on_image_cut="drop"``; its ids are then None)."""
+    and ``audio_dropped`` count the images and audio clips the cut removed; ``left_out`` says why
+    the row was left out of the batch (``on_image_cut="drop"``; its ids are then None)."""
 
     input_ids: np.ndarray | None
     labels: np.ndarray | None
     truncated: bool = False
     images_dropped: int = 0
     left_out: str | None = None
+    audio_dropped: int = 0
+
+
+def _fit(input_ids: Any, labels: Any, dropped: dict[str, int], left_out: str | None = None) -> Fit:
+    """A cut row's :class:`Fit`, with the media the cut dropped by kind."""
+    return Fit(input_ids, labels, True, dropped.get("image", 0), left_out, dropped.get("audio", 0))
+
+
+def _how_many(counts: dict[str, int]) -> str:
+    """Media counts by kind in words: ``2 image(s) and 1 audio clip(s)``."""
+    words = {"image": "image(s)", "audio": "audio clip(s)"}
+    return " and ".join(f"{n} {words.get(kind, kind)}" for kind, n in counts.items() if n)
 
 
 @dataclass
 class _Plan:
-    """How one long row is cut: its text tokens grouped in units (a run of image tokens is one),
+    """How one long row is cut: its text tokens grouped in units (a run of media tokens is one),
     the units kept ``[first, last)``, and what each unit becomes in the processor's ids."""
 
     text: str
@@ -77,18 +95,29 @@ class _Plan:
     trained: np.ndarray  # their trained mask
     starts: np.ndarray  # first token of each unit (plus the end)
     chars: np.ndarray  # first character of each unit (plus the text's length)
-    size: np.ndarray  # ids each unit becomes (its image's tokens included), estimated from the alignment
-    counts: np.ndarray  # images each unit holds
-    images: list[Any]
+    size: np.ndarray  # ids each unit becomes (its media's tokens included), estimated from the alignment
+    counts: dict[str, np.ndarray]  # for each kind of media the row holds: the items each unit holds
+    media: dict[str, list[Any]]  # the row's media, by kind
     first: int
     last: int
 
-    def kept(self) -> tuple[str, list[Any], int]:
-        """The text kept, the images kept and how many images were dropped."""
+    def kept(self) -> tuple[str, dict[str, list[Any]], dict[str, int]]:
+        """The text kept, the row's media with only the items kept, and how many items of each
+        kind were dropped (the kinds that lost none: 0)."""
         text = self.text[self.chars[self.first]:self.chars[self.last]]
-        before = int(self.counts[:self.first].sum())
-        n = int(self.counts[self.first:self.last].sum())
-        return text, self.images[before:before + n], len(self.images) - n
+        media = dict(self.media)
+        dropped = {}
+        for kind, counts in self.counts.items():
+            before = int(counts[:self.first].sum())
+            n = int(counts[self.first:self.last].sum())
+            media[kind] = self.media[kind][before:before + n]
+            dropped[kind] = len(self.media[kind]) - n
+        return text, media, dropped
+
+    def before(self, kind: str) -> int:
+        """How many items of ``kind`` the units cut from the start hold."""
+        counts = self.counts.get(kind)
+        return int(counts[:self.first].sum()) if counts is not None else 0
 
     def source(self) -> tuple[np.ndarray, np.ndarray]:
         """The kept text's tokens and their trained mask."""
@@ -110,26 +139,45 @@ class _Plan:
 def image_counter(masker: Any) -> int | None:
     """A token the masker's chat template writes once per image part (learned once: the render of
     one image and of two images, tokenized), or None when no token does."""
-    if masker._image_counter is not None:
-        return masker._image_counter if masker._image_counter >= 0 else None
+    if masker._image_counter is None:
+        masker._image_counter = _learn_counter(masker, IMAGE)
+    return masker._image_counter if masker._image_counter >= 0 else None
+
+
+_COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # masker -> {kind: counter or -1}
+
+
+def media_counter(masker: Any, modality: Modality) -> int | None:
+    """A token the masker's chat template writes once per media part of this kind (an image's
+    ``<|vision_start|>``, an audio clip's ``<|audio_bos|>`` or ``<start_of_audio>`` ...), learned
+    once from the processor's own render of one part and of two, or None when no token does."""
+    if modality is IMAGE:
+        return image_counter(masker)
+    known = _COUNTERS.setdefault(masker, {})
+    if modality.kind not in known:
+        known[modality.kind] = _learn_counter(masker, modality)
+    return known[modality.kind] if known[modality.kind] >= 0 else None
+
+
+def _learn_counter(masker: Any, modality: Modality) -> int:
+    """:func:`media_counter`'s probe: the renders of a user turn holding 0, 1 and 2 parts of this
+    kind, tokenized; the media token whose count grows by one per part (the lowest id when several
+    do), or -1."""
     processor, tok = masker.processor, masker.processor.tokenizer
     media = set(masker.media_tokens().tolist())
 
     def render(messages: list[dict]) -> str:
         return processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
 
-    found = -1
     try:
-        texts = image_chats(render, (0, 1, 2))
+        part = None if modality is IMAGE else probe_part(processor, modality)
+        texts = image_chats(render, (0, 1, 2), part)
     except Exception:  # noqa: BLE001 - the template takes the reply in neither form: no counter
-        texts = None
-    if texts is not None:
-        c0, c1, c2 = ({i: ids.count(i) for i in media} for ids in
-                      (tok(text, add_special_tokens=False)["input_ids"] for text in texts))
-        once = sorted(i for i in media if c1[i] - c0[i] == 1 and c2[i] - c0[i] == 2)
-        found = once[0] if once else -1
-    masker._image_counter = found
-    return found if found >= 0 else None
+        return -1
+    c0, c1, c2 = ({i: ids.count(i) for i in media} for ids in
+                  (tok(text, add_special_tokens=False)["input_ids"] for text in texts))
+    once = sorted(i for i in media if c1[i] - c0[i] == 1 and c2[i] - c0[i] == 2)
+    return once[0] if once else -1
 
 
 def _text_tokens(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -167,28 +215,35 @@ def _spelled_offsets(masker: Any, text: str, ids: np.ndarray) -> np.ndarray | No
     return np.stack([ends - lengths, ends], axis=1)
 
 
-def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.ndarray, images: list[Any],
+def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.ndarray, media: dict[str, list[Any]],
           max_length: int, side: str, index: int, tokens: tuple[np.ndarray, np.ndarray, Any] | None = None,
           match: np.ndarray | None = None) -> _Plan:
     """Where to cut one row (see the module doc); ``tokens``: :func:`_text_tokens` of the row and
     ``match``: ``align(tokens' ids, b)``, when the caller has them already."""
     ids, trained, offsets = tokens if tokens is not None else _text_tokens(masker, text, ids, trained)
     n = len(ids)
-    media = np.isin(ids, masker.media_tokens())
+    media_at = np.isin(ids, masker.media_tokens())
     new_unit = np.ones(n, dtype=bool)
-    new_unit[1:] = ~(media[1:] & media[:-1])  # a run of image tokens is one unit
+    new_unit[1:] = ~(media_at[1:] & media_at[:-1])  # a run of media tokens is one unit
     starts = np.append(np.flatnonzero(new_unit), n)
     first_char = np.array([offsets[i][0] for i in starts[:-1]] + [len(text)], dtype=np.int64)
     # a special token the tokenizer adds (BOS) has no characters: its unit starts at 0
     first_char = np.maximum.accumulate(first_char)
-    counter = image_counter(masker) if images else None
-    per_token = (ids == counter) if counter is not None else np.zeros(n, dtype=bool)
-    counts = np.add.reduceat(per_token.astype(np.int64), starts[:-1]) if n else np.zeros(0, dtype=np.int64)
-    if images and int(counts.sum()) != len(images):
-        raise SampleError(
-            f"is longer than max_length={max_length} and cannot be cut between its images: respmask finds "
-            f"{int(counts.sum())} image placeholder(s) in its render for {len(images)} image(s). Raise max_length, or "
-            "leave such rows out", index)
+    counts: dict[str, np.ndarray] = {}
+    for modality in MODALITIES:
+        items = media.get(modality.kind) or []
+        if not items:
+            continue
+        counter = media_counter(masker, modality)
+        per_token = (ids == counter) if counter is not None else np.zeros(n, dtype=bool)
+        counts[modality.kind] = (np.add.reduceat(per_token.astype(np.int64), starts[:-1]) if n
+                                 else np.zeros(0, dtype=np.int64))
+        found = int(counts[modality.kind].sum())
+        if found != len(items):
+            raise SampleError(
+                f"is longer than max_length={max_length} and cannot be cut between its media: respmask finds "
+                f"{found} {modality.kind} placeholder(s) in its render for {len(items)} {modality.kind} item(s). "
+                "Raise max_length, or leave such rows out", index)
     # what each unit becomes in the processor's ids: from after the last matched token before it to
     # the first matched token after it (an image's expansion, which matches nothing, is in between)
     if match is None:
@@ -210,7 +265,8 @@ def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.nd
     else:
         first = 0
         last = int(np.searchsorted(end_b, max_length, side="right"))
-    return _Plan(text, ids, trained, starts, first_char, size, counts, list(images), first, last)
+    return _Plan(text, ids, trained, starts, first_char, size, counts, {k: list(v) for k, v in media.items()},
+                 first, last)
 
 
 class _SameImages:
@@ -418,22 +474,24 @@ def _fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_
 
 
 def _refuse_other_media(media: Any, full_length: int, max_length: int, index: int) -> None:
-    """A long row holding audio or video is not cut (yet): the error that says so."""
-    other = {kind: len(items) for kind, items in media.items() if kind != "image" and items}
+    """A long row holding video is not cut (yet): the error that says so. (Images and audio are
+    cut between.)"""
+    other = {kind: len(items) for kind, items in media.items() if kind not in ("image", "audio") and items}
     if other:
         held = " and ".join(f"{n} {kind}" for kind, n in other.items())
         raise SampleError(
             f"is {full_length} tokens, longer than max_length={max_length}, and holds {held}: respmask "
-            "cuts long chats between images only, not yet through audio or video. Raise max_length, or leave "
+            "cuts long chats between images and audio clips, not yet through video. Raise max_length, or leave "
             "such rows out", index)
 
 
-def _left_out(n: int, max_length: int, truncation: str, dropped: int, images: int) -> Fit:
+def _left_out(n: int, max_length: int, truncation: str, dropped: dict[str, int], media: dict[str, list[Any]]) -> Fit:
     """The :class:`Fit` of a row ``on_image_cut="drop"`` leaves out, with its reason."""
-    return Fit(None, None, True, dropped, (
+    lost = " and ".join(f"{k} of its {_how_many({kind: len(media[kind])})}" for kind, k in dropped.items() if k)
+    return _fit(None, None, dropped, (
         f"left out: {n} tokens, longer than max_length={max_length}, and cutting it "
-        f"({truncation}) would drop {dropped} of its {images} image(s) (on_image_cut='drop'); "
-        "raise max_length, or on_image_cut='truncate' to keep its text and the images that fit"))
+        f"({truncation}) would drop {lost} (on_image_cut='drop'); "
+        "raise max_length, or on_image_cut='truncate' to keep its text and the media that fit"))
 
 
 def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indices: Sequence[int],
@@ -454,22 +512,22 @@ def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indi
     plans: dict[int, _Plan] = {}
     for r in long:
         _refuse_other_media(media[r], len(full[r].input_ids), max_length, indices[r])
-        plans[r] = _plan(masker, texts[r], encoded[r].input_ids, sources[r][1], full[r].input_ids, images[r],
+        plans[r] = _plan(masker, texts[r], encoded[r].input_ids, sources[r][1], full[r].input_ids, media[r],
                          max_length, truncation, indices[r])
     for _ in range(16):  # a cut row still too long is cut further (a merge at the cut); one pass is the rule
         for r, plan in plans.items():
             dropped = plan.kept()[2]
-            if dropped and on_image_cut == "drop" and fits[r].left_out is None:
-                fits[r] = _left_out(len(full[r].input_ids), max_length, truncation, dropped, len(images[r]))
+            if any(dropped.values()) and on_image_cut == "drop" and fits[r].left_out is None:
+                fits[r] = _left_out(len(full[r].input_ids), max_length, truncation, dropped, media[r])
         kept = [r for r in range(len(full)) if fits[r].left_out is None]
         if not kept:
             return None, full, fits
         cut_texts, cut_images, cut_sources = [], [], []
         for r in kept:
             if r in plans:
-                text, imgs, _ = plans[r].kept()
+                text, kept_media, _ = plans[r].kept()
                 cut_texts.append(text)
-                cut_images.append({**media[r], "image": imgs})
+                cut_images.append(kept_media)
                 cut_sources.append(plans[r].source())
             else:
                 cut_texts.append(texts[r])
@@ -486,7 +544,7 @@ def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indi
                 plans[r].shrink(excess, truncation)
                 over = True
             else:
-                fits[r] = Fit(row.input_ids, row.labels, True, plans[r].kept()[2])
+                fits[r] = _fit(row.input_ids, row.labels, plans[r].kept()[2])
         if not over:
             return batch, full, fits
     raise SampleError(f"could not be cut to max_length={max_length} through the processor "
@@ -860,7 +918,7 @@ def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indic
             rows[r].offsets = tokens[2]
         b = whole[r]
         match = align(sources[r][0], b)
-        plans[r] = _plan(masker, texts[r], *sources[r], b, images[r], max_length, truncation, indices[r], tokens, match)
+        plans[r] = _plan(masker, texts[r], *sources[r], b, media[r], max_length, truncation, indices[r], tokens, match)
         carried = np.zeros(len(b), dtype=bool)  # carry_mask(*sources[r], b), from the same alignment
         hit = match >= 0
         carried[match[hit]] = sources[r][1][hit]
@@ -868,8 +926,8 @@ def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indic
         full[r] = replace(encoded[r], input_ids=b, labels=np.where(trained, b, IGNORE_INDEX))
         fits[r] = Fit(full[r].input_ids, full[r].labels)
         dropped = plans[r].kept()[2]
-        if dropped and on_image_cut == "drop":
-            fits[r] = _left_out(len(b), max_length, truncation, dropped, len(images[r]))
+        if any(dropped.values()) and on_image_cut == "drop":
+            fits[r] = _left_out(len(b), max_length, truncation, dropped, media[r])
     kept = [r for r in range(len(full)) if fits[r].left_out is None]
     if not kept:
         return None, full, fits
@@ -877,14 +935,15 @@ def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indic
     for r in kept:
         if r in plans:
             plan = plans[r]
-            text, imgs, _ = plan.kept()
-            before = int(plan.counts[:plan.first].sum())
+            text, kept_media, _ = plan.kept()
+            imgs = kept_media["image"]
+            before = plan.before("image")
             a, b = int(plan.starts[plan.first]), int(plan.starts[plan.last])
             cut = _Row(texts[r], plan.ids, rows[r].offsets, a, b, int(plan.chars[plan.first]),
                        int(plan.chars[plan.last]), rows[r].sigs[before:before + len(imgs)])
             expected_rows.append((cut, imgs))
             cut_texts.append(text)
-            cut_images.append({**media[r], "image": imgs})
+            cut_images.append(kept_media)
             cut_sources.append(plan.source())
         else:
             expected_rows.append(None)
@@ -911,7 +970,7 @@ def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indic
         if not np.array_equal(row.input_ids, want):
             return None
         if r in plans:
-            fits[r] = Fit(row.input_ids, row.labels, True, plans[r].kept()[2])
+            fits[r] = _fit(row.input_ids, row.labels, plans[r].kept()[2])
         else:
             full[r] = row
             fits[r] = Fit(row.input_ids, row.labels)

@@ -326,7 +326,8 @@ def _shown(masker: ChatMasker, rows: Sequence[Any], max_length: int | None = Non
             p.turns = min(p.turns, _trained_runs((row.labels != IGNORE_INDEX).tolist()))  # turns the cut left
             p.notes.append(f"truncated to max_length={max_length} ({truncation}): "
                            f"{len(whole.input_ids) - len(row.input_ids)} of {len(whole.input_ids)} tokens cut"
-                           + (f", {row.images_dropped} image(s) dropped with them" if row.images_dropped else ""))
+                           + (f", {row.images_dropped} image(s) dropped with them" if row.images_dropped else "")
+                           + (f", {row.audio_dropped} audio clip(s) dropped with them" if row.audio_dropped else ""))
         shown.append(p)
     return shown[0] if len(shown) == 1 else shown
 
