@@ -87,8 +87,10 @@ FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion
 #: (LLaMA-Factory's ``kto_tag``, TRL's boolean ``label``).
 PREFERENCE_PAIR = ("chosen", "rejected")
 KTO_TAGS = ("kto_tag", "label")
+_PREFERENCE_KEYS = frozenset(PREFERENCE_PAIR + KTO_TAGS)
 #: Columns and content-part types that hold images, video or audio (what a text tokenizer cannot use).
 MEDIA_COLUMNS = ("images", "videos", "audios")
+_MEDIA_KEYS = frozenset(MEDIA_COLUMNS)
 MEDIA_PARTS = frozenset({"image", "image_url", "input_image", "video", "video_url", "audio", "audio_url",
                          "input_audio"})
 IMAGE_PLACEHOLDER = "<image>"  # LLaMA-Factory's placeholder for the next image of the 'images' column
@@ -440,6 +442,8 @@ def _as_prompt(messages: Any) -> list[Any]:
 def preference_columns(row: Any) -> list[str]:
     """The columns that make ``row`` preference data (``[]`` for a plain SFT row): ``chosen`` /
     ``rejected`` (a DPO pair of replies), or the KTO flag (``kto_tag``, a boolean ``label``)."""
+    if type(row) is dict and _PREFERENCE_KEYS.isdisjoint(row):  # the usual row: none of the columns
+        return []
     if not isinstance(row, Mapping):
         return []
     found = [key for key in PREFERENCE_PAIR if row.get(key) is not None]
@@ -682,6 +686,8 @@ class SampleReader:
                 raise preference_error(row, columns)
         fmt = self.format_of(row)
         sample = self._preference(row) if fmt == "preference" else self._read(row, fmt)
+        if not self.text_only and type(sample) is dict and _MEDIA_KEYS.isdisjoint(sample):
+            return sample  # the usual row: no media column (the check below, without its ABC test)
         if self.text_only or (isinstance(sample, Mapping)
                               and any(sample.get(column) is not None for column in MEDIA_COLUMNS)):
             return _with_media(sample, self.text_only)
@@ -802,6 +808,8 @@ class SampleReader:
         converted = messages
         if isinstance(messages, (list, tuple)):
             for i, m in enumerate(messages):  # fast path: only list contents may need converting
+                if type(m) is dict and type(m.get("content")) is str:
+                    continue
                 if isinstance(m, dict) and isinstance(m.get("content"), (list, tuple)):
                     new_message = _with_parts(m, f"'{key}'[{i}]" if key else f"the conversation[{i}]")
                     if new_message is not m:

@@ -345,10 +345,17 @@ def message_blind(ast: nodes.Template) -> bool:
     return False
 
 
-def outline(messages: Sequence[Any]) -> tuple | None:
+def outline(messages: Sequence[Any], plain: bool = False) -> tuple | None:
     """The outline of a conversation a layout is kept for (each message's role and keys, in
     order), or None when it has a value other than a string (tool calls, content parts, None) or
-    reasoning (which transformers copies under other keys)."""
+    reasoning (which transformers copies under other keys). ``plain``: the caller knows every
+    message is a dict with a role and string keys and values (as ``Chat.states`` says)."""
+    if plain:
+        out = tuple((m["role"], tuple(m)) for m in messages)
+        for _, keys in out:
+            if not _REASONING.isdisjoint(keys):
+                return None
+        return out
     out = []
     for m in messages:
         if type(m) is not dict:
@@ -498,14 +505,15 @@ class LayoutRenderer:
         hit = self.find(kwargs_key, messages, constants)
         return None if hit is None else hit.rendered()
 
-    def find(self, kwargs_key: str, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any]
-             ) -> LayoutHit | None:
+    def find(self, kwargs_key: str, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any],
+             plain: bool = False) -> LayoutHit | None:
         """``messages`` (no tools, documents or generation prompt) rendered by the plain template
         and matched with their outline's layout; None when there is none or the text is not the
-        layout filled with their values (the instrumented render is needed, then :meth:`learn`)."""
+        layout filled with their values (the instrumented render is needed, then :meth:`learn`).
+        ``plain``: as :func:`outline`'s."""
         if not self.blind:
             return None
-        shape = outline(messages)
+        shape = outline(messages, plain)
         if shape is None:
             return None
         layout = self.layouts.get((kwargs_key, shape))

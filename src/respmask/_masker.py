@@ -28,7 +28,7 @@ from ._profile import (
 from ._layout import LayoutRenderer
 from ._replay import replays_of
 from ._render import ChatTemplate, template_constants, template_inputs
-from ._formats import media_error, media_in
+from ._formats import MEDIA_COLUMNS, media_error, media_in
 from ._samples import Chat, Pretokenized, TextPair, parse
 from ._segments import Segments
 from ._options import MaskOptions, resolve_options
@@ -501,10 +501,26 @@ class ChatMasker:
             if found:
                 raise media_error(found)
 
+    def _parse_refusing_media(self, sample: Any) -> Chat | TextPair | Pretokenized:
+        """:meth:`parse` after :meth:`_refuse_media` (a row with media is refused before any other
+        error of it), without walking the row for media when the reading pass proved it has none: a
+        plain dict row whose only list is the messages it read, each holding strings alone."""
+        try:
+            parsed = parse(sample, self.reader)
+        except Exception as exc:
+            failed = exc
+        else:
+            if not (self.processor is None and not self.options.text_only) or _media_free(sample, parsed):
+                return parsed
+            failed = None
+        self._refuse_media(sample)
+        if failed is not None:
+            raise failed
+        return parsed
+
     def render(self, sample: Any) -> RenderedSample:
         """Render a raw sample and find its trained character spans."""
-        self._refuse_media(sample)
-        parsed = parse(sample, self.reader)
+        parsed = self._parse_refusing_media(sample)
         if isinstance(parsed, Pretokenized):
             raise SampleError("is already tokenized; render() needs messages or a prompt/completion")
         return self._render_parsed(parsed)
@@ -523,7 +539,8 @@ class ChatMasker:
         template = self.template(source)
         if kwargs and (unread := template.unread_kwargs(kwargs)):
             warn(unread)
-        key = self._profile_key(source, kwargs, probe_shape(parsed.messages))
+        # states known: every content is a string, the fixed probes' own shape
+        key = self._profile_key(source, kwargs, probe_shape(parsed.messages) if parsed.states is None else None)
         layouts = rendered = hit = None
         if parsed.tools is None and parsed.documents is None:
             # a message-blind template renders a known outline from its layout (same records)
@@ -531,7 +548,8 @@ class ChatMasker:
             if layouts is None:
                 layouts = self._layouts[source] = LayoutRenderer(template)
             if layouts.blind:
-                hit = layouts.find(key[1], parsed.messages, self._template_constants(kwargs))
+                hit = layouts.find(key[1], parsed.messages, self._template_constants(kwargs),
+                                   plain=parsed.states is not None)
             else:
                 layouts = None
         if hit is None:
@@ -568,7 +586,8 @@ class ChatMasker:
         if hit is not None:
             # the analysis of a conversation of the same layout and value states, moved (see _replay)
             replays = replays_of(hit)
-            replay_key = replays.key(parsed.messages, selected, (use_tags, self.options.reasoning_in_loss))
+            replay_key = replays.key(parsed.messages, selected, (use_tags, self.options.reasoning_in_loss),
+                                     parsed.states)
             replayed = replays.replay(replay_key, hit, learned)
             if replayed is not None:
                 spans, turns, segs, dropped, empty = replayed
@@ -625,8 +644,7 @@ class ChatMasker:
 
     def render_rows(self, sample: Any) -> list[RenderedSample]:
         """The rows a raw sample gives under this masker's ``split`` (one unless it splits)."""
-        self._refuse_media(sample)
-        parsed = parse(sample, self.reader)
+        parsed = self._parse_refusing_media(sample)
         if isinstance(parsed, Pretokenized):
             raise SampleError("is already tokenized; render_rows() needs messages or a prompt/completion")
         return self._rows_parsed(parsed)
@@ -751,8 +769,7 @@ class ChatMasker:
         for j, sample in enumerate(samples):
             index = indices[j] if indices is not None else j
             try:
-                self._refuse_media(sample)
-                parsed = parse(sample, self.reader)
+                parsed = self._parse_refusing_media(sample)
                 if isinstance(parsed, Pretokenized):
                     vocab = len(self.tokenizer) if vocab is None else vocab
                     self._check_ids(parsed, vocab)
@@ -986,6 +1003,28 @@ class ChatMasker:
                 copy.encode_special_tokens = split
             cached = self._backend_copy = (backend, size, copy)
         return cached[2]
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _media_free(sample: Any, parsed: Chat | TextPair | Pretokenized) -> bool:
+    """Whether :func:`media_in` finds nothing in ``sample``, known from its reading alone: ``parsed``
+    holds only strings (its ``states``) and was read from a list that is ``sample`` itself or, of
+    a plain dict row without media columns, its only value that is not a scalar (False: not known)."""
+    if not isinstance(parsed, Chat) or parsed.states is None or parsed.read_from is None:
+        return False
+    if parsed.read_from is sample:
+        return True
+    if type(sample) is not dict:
+        return False
+    read_from = parsed.read_from
+    for key, value in sample.items():
+        if value is read_from:
+            continue
+        if type(value) not in _SCALARS or key in MEDIA_COLUMNS:
+            return False
+    return True
 
 
 def masker_for(tokenizer: Any, options: MaskOptions | None = None, changes: Mapping[str, Any] | None = None) -> ChatMasker:

@@ -115,9 +115,11 @@ class Replays:
         self.kept: dict[tuple, Any] = {}
 
     @staticmethod
-    def key(messages: Sequence[Mapping[str, str]], selected: Sequence[bool], options: tuple) -> tuple:
-        """What an analysis is kept under: the values' states, the selected messages, the options."""
-        return value_states(messages), tuple(selected), options
+    def key(messages: Sequence[Mapping[str, str]], selected: Sequence[bool], options: tuple,
+            states: bytes | None = None) -> tuple:
+        """What an analysis is kept under: the values' states (``states`` when the caller has them,
+        as ``Chat.states``), the selected messages, the options."""
+        return value_states(messages) if states is None else states, tuple(selected), options
 
     def replay(self, key: tuple, hit: LayoutHit, profile: tuple) -> tuple[
             list[tuple[int, int]], list[Turn], Segments, list[tuple[int, str]], list[int]] | None:

@@ -26,6 +26,12 @@ class Chat:
     tools: list[Any] | None = None
     documents: list[Any] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # what the reading pass learned, so later steps need not walk the messages again: ``states``,
+    # when every message is a dict of string keys and string values (``"train"`` aside), is each
+    # value's state in order (respmask._replay.value_states: 0 empty, 1 blank, 2 text); None: not
+    # known. ``read_from``: the list of messages the sample held, when all came from that one list.
+    states: bytes | None = field(default=None, repr=False, compare=False)
+    read_from: Any = field(default=None, repr=False, compare=False)
 
     @property
     def roles(self) -> list[str]:
@@ -49,12 +55,21 @@ class Pretokenized:
     position_ids: np.ndarray | None = None
 
 
-def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
+def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list[Any], bytes | None]:
+    """``messages`` checked and copied in one pass: the messages (new dicts without ``"train"``),
+    each one's ``"train"`` value (None when absent) and, when every message holds only strings,
+    their values' states (see :class:`Chat`). The user's dicts are never changed.
+
+    Raises:
+        SampleError: a message is malformed (named by ``what`` and its index).
+    """
     if not isinstance(messages, (list, tuple)):
         raise SampleError(f"{what} must be a list of message dicts, got {type(messages).__name__}")
     if len(messages) == 0:
         raise SampleError(f"{what} is empty: a conversation needs at least one message")
     out = []
+    trains: list[Any] = []
+    states: list[int] | None = []
     for i, m in enumerate(messages):  # plain type checks first: ABC checks cost more on every message
         if type(m) is not dict and not isinstance(m, Mapping):
             raise SampleError(f"{what}[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
@@ -75,25 +90,33 @@ def _check_messages(messages: Any, what: str) -> list[dict[str, Any]]:
                 f"{what}[{i}]['content'] must be a string or a list of content parts, got {type(content).__name__}"
             )
         m = dict(m)
+        m.pop("train", None)
         if not text and isinstance(content, (list, tuple)):
             # a datasets column stores every part with every key of every part, absent ones as None
             # ({"type": "text", "text": "hi", "image": None}): templates that test `'image' in part`
             # would render an image there; a None-valued key of a part is no data, so it is dropped
             m["content"] = [{k: v for k, v in part.items() if v is not None} if isinstance(part, Mapping) else part
                             for part in content]
+        if states is not None:
+            for k, v in m.items():
+                if type(v) is not str or type(k) is not str:
+                    states = None
+                    break
+                states.append(0 if not v else 1 if v.isspace() else 2)
         out.append(m)
-    return out
+        trains.append(train)
+    return out, trains, None if states is None else bytes(states)
 
 
-def _chat(messages: list[dict[str, Any]], sample: Mapping[str, Any], forced: list[bool | None] | None) -> Chat:
-    flags: list[bool | None] = []
-    clean = []
-    for i, m in enumerate(messages):
-        flag = m.pop("train", None)
-        if forced is not None and forced[i] is not None:
-            flag = forced[i]
-        flags.append(None if flag is None else bool(flag))
-        clean.append(m)
+def _chat(read: tuple[list[dict[str, Any]], list[Any], bytes | None], sample: Mapping[str, Any],
+          forced: list[bool | None] | None, read_from: Any = None) -> Chat:
+    """The :class:`Chat` of messages :func:`_read_messages` read (``forced``: train flags that win
+    over the messages' own) and the sample's template kwargs, tools and documents."""
+    clean, trains, states = read
+    if forced is None:
+        flags: list[bool | None] = [None if flag is None else bool(flag) for flag in trains]
+    else:
+        flags = [bool(f) if f is not None else None if flag is None else bool(flag) for flag, f in zip(trains, forced)]
     kwargs = sample.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise SampleError("'chat_template_kwargs' must be a dict of template keyword arguments")
@@ -104,7 +127,7 @@ def _chat(messages: list[dict[str, Any]], sample: Mapping[str, Any], forced: lis
     if documents is not None and not isinstance(documents, (list, tuple)):
         raise SampleError("'documents' must be a list of dicts")
     return Chat(clean, flags, list(tools) if tools is not None else None,
-                list(documents) if documents is not None else None, dict(kwargs))
+                list(documents) if documents is not None else None, dict(kwargs), states=states, read_from=read_from)
 
 
 def _int_array(value: Any, key: str) -> np.ndarray:
@@ -141,22 +164,23 @@ def parse(sample: Any, reader: SampleReader | None = None) -> Chat | TextPair | 
     """
     sample = (reader or AUTO)(sample)
     if isinstance(sample, (list, tuple)):
-        return _chat(_check_messages(sample, "the conversation"), {}, None)
+        return _chat(_read_messages(sample, "the conversation"), {}, None, sample)
     if not isinstance(sample, Mapping):
         raise SampleError(f"a sample must be a dict (or a list of messages), got {type(sample).__name__}")
     if "messages" in sample and sample["messages"] is not None:
-        return _chat(_check_messages(sample["messages"], "'messages'"), sample, None)
+        return _chat(_read_messages(sample["messages"], "'messages'"), sample, None, sample["messages"])
     if "conversations" in sample and sample["conversations"] is not None:
-        return _chat(_check_messages(sample["conversations"], "'conversations'"), sample, None)
+        return _chat(_read_messages(sample["conversations"], "'conversations'"), sample, None, sample["conversations"])
     if "prompt" in sample and "completion" in sample:
         prompt, completion = sample["prompt"], sample["completion"]
         if isinstance(prompt, str) and isinstance(completion, str):
             return TextPair(prompt, completion)
         if isinstance(prompt, (list, tuple)) and isinstance(completion, (list, tuple)):
-            p = _check_messages(prompt, "'prompt'") if len(prompt) else []
-            c = _check_messages(completion, "'completion'")
-            forced: list[bool | None] = [False] * len(p) + [None] * len(c)
-            return _chat(p + c, sample, forced)
+            p = _read_messages(prompt, "'prompt'") if len(prompt) else ([], [], b"")
+            c = _read_messages(completion, "'completion'")
+            forced: list[bool | None] = [False] * len(p[0]) + [None] * len(c[0])
+            states = None if p[2] is None or c[2] is None else p[2] + c[2]
+            return _chat((p[0] + c[0], p[1] + c[1], states), sample, forced)
         raise SampleError(
             "'prompt' and 'completion' must both be strings or both be lists of messages, got "
             f"{type(prompt).__name__} and {type(completion).__name__}"
