@@ -241,10 +241,50 @@ def test_preview_notes_the_clips_dropped():
             f"{dropped} audio clip(s) dropped with them") in p.summary()
 
 
-def test_video_stays_refused():
-    from respmask._media_cut import _refuse_other_media
+def test_a_long_chat_with_video_stays_refused():
+    """A video's tokens are not cut between yet: through the collator (the stand-in video processor of
+    tests/test_video.py on the real Qwen2VLProcessor), the row is named with what to do."""
+    from support.conversations import Nonces
+    from test_video import _chat, _frames, _processor
 
-    with pytest.raises(SampleError, match="holds 1 video: respmask cuts long chats between images and audio clips, "
-                                          "not yet through video"):
-        _refuse_other_media({"image": [], "audio": [1], "video": [1]}, 90, 40, 0)
-    _refuse_other_media({"image": [1], "audio": [1], "video": []}, 90, 40, 0)  # images and audio: cut, not refused
+    processor = _processor()
+    messages = _chat(Nonces(), [_frames(4, 1), _frames(2, 2)])
+    n = len(np.asarray(processor.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+            .reshape(-1))
+    collator = respmask.ResponseOnlyCollator(processor, max_length=n - 4, return_tensors="np")
+    with pytest.raises(SampleError, match=rf"sample 0: is {n} tokens, longer than max_length={n - 4}, and holds "
+                                          r"2 video: respmask cuts long chats between images and audio clips, "
+                                          r"not yet through video"):
+        collator([{"messages": messages}])
+    assert respmask.ResponseOnlyCollator(processor, max_length=n, return_tensors="np")(
+        [{"messages": messages}])["input_ids"].shape == (1, n)
+
+
+def test_a_clip_right_before_an_image_goes_with_it():
+    """Gemma 3n: a clip and an image with no text between them are one unit of the cut (nothing in
+    the processor's ids says where one ends and the other starts): the cut that drops the image drops
+    the clip too, and both are counted; the ids are the processor's on what is kept."""
+    from support.vision import make_image
+
+    name = "gemma3n"
+    processor = build_processor(name)
+    clip, image = make_audio(1.0, seed=5), make_image(64, 48, seed=5)
+    messages = [{"role": "user", "content": [_text("Listen first.")]},
+                {"role": "assistant", "content": [_text("Ready when you are.")]},
+                {"role": "user", "content": [{"type": "audio", "audio": clip}, {"type": "image", "image": image},
+                                             _text("Which animal?")]},
+                {"role": "assistant", "content": [_text("A cat.")]}]
+    _, full = reference(processor, messages)
+    tok = processor.tokenizer
+    eoa, boi = tok.convert_tokens_to_ids("<end_of_audio>"), tok.convert_tokens_to_ids("<start_of_image>")
+    clip_end, image_start = int(np.flatnonzero(full == eoa)[0]) + 1, int(np.flatnonzero(full == boi)[0])
+    assert image_start - clip_end <= 3  # only the expansion's newlines between them
+    collator, batch, warned = collate(name, [{"messages": messages}], max_length=clip_end + 1)
+    (ids, labels), = real_rows(batch)
+    assert not np.isin(ids, [eoa, boi]).any() and "input_features" not in batch and "pixel_values" not in batch
+    assert collator.stats.audio_dropped == 1 and collator.stats.images_dropped == 1
+    assert any("images and audio clips whose tokens fell past the cut" in w and "(1 image(s) and 1 audio clip(s))" in w
+               for w in warned)
+    ref = processor_call(processor, kept_text(name, processor, ids), [], [])
+    assert ids.tolist() == np.asarray(ref["input_ids"])[0].tolist()
+    assert "Ready when you are." in tok.decode(labels[labels != -100])
