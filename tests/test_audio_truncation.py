@@ -206,7 +206,7 @@ def test_on_image_cut_drop_leaves_an_audio_row_out_and_check_reports_it():
     assert st.samples == 2 and st.left_out == 1 and st.audio_dropped == 0 and st.untrainable == 0
     assert any("[dataset row 7]: longer than max_length" in w and "holding audio clips that truncation would drop"
                in w and "left out of the batch" in w for w in warned)
-    with pytest.raises(SampleError, match="on_image_cut='drop' left them all out"):
+    with pytest.raises(SampleError, match="would lose audio clips to truncation, so on_image_cut='drop' left them all out"):
         collate(name, [{"messages": long}], max_length=limit, on_image_cut="drop")
     report = respmask.check(rows, masker(name), max_length=limit, on_image_cut="drop")
     assert report.left_out == [0] and report.truncated == [0] and report.ok

@@ -271,8 +271,9 @@ class ResponseOnlyCollator:
                 return flatten_processed(processed, self._layout, self.return_tensors, self._positions)
             return processed
         if self.processor is not None:
+            lost = _media_noun(sum(row.images_dropped for row in rows), sum(row.audio_dropped for row in rows))
             raise SampleError(f"every sample of this batch is longer than max_length={self.max_length} and would lose "
-                              "media to truncation, so on_image_cut='drop' left them all out: raise max_length, or "
+                              f"{lost} to truncation, so on_image_cut='drop' left them all out: raise max_length, or "
                               f"use on_image_cut='truncate' ({', '.join(names[:8])})")
         pairs = [(row.input_ids, row.labels) for row in rows]
         return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)

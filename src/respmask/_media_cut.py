@@ -491,7 +491,8 @@ def _left_out(n: int, max_length: int, truncation: str, dropped: dict[str, int],
     return _fit(None, None, dropped, (
         f"left out: {n} tokens, longer than max_length={max_length}, and cutting it "
         f"({truncation}) would drop {lost} (on_image_cut='drop'); "
-        "raise max_length, or on_image_cut='truncate' to keep its text and the media that fit"))
+        f"raise max_length, or on_image_cut='truncate' to keep its text and the "
+        f"{'images' if set(k for k, n in dropped.items() if n) <= {'image'} else 'media'} that fit"))
 
 
 def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indices: Sequence[int],
