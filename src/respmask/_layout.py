@@ -329,6 +329,17 @@ class _Blindness:
             raise _Inspects(type(target).__name__)
 
 
+def keep_bounded(kept: dict, key: Any, value: Any, capacity: int) -> None:
+    """``kept[key] = value``, the oldest entries forgotten first (dicts keep insertion order) so
+    that at most ``capacity`` remain. Safe when another thread changes ``kept`` meanwhile."""
+    while len(kept) >= capacity:
+        try:
+            kept.pop(next(iter(kept)), None)
+        except (StopIteration, RuntimeError):  # emptied or changed by another thread meanwhile
+            break
+    kept[key] = value
+
+
 def message_blind(ast: nodes.Template) -> bool:
     """Whether the template (its uninstrumented syntax tree) only prints, joins, trims and
     type-tests message data, and reads nothing of a message but its role and keys to decide what
@@ -542,12 +553,7 @@ class LayoutRenderer:
             layout = self._learn(messages, constants, rendered)
         except Exception:  # the padded probe raised, or a record fell outside the layout
             layout = None
-        while len(self.layouts) >= self.capacity:  # the oldest first (dicts keep insertion order)
-            try:
-                self.layouts.pop(next(iter(self.layouts)), None)
-            except (StopIteration, RuntimeError):  # emptied or changed by another thread meanwhile
-                break
-        self.layouts[(kwargs_key, shape)] = _REFUSED if layout is None else layout
+        keep_bounded(self.layouts, (kwargs_key, shape), _REFUSED if layout is None else layout, self.capacity)
 
     def _learn(self, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any], rendered: Rendered
                ) -> _Layout | None:

@@ -49,7 +49,7 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._layout import LayoutHit
+from ._layout import LayoutHit, keep_bounded
 from ._segments import Segments
 from ._spans import Turn
 
@@ -162,12 +162,7 @@ class Replays:
                 entry = self._relative(hit, profile, spans, turns, segs, dropped, empty_replies)
             except _Inside:
                 entry = _NOT_KEPT
-        while len(self.kept) >= self.capacity:  # the oldest first (dicts keep insertion order)
-            try:
-                self.kept.pop(next(iter(self.kept)), None)
-            except (StopIteration, RuntimeError):  # emptied or changed by another thread meanwhile
-                break
-        self.kept[key] = entry
+        keep_bounded(self.kept, key, entry, self.capacity)
 
     @staticmethod
     def _relative(hit: LayoutHit, profile: tuple, spans: Sequence[tuple[int, int]], turns: Sequence[Turn],
