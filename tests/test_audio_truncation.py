@@ -73,9 +73,9 @@ def real_rows(batch):
     return [(ids[r][real[r]], labels[r][real[r]]) for r in range(len(ids))]
 
 
-def reference(processor, messages):
+def reference(processor, messages, return_tensors="np"):
     text = processor.apply_chat_template(messages, tokenize=False)
-    out = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="np")
+    out = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors=return_tensors)
     return text, np.asarray(out["input_ids"]).reshape(-1)
 
 
@@ -89,6 +89,7 @@ def blocks(ids, start_id, end_id):
 #: what each family's processor writes for one medium, and the placeholder its template wrote
 COLLAPSE = {
     "qwen2_audio": [(r"(<\|AUDIO\|>)+", "<|AUDIO|>")],
+    "audioflamingo3": [(r"(<sound>)+", "<sound>")],
     "gemma3n": [(r"\n\n<start_of_audio>(<audio_soft_token>)+<end_of_audio>\n\n", "<audio_soft_token>"),
                 (r"\n\n<start_of_image>(<image_soft_token>)+<end_of_image>\n\n", "<image_soft_token>")],
 }
@@ -288,3 +289,31 @@ def test_a_clip_right_before_an_image_goes_with_it():
     ref = processor_call(processor, kept_text(name, processor, ids), [], [])
     assert ids.tolist() == np.asarray(ref["input_ids"])[0].tolist()
     assert "Ready when you are." in tok.decode(labels[labels != -100])
+
+
+def test_a_template_that_marks_the_turn_not_each_clip():
+    """Audio Flamingo 3's template writes one <sound> per turn however many clips it holds (its
+    processor takes one clip per row): no token counts clips, but a row's one clip is the one
+    <sound> unit. Cut after it, the clip is kept whole; cut before it, dropped; the ids are the
+    processor's own on the kept text and clip."""
+    name = "audioflamingo3"
+    processor = build_processor(name)
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": make_audio(2.0, seed=1)},
+                                             _text("What is said here in this clip?")]},
+                {"role": "assistant", "content": [_text("It says hello there my friend, twice.")]}]
+    text, full = reference(processor, messages, "pt")  # AudioFlamingo3Processor returns PyTorch tensors only
+    sound = processor.tokenizer.convert_tokens_to_ids("<sound>")
+    where = np.flatnonzero(full == sound)
+    for max_length, kept in ((int(where[-1]) + 4, 1), (int(where[0]) - 1, 0)):
+        collator = respmask.ResponseOnlyCollator(processor, max_length=max_length, return_tensors="pt",
+                                                 on_untrainable="keep")
+        batch = collator([{"messages": messages}])
+        ids = batch["input_ids"][0].numpy()
+        assert len(ids) <= max_length and collator.stats.audio_dropped == 1 - kept
+        assert int((ids == sound).sum()) == (len(where) if kept else 0)
+        cut_text = kept_text(name, processor, ids)
+        assert text.startswith(cut_text)
+        kw = {"audio": media_of(messages, "audio"), "sampling_rate": 16000} if kept else {}
+        ref = processor(text=[cut_text], return_tensors="pt", add_special_tokens=False, **kw)
+        assert ids.tolist() == ref["input_ids"][0].tolist()
+        assert ("input_features" in batch) == bool(kept)

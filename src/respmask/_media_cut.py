@@ -147,22 +147,25 @@ def image_counter(masker: Any) -> int | None:
 _COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # masker -> {kind: counter or -1}
 
 
-def media_counter(masker: Any, modality: Modality) -> int | None:
+def media_counter(masker: Any, modality: Modality, single: bool = False) -> int | None:
     """A token the masker's chat template writes once per media part of this kind (an image's
     ``<|vision_start|>``, an audio clip's ``<|audio_bos|>`` or ``<start_of_audio>`` ...), learned
-    once from the processor's own render of one part and of two, or None when no token does."""
-    if modality is IMAGE:
+    once from the processor's own render of one part and of two, or None when no token does.
+    ``single``: a token it writes once for a turn holding one part (Audio Flamingo 3 writes one
+    ``<sound>`` per turn however many clips it holds): it counts the one item of a row holding one."""
+    if modality is IMAGE and not single:
         return image_counter(masker)
     known = _COUNTERS.setdefault(masker, {})
-    if modality.kind not in known:
-        known[modality.kind] = _learn_counter(masker, modality)
-    return known[modality.kind] if known[modality.kind] >= 0 else None
+    key = (modality.kind, single)
+    if key not in known:
+        known[key] = _learn_counter(masker, modality, single)
+    return known[key] if known[key] >= 0 else None
 
 
-def _learn_counter(masker: Any, modality: Modality) -> int:
+def _learn_counter(masker: Any, modality: Modality, single: bool = False) -> int:
     """:func:`media_counter`'s probe: the renders of a user turn holding 0, 1 and 2 parts of this
-    kind, tokenized; the media token whose count grows by one per part (the lowest id when several
-    do), or -1."""
+    kind, tokenized; the media token whose count grows by one per part (``single``: by one for one
+    part), the lowest id when several do, or -1."""
     processor, tok = masker.processor, masker.processor.tokenizer
     media = set(masker.media_tokens().tolist())
 
@@ -176,7 +179,7 @@ def _learn_counter(masker: Any, modality: Modality) -> int:
         return -1
     c0, c1, c2 = ({i: ids.count(i) for i in media} for ids in
                   (tok(text, add_special_tokens=False)["input_ids"] for text in texts))
-    once = sorted(i for i in media if c1[i] - c0[i] == 1 and c2[i] - c0[i] == 2)
+    once = sorted(i for i in media if c1[i] - c0[i] == 1 and (single or c2[i] - c0[i] == 2))
     return once[0] if once else -1
 
 
@@ -235,6 +238,8 @@ def _plan(masker: Any, text: str, ids: np.ndarray, trained: np.ndarray, b: np.nd
         if not items:
             continue
         counter = media_counter(masker, modality)
+        if counter is None and len(items) == 1:  # a template that marks a turn, not each part: its one item
+            counter = media_counter(masker, modality, single=True)
         per_token = (ids == counter) if counter is not None else np.zeros(n, dtype=bool)
         counts[modality.kind] = (np.add.reduceat(per_token.astype(np.int64), starts[:-1]) if n
                                  else np.zeros(0, dtype=np.int64))
