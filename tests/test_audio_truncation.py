@@ -317,3 +317,18 @@ def test_a_template_that_marks_the_turn_not_each_clip():
         ref = processor(text=[cut_text], return_tensors="pt", add_special_tokens=False, **kw)
         assert ids.tolist() == ref["input_ids"][0].tolist()
         assert ("input_features" in batch) == bool(kept)
+
+    # its processor takes no batch mixing rows with and without audio: a cut that drops one row's clip
+    # while another keeps its own makes one, and the error says the cut did
+    short = [{"role": "user", "content": [{"type": "audio", "audio": make_audio(0.5, seed=2)}, _text("Said?")]},
+             {"role": "assistant", "content": [_text("Hello.")]}]
+    short_ids = reference(processor, short, "pt")[1]
+    limit = int(np.flatnonzero(short_ids == sound)[-1]) + 3  # past the short row's clip, before the long row's ends
+    assert limit <= where[-1]
+    collator = respmask.ResponseOnlyCollator(processor, max_length=limit, return_tensors="pt", on_untrainable="keep")
+    with pytest.raises(SampleError, match=rf"rejected this batch: .* \(the batch as cut to max_length={limit}: "
+                                          r"sample\(s\) 0 lost media with their text"):
+        collator([{"messages": messages}, {"messages": short}])
+    batch = respmask.ResponseOnlyCollator(processor, max_length=limit, return_tensors="pt", on_untrainable="keep",
+                                          on_image_cut="drop")([{"messages": messages}, {"messages": short}])
+    assert batch["input_ids"].shape[0] == 1 and "input_features" in batch

@@ -539,7 +539,18 @@ def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indi
                 cut_texts.append(texts[r])
                 cut_images.append(media[r])
                 cut_sources.append(sources[r])
-        out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special, padding_side)
+        try:
+            out = masker._run_processor(cut_texts, cut_images, return_tensors, add_special, padding_side)
+        except SampleError as exc:
+            lost = [indices[r] for r in kept if r in plans and any(plans[r].kept()[2].values())]
+            if not lost:
+                raise
+            # the processor takes the whole rows but not the cut ones (one that rejects rows with and
+            # without audio in one batch, once a cut dropped a row's clip): say that the cut made them
+            raise SampleError(
+                f"{exc.problem} (the batch as cut to max_length={max_length}: sample(s) "
+                f"{', '.join(map(str, lost))} lost media with their text and the processor rejects the batch so "
+                "cut; on_image_cut='drop' leaves such samples out, or raise max_length)", exc.index) from exc
         batch, rows = masker._label_processed(out, cut_sources, [full[r] for r in kept], return_tensors)
         over = False
         for r, row in zip(kept, rows):
