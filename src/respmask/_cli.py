@@ -134,8 +134,8 @@ def cut_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--max-length", type=int, help=what)
     p.add_argument("--truncation", choices=["right", "left"], default="right")
     p.add_argument("--on-image-cut", choices=["truncate", "drop"], default="truncate",
-                   help="with --processor: a row whose cut would drop images is truncated (default; the images past "
-                        "the cut are counted) or left out, as the collator's on_image_cut")
+                   help="with --processor: a row whose cut would drop images or audio clips is truncated (default; "
+                        "the media past the cut are counted) or left out, as the collator's on_image_cut")
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
