@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import re
-import warnings
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ pytest.importorskip("torch")
 import respmask  # noqa: E402
 from respmask._errors import SampleError  # noqa: E402
 from support.audio import AUDIO_TOKENS, audio_token_ids, build_processor, make_audio  # noqa: E402
+from support.batches import collate_rows, real_rows  # noqa: E402
 
 SECONDS = [1.0, 2.0, 0.5, 1.5]
 
@@ -60,17 +60,7 @@ def masker(name):
 
 
 def collate(name, rows, **kw):
-    collator = respmask.ResponseOnlyCollator(masker(name), return_tensors="np", **kw)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        batch = collator(rows)
-    return collator, batch, [str(w.message) for w in caught if issubclass(w.category, respmask.RespmaskWarning)]
-
-
-def real_rows(batch):
-    ids, labels = np.asarray(batch["input_ids"]), np.asarray(batch["labels"])
-    real = np.asarray(batch["attention_mask"]).astype(bool)
-    return [(ids[r][real[r]], labels[r][real[r]]) for r in range(len(ids))]
+    return collate_rows(masker(name), rows, **kw)
 
 
 def reference(processor, messages, return_tensors="np"):

@@ -11,7 +11,6 @@ images and labels; the image tokens of each processor class (tests/support/visio
 from __future__ import annotations
 
 import functools
-import warnings
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ pytest.importorskip("torch")
 
 import respmask  # noqa: E402
 from respmask._errors import SampleError  # noqa: E402
+from support.batches import collate_rows, real_rows  # noqa: E402
 from support.vision import FAMILIES, build_processor, image_token_ids, make_image  # noqa: E402
 
 
@@ -62,17 +62,7 @@ def masker(processor):
 
 
 def collate(processor, rows, **kw):
-    collator = respmask.ResponseOnlyCollator(masker(processor), return_tensors="np", **kw)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        batch = collator(rows)
-    return collator, batch, [str(w.message) for w in caught if issubclass(w.category, respmask.RespmaskWarning)]
-
-
-def real_rows(batch):
-    ids, labels = np.asarray(batch["input_ids"]), np.asarray(batch["labels"])
-    real = np.asarray(batch["attention_mask"]).astype(bool)
-    return [(ids[r][real[r]], labels[r][real[r]]) for r in range(len(ids))]
+    return collate_rows(masker(processor), rows, **kw)
 
 
 def image_blocks(ids, start_id, end_id):
