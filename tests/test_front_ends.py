@@ -30,8 +30,12 @@ def trained(tok, ids, labels) -> str:
     return tok.decode([int(i) for i, l in zip(ids, labels) if l != -100])
 
 
+# the template reads no 'x': each new masker says so once (asserted below), the rest is the point here
+@pytest.mark.filterwarnings("ignore:template kwarg\\(s\\) 'x' are not read")
 def test_options_are_one_object_taken_the_same_way_everywhere(tok):
     opts = MaskOptions(train_on="last", stop_tokens=["<|endoftext|>"], template_kwargs={"x": 1})
+    with pytest.warns(respmask.RespmaskWarning, match=r"template kwarg\(s\) 'x' are not read"):
+        ChatMasker(tok, opts).encode(CHAT)  # the options' kwargs reach the template
     assert opts.stop_tokens == ("<|endoftext|>",) and opts.with_(split="auto").split == "auto"
     by_object = ChatMasker(tok, opts)
     by_name = ChatMasker(tok, train_on="last")
