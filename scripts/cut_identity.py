@@ -15,7 +15,11 @@ FAMILIES: comma-separated (default qwen2_vl,gemma3,llava,mistral3,qwen3_vl); BAT
 (default 4). Needs the shared tokenizers (tests/support/vision.py). Exit status 1 when any case
 differs.
 """
-import sys, pickle, random, warnings, hashlib, copy
+import hashlib
+import pickle
+import random
+import sys
+import warnings
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import numpy as np

@@ -249,7 +249,9 @@ class ChatMasker:
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._media_ids: np.ndarray | None = None  # token ids that stand for images (processors; learned)
-        self._image_counter: int | None = None  # a token the render writes once per image (processors; learned)
+        # (kind, single) -> a token the render writes once per media part, or -1 (processors; learned, _media_cut)
+        self._media_counters: dict[tuple[str, bool], int] = {}
+        self._splices: Any = None  # what the processor's call makes of the text around images (learned, _media_cut)
         self._images_join: bool | None = None  # image outputs join per image (processors; learned, _media_cut)
         self._configured_stops = tuple(dict.fromkeys([*opts.stop_tokens, *_generation_config_eos(tokenizer)]))
         self._pid = os.getpid()
@@ -277,7 +279,7 @@ class ChatMasker:
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
         state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None,
-                     _image_counter=None, _images_join=None, _bytes=None,
+                     _media_counters={}, _splices=None, _images_join=None, _bytes=None,
                      _backend_copy=None, _layouts={}, tokenizer=None)
         return state
 

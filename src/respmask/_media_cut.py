@@ -42,7 +42,6 @@ from a table.
 from __future__ import annotations
 
 import copy
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -51,7 +50,7 @@ import numpy as np
 
 from ._errors import SampleError
 from ._masks import IGNORE_INDEX, as_numpy
-from ._media import (AUDIO, IMAGE, MODALITIES, Modality, _runs, adds_special_tokens, align, call_processor,
+from ._media import (IMAGE, MODALITIES, Modality, _runs, adds_special_tokens, align, call_processor,
                      carry_mask, image_chats, probe_medium, probe_part)
 
 OnImageCut = Literal["truncate", "drop"]
@@ -139,12 +138,7 @@ class _Plan:
 def image_counter(masker: Any) -> int | None:
     """A token the masker's chat template writes once per image part (learned once: the render of
     one image and of two images, tokenized), or None when no token does."""
-    if masker._image_counter is None:
-        masker._image_counter = _learn_counter(masker, IMAGE)
-    return masker._image_counter if masker._image_counter >= 0 else None
-
-
-_COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # masker -> {kind: counter or -1}
+    return media_counter(masker, IMAGE)
 
 
 def media_counter(masker: Any, modality: Modality, single: bool = False) -> int | None:
@@ -153,9 +147,7 @@ def media_counter(masker: Any, modality: Modality, single: bool = False) -> int 
     once from the processor's own render of one part and of two, or None when no token does.
     ``single``: a token it writes once for a turn holding one part (Audio Flamingo 3 writes one
     ``<sound>`` per turn however many clips it holds): it counts the one item of a row holding one."""
-    if modality is IMAGE and not single:
-        return image_counter(masker)
-    known = _COUNTERS.setdefault(masker, {})
+    known = masker._media_counters
     key = (modality.kind, single)
     if key not in known:
         known[key] = _learn_counter(masker, modality, single)
@@ -505,7 +497,6 @@ def _two_calls(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indi
                padding_side: str | None = None) -> tuple[dict[str, Any] | None, list[Any], list[Fit]]:
     """The processor on the whole rows, then on the cut rows (see the module doc)."""
     encoded, texts, media = inputs
-    images = [m["image"] for m in media]
     add_special = adds_special_tokens(masker.processor, texts)
     sources = [(e.input_ids, e.labels != IGNORE_INDEX) for e in encoded]
     out = masker._run_processor(texts, media, return_tensors, add_special, padding_side)
@@ -587,15 +578,14 @@ class _Splices:
         self.adds: bool | None = None  # the tokenizer adds tokens (BOS ...) when asked to (learned once)
 
 
-_SPLICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _KNOWN_MAX = 1 << 14  # windows remembered per masker (forgotten all at once past it)
 
 
 def _splices(masker: Any) -> _Splices:
-    got = _SPLICES.get(masker)
-    if got is None:
-        got = _SPLICES[masker] = _Splices()
-    return got
+    """The masker's :class:`_Splices` (made on first use; a pickled masker starts anew)."""
+    if masker._splices is None:
+        masker._splices = _Splices()
+    return masker._splices
 
 
 def _image_args(masker: Any, return_tensors: str) -> tuple[tuple, dict] | None:
