@@ -51,7 +51,8 @@ from jinja2 import nodes
 from jinja2.utils import concat as plain_concat
 
 from ._origin import REASONING_KEYS, field_of
-from ._render import DATA, ChatTemplate, Rendered, _make_environment, _transformers_environment, template_inputs
+from ._render import (_DICT_ATTRS, DATA, ChatTemplate, Rendered, _make_environment, _transformers_environment,
+                      template_inputs)
 
 # taint of an expression: CLEAN (no message data), LIST (a list of messages), MSG (one message),
 # VAL (message data: a value, a piece of one, or a string holding one)
@@ -62,7 +63,6 @@ _TYPE_TESTS = frozenset(("string", "defined", "undefined", "none", "mapping", "i
                          "integer", "float", "boolean", "callable", "true", "false"))
 # loop attributes that are numbers of the outline (previtem, nextitem, changed, cycle read items)
 _LOOP_ATTRS = frozenset(("index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0"))
-_DICT_ATTRS = frozenset(dir(dict))
 _STR_ATTRS = frozenset(dir(str))
 _REASONING = frozenset(REASONING_KEYS)
 

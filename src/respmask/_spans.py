@@ -642,8 +642,9 @@ def describe_dropped(dropped: Sequence[tuple[int, str]]) -> str:
     return "; ".join(what if k == NO_MESSAGE else f"message {k}: {what}" for k, what in dropped)
 
 
-#: the message index of a :func:`dropped_inputs` entry: data of the sample, not of one message
-NO_MESSAGE = -1
+#: the message index of a :func:`dropped_inputs` entry: data of the sample, not of one message (the
+#: render's owner of such data)
+NO_MESSAGE = NO_OWNER
 #: what :func:`dropped_inputs` says of a sample's tools / documents the render does not show
 DROPPED_TOOLS = "the tool list (the sample's 'tools': the chat template does not render it, so the model is " \
     "trained without seeing the tools)"
@@ -668,7 +669,6 @@ def dropped_inputs(tools: Any, documents: Any, printed: set[tuple[int, int]], te
         if data and (NO_MESSAGE, field) not in printed and render_without(name) == text:
             out.append((NO_MESSAGE, what))
     return out
-
 
 
 def dropped_data(
