@@ -83,15 +83,106 @@ def test_templates_that_look_at_message_text_are_not_blind(source):
     assert layouts.render("", messages, {}) is None
 
 
-def test_a_cut_value_falls_back_to_the_instrumented_render():
+@pytest.mark.parametrize("source, learned", [
+    ("{% for m in messages %}[{{ m.content[:30] }}]{% endfor %}", True),
+    ("{% for m in messages %}[{{ m.content[0] }}{{ m.content }}]{% endfor %}", False),  # no whole value
+])
+def test_a_cut_value_falls_back_to_the_instrumented_render(source, learned):
     # blind (a slice only prints), but the layout learned on short values does not hold for long ones
-    source = "{% for m in messages %}[{{ m.content[:30] }}]{% endfor %}"
     template = ChatTemplate(source)
     layouts = LayoutRenderer(template)
-    short = [{"role": "user", "content": "short"}]
+    assert layouts.blind and not layouts.deterministic
+    constants: dict = {}  # the same constants object: only the text check can refuse the layout
+    short = [{"role": "user", "content": "s"}]
     variables, chat = template_inputs(short)
-    layouts.learn("", short, {}, template.render(variables, chat))
-    assert layouts.render("", [{"role": "user", "content": "x" * 100}], {}) is None
+    layouts.learn("", short, constants, template.render(variables, chat))
+    assert (layouts.render("", [{"role": "user", "content": "t"}], constants) is not None) == learned
+    assert layouts.render("", [{"role": "user", "content": "x" * 100}], constants) is None
+
+
+# blind templates whose text is not a function of the outline, constants and values alone
+UNDETERMINED = [
+    "{% for m in messages %}{{ strftime_now('%H:%M:%S.%f') }}{{ m.content }}{% endfor %}",
+    "{% for m in messages %}{{ lipsum(1) }}{{ m.content }}{% endfor %}",
+    "{% for m in messages %}{{ range(1000) | random }}{{ m.content }}{% endfor %}",
+    "{% for m in messages %}{{ [range(10), range(10), range(10)] | map('random') | join }}{{ m.content }}{% endfor %}",
+    "{% set f = tick %}{% for m in messages %}{{ f() }}{{ m.content }}{% endfor %}",
+    "{% for m in messages %}{{ tick() }}{{ m.content }}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("source", UNDETERMINED)
+def test_templates_that_print_more_than_their_inputs_are_checked_by_rendering(source):
+    template = ChatTemplate(source)
+    layouts = LayoutRenderer(template)
+    assert layouts.blind and not layouts.deterministic
+    ticks = iter(range(10**6))
+    constants = {"tick": lambda: next(ticks)}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    variables, chat = template_inputs(messages, constants=constants)
+    layouts.learn("", messages, constants, template.render(variables, chat))
+    assert ("", outline(messages)) in layouts.layouts
+    # each render prints something new: the layout learned on the first is refused (the render
+    # differs), never taken as the text (a few tries: lipsum and random may repeat by chance)
+    assert any(layouts.render("", messages, constants) is None for _ in range(5))
+
+
+# blind, but print a piece of a value: the layout is checked by rendering
+PIECES = [
+    "{% for m in messages %}{% set head = m.content[:3] %}{{ head }}|{{ m.content }}{% endfor %}",
+    "{% for m in messages %}{% for c in m.content %}{{ c }}{% endfor %}{% endfor %}",
+    "{% for m in messages %}{{ (m.content ~ '!')[1:] if loop.first else m.content }}{% endfor %}",
+    "{% for m in messages %}{% with c = m.content[0] %}{{ c | trim }}{% endwith %}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("source", PIECES)
+def test_templates_that_print_pieces_of_values_are_not_deterministic(source):
+    layouts = LayoutRenderer(ChatTemplate(source))
+    assert layouts.blind and not layouts.deterministic
+
+
+@pytest.mark.parametrize("source", [LLAMA_LIKE, WHOLE,
+                                    # a piece of a value that is never printed (Gemma 3's parts branch)
+                                    "{% for m in messages %}{% if m.content is string %}{{ m.content }}{% else %}"
+                                    "{{ m.content[0]['text'] }}{% endif %}{% generation %}.{% endgeneration %}"
+                                    "{% endfor %}",
+                                    "{% macro m(x) %}<{{ x }}>{% endmacro %}{% for msg in messages %}"
+                                    "{{ m(msg.role) }}{{ msg.content }}{{ raise_exception('no') if msg.role == 'x' }}"
+                                    "{% endfor %}{{ range(3) | join }}{{ 'a,b'.split(',') | join }}"])
+def test_templates_that_only_print_their_inputs_need_no_render(source, monkeypatch):
+    template = ChatTemplate(source)
+    layouts = LayoutRenderer(template)
+    assert layouts.deterministic
+    constants = template_constants({"bos_token": "<s>"}, {})
+    messages = [{"role": "user", "content": " hi "}, {"role": "assistant", "content": "yo"}]
+    variables, chat = template_inputs(messages, constants=constants)
+    want = template.render(variables, chat)
+    layouts.learn("", messages, constants, want)
+    other = [{"role": "user", "content": "\nquestion  "}, {"role": "assistant", "content": " {{ x }} "}]
+    variables, chat = template_inputs(other, constants=constants)
+    want = template.render(variables, chat)
+    renders = []
+    compiled = layouts.plain
+    monkeypatch.setattr(compiled, "root_render_func",
+                        lambda context, real=compiled.root_render_func: renders.append(1) or real(context))
+    assert _records(layouts.render("", other, constants)) == _records(want)
+    assert renders == []  # no render: the layout filled is the text
+    # other constants (the special tokens changed): the layout is checked by the render again
+    assert _records(layouts.render("", other, dict(constants))) == _records(want)
+    assert renders == [1]
+
+
+def test_changed_special_tokens_reach_a_learned_layout():
+    tok = fixture_tokenizer("llama3")
+    masker = ChatMasker(tok)
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    masker.encode({"messages": messages})  # the outline's layout is learned
+    masker.encode({"messages": messages})
+    tok.bos_token = "<|end_of_text|>"
+    want = tok.apply_chat_template(messages, tokenize=False)
+    assert want.startswith("<|end_of_text|>")
+    assert masker.encode({"messages": messages}).text == want
 
 
 def test_outlines_admit_only_string_values():

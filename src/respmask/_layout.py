@@ -7,9 +7,9 @@ literals. For such a template the whole render is fixed by the conversation's ou
 and keys, in order): only the values' lengths move things. :class:`LayoutRenderer` proves this
 once per template and keeps, per outline, the layout the instrumented render found: the template
 literals, and for each printed value which message and key it is and whether it was trimmed.
-Later conversations of the same outline are rendered with the same template compiled without
-hooks (plain strings, the same sandbox and filters), and the render is taken only if its text is
-exactly the layout filled with their values; every position of the instrumented render (loop
+Later conversations of the same outline are the layout filled with their values (checked against
+the template compiled without hooks, plain strings, the same sandbox and filters, when the template
+may print something else: the clock, see below); every position of the instrumented render (loop
 owner changes, printed pieces, ``{% generation %}`` blocks) is then moved by the lengths of the
 values before it. Anything else (a template that looks at message text, a conversation with tool
 calls, reasoning, content parts or ``None`` values, an outline not seen yet, a text that differs)
@@ -37,7 +37,11 @@ Why a layout holds for every conversation of its outline (the proof, checked by
   output is non-empty) is refused.
 
 Each layout is also checked, when it is learned, against the instrumented render of the
-conversation that introduced the outline (all records equal), and every use checks the text.
+conversation that introduced the outline (all records equal). A use takes the layout filled with
+the conversation's values as its text without rendering when the template is also
+:func:`deterministic` (it calls no clock, ``lipsum`` or ``|random``, nor any function it was given)
+and the constants are the ones the layout was learned under; otherwise the plain template renders
+the conversation and its text must be the filled layout.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ from jinja2 import nodes
 from jinja2.utils import concat as plain_concat
 
 from ._origin import REASONING_KEYS, field_of
-from ._render import (_DICT_ATTRS, DATA, ChatTemplate, Rendered, _make_environment, _transformers_environment,
-                      template_inputs)
+from ._render import (_DICT_ATTRS, DATA, ChatTemplate, Rendered, _GenerationTags, _make_environment,
+                      _transformers_environment, template_inputs)
 
 # taint of an expression: CLEAN (no message data), LIST (a list of messages), MSG (one message),
 # VAL (message data: a value, a piece of one, or a string holding one)
@@ -77,6 +81,8 @@ class _Blindness:
     def __init__(self) -> None:
         self.names: dict[str, int] = {"messages": LIST}
         self.changed = False
+        self.cuts = False  # a piece of a value may be printed: not the value, nor its strip
+        self.cut_names: set[str] = set()  # names that may hold a piece of a value
 
     def bind(self, name: str, taint: int) -> None:
         old = self.names.get(name, CLEAN)
@@ -192,6 +198,30 @@ class _Blindness:
             return CLEAN
         raise _Inspects(type(node).__name__)
 
+    def cut(self, node: nodes.Node) -> bool:
+        """Whether ``node`` (an expression :meth:`expr` admits) may be a piece of a value (a slice,
+        a character) rather than the value, its strip or a string joined from them."""
+        if isinstance(node, nodes.Name):
+            return node.name in self.cut_names
+        if isinstance(node, nodes.Getitem):
+            if isinstance(node.arg, nodes.Slice) or (isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, int)):
+                return self.expr(node.node) == VAL
+            return False
+        if isinstance(node, nodes.Concat):
+            return any(self.cut(n) for n in node.nodes)
+        if isinstance(node, nodes.Add):
+            return self.cut(node.left) or self.cut(node.right)
+        if isinstance(node, nodes.CondExpr):
+            return self.cut(node.expr1) or (node.expr2 is not None and self.cut(node.expr2))
+        if isinstance(node, nodes.Filter):
+            return node.node is not None and self.cut(node.node)  # trim, default
+        return False
+
+    def bind_cut(self, target: nodes.Node, cut: bool) -> None:
+        if cut and isinstance(target, nodes.Name) and target.name not in self.cut_names:
+            self.cut_names.add(target.name)
+            self.changed = True
+
     @staticmethod
     def member(base: int, key: str) -> int:
         """``base.key`` / ``base[key]`` for a constant key."""
@@ -254,6 +284,8 @@ class _Blindness:
                 if t in (LIST, MSG):
                     raise _Inspects("a message printed whole")
                 prints = prints or t == VAL
+                if t == VAL and self.cut(child):
+                    self.cuts = True
             return prints
         if isinstance(node, nodes.If):
             self.clean(node.test)
@@ -272,6 +304,7 @@ class _Blindness:
                 self.assign(node.target, CLEAN)
             else:
                 self.bind(node.target.name, MSG if source == LIST else VAL if source in (MSG, VAL) else CLEAN)
+                self.bind_cut(node.target, source == VAL)  # a value's characters
                 if source == MSG:
                     raise _Inspects("loop over a message's keys")
             self.clean(node.test)
@@ -279,6 +312,7 @@ class _Blindness:
             return self.body(node.else_) or prints
         if isinstance(node, nodes.Assign):
             self.assign(node.target, self.expr(node.node))
+            self.bind_cut(node.target, self.cut(node.node))
             return False
         if isinstance(node, nodes.AssignBlock):
             if node.filter is not None:
@@ -289,6 +323,7 @@ class _Blindness:
         if isinstance(node, nodes.With):
             for target, value in zip(node.targets, node.values):
                 self.assign(target, self.expr(value))
+                self.bind_cut(target, self.cut(value))
             return self.body(node.body)
         if isinstance(node, (nodes.Scope, nodes.ScopedEvalContextModifier, nodes.OverlayScope)):
             return self.body(node.body)
@@ -340,20 +375,52 @@ def keep_bounded(kept: dict, key: Any, value: Any, capacity: int) -> None:
     kept[key] = value
 
 
-def message_blind(ast: nodes.Template) -> bool:
-    """Whether the template (its uninstrumented syntax tree) only prints, joins, trims and
-    type-tests message data, and reads nothing of a message but its role and keys to decide what
-    to render (see the module docstring)."""
+def _blindness(ast: nodes.Template) -> _Blindness | None:
+    """The analysis of a message-blind template (None when it is not one)."""
     analysis = _Blindness()
     try:
         for _ in range(20):  # taints only grow: a fixpoint within a few passes
             analysis.changed = False
             analysis.body(ast.body)
             if not analysis.changed:
-                return True
+                return analysis
     except _Inspects:
+        return None
+    return None
+
+
+def message_blind(ast: nodes.Template) -> bool:
+    """Whether the template (its uninstrumented syntax tree) only prints, joins, trims and
+    type-tests message data, and reads nothing of a message but its role and keys to decide what
+    to render (see the module docstring)."""
+    return _blindness(ast) is not None
+
+
+# the environment's functions and filters whose result depends on their arguments alone (the clock
+# ``strftime_now``, ``lipsum`` and ``|random`` do not; nor does a callable passed as a keyword argument)
+_PURE_CALLS = frozenset(("range", "dict", "namespace", "cycler", "joiner", "raise_exception", "caller"))
+_IMPURE_FILTERS = frozenset(("random",))
+
+
+def deterministic(ast: nodes.Template) -> bool:
+    """Whether the template (its syntax tree) calls nothing but the environment's pure functions,
+    its own macros and methods of the values it holds, and no impure filter (not even by name, as
+    ``map('random')`` would): then a message-blind template that prints its values whole (or
+    trimmed) makes a text that is a function of the outline, the constants and the values alone,
+    and a layout gives it without rendering."""
+    macros = {m.name for m in ast.find_all(nodes.Macro)}
+    for call in ast.find_all(nodes.Call):
+        callee = call.node
+        if isinstance(callee, nodes.Name) and callee.name not in _PURE_CALLS and callee.name not in macros:
+            return False
+        if isinstance(callee, nodes.ExtensionAttribute):
+            if callee.identifier != _GenerationTags.identifier:  # {% generation %} blocks only record
+                return False
+        elif not isinstance(callee, (nodes.Name, nodes.Getattr)):
+            return False
+    if any(f.name in _IMPURE_FILTERS for f in ast.find_all(nodes.Filter)):
         return False
-    return False
+    return not any(isinstance(c.value, str) and c.value in _IMPURE_FILTERS for c in ast.find_all(nodes.Const))
 
 
 def outline(messages: Sequence[Any], plain: bool = False) -> tuple | None:
@@ -385,7 +452,7 @@ class _Layout:
     """What one outline's render is made of (see :class:`LayoutRenderer`)."""
 
     __slots__ = ("literals", "lit_lens", "slots", "events", "pieces", "generation", "constant_printed",
-                 "replays")
+                 "replays", "constants")
 
     def __init__(self, literals: list[str], slots: list[tuple[int, str, bool, int]],
                  events: list[tuple[int, int, int]], pieces: list[tuple[int, int, int, int, int, int]],
@@ -400,31 +467,36 @@ class _Layout:
         self.constant_printed = constant_printed  # (owner, field) printed by data of no message
         # the analyses of its conversations relative to it (respmask._replay.Replays), made when needed
         self.replays: Any = None
+        # the template constants it was learned under (the masker's cached mapping: a new one when
+        # the special tokens change)
+        self.constants: Mapping[str, Any] | None = None
 
-    def match(self, text: str, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[str]] | None:
-        """Where each literal starts in ``text`` and the printed values, when ``text`` (the plain
-        render of ``messages``, of this layout's outline) is this layout filled with their values;
-        else None."""
+    def match(self, text: str | None, messages: Sequence[Mapping[str, Any]]
+              ) -> tuple[str, list[int], list[str]] | None:
+        """This layout filled with the values of ``messages`` (of its outline): the text, where
+        each literal starts in it and the printed values; None when ``text`` (their plain render)
+        is given and differs from it."""
         values = [messages[k][key].strip() if trimmed else messages[k][key] for k, key, trimmed, _ in self.slots]
         literals = self.literals
         parts = [literals[0]]
         for value, literal in zip(values, literals[1:]):
             parts.append(value)
             parts.append(literal)
-        if "".join(parts) != text:
+        filled = "".join(parts)
+        if text is not None and filled != text:
             return None
         ends = [0]
         acc = 0
         for lit, value in zip(self.lit_lens, values):
             acc += lit + len(value)
             ends.append(acc)
-        return ends, values
+        return filled, ends, values
 
     def fill(self, text: str, messages: Sequence[Mapping[str, Any]]) -> Rendered | None:
         """The :class:`Rendered` of ``messages`` (of this layout's outline) whose plain render is
         ``text``; None when ``text`` is not this layout filled with their values."""
         found = self.match(text, messages)
-        return None if found is None else self.rendered(text, *found)
+        return None if found is None else self.rendered(*found)
 
     def rendered(self, text: str, ends: list[int], values: list[str]) -> Rendered:
         """The :class:`Rendered` of a text this layout matched (:meth:`match`: ``ends``, where each
@@ -502,7 +574,10 @@ class LayoutRenderer:
         self.capacity = capacity
         self.layouts: dict[tuple[str, tuple], Any] = {}
         ast = template.env.parse(template.source)
-        self.blind = message_blind(ast)
+        analysis = _blindness(ast)
+        self.blind = analysis is not None
+        # the layout filled with the values is the render itself (no value cut, no clock)
+        self.deterministic = analysis is not None and not analysis.cuts and deterministic(ast)
         self.plain = None
         if self.blind:
             env = _plain_environment()
@@ -518,9 +593,11 @@ class LayoutRenderer:
 
     def find(self, kwargs_key: str, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any],
              plain: bool = False) -> LayoutHit | None:
-        """``messages`` (no tools, documents or generation prompt) rendered by the plain template
-        and matched with their outline's layout; None when there is none or the text is not the
-        layout filled with their values (the instrumented render is needed, then :meth:`learn`).
+        """``messages`` (no tools, documents or generation prompt) matched with their outline's
+        layout: the layout filled with their values, which is their render when the template is
+        :func:`deterministic` and the constants are those it was learned under; otherwise the
+        plain template renders them and the text must be the filled layout. None when there is no
+        layout or the text differs (the instrumented render is needed, then :meth:`learn`).
         ``plain``: as :func:`outline`'s."""
         if not self.blind:
             return None
@@ -530,15 +607,18 @@ class LayoutRenderer:
         layout = self.layouts.get((kwargs_key, shape))
         if layout is None or layout is _REFUSED:
             return None
-        variables = dict(constants)
-        variables.update(messages=list(messages), tools=None, documents=None, add_generation_prompt=False)
-        plain = self.plain
-        try:
-            text = "".join(plain.root_render_func(plain.new_context(variables)))
-        except Exception:
-            return None  # the instrumented render raises the sample's error
+        text = None
+        if not self.deterministic or layout.constants is not constants:
+            # the clock, say, or other constants: the text is the layout's only if the render says so
+            variables = dict(constants)
+            variables.update(messages=list(messages), tools=None, documents=None, add_generation_prompt=False)
+            compiled = self.plain
+            try:
+                text = "".join(compiled.root_render_func(compiled.new_context(variables)))
+            except Exception:
+                return None  # the instrumented render raises the sample's error
         found = layout.match(text, messages)
-        return None if found is None else LayoutHit(layout, text, *found)
+        return None if found is None else LayoutHit(layout, *found)
 
     def learn(self, kwargs_key: str, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any],
               rendered: Rendered) -> None:
@@ -553,6 +633,8 @@ class LayoutRenderer:
             layout = self._learn(messages, constants, rendered)
         except Exception:  # the padded probe raised, or a record fell outside the layout
             layout = None
+        if layout is not None:
+            layout.constants = constants
         keep_bounded(self.layouts, (kwargs_key, shape), _REFUSED if layout is None else layout, self.capacity)
 
     def _learn(self, messages: Sequence[Mapping[str, Any]], constants: Mapping[str, Any], rendered: Rendered
