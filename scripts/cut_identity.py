@@ -11,9 +11,11 @@ warnings, hashed.
     python scripts/cut_identity.py save BASE.pkl [FAMILIES] [BATCHES]     # at the old version
     python scripts/cut_identity.py compare BASE.pkl [FAMILIES] [BATCHES]  # at the new one
 
-FAMILIES: comma-separated (default qwen2_vl,gemma3,llava,mistral3,qwen3_vl); BATCHES per family
-(default 4). Needs the shared tokenizers (tests/support/vision.py). Exit status 1 when any case
-differs.
+FAMILIES: comma-separated (default qwen2_vl,gemma3,llava,mistral3,qwen3_vl; the speech families of
+tests/support/audio.py too: qwen2_audio, qwen2_audio_2024, gemma3n, audioflamingo3, whose chats hold
+0-2 clips of 0.3-2.5 s per user turn instead of images, one per row with Audio Flamingo 3, and with
+Gemma 3n an image in some turns); BATCHES per family (default 4). Needs the shared tokenizers
+(tests/support/vision.py). Exit status 1 when any case differs.
 """
 import hashlib
 import pickle
@@ -24,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import numpy as np
 import respmask
+from support import audio as speech
 from support.vision import build_processor, make_image
 from respmask._media_cut import fit_batch
 
@@ -45,6 +48,31 @@ def row(rng, seed):
             if rng.random() < 0.3 and parts:
                 parts.append({"type": "text", "text": text(rng, rng.randint(1, 6))})
             parts.append(img)
+        if rng.random() < 0.5:
+            parts.append({"type": "text", "text": text(rng, rng.randint(2, 25))})
+        else:
+            parts.insert(0, {"type": "text", "text": text(rng, rng.randint(2, 25))})
+        msgs.append({"role": "user", "content": parts})
+        msgs.append({"role": "assistant", "content": [{"type": "text", "text": text(rng, rng.randint(2, 20))}]})
+    return {"messages": msgs}
+
+def audio_row(rng, seed, fam):
+    """As row(), with audio clips for images (Gemma 3n: an image after the clips in some turns)."""
+    msgs = []
+    if rng.random() < 0.3:
+        msgs.append({"role": "system", "content": [{"type": "text", "text": text(rng, rng.randint(3, 12))}]})
+    turns = rng.randint(2, 5)
+    only = rng.randrange(turns)  # Audio Flamingo 3 takes one clip per row
+    for t in range(turns):
+        parts = []
+        k = rng.choice([0, 1, 1, 1, 2]) if fam != "audioflamingo3" else int(t == only)
+        for j in range(k):
+            if rng.random() < 0.3 and parts:
+                parts.append({"type": "text", "text": text(rng, rng.randint(1, 6))})
+            parts.append({"type": "audio", "audio": speech.make_audio(rng.uniform(0.3, 2.5), seed * 100 + t * 10 + j)})
+        if fam == "gemma3n" and rng.random() < 0.4:
+            parts += [{"type": "text", "text": text(rng, rng.randint(1, 6))},
+                      {"type": "image", "image": make_image(rng.randint(28, 140), rng.randint(28, 140), seed * 100 + t)}]
         if rng.random() < 0.5:
             parts.append({"type": "text", "text": text(rng, rng.randint(2, 25))})
         else:
@@ -87,11 +115,13 @@ def run(fam, masker, rows, ml, side, oic, rt):
 
 def cases():
     for fam in FAMS:
-        p = build_processor(fam)
+        audio = fam in speech.FAMILIES
+        p = speech.build_processor(fam) if audio else build_processor(fam)
         masker = respmask.ChatMasker(p)
         rng = random.Random(sum(map(ord, fam)))
         for b in range(int(sys.argv[4]) if len(sys.argv) > 4 else 4):
-            rows = [row(rng, 1000 * b + i) for i in range(rng.randint(1, 4))]
+            rows = [audio_row(rng, 1000 * b + i, fam) if audio else row(rng, 1000 * b + i)
+                    for i in range(rng.randint(1, 4))]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 bt, full, _ = fit_batch(masker, rows, list(range(len(rows))), None, "right", "truncate", "np")

@@ -322,3 +322,67 @@ def test_a_template_that_marks_the_turn_not_each_clip():
     batch = respmask.ResponseOnlyCollator(processor, max_length=limit, return_tensors="pt", on_untrainable="keep",
                                           on_image_cut="drop")([{"messages": messages}, {"messages": short}])
     assert batch["input_ids"].shape[0] == 1 and "input_features" in batch
+
+
+class CountingClips:
+    """An audio feature extractor that counts the clips it is given (everything else is the real one's)."""
+
+    def __init__(self, real):
+        self.real, self.clips = real, 0
+
+    def __call__(self, audio, *args, **kwargs):
+        self.clips += len(audio)
+        return self.real(audio, *args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "real":
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("return_tensors", ["np", "pt"])
+def test_a_cut_batch_extracts_each_clips_features_once(return_tensors):
+    """Whisper's features are each clip's alone (every clip padded to 30 s): the call on the cut rows
+    joins the kept clips' features from the first call instead of extracting them again, and the
+    batch is still the processor's own call on the kept text and clips."""
+    import copy
+
+    from respmask._media_cut import clips_join
+
+    name = "qwen2_audio"
+    processor = copy.deepcopy(build_processor(name))
+    counter = processor.feature_extractor = CountingClips(processor.feature_extractor)
+    rows = [{"messages": long_chat(4)}, {"messages": long_chat(3)}, {"messages": long_chat(2)}]
+    texts = [processor.apply_chat_template(row["messages"], tokenize=False) for row in rows]
+    lengths = [len(processor.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    collator = respmask.ResponseOnlyCollator(processor, max_length=min(lengths) // 2, return_tensors=return_tensors,
+                                             on_untrainable="keep")
+    assert clips_join(collator.masker)  # learned once (the probe's clips counted here, not below)
+    collator.masker.media_tokens()
+    counter.clips = 0
+    batch = collator(rows)
+    clips = [media_of(row["messages"], "audio") for row in rows]
+    assert counter.clips == sum(map(len, clips)) == 9  # each clip once, though the kept ones go through twice
+    st = collator.stats
+    assert st.truncated == 3 and 0 < st.audio_dropped < 9
+    start = processor.tokenizer.convert_tokens_to_ids("<|audio_bos|>")
+    texts, kept = [], []
+    for r, (ids, _) in enumerate(real_rows({k: np.asarray(v) for k, v in batch.items()})):
+        texts.append(kept_text(name, processor, ids))
+        kept += clips[r][:int((ids == start).sum())]
+    ref = processor(text=texts, audio=kept, sampling_rate=16000, padding=True, return_tensors=return_tensors,
+                    add_special_tokens=False)
+    assert set(ref) <= set(batch)
+    for key in ref:
+        assert np.array_equal(np.asarray(batch[key]), np.asarray(ref[key])), key
+        assert type(batch[key]) is type(ref[key]), key
+    assert processor.feature_extractor is counter  # the stand-in is gone after the batch
+
+
+@pytest.mark.parametrize("name, joins", [("qwen2_audio", True), ("gemma3n", False), ("audioflamingo3", False)])
+def test_which_processors_clips_join_is_learned_from_their_outputs(name, joins):
+    # Gemma 3n's and Audio Flamingo 3's feature extractors pad a batch's clips to its longest: their
+    # batch is not the join of single clips, so a cut batch extracts the kept clips' features again
+    from respmask._media_cut import clips_join
+
+    assert clips_join(respmask.ChatMasker(build_processor(name))) is joins

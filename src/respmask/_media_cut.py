@@ -3,7 +3,9 @@ pixels (an audio clip's from its features).
 
 Audio is cut as images are (each kind counted by its own token, learned the same way:
 :func:`media_counter`), on the two-call path: a batch holding audio is never predicted in one
-call. A long row holding video is refused.
+call; where the feature extractor's outputs join per clip (:func:`clips_join`), each clip's
+features are made once and the second call joins those of the clips kept. A long row holding video
+is refused.
 
 A processor expands each image placeholder of the rendered text into the image's tokens, and the
 model pairs those tokens with the image's pixels: cutting the ids through an image (or cutting an
@@ -50,7 +52,7 @@ import numpy as np
 
 from ._errors import SampleError
 from ._masks import IGNORE_INDEX, as_numpy
-from ._media import (IMAGE, MODALITIES, Modality, _runs, adds_special_tokens, align, call_processor,
+from ._media import (AUDIO, IMAGE, MODALITIES, Modality, _runs, adds_special_tokens, align, call_processor,
                      carry_mask, image_chats, probe_medium, probe_part)
 
 OnImageCut = Literal["truncate", "drop"]
@@ -412,6 +414,54 @@ def images_join(masker: Any) -> bool:
     return found
 
 
+def _audio_attribute(processor: Any) -> str | None:
+    """The name of the processor's attribute its call gives the audio to (``audio_processor``, else
+    ``feature_extractor``, as transformers' processors read it), or None when it has neither."""
+    for name in AUDIO.handlers:
+        if getattr(processor, name, None) is not None:
+            return name
+    return None
+
+
+def clips_join(masker: Any) -> bool:
+    """Whether the masker's processor gives the same batch when its audio feature extractor works
+    on one clip at a time and the outputs are joined (:class:`_PerImage`, which joins any medium's
+    outputs) as when it works on the batch: learned once, on two chats with clips of three lengths,
+    every output compared exactly (a feature extractor that pads clips to the batch's longest does
+    not; Whisper's, which pads each to 30 s, does). Where they join, the call on a batch's cut rows
+    extracts no clip's features again."""
+    sp = _splices(masker)
+    if sp.clips_join is None:
+        sp.clips_join = _learn_clips_join(masker)
+    return sp.clips_join
+
+
+def _learn_clips_join(masker: Any) -> bool:
+    """:func:`clips_join`'s probe."""
+    processor = masker.processor
+    name = _audio_attribute(processor)
+    if name is None:
+        return False
+    real = getattr(processor, name)
+    try:
+        part = probe_part(processor, AUDIO)
+        texts = image_chats(lambda m: processor.apply_chat_template(m, chat_template=masker.template_source(),
+                                                                    tokenize=False), (1, 2), part)
+        clip = part["audio"]
+        n = len(clip)
+        media = [{"audio": [clip[:n // 2]]}, {"audio": [clip, clip[:3 * n // 4]]}]
+        expected = call_processor(processor, texts, media, "np")
+        setattr(processor, name, _PerImage(real))
+        try:
+            joined = call_processor(processor, texts, media, "np")
+        finally:
+            setattr(processor, name, real)
+        return set(expected.keys()) == set(joined.keys()) and all(
+            _same(expected[key], joined[key]) for key in expected.keys())
+    except Exception:  # noqa: BLE001 - a template or processor the probe does not fit: the batch's own calls
+        return False
+
+
 def _same(a: Any, b: Any) -> bool:
     """Exactly equal outputs (arrays: same shape, dtype and values; anything else by ``==``)."""
     if hasattr(a, "shape") or hasattr(b, "shape"):
@@ -446,6 +496,16 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
             image placeholders cannot be told apart.
     """
     processor = masker.processor
+    audio = _audio_attribute(processor) if max_length is not None else None
+    if audio is not None and not isinstance(getattr(processor, audio), _PerImage) and clips_join(masker):
+        # each clip's features made once, alone: the call on the cut rows joins those of the clips kept
+        real_audio = getattr(processor, audio)
+        setattr(processor, audio, _PerImage(real_audio))
+        try:
+            return fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors,
+                             padding_side)
+        finally:
+            setattr(processor, audio, real_audio)
     real = getattr(processor, "image_processor", None)
     if max_length is None or real is None or isinstance(real, (_SameImages, _PerImage)):
         return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors, padding_side)
@@ -575,6 +635,7 @@ class _Splices:
         # window -> (tokens kept before, after, the middle's ids as runs: values, lengths), or None
         self.known: dict[tuple, tuple[int, int, np.ndarray, np.ndarray] | None] = {}
         self.works: bool | None = None  # whole chats are what their windows predict (learned once)
+        self.clips_join: bool | None = None  # audio outputs join per clip (learned once, :func:`clips_join`)
         self.adds: bool | None = None  # the tokenizer adds tokens (BOS ...) when asked to (learned once)
 
 
