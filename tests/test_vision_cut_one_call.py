@@ -79,7 +79,7 @@ def run(path, masker, rows, max_length, side, on_image_cut, return_tensors):
     """One path of fit_batch, with the image processor wrapped as fit_batch wraps it."""
     processor = masker.processor
     real = processor.image_processor
-    processor.image_processor = _PerImage(real)
+    processor.image_processor = _PerImage(real, _splices(masker).splits)
     try:
         inputs = masker._media_inputs(rows, list(range(len(rows))))
         return path(masker, inputs, list(range(len(rows))), max_length, side, on_image_cut, return_tensors)

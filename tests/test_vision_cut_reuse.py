@@ -4,9 +4,9 @@ long image chats).
 The processor runs twice on a batch holding a row to cut (as is, then on the cut texts and the
 images kept). Where the processor's batch is the same with its image processor working on one image
 at a time and the outputs joined (learned on a probe: ``images_join``), each image is processed
-once, alone, and the second call joins the outputs of the images kept; elsewhere (images padded to
-the batch, or nested per row) the first call's output is given back when the second is given the
-very same images. Reference: the processor's own call on the kept texts and images
+once (the batch's images in one call, split per image) and the second call joins the outputs of the
+images kept; elsewhere (images padded to the batch, or nested per row) the first call's output is
+given back when the second is given the very same images. Reference: the processor's own call on the kept texts and images
 (tests/test_vision_truncation.py's ``kept_text`` reads the kept text back from the ids), every
 output key equal; and the image processor's calls, counted.
 """
@@ -101,15 +101,15 @@ def full_lengths(processor, rows):
 @pytest.mark.parametrize("drop", [False, True])
 def test_cut_batch_equals_the_processor_on_what_it_kept(processor, drop):
     # images in the first turns only: a cut in the last turns drops text alone, a cut in the first
-    # turns drops images; either way each image is processed once, alone (Qwen2-VL's image outputs
-    # join per image), and the second call joins the outputs of the images kept
+    # turns drops images; either way the images are processed once, in one call split per image
+    # (Qwen2-VL's image outputs join per image), and the second call joins the outputs of the images kept
     rows = [chat(i, (0, 1)) for i in range(3)]
     lengths = full_lengths(processor, rows)
     max_length = int(lengths.min()) // (4 if drop else 1) - 3  # every row cut
     counter = processor.image_processor
     collator, batch = collate(processor, rows, max_length)
     assert collator.stats.truncated == 3 and (collator.stats.images_dropped > 0) == drop
-    assert counter.calls == sum(len(images_in(row)) for row in rows) == 6
+    assert counter.calls == 1 and sum(len(images_in(row)) for row in rows) == 6  # six images, one call
     ref = reference(processor, batch, rows)
     assert set(ref) <= set(batch)
     for key in ref:

@@ -86,15 +86,13 @@ def _media_noun(images: int, audio: int) -> str:
     return " and ".join(w for w, n in (("images", images), ("audio clips", audio)) if n) or "images"
 
 
-def _row_names(features: Sequence[Any]) -> list[str]:
-    """How to name each sample in a message: its dataset row (an ``index``/``idx``/``id``/``row_id``
+def _row_name(features: Sequence[Any], j: int) -> str:
+    """How to name sample ``j`` in a message: its dataset row (an ``index``/``idx``/``id``/``row_id``
     value it carries) or else its position in the batch."""
-    names = []
-    for j, f in enumerate(features):
-        key = next((k for k in _ROW_ID_KEYS if isinstance(f, Mapping) and isinstance(f.get(k), (int, str))
-                    and not isinstance(f.get(k), bool)), None)
-        names.append(f"dataset row {f[key]!r}" if key else f"batch sample {j}")
-    return names
+    f = features[j]
+    key = next((k for k in _ROW_ID_KEYS if isinstance(f, Mapping) and isinstance(f.get(k), (int, str))
+                and not isinstance(f.get(k), bool)), None)
+    return f"dataset row {f[key]!r}" if key else f"batch sample {j}"
 
 
 class ResponseOnlyCollator:
@@ -229,13 +227,15 @@ class ResponseOnlyCollator:
                                       on_image_cut=self.on_image_cut, return_tensors=self.return_tensors,
                                       padding_side=self.padding_side)
         self.stats.batches += 1
-        names = _row_names(features)
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
         for row in rows:
             enc = row.encoded
             assert enc is not None  # errors were raised
             self._count(row)
-            name = names[row.sample] + (f" (row {enc.row + 1} of {enc.rows})" if enc.rows > 1 else "")
+            if (row.left_out is None and not row.images_dropped and not row.audio_dropped and row.problem is None
+                    and not enc.lost_data and row.position_ids is None):
+                continue  # nothing to say about it
+            name = _row_name(features, row.sample) + (f" (row {enc.row + 1} of {enc.rows})" if enc.rows > 1 else "")
             if row.left_out is not None:
                 noun = _media_noun(row.images_dropped, row.audio_dropped)
                 notes.setdefault(f"longer than max_length={self.max_length} and holding {noun} that truncation "
@@ -258,7 +258,7 @@ class ResponseOnlyCollator:
                 what = "; ".join(sorted({w.split(" (role")[0] for _, w in enc.lost_data}))
                 notes.setdefault(f"data the chat template leaves out of the render ({what}): it is not "
                                  "trained; respmask.check(dataset, tokenizer) lists which messages", []
-                                 ).append(names[row.sample])
+                                 ).append(_row_name(features, row.sample))
             if row.position_ids is not None and not self.padding_free:
                 raise SampleError(
                     "is a packed row (it has 'position_ids'): padding would let its samples attend to each "
@@ -272,9 +272,10 @@ class ResponseOnlyCollator:
             return processed
         if self.processor is not None:
             lost = _media_noun(sum(row.images_dropped for row in rows), sum(row.audio_dropped for row in rows))
+            named = ", ".join(_row_name(features, j) for j in range(min(8, len(features))))
             raise SampleError(f"every sample of this batch is longer than max_length={self.max_length} and would lose "
                               f"{lost} to truncation, so on_image_cut='drop' left them all out: raise max_length, or "
-                              f"use on_image_cut='truncate' ({', '.join(names[:8])})")
+                              f"use on_image_cut='truncate' ({named})")
         pairs = [(row.input_ids, row.labels) for row in rows]
         return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)
 

@@ -22,10 +22,12 @@ longer than ``max_length`` is cut in the rendered text, never in the ids:
    images kept: its ids are exactly the processor's for that text and those images. The images are
    not processed twice: where the processor's batch is the same with each image processed alone and
    the outputs joined (learned once on a probe: :func:`images_join`), each image is processed once
-   and the second call joins the outputs of the images kept (:class:`_PerImage`); elsewhere (an
-   image processor that pads images to the batch, or nests them per row) the first call's output
-   is given back when the cut dropped no image (:class:`_SameImages`). A row still
-   too long (a tokenizer may merge differently at the cut) is cut a little further and run again.
+   (the batch's images in one call of the image processor, its output split per image where that
+   split is each image's own output: :class:`_Split`) and the second call joins the outputs of the
+   images kept (:class:`_PerImage`); elsewhere (an image processor that pads images to the batch,
+   or nests them per row) the first call's output is given back when the cut dropped no image
+   (:class:`_SameImages`). A row still too long (a tokenizer may merge differently at the cut) is
+   cut a little further and run again.
 
 Where the image outputs join per image, the first call is not needed (:func:`_one_call`): the
 whole rows' ids are predicted from their text tokens (each image processed first; what the call
@@ -303,17 +305,26 @@ class _SameImages:
 
 class _PerImage:
     """Stands in for a processor's image processor during one batch's processor calls, where each
-    image's output is the same alone as in a batch (:func:`images_join`): each image is processed
-    once, alone, and a call's output is its images' outputs joined along their first axis, in
+    image's output is the same alone as in a batch (:func:`images_join`): each image's output is
+    had once, and a call's output is its images' outputs joined along their first axis, in
     order. A cut that drops images then costs no image processing at all: the second call joins the
     outputs of the images kept. Anything it cannot join (an output that is neither an array nor a
     list) is the real image processor's own call on the same arguments. The images are held, so
-    their ids cannot be reused by other objects."""
+    their ids cannot be reused by other objects.
 
-    def __init__(self, real: Any):
+    The images not processed yet are processed in one call of the real image processor and its
+    output split per image (:class:`_Split`, learned once per call arguments and kept in
+    ``splits``, a store on the masker), where the split is the same, byte for byte, as each image's
+    own call; elsewhere (no ``splits``, a split not learned, or a batch it does not explain) each
+    image is processed alone."""
+
+    def __init__(self, real: Any, splits: dict[str, _Split | None] | None = None):
         self._real = real
+        self._splits = splits
         self._done: dict[tuple[int, str], Any] = {}  # (image id, the call's other arguments) -> its output
         self._held: list[Any] = []
+        # the call's other arguments -> the last split call of the real one: its images' ids, its output
+        self._whole: dict[str, tuple[tuple[int, ...], Any]] = {}
         self.touched: set[tuple[int, str]] | None = None  # when a set: the outputs read since, by key
 
     def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
@@ -324,7 +335,13 @@ class _PerImage:
             flat = []
         if not flat:
             return self._real(images, *args, **kwargs)
+        self._fill(flat, how, args, kwargs)
         outs = [self._one(image, how, args, kwargs) for image in flat]
+        whole = self._whole.get(how)
+        if whole is not None and whole[0] == tuple(id(image) for image in flat):
+            # the very images of one split call, in its order: their join is that call's output (the
+            # same bytes, not copied again); a shallow copy, as the processor may take keys out of it
+            return copy.copy(whole[1])
         joined = _join(outs)
         return joined if joined is not None else self._real(images, *args, **kwargs)
 
@@ -337,10 +354,45 @@ class _PerImage:
             self._held.append(image)
         return self._done[key]
 
+    def _fill(self, images: Sequence[Any], how: str, args: tuple, kwargs: dict) -> None:
+        """The outputs of those of ``images`` not processed yet, from one call of the real image
+        processor split per image, where the split is learned and explains the call's output;
+        otherwise nothing is done here (each is processed alone when read)."""
+        if self._splits is None:
+            return
+        todo = list({id(image): image for image in images if (id(image), how) not in self._done}.values())
+        if len(todo) < 2:
+            return
+        if how not in self._splits:
+            self._splits[how] = _Split.learn(self._real, args, kwargs)
+        split = self._splits[how]
+        if split is None:
+            return
+        try:
+            out = self._real(todo, *args, **kwargs)
+            parts = split.apply(out, len(todo))
+        except Exception:  # noqa: BLE001 - a batch the real call rejects: each image alone (its own error)
+            parts = None
+        if parts is None:
+            return
+        self._whole[how] = (tuple(id(image) for image in todo), out)
+        for image, part in zip(todo, parts):
+            self._done[(id(image), how)] = part
+            self._held.append(image)
+
     def output(self, image: Any, args: tuple, kwargs: dict) -> Any:
         """One image's output for a call with these other arguments (processed now unless it was):
         what a processor call passing them gets for this image, without processing it again."""
         return self._one(image, self.how(args, kwargs), args, kwargs)
+
+    def prepare(self, images: Sequence[Any], args: tuple, kwargs: dict) -> None:
+        """The outputs of ``images`` for a call with these other arguments, had now, in as few
+        calls of the real image processor as can be (see the class doc); :meth:`output` reads them."""
+        try:
+            how = self.how(args, kwargs)
+        except Exception:  # noqa: BLE001 - arguments without a repr: read one by one (output raises)
+            return
+        self._fill(images, how, args, kwargs)
 
     @staticmethod
     def how(args: tuple, kwargs: dict) -> str:
@@ -348,9 +400,147 @@ class _PerImage:
         return repr((args, sorted(kwargs.items())))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_real", "_done", "_held", "touched"):  # copy / pickle before __init__ ran
+        # copy / pickle before __init__ ran
+        if name.startswith("__") or name in ("_real", "_splits", "_done", "_held", "_whole", "touched"):
             raise AttributeError(name)
         return getattr(self._real, name)
+
+
+_SPLIT_PROBE = ((64, 48), (96, 80), (48, 112), (140, 36))  # the sizes of the probe's images (differ in shape)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """How one call of an image processor on several images splits into each image's own output,
+    learned from the image processor's outputs on a probe (:meth:`learn`): the output's type, its
+    keys in order, each value's type, and for each key how many of its first axis's rows each image
+    has: one (``lengths`` None), or, for a key whose rows are pieces of images (patches, crops), the
+    product of the image's row of another key (``by``: a grid such as ``(t, h, w)``, a crop count)
+    plus ``offset``. Checked on every batch: the rows of each key must be what these say, in total."""
+
+    container: type
+    keys: tuple[str, ...]
+    kinds: tuple[type, ...]
+    lengths: tuple[tuple[str, int] | None, ...]  # per key: None (one row per image), or (by, offset)
+
+    @staticmethod
+    def learn(real: Any, args: tuple, kwargs: dict) -> _Split | None:
+        """The split of ``real``'s outputs for calls with these other arguments: the probe's images
+        (of different sizes, in noise) processed in one call and each alone, the one call's output
+        split as found and compared with each image's own, byte for byte. None when a value is not
+        an array, tensor or list, when a key's rows per image are not one each nor the product of
+        another key's row (plus a constant), or when any split part differs from its image's own."""
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in _SPLIT_PROBE]
+        try:
+            batch = real(images, *args, **kwargs)
+            alone = [real([image], *args, **kwargs) for image in images]
+            keys = tuple(batch.keys())
+            if any(type(one) is not type(batch) or tuple(one.keys()) != keys for one in alone):
+                return None
+            kinds = tuple(type(batch[key]) for key in keys)
+            rows = {}
+            for key, kind in zip(keys, kinds):
+                if not _sliceable(batch[key]) or any(type(one[key]) is not kind for one in alone):
+                    return None
+                rows[key] = [len(one[key]) for one in alone]
+            ones = [key for key in keys if all(r == 1 for r in rows[key])]
+            lengths: list[tuple[str, int] | None] = []
+            for key in keys:
+                if key in ones:
+                    lengths.append(None)
+                    continue
+                want = np.asarray(rows[key], dtype=np.int64)
+                if len(set(want.tolist())) < 2:  # every image the same length: what it is the length of is unknown
+                    return None
+                found = None
+                for by in ones:
+                    products = _products(batch[by], len(images))
+                    if products is not None and len(set((want - products).tolist())) == 1:
+                        found = (by, int(want[0] - products[0]))
+                        break
+                if found is None:
+                    return None
+                lengths.append(found)
+            split = _Split(type(batch), keys, kinds, tuple(lengths))
+            parts = split.apply(batch, len(images))
+            if parts is None or not all(_identical(part, one) for part, one in zip(parts, alone)):
+                return None
+            return split
+        except Exception:  # noqa: BLE001 - an image processor the probe does not fit: each image alone
+            return None
+
+    def apply(self, out: Any, n: int) -> list[Any] | None:
+        """``out`` (one call on ``n`` images) split into each image's output, in order; None when
+        ``out`` is not what this split explains (other keys or types, rows that do not add up)."""
+        if type(out) is not self.container or tuple(out.keys()) != self.keys:
+            return None
+        bounds: dict[str, np.ndarray] = {}
+        for key, kind, how in zip(self.keys, self.kinds, self.lengths):
+            value = out[key]
+            if type(value) is not kind or not _sliceable(value):
+                return None
+            if how is None:
+                sizes = np.ones(n, dtype=np.int64)
+            else:
+                by, offset = how
+                products = _products(out[by], n)
+                if products is None:
+                    return None
+                sizes = products + offset
+            if len(sizes) != n or (sizes < 0).any() or int(sizes.sum()) != len(value):
+                return None
+            bounds[key] = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        parts = []
+        for i in range(n):
+            data = {key: out[key][bounds[key][i]:bounds[key][i + 1]] for key in self.keys}
+            try:
+                parts.append(self.container(data=data))
+            except TypeError:
+                parts.append(self.container(data))
+        return parts
+
+
+def _sliceable(value: Any) -> bool:
+    """An output value split along its first axis: a NumPy array or CPU tensor with one, or a list."""
+    if isinstance(value, np.ndarray):
+        return value.ndim >= 1
+    if hasattr(value, "dim") and hasattr(value, "numpy"):  # torch
+        return value.dim() >= 1 and value.device.type == "cpu"
+    return isinstance(value, list)
+
+
+def _products(value: Any, n: int) -> np.ndarray | None:
+    """The product of each of the ``n`` rows of an integer array or tensor (a grid's patches, a
+    crop count); None for anything else."""
+    if hasattr(value, "dim") and hasattr(value, "numpy"):  # torch
+        value = value.numpy()
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.ndim < 1 or len(value) != n:
+        return None
+    return value.reshape(n, -1).astype(np.int64).prod(axis=1)
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """The same output exactly: same types throughout, arrays and tensors of the same dtype, shape
+    and bytes, lists and mappings item by item (keys in order), anything else by ``==``."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return (a.dtype == b.dtype and a.shape == b.shape
+                and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes())
+    if hasattr(a, "dim") and hasattr(a, "numpy"):  # torch
+        return (a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape) and a.device == b.device
+                and _identical(a.detach().cpu().contiguous().numpy(), b.detach().cpu().contiguous().numpy()))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    if hasattr(a, "keys"):
+        return list(a.keys()) == list(b.keys()) and all(_identical(a[k], b[k]) for k in a.keys())
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that do not compare
+        return False
 
 
 def _flat(images: Any) -> list[Any]:
@@ -509,7 +699,7 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
     real = getattr(processor, "image_processor", None)
     if max_length is None or real is None or isinstance(real, (_SameImages, _PerImage)):
         return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors, padding_side)
-    processor.image_processor = _PerImage(real) if images_join(masker) else _SameImages(real)
+    processor.image_processor = _PerImage(real, _splices(masker).splits) if images_join(masker) else _SameImages(real)
     try:
         return _fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors, padding_side)
     finally:
@@ -627,8 +817,10 @@ _CONTEXT = 2  # text tokens on each side of an image's tokens in the window the 
 class _Splices:
     """What one masker's processor makes of its rendered text's tokens, learned from its own calls
     (see :func:`_one_call`): the arguments its call gives its image processor (per
-    ``return_tensors``), and for each window of text tokens around images (with the images'
-    output signatures) the ids its call puts in place of the window's middle."""
+    ``return_tensors``), for each window of text tokens around images (with the images'
+    output signatures) the ids its call puts in place of the window's middle, and how its image
+    processor's output on several images splits per image (:class:`_Split`, per call arguments:
+    the cut batches' :class:`_PerImage` read it, in the one-call and the two-call path alike)."""
 
     def __init__(self) -> None:
         self.args: dict[str, tuple[tuple, dict] | None] = {}
@@ -637,6 +829,7 @@ class _Splices:
         self.works: bool | None = None  # whole chats are what their windows predict (learned once)
         self.clips_join: bool | None = None  # audio outputs join per clip (learned once, :func:`clips_join`)
         self.adds: bool | None = None  # the tokenizer adds tokens (BOS ...) when asked to (learned once)
+        self.splits: dict[str, _Split | None] = {}  # the image processor's arguments -> how its output splits per image
 
 
 _KNOWN_MAX = 1 << 14  # windows remembered per masker (forgotten all at once past it)
@@ -895,6 +1088,7 @@ def _splices_work(masker: Any, return_tensors: str, args: tuple[tuple, dict]) ->
             rendered = processor.apply_chat_template(messages, chat_template=masker.template_source(), tokenize=False)
             enc = masker.backend().encode(rendered, add_special_tokens=False)
             ids = np.asarray(enc.ids, dtype=np.int64)
+            wrapper.prepare(imgs, *args)
             sigs = [_signature(wrapper.output(im, *args)) for im in imgs]
             rows.append((_Row(rendered, ids, enc.offsets, 0, len(ids), 0, len(rendered), sigs), imgs))
             out = call_processor(processor, [rendered], [imgs], return_tensors, False)
@@ -917,7 +1111,7 @@ def learn_cut(masker: Any, return_tensors: str = "np") -> bool:
     real = getattr(processor, "image_processor", None)
     if real is None or not images_join(masker):
         return False
-    processor.image_processor = _PerImage(real)
+    processor.image_processor = _PerImage(real, _splices(masker).splits)
     try:
         args = _image_args(masker, return_tensors)
         return args is not None and _splices_work(masker, return_tensors, args)
@@ -957,6 +1151,7 @@ def _one_call(masker: Any, inputs: tuple[list[Any], list[str], list[Any]], indic
         return None
     images = [m["image"] for m in media]
     sources = [(e.input_ids, e.labels != IGNORE_INDEX) for e in encoded]
+    wrapper.prepare([image for row in images for image in row], *args)  # one image-processor call, where it splits
     rows = []
     for r, text in enumerate(texts):
         try:
