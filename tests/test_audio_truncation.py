@@ -325,12 +325,14 @@ def test_a_template_that_marks_the_turn_not_each_clip():
 
 
 class CountingClips:
-    """An audio feature extractor that counts the clips it is given (everything else is the real one's)."""
+    """An audio feature extractor that counts its calls and the clips it is given (everything else
+    is the real one's)."""
 
     def __init__(self, real):
-        self.real, self.clips = real, 0
+        self.real, self.calls, self.clips = real, 0, 0
 
     def __call__(self, audio, *args, **kwargs):
+        self.calls += 1
         self.clips += len(audio)
         return self.real(audio, *args, **kwargs)
 
@@ -343,8 +345,9 @@ class CountingClips:
 @pytest.mark.parametrize("return_tensors", ["np", "pt"])
 def test_a_cut_batch_extracts_each_clips_features_once(return_tensors):
     """Whisper's features are each clip's alone (every clip padded to 30 s): the call on the cut rows
-    joins the kept clips' features from the first call instead of extracting them again, and the
-    batch is still the processor's own call on the kept text and clips."""
+    joins the kept clips' rows of the first call's features instead of extracting them again (the
+    first call extracts the batch's clips in one call, as the processor does), and the batch is
+    still the processor's own call on the kept text and clips."""
     import copy
 
     from respmask._media_cut import clips_join
@@ -359,10 +362,11 @@ def test_a_cut_batch_extracts_each_clips_features_once(return_tensors):
                                              on_untrainable="keep")
     assert clips_join(collator.masker)  # learned once (the probe's clips counted here, not below)
     collator.masker.media_tokens()
-    counter.clips = 0
+    counter.calls = counter.clips = 0
     batch = collator(rows)
     clips = [media_of(row["messages"], "audio") for row in rows]
     assert counter.clips == sum(map(len, clips)) == 9  # each clip once, though the kept ones go through twice
+    assert counter.calls == 1
     st = collator.stats
     assert st.truncated == 3 and 0 < st.audio_dropped < 9
     start = processor.tokenizer.convert_tokens_to_ids("<|audio_bos|>")

@@ -614,12 +614,12 @@ def _audio_attribute(processor: Any) -> str | None:
 
 
 def clips_join(masker: Any) -> bool:
-    """Whether the masker's processor gives the same batch when its audio feature extractor works
-    on one clip at a time and the outputs are joined (:class:`_PerImage`, which joins any medium's
-    outputs) as when it works on the batch: learned once, on two chats with clips of three lengths,
-    every output compared exactly (a feature extractor that pads clips to the batch's longest does
-    not; Whisper's, which pads each to 30 s, does). Where they join, the call on a batch's cut rows
-    extracts no clip's features again."""
+    """Whether the masker's processor gives the same batch when its audio feature extractor's rows
+    for clips extracted in another batch are joined (:class:`_PerClip`) as when it extracts them:
+    learned once, on a probe (three clips of three lengths extracted in one batch, then two of them
+    joined in a call of their own), every output compared exactly (a feature extractor that pads
+    clips to the batch's longest does not join; Whisper's, which pads each to 30 s, does). Where
+    they join, the call on a batch's cut rows extracts no clip's features again."""
     sp = _splices(masker)
     if sp.clips_join is None:
         sp.clips_join = _learn_clips_join(masker)
@@ -635,21 +635,93 @@ def _learn_clips_join(masker: Any) -> bool:
     real = getattr(processor, name)
     try:
         part = probe_part(processor, AUDIO)
-        texts = image_chats(lambda m: processor.apply_chat_template(m, chat_template=masker.template_source(),
-                                                                    tokenize=False), (1, 2), part)
+        one, two = image_chats(lambda m: processor.apply_chat_template(m, chat_template=masker.template_source(),
+                                                                       tokenize=False), (1, 2), part)
         clip = part["audio"]
         n = len(clip)
-        media = [{"audio": [clip[:n // 2]]}, {"audio": [clip, clip[:3 * n // 4]]}]
-        expected = call_processor(processor, texts, media, "np")
-        setattr(processor, name, _PerImage(real))
+        short, long, middle = clip[:n // 2], clip, clip[:3 * n // 4]
+        later = [{"audio": [short]}, {"audio": [middle]}]  # not the longest: a batch padded to it differs
+        expected = call_processor(processor, [one, one], later, "np")
+        wrapper = _PerClip(real)
+        setattr(processor, name, wrapper)
         try:
-            joined = call_processor(processor, texts, media, "np")
+            call_processor(processor, [two, one], [{"audio": [middle, long]}, {"audio": [short]}], "np")
+            joined = call_processor(processor, [one, one], later, "np")  # rows of the batch above
         finally:
             setattr(processor, name, real)
-        return set(expected.keys()) == set(joined.keys()) and all(
+        return wrapper.joins == 1 and set(expected.keys()) == set(joined.keys()) and all(
             _same(expected[key], joined[key]) for key in expected.keys())
     except Exception:  # noqa: BLE001 - a template or processor the probe does not fit: the batch's own calls
         return False
+
+
+class _PerClip:
+    """Stands in for a processor's audio feature extractor during one batch's processor calls, where
+    its rows for clips extracted in one batch join into any other batch of them (:func:`clips_join`):
+    the clips not extracted yet are extracted in one call of the real extractor (a call on clips none
+    of which were is the real call's output, as is) and each clip's rows kept (the first axis of
+    every output value: one row per clip); a call on clips already extracted joins their rows, in
+    order. The cut rows' call then extracts nothing. Anything it cannot split or join is the real
+    extractor's own call. The clips are held, so their ids cannot be reused by other objects."""
+
+    def __init__(self, real: Any):
+        self._real = real
+        self._done: dict[tuple[int, str], Any] = {}  # (clip id, the call's other arguments) -> its rows
+        self._held: list[Any] = []
+        self.joins = 0  # calls answered by joining rows (counted for the probe)
+
+    def __call__(self, audio: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            how = _PerImage.how(args, kwargs)
+        except Exception:  # noqa: BLE001 - arguments without a repr: the real call
+            return self._real(audio, *args, **kwargs)
+        clips = list(audio) if isinstance(audio, (list, tuple)) else []
+        if not clips:
+            return self._real(audio, *args, **kwargs)
+        todo = list({id(clip): clip for clip in clips if (id(clip), how) not in self._done}.values())
+        if todo:
+            out = self._real(todo, *args, **kwargs)
+            rows = _rows(out, len(todo))
+            if rows is not None:
+                for clip, row in zip(todo, rows):
+                    self._done[(id(clip), how)] = row
+                    self._held.append(clip)
+            if len(todo) == len(clips):  # every clip new, each once: this is the call
+                return out
+            if rows is None:
+                return self._real(audio, *args, **kwargs)
+        joined = _join([self._done[(id(clip), how)] for clip in clips])
+        if joined is None:
+            return self._real(audio, *args, **kwargs)
+        self.joins += 1
+        return joined
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_real", "_done", "_held", "joins"):  # copy / pickle before __init__ ran
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+
+def _rows(out: Any, n: int) -> list[Any] | None:
+    """An extractor's output on ``n`` clips as each clip's rows (every value's first axis, one row
+    per clip), as the output's type; None when a value is not an array, CPU tensor or list of ``n``."""
+    if not hasattr(out, "keys"):
+        return None
+    for key in out.keys():
+        value = out[key]
+        torch_like = hasattr(value, "dim") and hasattr(value, "numpy")
+        if not (isinstance(value, (np.ndarray, list)) or torch_like and value.device.type == "cpu"):
+            return None
+        if (torch_like and value.dim() == 0) or (isinstance(value, np.ndarray) and value.ndim == 0) or len(value) != n:
+            return None
+    parts = []
+    for i in range(n):
+        data = {key: out[key][i:i + 1] for key in out.keys()}
+        try:
+            parts.append(type(out)(data=data))
+        except TypeError:
+            parts.append(type(out)(data))
+    return parts
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -687,10 +759,10 @@ def fit_batch(masker: Any, samples: Sequence[Any], indices: Sequence[int], max_l
     """
     processor = masker.processor
     audio = _audio_attribute(processor) if max_length is not None else None
-    if audio is not None and not isinstance(getattr(processor, audio), _PerImage) and clips_join(masker):
-        # each clip's features made once, alone: the call on the cut rows joins those of the clips kept
+    if audio is not None and not isinstance(getattr(processor, audio), _PerClip) and clips_join(masker):
+        # each clip's features made once: the call on the cut rows joins those of the clips kept
         real_audio = getattr(processor, audio)
-        setattr(processor, audio, _PerImage(real_audio))
+        setattr(processor, audio, _PerClip(real_audio))
         try:
             return fit_batch(masker, samples, indices, max_length, truncation, on_image_cut, return_tensors,
                              padding_side)
