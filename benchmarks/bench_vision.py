@@ -28,8 +28,9 @@ Time: process CPU time (all threads) per batch, the minimum over interleaved rou
 is recorded too). Labels: input_ids / pixel_values of the three must be identical; trained
 tokens per row and the stop tokens each trains are compared. Writes
 benchmarks/results/vision.{md,json} (speech.{md,json} when only speech families run). Long chats
-cut to ``max_length`` are timed by bench_vision_cut.py; vision.md ends with its table
-(results/vision_cut.md) when there is one.
+cut to ``max_length`` are timed by bench_vision_cut.py (speech: ``--families qwen2_audio``,
+results/vision_cut_speech.md); vision.md ends with its table (results/vision_cut.md) when there is
+one.
 
     python benchmarks/bench_vision.py [--rounds 15] [--batches 4] [--batch-size 8]
 
@@ -140,6 +141,15 @@ def make_audio_row(rng: random.Random, seed: int) -> dict:
     return {"messages": messages, "audios": clips}
 
 
+def render_audio_row(processor: Any, row: dict) -> str:
+    """The processor's own render of a row with an ``audios`` column: each audio part given its clip
+    (the template renders an audio part only with its clip, as apply_chat_template is given it)."""
+    clips = iter(row["audios"])
+    messages = [{**m, "content": [{**p, "audio": next(clips)} if p.get("type") == "audio" else p
+                                  for p in m["content"]]} for m in row["messages"]]
+    return processor.apply_chat_template(messages, tokenize=False)
+
+
 def media_count(row: dict) -> int:
     return len(row.get("images") or row.get("audios") or [])
 
@@ -185,14 +195,9 @@ def contenders(family: str) -> tuple[dict[str, Callable[[list[dict]], Any]], dic
 
     def prepare_floor(batch: list[dict]) -> None:
         """Render once, outside the timing: the floor starts from rendered texts."""
-        if audio:  # the template renders an audio part only with its clip (as apply_chat_template is given it)
-            texts = []
-            for r in batch:
-                clips = iter(r["audios"])
-                messages = [{**m, "content": [{**p, "audio": next(clips)} if p.get("type") == "audio" else p
-                                              for p in m["content"]]} for m in r["messages"]]
-                texts.append(p_floor.apply_chat_template(messages, tokenize=False))
-            rendered[id(batch)] = (texts, [c for r in batch for c in r["audios"]])
+        if audio:
+            rendered[id(batch)] = ([render_audio_row(p_floor, r) for r in batch],
+                                   [c for r in batch for c in r["audios"]])
             return
         texts = [p_floor.apply_chat_template(r["messages"], tokenize=False) for r in batch]
         rendered[id(batch)] = (texts, [list(r["images"]) for r in batch])
