@@ -1,5 +1,6 @@
-"""Analyses replayed from a layout (respmask._replay): the masks, turns, dropped data and empty
-replies of every conversation are those of the instrumented render, whatever its values say,
+"""Analyses replayed from a layout (respmask._replay), or from the records of a render of a
+template that has no layout: the masks, turns, dropped data and empty replies of every
+conversation are those of the analysis of its own instrumented render, whatever its values say,
 including values made of the template's own markers, stop tokens and headers."""
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ NONCE = "\ue010{}\ue011"
 
 
 class _NoLayouts(dict):
-    """A masker's layout table that never keeps one: every render is the instrumented one."""
+    """A masker's layout (or record layout) table that never keeps one: every render is the
+    instrumented one, analysed anew."""
 
     def get(self, key, default=None):
         return None
@@ -106,12 +108,23 @@ SHAPES = [
     ("mistral_v1", {}),
     ("phi3", {}),
     ("granite3_3", {}),
+    # templates that look at what messages say (no layout): replayed from their records
+    ("qwen3", {}),
+    ("qwen3", {"reasoning_in_loss": False, "train_on": "last"}),
+    ("qwen2_5", {}),
+    ("deepseek_r1", {}),
+    ("gpt_oss", {}),
+    ("llama3_1", {}),
+    ("llama2", {}),
+    ("mistral_7b_instruct_v0_3", {}),
+    ("phi4_mini_reasoning", {"split": "turns"}),
 ])
 def test_replayed_analyses_equal_the_instrumented_render_on_hostile_values(name, options, monkeypatch):
     tok = fixture_tokenizer(name)
     fast = ChatMasker(tok, **options)
     slow = ChatMasker(tok, **options)
     slow._layouts = _NoLayouts()
+    slow._recorded = _NoLayouts()
     pool = _pool(slow, name)
     rng = random.Random(hash(name) % 1000)
     samples = []
@@ -170,6 +183,7 @@ def _same_outcomes(source: str, samples: list[dict], **options) -> None:
     fast = ChatMasker(tok, **options)
     slow = ChatMasker(tok, **options)
     slow._layouts = _NoLayouts()
+    slow._recorded = _NoLayouts()
     for sample in samples * 2:
         assert _outcome(fast, sample) == _outcome(slow, sample), sample
     layouts = fast._layouts[fast.template_source()]

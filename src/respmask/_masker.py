@@ -26,7 +26,7 @@ from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
 )
 from ._layout import LayoutRenderer
-from ._replay import replays_of
+from ._replay import RecordedLayouts, replays_of
 from ._render import ChatTemplate, template_constants, template_inputs
 from ._formats import MEDIA_COLUMNS, media_error, media_in
 from ._samples import Chat, Pretokenized, TextPair, parse
@@ -260,6 +260,7 @@ class ChatMasker:
         self._backend_copy: tuple[Any, int, Any] | None = None  # (the tokenizer's backend, its size, a copy)
         # template source -> its renders from learned layouts (message-blind templates, see _layout)
         self._layouts: dict[str, LayoutRenderer] = {}
+        self._recorded: dict[str, RecordedLayouts] = {}  # per template without layouts (see _replay)
 
     @property
     def split(self) -> str:
@@ -280,7 +281,7 @@ class ChatMasker:
         state = self.__dict__.copy()
         state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None,
                      _media_counters={}, _splices=None, _images_join=None, _bytes=None,
-                     _backend_copy=None, _layouts={}, tokenizer=None)
+                     _backend_copy=None, _layouts={}, _recorded={}, tokenizer=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -584,18 +585,27 @@ class ChatMasker:
         use_tags = self.options.use_generation_tags
         if use_tags and not template.has_generation_tags:
             raise TemplateError("use_generation_tags=True but the chat template has no {% generation %} blocks")
-        replays = reads = None
+        replays = reads = moved = None
         if hit is not None:
+            moved = hit
+        elif parsed.states is not None and parsed.tools is None and parsed.documents is None:
+            # no layout: the records of this render as a layout of their own (see _replay)
+            records = self._recorded.get(source)
+            if records is None:
+                records = self._recorded[source] = RecordedLayouts()
+            moved = records.hit(rendered, tuple((m["role"], tuple(m)) for m in parsed.messages))
+        if moved is not None:
             # the analysis of a conversation of the same layout and value states, moved (see _replay)
-            replays = replays_of(hit)
+            replays = replays_of(moved)
             replay_key = replays.key(parsed.messages, selected, (use_tags, self.options.reasoning_in_loss),
                                      parsed.states)
-            replayed = replays.replay(replay_key, hit, learned)
+            replayed = replays.replay(replay_key, moved, learned)
             if replayed is not None:
                 spans, turns, segs, dropped, empty = replayed
                 return RenderedSample(text, spans, turns, segs, dropped=dropped, empty_replies=empty,
                                       dropped_text=dropped_text(parsed.messages, dropped))
-            rendered = hit.rendered()
+            if hit is not None:
+                rendered = hit.rendered()
             reads = []
 
         def prompt(k: int) -> str | None:
@@ -640,7 +650,7 @@ class ChatMasker:
                              dropped_text=dropped_text(parsed.messages, dropped, parsed.tools, parsed.documents),
                              empty_replies=empty_replies(parsed.messages, turns, rendered.text))
         if replays is not None:
-            replays.keep(replay_key, hit, learned, selected, reads, out.spans, turns, segs, dropped,
+            replays.keep(replay_key, moved, learned, selected, reads, out.spans, turns, segs, dropped,
                          out.empty_replies)
         return out
 

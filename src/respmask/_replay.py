@@ -50,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._layout import LayoutHit, keep_bounded
+from ._render import DATA, Rendered
 from ._segments import Segments
 from ._spans import Turn
 
@@ -198,3 +199,80 @@ class Replays:
         return _Analysis(profile, places, len(segs.starts), gapless, tuple(segs.owners),
                          tuple(segs.kinds), tuple(segs.regions), len(spans), tuple(kept_turns), tuple(dropped),
                          tuple(empty_replies))
+
+
+class _Recorded:
+    """The layout one render's own records make (see :class:`RecordedLayouts`): the lengths of
+    its literals, and the analyses kept for it."""
+
+    __slots__ = ("lit_lens", "replays")
+
+    def __init__(self, lit_lens: list[int]):
+        self.lit_lens = lit_lens
+        self.replays: Replays | None = None
+
+
+class RecordedLayouts:
+    """Analyses kept for renders of templates that have no layout (they look at what messages
+    say, so :mod:`respmask._layout` cannot prove a render from the outline): the instrumented
+    render still runs, and its records are written relative to its own literals (the text
+    between data pieces). Two renders with the same outline, the same literal texts, the same
+    records at the same places relative to them, the same messages printed and their data pieces
+    empty, blank or holding text at the same places were made by the same steps of the template
+    up to the text of the data; everything the analysis computes from them (see the module
+    docstring: the same argument, with the data pieces as the values) is then the same, moved,
+    as long as no step read data (``find_turns(reads=...)``). At most ``capacity`` are kept, the
+    oldest forgotten first.
+
+    Args:
+        capacity: record layouts kept (each with at most four analyses).
+    """
+
+    def __init__(self, capacity: int = 256):
+        self.capacity = capacity
+        self.kept: dict[tuple, _Recorded] = {}
+
+    def hit(self, rendered: Rendered, outline: tuple) -> LayoutHit | None:
+        """``rendered`` (the render of a conversation of ``outline``, each message's role and keys)
+        as a hit of its record layout (made when new); None when a record lies inside a data
+        piece."""
+        text = rendered.text
+        starts = [0]
+        lit_lens = []
+        values = []
+        pieces = []
+        cur = 0
+        for s, e, owner, kind in rendered.pieces:
+            if kind == DATA:
+                lit_lens.append(s - cur)
+                value = text[s:e]
+                values.append(value)
+                starts.append(e)
+                pieces.append((owner, EMPTY if not value else BLANK if value.isspace() else TEXT))
+                cur = e
+            else:
+                pieces.append((owner, -1, s - cur, e - cur))
+        lit_lens.append(len(text) - cur)
+
+        def place(p: int) -> tuple[int, int]:
+            j = bisect_right(starts, p) - 1
+            off = p - starts[j]
+            if off > lit_lens[j]:
+                raise _Inside(p)
+            return j, off
+
+        try:
+            records = (
+                tuple((*place(p), o) for p, o in rendered.owner_events),
+                tuple((*place(a), *place(b), o) for a, b, o in rendered.generation_blocks),
+                tuple((*place(a), *place(b), o) for a, b, o in rendered.reasoning),
+            )
+        except _Inside:
+            return None
+        literals = tuple(text[a:a + n] for a, n in zip(starts, lit_lens))
+        key = (outline, literals, tuple(pieces), records, frozenset(rendered.printed))
+        layout = self.kept.get(key)
+        if layout is None:
+            layout = _Recorded(lit_lens)
+            keep_bounded(self.kept, key, layout, self.capacity)
+        return LayoutHit(layout, text, starts, values)  # type: ignore[arg-type]
