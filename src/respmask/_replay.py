@@ -239,40 +239,50 @@ class RecordedLayouts:
         text = rendered.text
         starts = [0]
         lit_lens = []
-        values = []
         pieces = []
+        literal_text = []
         cur = 0
         for s, e, owner, kind in rendered.pieces:
             if kind == DATA:
                 lit_lens.append(s - cur)
-                value = text[s:e]
-                values.append(value)
+                literal_text.append(text[cur:s])
                 starts.append(e)
-                pieces.append((owner, EMPTY if not value else BLANK if value.isspace() else TEXT))
+                pieces.append((owner, EMPTY if s == e else BLANK if text[s:e].isspace() else TEXT))
                 cur = e
             else:
                 pieces.append((owner, -1, s - cur, e - cur))
         lit_lens.append(len(text) - cur)
-
-        def place(p: int) -> tuple[int, int]:
-            j = bisect_right(starts, p) - 1
-            off = p - starts[j]
-            if off > lit_lens[j]:
-                raise _Inside(p)
-            return j, off
-
+        literal_text.append(text[cur:])
+        records: list[tuple[int, ...]] = []
         try:
-            records = (
-                tuple((*place(p), o) for p, o in rendered.owner_events),
-                tuple((*place(a), *place(b), o) for a, b, o in rendered.generation_blocks),
-                tuple((*place(a), *place(b), o) for a, b, o in rendered.reasoning),
-            )
+            j = 0  # owner events come in output order: walk the literals along
+            last = len(starts) - 1
+            for p, o in rendered.owner_events:
+                while j < last and starts[j + 1] <= p:
+                    j += 1
+                off = p - starts[j]
+                if off > lit_lens[j]:
+                    raise _Inside(p)
+                records.append((j, off, o))
+            if rendered.generation_blocks or rendered.reasoning:
+                def place(p: int) -> tuple[int, int]:
+                    i = bisect_right(starts, p) - 1
+                    off = p - starts[i]
+                    if off > lit_lens[i]:
+                        raise _Inside(p)
+                    return i, off
+
+                records.append((-1,))
+                records += [(*place(a), *place(b), o) for a, b, o in rendered.generation_blocks]
+                records.append((-2,))
+                records += [(*place(a), *place(b), o) for a, b, o in rendered.reasoning]
         except _Inside:
             return None
-        literals = tuple(text[a:a + n] for a, n in zip(starts, lit_lens))
-        key = (outline, literals, tuple(pieces), records, frozenset(rendered.printed))
+        # the literals' texts as one string and their lengths: the same literals, compared at once
+        key = (outline, "".join(literal_text), tuple(lit_lens), tuple(pieces), tuple(records),
+               frozenset(rendered.printed))
         layout = self.kept.get(key)
         if layout is None:
             layout = _Recorded(lit_lens)
             keep_bounded(self.kept, key, layout, self.capacity)
-        return LayoutHit(layout, text, starts, values)  # type: ignore[arg-type]
+        return LayoutHit(layout, text, starts, [])  # type: ignore[arg-type]
