@@ -48,13 +48,18 @@ def row(rng, seed):
             if rng.random() < 0.3 and parts:
                 parts.append({"type": "text", "text": text(rng, rng.randint(1, 6))})
             parts.append(img)
-        if rng.random() < 0.5:
-            parts.append({"type": "text", "text": text(rng, rng.randint(2, 25))})
-        else:
-            parts.insert(0, {"type": "text", "text": text(rng, rng.randint(2, 25))})
-        msgs.append({"role": "user", "content": parts})
-        msgs.append({"role": "assistant", "content": [{"type": "text", "text": text(rng, rng.randint(2, 20))}]})
+        close_turn(rng, msgs, parts)
     return {"messages": msgs}
+
+def close_turn(rng, msgs, parts):
+    """The user turn's text (after or before its media parts) and a reply (the same random draws
+    for both kinds of rows)."""
+    if rng.random() < 0.5:
+        parts.append({"type": "text", "text": text(rng, rng.randint(2, 25))})
+    else:
+        parts.insert(0, {"type": "text", "text": text(rng, rng.randint(2, 25))})
+    msgs.append({"role": "user", "content": parts})
+    msgs.append({"role": "assistant", "content": [{"type": "text", "text": text(rng, rng.randint(2, 20))}]})
 
 def audio_row(rng, seed, fam):
     """As row(), with audio clips for images (Gemma 3n: an image after the clips in some turns)."""
@@ -73,12 +78,7 @@ def audio_row(rng, seed, fam):
         if fam == "gemma3n" and rng.random() < 0.4:
             parts += [{"type": "text", "text": text(rng, rng.randint(1, 6))},
                       {"type": "image", "image": make_image(rng.randint(28, 140), rng.randint(28, 140), seed * 100 + t)}]
-        if rng.random() < 0.5:
-            parts.append({"type": "text", "text": text(rng, rng.randint(2, 25))})
-        else:
-            parts.insert(0, {"type": "text", "text": text(rng, rng.randint(2, 25))})
-        msgs.append({"role": "user", "content": parts})
-        msgs.append({"role": "assistant", "content": [{"type": "text", "text": text(rng, rng.randint(2, 20))}]})
+        close_turn(rng, msgs, parts)
     return {"messages": msgs}
 
 def digest(v):
