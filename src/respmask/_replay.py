@@ -41,6 +41,12 @@ moved to its own literals' starts. The key is checked on every use, the text is 
 (checked by :meth:`~respmask._layout.LayoutRenderer.find`), and the profile must be the one the
 analysis was made with. At most ``capacity`` analyses are kept per layout, the oldest forgotten
 first.
+
+A template that looks at what messages say has no layout, but each of its renders has records of
+its own: :class:`RecordedLayouts` takes the text between its data pieces as the literals and the
+data pieces as the values, and keys the same analyses by the outline, those literal texts, every
+record's place relative to them, the messages printed and the data pieces' states (see its
+docstring). The render with attribution still runs; what is replayed is everything after it.
 """
 
 from __future__ import annotations
