@@ -195,6 +195,31 @@ def test_pickle_roundtrip(tok):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_pickled_collator_does_not_measure_the_vocabulary_again(tok, monkeypatch):
+    # a DataLoader or datasets.map worker gets the byte-length table with the masker (measuring
+    # a 128k-262k vocabulary takes 0.1-0.3 s per worker); tokens added later still rebuild it
+    import copy
+
+    from respmask._byte_lengths import ByteLengths
+
+    tok = copy.deepcopy(tok)  # tokens are added below: not to the module's tokenizer
+    c = ResponseOnlyCollator(tok)
+    want = c([QA, LONG])
+    c2 = pickle.loads(pickle.dumps(c))
+    measured = []
+    real = ByteLengths.of
+    monkeypatch.setattr(ByteLengths, "of", classmethod(lambda cls, backend: measured.append(1) or real(backend)))
+    got = c2([QA, LONG])
+    assert all(torch.equal(got[k], want[k]) for k in want) and measured == []
+    c2.tokenizer.add_tokens(["<zq_new_token>"])
+    sample = {"messages": [{"role": "user", "content": "say <zq_new_token>"},
+                           {"role": "assistant", "content": "<zq_new_token> said"}]}
+    row = c2.masker.encode(sample)
+    assert measured == [1]  # the new id is past the carried table: measured again
+    assert row.input_ids.tolist() == c2.tokenizer.apply_chat_template(sample["messages"], tokenize=True,
+                                                                     return_dict=True)["input_ids"]
+
+
 class _List(torch.utils.data.Dataset):
     def __init__(self, items):
         self.items = items
