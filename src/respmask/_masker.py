@@ -777,6 +777,12 @@ class ChatMasker:
     # -- batches -------------------------------------------------------------------------------
     def encode_batch(self, samples: Iterable[Any], indices: Sequence[int] | None = None) -> list[Encoded]:
         """Render, tokenize (one Rust batch call) and mask many samples."""
+        return self._encode_batch(samples, indices)
+
+    def _encode_batch(self, samples: Iterable[Any], indices: Sequence[int] | None = None,
+                      read: list[Any] | None = None) -> list[Encoded]:
+        """:meth:`encode_batch`; ``read``: a list given receives each sample as parsed, in order
+        (the processor path reads the media out of the same chats)."""
         samples = list(samples)
         out: list[list[Encoded | None]] = [[None] for _ in samples]
         groups: dict[bool, list[tuple[int, int, RenderedSample]]] = {False: [], True: []}
@@ -785,6 +791,8 @@ class ChatMasker:
             index = indices[j] if indices is not None else j
             try:
                 parsed = self._parse_refusing_media(sample)
+                if read is not None:
+                    read.append(parsed)
                 if isinstance(parsed, Pretokenized):
                     vocab = len(self.tokenizer) if vocab is None else vocab
                     self._check_ids(parsed, vocab)
@@ -899,11 +907,11 @@ class ChatMasker:
             raise TypeError("process_batch needs a masker built on a processor")
         samples = list(samples)
         positions = list(indices) if indices is not None else list(range(len(samples)))
-        encoded = self.encode_batch(samples, positions)
+        chats: list[Any] = []
+        encoded = self._encode_batch(samples, positions, chats)
         images = []
-        for j, sample in enumerate(samples):
+        for j, (sample, parsed) in enumerate(zip(samples, chats)):
             try:
-                parsed = parse(sample, self.reader)
                 if not isinstance(parsed, Chat):
                     raise SampleError("a processor masks chats ('messages'); this row is not one")
                 images.append(media_of(sample, parsed.messages, self.processor))
