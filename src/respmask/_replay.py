@@ -73,6 +73,20 @@ class _Inside(Exception):
     """A position inside a non-empty value: not a place of the layout."""
 
 
+def _place(starts: Sequence[int], lit_lens: Sequence[int], p: int) -> tuple[int, int]:
+    """Position ``p`` as the literal it lies in (the last one starting at or before it) and its
+    offset there, given where each literal starts and its length.
+
+    Raises:
+        _Inside: ``p`` lies inside a value.
+    """
+    j = bisect_right(starts, p) - 1
+    off = p - starts[j]
+    if j < 0 or off > lit_lens[j]:
+        raise _Inside(p)
+    return j, off
+
+
 class _Analysis:
     """One kept analysis: positions as the literal each lies in and the offset in it (``literals``
     and ``offsets``: the segments' ends, their starts too unless each starts where the one before
@@ -179,11 +193,7 @@ class Replays:
         lit_lens = hit.layout.lit_lens
 
         def place(p: int) -> tuple[int, int]:
-            j = bisect_right(starts, p) - 1  # the last literal starting at or before p
-            off = p - starts[j]
-            if j < 0 or off > lit_lens[j]:
-                raise _Inside(p)
-            return j, off
+            return _place(starts, lit_lens, p)
 
         gapless = bool(segs.starts) and segs.starts == [0, *segs.ends[:-1]]
         places = [] if gapless else [place(p) for p in segs.starts]
@@ -271,17 +281,12 @@ class RecordedLayouts:
                     raise _Inside(p)
                 records.append((j, off, o))
             if rendered.generation_blocks or rendered.reasoning:
-                def place(p: int) -> tuple[int, int]:
-                    i = bisect_right(starts, p) - 1
-                    off = p - starts[i]
-                    if off > lit_lens[i]:
-                        raise _Inside(p)
-                    return i, off
-
                 records.append((-1,))
-                records += [(*place(a), *place(b), o) for a, b, o in rendered.generation_blocks]
+                records += [(*_place(starts, lit_lens, a), *_place(starts, lit_lens, b), o)
+                            for a, b, o in rendered.generation_blocks]
                 records.append((-2,))
-                records += [(*place(a), *place(b), o) for a, b, o in rendered.reasoning]
+                records += [(*_place(starts, lit_lens, a), *_place(starts, lit_lens, b), o)
+                            for a, b, o in rendered.reasoning]
         except _Inside:
             return None
         # the literals' texts as one string and their lengths: the same literals, compared at once
