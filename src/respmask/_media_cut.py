@@ -493,14 +493,16 @@ class _Split:
             if len(sizes) != n or (sizes < 0).any() or int(sizes.sum()) != len(value):
                 return None
             bounds[key] = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-        parts = []
-        for i in range(n):
-            data = {key: out[key][bounds[key][i]:bounds[key][i + 1]] for key in self.keys}
-            try:
-                parts.append(self.container(data=data))
-            except TypeError:
-                parts.append(self.container(data))
-        return parts
+        return [_output(self.container, {key: out[key][bounds[key][i]:bounds[key][i + 1]] for key in self.keys})
+                for i in range(n)]
+
+
+def _output(container: type, data: dict[str, Any]) -> Any:
+    """An output of the processor's type (a ``BatchFeature``, or a plain mapping) holding ``data``."""
+    try:
+        return container(data=data)
+    except TypeError:
+        return container(data)
 
 
 def _sliceable(value: Any) -> bool:
@@ -568,10 +570,7 @@ def _join(outs: Sequence[Any]) -> Any:
             data[key] = [x for v in values for x in v]
         else:
             return None
-    try:
-        return type(first)(data=data)
-    except TypeError:
-        return type(first)(data)
+    return _output(type(first), data)
 
 
 def images_join(masker: Any) -> bool:
@@ -704,24 +703,12 @@ class _PerClip:
 
 def _rows(out: Any, n: int) -> list[Any] | None:
     """An extractor's output on ``n`` clips as each clip's rows (every value's first axis, one row
-    per clip), as the output's type; None when a value is not an array, CPU tensor or list of ``n``."""
+    per clip), as the output's type; None when a value is not an array, CPU tensor or list of ``n``:
+    the :class:`_Split` of one row per item, of this output's own keys and types."""
     if not hasattr(out, "keys"):
         return None
-    for key in out.keys():
-        value = out[key]
-        torch_like = hasattr(value, "dim") and hasattr(value, "numpy")
-        if not (isinstance(value, (np.ndarray, list)) or torch_like and value.device.type == "cpu"):
-            return None
-        if (torch_like and value.dim() == 0) or (isinstance(value, np.ndarray) and value.ndim == 0) or len(value) != n:
-            return None
-    parts = []
-    for i in range(n):
-        data = {key: out[key][i:i + 1] for key in out.keys()}
-        try:
-            parts.append(type(out)(data=data))
-        except TypeError:
-            parts.append(type(out)(data))
-    return parts
+    keys = tuple(out.keys())
+    return _Split(type(out), keys, tuple(type(out[key]) for key in keys), (None,) * len(keys)).apply(out, n)
 
 
 def _same(a: Any, b: Any) -> bool:
