@@ -206,6 +206,20 @@ def test_the_alignment_shortcut_is_difflibs_answer(shortcut):
     assert sum(shortcut) > 1000 and len(shortcut) - sum(shortcut) > 1000  # both ways taken, many times
 
 
+def test_the_shortcuts_membership_is_numpys():
+    from respmask._media import _member
+
+    rng = np.random.default_rng(5)
+    for _ in range(3000):
+        high = int(rng.choice([3, 50, 1 << 40]))  # many repeats, few, and keys as large as (token << 32) + run
+        x = rng.integers(0, high, size=int(rng.integers(0, 40)), dtype=np.int64)
+        y = rng.integers(0, high, size=int(rng.integers(0, 40)), dtype=np.int64)
+        if len(x) and len(y) and rng.random() < 0.5:
+            y[: len(y) // 2] = rng.choice(x, size=len(y) // 2)  # shared keys
+        got = _member(x, y)
+        assert got.dtype == bool and np.array_equal(got, np.isin(x, y)), (x, y)
+
+
 def test_the_alignment_shortcut_on_a_processors_rows(shortcut):
     masker = respmask.ChatMasker(build_processor("qwen2_vl"))
     rng = random.Random(3)
