@@ -11,6 +11,7 @@ the cross-entropy over the trained tokens computed by hand.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -220,3 +221,35 @@ def test_preview_collapses_image_tokens():
     assert p.n_trained == int((respmask.ChatMasker(processor).process_batch(
         [{"messages": messages}], return_tensors="np")[0]["labels"] != -100).sum())
     assert "⟦" in p.to_text(color=False)
+
+
+def test_the_processors_tokenizer_is_left_as_found():
+    """A processor's call with padding leaves padding set on its tokenizer's Rust backend; respmask's
+    processor calls put back what was there before, so the tokenizer is as found and respmask reads
+    it directly, without a private copy of it (checking the copy counts the vocabulary each time)."""
+    processor = build_processor("qwen2_vl")
+    backend = processor.tokenizer.backend_tokenizer
+    rows = [{"messages": m} for m, _ in conversations("qwen2_vl")]
+    masker = respmask.ChatMasker(processor)
+    for max_length in (None, 60):  # whole rows, and rows cut (the cut batch's own processor calls)
+        collator = respmask.ResponseOnlyCollator(processor, max_length=max_length, on_untrainable="keep")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", respmask.RespmaskWarning)
+            collator(rows)
+        assert (collator.stats.truncated > 0 and collator.stats.images_dropped > 0) == bool(max_length)
+        assert backend.padding is None and backend.truncation is None
+        assert masker.backend() is backend  # no private copy needed
+    # the processor alone leaves padding set (what respmask puts back)
+    processor(text=["a", "bb"], padding=True)
+    assert backend.padding is not None
+    backend.no_padding()
+    # settings on it before a call are there after it
+    from respmask._media import call_processor
+
+    backend.enable_padding(direction="left", pad_id=7, pad_token="<x>", length=300)
+    backend.enable_truncation(max_length=500, direction="left")
+    padding, truncation = backend.padding, backend.truncation
+    call_processor(processor, ["a b", "c"], [[], []])
+    assert backend.padding == padding and backend.truncation == truncation
+    backend.no_padding()
+    backend.no_truncation()
