@@ -255,3 +255,27 @@ def test_exit_code_with_allow_rejects(tmp_path, capsys):
     bad.write_text("".join(json.dumps({"messages": "not a list"}) + "\n" for _ in range(3)))
     assert main(["tokenize", str(bad), str(tmp_path / "out2"), *args]) == 1  # nothing written
     assert "3 of 3 input rows were rejected" in capsys.readouterr().err
+
+
+def test_console_reasons_come_with_the_rest_of_their_first_error(tmp_path, capsys):
+    """Rejects are grouped by their error's first sentence; the console prints the rest of the
+    group's first error under it (where, and what to do), so nothing of it is cut. A row of a file
+    lacks columns because the file does: no word of a Trainer dropping them (the collator says that)."""
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src = tmp_path / "in.jsonl"
+    write_input(src, 30)
+    assert main(["tokenize", str(src), str(tmp_path / "out"), "--tokenizer", str(tmp_path / "tok"),
+                 "--drop-untrainable"]) == 1
+    out = capsys.readouterr().out
+    assert ("  1 x no trained token: it has no trained turn (no assistant message, or every message has "
+            "train=false).\n    sample 23: The loss of such a sample is NaN or missing; drop such samples, or give "
+            "them an assistant reply\n") in out
+    assert "1 x has none of the columns respmask needs (it has ['something'])" in out
+    assert "  1 x line 6: not valid JSON" in out and "    sample 5" not in out  # one sentence: nothing more
+    rejects = {r["index"]: r["error"] for r in read_rejects(tmp_path / "out")}
+    assert "Trainer" not in out and "Trainer" not in rejects[17] and "--field-messages" in rejects[17]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["reject_details"] == {
+        "no trained token: it has no trained turn (no assistant message, or every message has train=false).":
+            "sample 23: The loss of such a sample is NaN or missing; drop such samples, or give them an assistant reply"}

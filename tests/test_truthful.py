@@ -254,6 +254,7 @@ def test_glaive_on_llama3_reports_each_message_once_naming_the_tool_call(shared_
     assert "the tool list (the sample's 'tools': the chat template does not render it, so the model is trained " \
         "without seeing the tools): 191  [sample: 0, 3, 7, 10, 11, 12, 15, 18, ... (191 in all)]" in text
     assert "the whole message" not in text and "everything but its stop token" not in text
+    assert "  what to do: fix the data, or pass a chat template that renders it (--chat-template)" in text
     # preview of such a row says so
     capsys.readouterr()
     main(["preview", str(name), "-n", "1", "--no-color", *map(str, args)])
@@ -268,6 +269,13 @@ def test_glaive_on_llama3_reports_each_message_once_naming_the_tool_call(shared_
     assert ("153 x the chat template leaves out data the row holds: tool calls (only its header and stop token are "
             f"rendered, so only the stop token is trained); {tool_list}.\n") in err
     assert f"38 x the chat template leaves out data the row holds: {tool_list}.\n" in err
+    # each reason is followed by the rest of its first reject's error: where, and what to do
+    fix = "Fix the data or the template, or keep such rows (on_lost_data='keep'; CLI: --keep-lost-data)."
+    assert err.count(f" {fix}\n") == 2
+    assert (f"rendered, so only the stop token is trained); {tool_list}.\n    sample 0: Per message: message 3: tool "
+            "calls (only its header") in err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["reject_details"].keys() == summary["reject_reasons"].keys()
     assert "Per message: message 3: tool calls" in read_rejects(tmp_path / "out")[0]["error"]
 
 

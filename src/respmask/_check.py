@@ -183,6 +183,9 @@ class CheckReport:
                     lines.append(f"  {what}: {len(where)}  [sample: {_some([s for s, _ in where])}]")
                 else:
                     lines.append(f"  {what}: {len(where)}  [sample, message: {_some(where)}]")
+            lines.append("  what to do: fix the data, or pass a chat template that renders it (--chat-template); "
+                         "the model is trained without it otherwise (`respmask tokenize` rejects these samples "
+                         "unless --keep-lost-data, the collator warns)")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"

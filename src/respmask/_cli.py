@@ -240,6 +240,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
               file=stream)
         for reason, n in sorted(summary.reject_reasons.items(), key=lambda r: -r[1])[:8]:
             print(f"  {n} x {reason}", file=stream)
+            if reason in summary.reject_details:  # the first one's where and what to do
+                print(f"    {summary.reject_details[reason]}", file=stream)
         for line in left_out_lines(summary):
             print(line, file=stream)
     if failed:

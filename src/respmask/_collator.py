@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._errors import SampleError, UntrainableSampleError, check_choice, check_max_length, warn
+from ._errors import MissingColumnsError, SampleError, UntrainableSampleError, check_choice, check_max_length, warn
 from ._encode import EVERY_TOKEN_TRAINED, TrainingRow, encode_rows
 from ._masker import masker_for
 from ._media_cut import ON_IMAGE_CUT, OnImageCut
@@ -18,6 +18,13 @@ from ._options import MaskOptions
 from ._masks import IGNORE_INDEX
 
 OnUntrainable = Literal["warn", "raise", "keep"]
+
+_TRAINER_HINT = (
+    "If you train with transformers.Trainer, it drops columns the model does not take: set "
+    "TrainingArguments(remove_unused_columns=False), or pre-tokenize the dataset with "
+    "ds.map(respmask.Pretokenizer(tokenizer), batched=True, remove_columns=ds.column_names) so that "
+    "'input_ids' and 'labels' survive."
+)
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -223,9 +230,12 @@ class ResponseOnlyCollator:
         self.tokenizer = self.masker.tokenizer
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
-        processed, rows = encode_rows(self.masker, features, max_length=self.max_length, truncation=self.truncation,
-                                      on_image_cut=self.on_image_cut, return_tensors=self.return_tensors,
-                                      padding_side=self.padding_side)
+        try:
+            processed, rows = encode_rows(self.masker, features, max_length=self.max_length,
+                                          truncation=self.truncation, on_image_cut=self.on_image_cut,
+                                          return_tensors=self.return_tensors, padding_side=self.padding_side)
+        except MissingColumnsError as exc:  # rows a collator gets: most often a Trainer removed the columns
+            raise MissingColumnsError(f"{exc.problem} {_TRAINER_HINT}", exc.index) from exc.__cause__
         self.stats.batches += 1
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
         for row in rows:

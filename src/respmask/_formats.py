@@ -120,14 +120,6 @@ HINT_FORMATS = (
     "mapping=MessageMapping(field_messages=..., role_key=..., content_key=..., role_map={...}) "
     "(respmask check/preview/tokenize: --field-messages, --role-key, --content-key, --role-map)"
 )
-_TRAINER_HINT = (
-    "If you train with transformers.Trainer, it drops columns the model does not take: set "
-    "TrainingArguments(remove_unused_columns=False), or pre-tokenize the dataset with "
-    "ds.map(respmask.Pretokenizer(tokenizer), batched=True, remove_columns=ds.column_names) so that "
-    "'input_ids' and 'labels' survive."
-)
-
-
 @dataclass(frozen=True)
 class MessageMapping:
     """Where a row keeps its messages and how to read them, for layouts respmask does not know.
@@ -254,7 +246,7 @@ def detect_format(row: Any) -> str:
 def no_format(row: Mapping[str, Any]) -> MissingColumnsError:
     keys = sorted(map(str, row.keys()))
     return MissingColumnsError(
-        f"has none of the columns respmask needs (it has {keys}). {HINT_FORMATS}. {_TRAINER_HINT}"
+        f"has none of the columns respmask needs (it has {keys}). {HINT_FORMATS}."
     )
 
 

@@ -64,6 +64,8 @@ class Summary:
     resumed_shards: int = 0
     seconds: float = 0.0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    # per reason: the rest of its first reject's error (where and what to do), where it says more than the reason
+    reject_details: dict[str, str] = field(default_factory=dict)
 
     @property
     def trained_fraction(self) -> float:
@@ -75,6 +77,8 @@ class Summary:
             setattr(self, key, getattr(self, key) + int(other.get(key, 0)))
         for reason, n in other.get("reject_reasons", {}).items():
             self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
+        for reason, detail in other.get("reject_details", {}).items():
+            self.reject_details.setdefault(reason, detail)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,13 +86,18 @@ class Summary:
         return d
 
 
-def _reason(message: str) -> str:
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(])")
+
+
+def _reason(message: str) -> tuple[str, str | None]:
     """The reason rejects are grouped and counted under: the error's first sentence, whole, without
-    its sample index (respmask's errors say what happened first, then where and what to do);
-    the rejects file keeps every error in full."""
+    its sample index (respmask's errors say what happened first, then where and what to do); and
+    the rest of the error (None when it is one sentence). The rejects file keeps every error in full."""
     text = without_sample(message)
-    end = re.search(r"[.!?](?=\s+[A-Z(])", text)
-    return text[: end.end()] if end else text
+    end = _SENTENCE_END.search(text)
+    if end is None:
+        return text, None
+    return text[: end.end()], text[end.end():].strip() or None
 
 
 def bad_json_line(line: int, exc: json.JSONDecodeError) -> str:
@@ -505,12 +514,16 @@ def _finish_shard(table: Any, pack: int | None,
 
     rejects: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
+    details: dict[str, str] = {}
     errors = table.column("error").to_pylist()
     why = table.column("untrainable").to_pylist()
     for j in np.flatnonzero(rejected):
         message = errors[j] or f"sample {index[j]}: {why[j]}"
         rejects.append({"index": int(index[j]), "error": message})
-        reasons[_reason(message)] += 1
+        reason, detail = _reason(message)
+        reasons[reason] += 1
+        if detail is not None and reason not in details:
+            details[reason] = f"sample {int(index[j])}: {detail}"
 
     stats: dict[str, Any] = {
         "input_rows": int(len(np.unique(index))),
@@ -523,6 +536,7 @@ def _finish_shard(table: Any, pack: int | None,
         "tokens": int(lengths[keep].sum()),
         "trained_tokens": int(trained[keep].sum()),
         "reject_reasons": dict(reasons),
+        "reject_details": details,
     }
     for name in DETAILS:
         stats[name] = int(table.column(name).to_numpy(zero_copy_only=False)[keep].sum())
