@@ -303,107 +303,147 @@ class _SameImages:
         return getattr(self._real, name)
 
 
-class _PerImage:
-    """Stands in for a processor's image processor during one batch's processor calls, where each
-    image's output is the same alone as in a batch (:func:`images_join`): each image's output is
-    had once, and a call's output is its images' outputs joined along their first axis, in
-    order. A cut that drops images then costs no image processing at all: the second call joins the
-    outputs of the images kept. Anything it cannot join (an output that is neither an array nor a
-    list) is the real image processor's own call on the same arguments. The images are held, so
-    their ids cannot be reused by other objects.
+class _PerItem:
+    """Stands in for a processor's media handler (its image processor, its audio feature extractor)
+    during one batch's processor calls, where an item's output is the same taken from a batch of
+    items as from any other (the subclasses say how that is known): the items not processed yet
+    are processed in one call of the real handler and its output split per item (:meth:`_splitter`),
+    each item's output is kept, and a call's output is its items' outputs joined along their first
+    axis, in order. A call on the very items of one such split call, in its order, gets that call's
+    output back (the same bytes, not joined again). A cut that drops items then costs no processing
+    at all: the call on the cut rows joins the outputs of the items kept. Anything it cannot split or
+    join is the real handler's own call on the same arguments. The items are held, so their ids
+    cannot be reused by other objects.
 
-    The images not processed yet are processed in one call of the real image processor and its
-    output split per image (:class:`_Split`, learned once per call arguments and kept in
-    ``splits``, a store on the masker), where the split is the same, byte for byte, as each image's
-    own call; elsewhere (no ``splits``, a split not learned, or a batch it does not explain) each
-    image is processed alone."""
+    ``nested``: the call's items come nested per row (images), else as one flat list (audio clips,
+    which may themselves be lists of samples). ``alone``: an item may be processed alone, in a call
+    of its own (images: :func:`images_join` compared exactly that), so an item the split does not
+    give is processed alone; elsewhere the call is the real handler's."""
 
-    def __init__(self, real: Any, splits: dict[str, _Split | None] | None = None):
+    nested = True
+    alone = True
+
+    def __init__(self, real: Any):
         self._real = real
-        self._splits = splits
-        self._done: dict[tuple[int, str], Any] = {}  # (image id, the call's other arguments) -> its output
+        self._done: dict[tuple[int, str], Any] = {}  # (item id, the call's other arguments) -> its output
         self._held: list[Any] = []
-        # the call's other arguments -> the last split call of the real one: its images' ids, its output
+        # the call's other arguments -> the last split call of the real one: its items' ids, its output
         self._whole: dict[str, tuple[tuple[int, ...], Any]] = {}
         self.touched: set[tuple[int, str]] | None = None  # when a set: the outputs read since, by key
+        self.joins = 0  # calls answered by joining outputs (counted for the probes)
 
-    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
-        flat = _flat(images)
+    def _splitter(self, how: str, args: tuple, kwargs: dict) -> Any:
+        """How the real handler's output on n items splits per item, for calls with these other
+        arguments: a function (output, n) -> each item's output or None; None when unknown."""
+        raise NotImplementedError
+
+    def __call__(self, items: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.nested:
+            flat = _flat(items)
+        else:
+            flat = list(items) if isinstance(items, (list, tuple)) else []
         try:
             how = self.how(args, kwargs)
         except Exception:  # noqa: BLE001 - arguments without a repr: the real call
             flat = []
         if not flat:
-            return self._real(images, *args, **kwargs)
+            return self._real(items, *args, **kwargs)
         self._fill(flat, how, args, kwargs)
-        outs = [self._one(image, how, args, kwargs) for image in flat]
+        if self.alone:
+            outs = [self._one(item, how, args, kwargs) for item in flat]
+        else:
+            outs = [self._done.get((id(item), how)) for item in flat]
         whole = self._whole.get(how)
-        if whole is not None and whole[0] == tuple(id(image) for image in flat):
-            # the very images of one split call, in its order: their join is that call's output (the
-            # same bytes, not copied again); a shallow copy, as the processor may take keys out of it
+        if whole is not None and whole[0] == tuple(id(item) for item in flat):
+            # a shallow copy, as the processor may take keys out of what it gets
             return copy.copy(whole[1])
-        joined = _join(outs)
-        return joined if joined is not None else self._real(images, *args, **kwargs)
+        joined = _join(outs) if all(out is not None for out in outs) else None
+        if joined is None:
+            return self._real(items, *args, **kwargs)
+        self.joins += 1
+        return joined
 
-    def _one(self, image: Any, how: str, args: tuple, kwargs: dict) -> Any:
-        key = (id(image), how)
+    def _one(self, item: Any, how: str, args: tuple, kwargs: dict) -> Any:
+        key = (id(item), how)
         if self.touched is not None:
             self.touched.add(key)
         if key not in self._done:
-            self._done[key] = self._real([image], *args, **kwargs)
-            self._held.append(image)
+            self._done[key] = self._real([item], *args, **kwargs)
+            self._held.append(item)
         return self._done[key]
 
-    def _fill(self, images: Sequence[Any], how: str, args: tuple, kwargs: dict) -> None:
-        """The outputs of those of ``images`` not processed yet, from one call of the real image
-        processor split per image, where the split is learned and explains the call's output;
-        otherwise nothing is done here (each is processed alone when read)."""
-        if self._splits is None:
+    def _fill(self, items: Sequence[Any], how: str, args: tuple, kwargs: dict) -> None:
+        """The outputs of those of ``items`` not processed yet, from one call of the real handler
+        split per item, where the split is known and explains the call's output (images: a single
+        new image is processed alone when read)."""
+        todo = list({id(item): item for item in items if (id(item), how) not in self._done}.values())
+        if len(todo) < (2 if self.alone else 1):
             return
-        todo = list({id(image): image for image in images if (id(image), how) not in self._done}.values())
-        if len(todo) < 2:
-            return
-        if how not in self._splits:
-            self._splits[how] = _Split.learn(self._real, args, kwargs)
-        split = self._splits[how]
+        split = self._splitter(how, args, kwargs)
         if split is None:
             return
-        try:
+        if self.alone:
+            try:
+                out = self._real(todo, *args, **kwargs)
+                parts = split(out, len(todo))
+            except Exception:  # noqa: BLE001 - a batch the real call rejects: each image alone (its own error)
+                parts = None
+            if parts is None:
+                return
+        else:
             out = self._real(todo, *args, **kwargs)
-            parts = split.apply(out, len(todo))
-        except Exception:  # noqa: BLE001 - a batch the real call rejects: each image alone (its own error)
-            parts = None
+            parts = split(out, len(todo))
+        self._whole[how] = (tuple(id(item) for item in todo), out)  # a call on exactly these items gets it back
         if parts is None:
             return
-        self._whole[how] = (tuple(id(image) for image in todo), out)
-        for image, part in zip(todo, parts):
-            self._done[(id(image), how)] = part
-            self._held.append(image)
+        for item, part in zip(todo, parts):
+            self._done[(id(item), how)] = part
+            self._held.append(item)
 
-    def output(self, image: Any, args: tuple, kwargs: dict) -> Any:
-        """One image's output for a call with these other arguments (processed now unless it was):
-        what a processor call passing them gets for this image, without processing it again."""
-        return self._one(image, self.how(args, kwargs), args, kwargs)
+    def output(self, item: Any, args: tuple, kwargs: dict) -> Any:
+        """One item's output for a call with these other arguments (processed now unless it was):
+        what a processor call passing them gets for this item, without processing it again."""
+        return self._one(item, self.how(args, kwargs), args, kwargs)
 
-    def prepare(self, images: Sequence[Any], args: tuple, kwargs: dict) -> None:
-        """The outputs of ``images`` for a call with these other arguments, had now, in as few
-        calls of the real image processor as can be (see the class doc); :meth:`output` reads them."""
+    def prepare(self, items: Sequence[Any], args: tuple, kwargs: dict) -> None:
+        """The outputs of ``items`` for a call with these other arguments, had now, in as few
+        calls of the real handler as can be (see the class doc); :meth:`output` reads them."""
         try:
             how = self.how(args, kwargs)
         except Exception:  # noqa: BLE001 - arguments without a repr: read one by one (output raises)
             return
-        self._fill(images, how, args, kwargs)
+        self._fill(items, how, args, kwargs)
 
     @staticmethod
     def how(args: tuple, kwargs: dict) -> str:
-        """The key of a call's other arguments (its outputs are held per image and key)."""
+        """The key of a call's other arguments (its outputs are held per item and key)."""
         return repr((args, sorted(kwargs.items())))
 
     def __getattr__(self, name: str) -> Any:
         # copy / pickle before __init__ ran
-        if name.startswith("__") or name in ("_real", "_splits", "_done", "_held", "_whole", "touched"):
+        if name.startswith("__") or name in ("_real", "_splits", "_done", "_held", "_whole", "touched", "joins"):
             raise AttributeError(name)
         return getattr(self._real, name)
+
+
+class _PerImage(_PerItem):
+    """:class:`_PerItem` for a processor's image processor, where each image's output is the same
+    alone as in a batch (:func:`images_join`). A batch's new images are processed in one call split
+    per image (:class:`_Split`, learned once per call arguments and kept in ``splits``, a store on
+    the masker), where the split is the same, byte for byte, as each image's own call; elsewhere (no
+    ``splits``, a split not learned, or a batch it does not explain) each image is processed alone."""
+
+    def __init__(self, real: Any, splits: dict[str, _Split | None] | None = None):
+        super().__init__(real)
+        self._splits = splits
+
+    def _splitter(self, how: str, args: tuple, kwargs: dict) -> Any:
+        if self._splits is None:
+            return None
+        if how not in self._splits:
+            self._splits[how] = _Split.learn(self._real, args, kwargs)
+        split = self._splits[how]
+        return None if split is None else split.apply
 
 
 _SPLIT_PROBE = ((64, 48), (96, 80), (48, 112), (140, 36))  # the sizes of the probe's images (differ in shape)
@@ -654,51 +694,17 @@ def _learn_clips_join(masker: Any) -> bool:
         return False
 
 
-class _PerClip:
-    """Stands in for a processor's audio feature extractor during one batch's processor calls, where
-    its rows for clips extracted in one batch join into any other batch of them (:func:`clips_join`):
-    the clips not extracted yet are extracted in one call of the real extractor (a call on clips none
-    of which were is the real call's output, as is) and each clip's rows kept (the first axis of
-    every output value: one row per clip); a call on clips already extracted joins their rows, in
-    order. The cut rows' call then extracts nothing. Anything it cannot split or join is the real
-    extractor's own call. The clips are held, so their ids cannot be reused by other objects."""
+class _PerClip(_PerItem):
+    """:class:`_PerItem` for a processor's audio feature extractor, where its rows for clips
+    extracted in one batch join into any other batch of them (:func:`clips_join`): each output value
+    has one row per clip (:func:`_rows`). The clips come as one flat list; a clip is never extracted
+    alone (that was not compared), so a call with a clip whose rows are not kept is the real one."""
 
-    def __init__(self, real: Any):
-        self._real = real
-        self._done: dict[tuple[int, str], Any] = {}  # (clip id, the call's other arguments) -> its rows
-        self._held: list[Any] = []
-        self.joins = 0  # calls answered by joining rows (counted for the probe)
+    nested = False
+    alone = False
 
-    def __call__(self, audio: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            how = _PerImage.how(args, kwargs)
-        except Exception:  # noqa: BLE001 - arguments without a repr: the real call
-            return self._real(audio, *args, **kwargs)
-        clips = list(audio) if isinstance(audio, (list, tuple)) else []
-        if not clips:
-            return self._real(audio, *args, **kwargs)
-        todo = list({id(clip): clip for clip in clips if (id(clip), how) not in self._done}.values())
-        if todo:
-            out = self._real(todo, *args, **kwargs)
-            rows = _rows(out, len(todo))
-            if rows is not None:
-                for clip, row in zip(todo, rows):
-                    self._done[(id(clip), how)] = row
-                    self._held.append(clip)
-            if len(todo) == len(clips):  # every clip new, each once: this is the call
-                return out
-            if rows is None:
-                return self._real(audio, *args, **kwargs)
-        joined = _join([self._done[(id(clip), how)] for clip in clips])
-        if joined is None:
-            return self._real(audio, *args, **kwargs)
-        self.joins += 1
-        return joined
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_real", "_done", "_held", "joins"):  # copy / pickle before __init__ ran
-            raise AttributeError(name)
-        return getattr(self._real, name)
+    def _splitter(self, how: str, args: tuple, kwargs: dict) -> Any:
+        return _rows
 
 
 def _rows(out: Any, n: int) -> list[Any] | None:
