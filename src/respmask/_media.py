@@ -503,7 +503,9 @@ def _settings_kept(tokenizer: Any) -> Iterator[None]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     try:
         before = (backend.padding, backend.truncation)
-    except Exception:  # noqa: BLE001 - not a Rust backend: nothing to keep
+    except Exception:  # noqa: BLE001 - not a Rust backend: nothing to keep (the block runs outside this handler)
+        before = None
+    if before is None:
         yield
         return
     try:
