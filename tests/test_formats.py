@@ -147,11 +147,17 @@ def test_value_content_parts_llamafactory_v1():
                                            "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
     assert messages[4] == {"role": "assistant", "content": "Sunny, 21 degrees.",
                            "reasoning_content": "The tool answered."}
-    # parts that are not text keep a list, with their payload under their type's name (OpenAI style)
+    # parts that are not text keep a list, with their payload under their type's name; v1's media parts
+    # name the medium's location (image_url: a path or URL) and are that medium's own part, as chat
+    # templates and processors read it (an image_url part reached no processor as an image)
     mixed = {"messages": [{"role": "user", "content": [{"type": "image_url", "value": "a.png"},
-                                                       {"type": "text", "value": "What is this?"}]}]}
-    assert to_sample(mixed)["messages"][0]["content"] == [{"type": "image_url", "image_url": "a.png"},
-                                                          {"type": "text", "text": "What is this?"}]
+                                                       {"type": "text", "value": "What is this?"},
+                                                       {"type": "audio_url", "value": "b.wav"},
+                                                       {"type": "file", "value": "c.pdf"}]}]}
+    assert to_sample(mixed)["messages"][0]["content"] == [{"type": "image", "image": "a.png"},
+                                                          {"type": "text", "text": "What is this?"},
+                                                          {"type": "audio", "audio": "b.wav"},
+                                                          {"type": "file", "file": "c.pdf"}]
 
 
 def test_prompt_completion_and_pretokenized_pass_through():

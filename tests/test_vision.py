@@ -253,3 +253,82 @@ def test_the_processors_tokenizer_is_left_as_found():
     assert backend.padding == padding and backend.truncation == truncation
     backend.no_padding()
     backend.no_truncation()
+
+
+def _llamafactory_reference(row: dict) -> list[dict]:
+    """A LLaMA-Factory multimodal row written by hand the way transformers' processors take it:
+    mllm_demo's ``<image>`` placeholders and its ``images`` paths, or v1's ``{"type": "image_url" |
+    "text", "value": ...}`` parts, as ``{"type": "image", "path": ...}`` and text parts."""
+    images = iter(row.get("images", []))
+    out = []
+    for m in row["messages"]:
+        content = m["content"]
+        parts = []
+        if isinstance(content, str):
+            for k, piece in enumerate(content.split("<image>")):
+                if k:
+                    parts.append({"type": "image", "path": next(images)})
+                if piece:
+                    parts.append({"type": "text", "text": piece})
+        else:
+            for p in content:
+                parts.append({"type": "image", "path": p["value"]} if p["type"] == "image_url"
+                             else {"type": "text", "text": p["value"]})
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+@pytest.mark.slow
+def test_llamafactory_multimodal_files_train_through_the_processor(tmp_path, monkeypatch):
+    """LLaMA-Factory's mllm_demo.json (``<image>`` in the text, an ``images`` column of paths) and
+    v1_multimodal_demo.jsonl (``image_url`` parts holding paths), as published, through a Qwen2-VL
+    processor with no conversion code: stand-in images at the files' own paths, ids equal the
+    processor's own apply_chat_template of the same chats, exactly the replies trained, and a tiny
+    model trains on them with a Trainer."""
+    import json
+
+    from support.tokenizers import shared_dir
+    from support.vision import tiny_model
+
+    root = shared_dir()
+    files = root.parent / "realdata" / "llamafactory" if root is not None else None
+    if files is None or not (files / "v1_multimodal_demo.jsonl").is_file():
+        pytest.skip("../shared/realdata/llamafactory not available")
+    mllm = json.loads((files / "mllm_demo.json").read_text(encoding="utf-8"))
+    v1 = [json.loads(x) for x in (files / "v1_multimodal_demo.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    monkeypatch.chdir(tmp_path)
+    paths = sorted({p for r in mllm for p in r["images"]}
+                   | {p["value"] for r in v1 for m in r["messages"] for p in m["content"] if p["type"] == "image_url"})
+    assert len(paths) == 6
+    for k, path in enumerate(paths):  # the demo images are not published with the files: stand-ins
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        make_image(48 + 8 * k, 40, seed=k).save(tmp_path / path)
+    processor = build_processor("qwen2_vl", tiny=True)
+    collator = respmask.ResponseOnlyCollator(processor)
+    tok = processor.tokenizer
+    for rows in (mllm, v1[:8]):
+        batch = collator(rows)
+        real = batch["attention_mask"].bool()
+        for r, row in enumerate(rows):
+            ref = processor.apply_chat_template(_llamafactory_reference(row), tokenize=True, return_dict=True)
+            assert batch["input_ids"][r][real[r]].tolist() == list(ref["input_ids"][0])
+            labels = batch["labels"][r][real[r]]
+            replies = [m["content"] if isinstance(m["content"], str) else "".join(p["value"] for p in m["content"])
+                       for m in row["messages"] if m["role"] == "assistant"]
+            assert tok.decode(batch["input_ids"][r][real[r]][labels != -100]) == "".join(
+                reply + "<|im_end|>" for reply in replies)
+        assert len(batch["image_grid_thw"]) == sum(  # every image reached the model
+            p["type"] == "image" for row in rows for m in _llamafactory_reference(row) for p in m["content"])
+    model = tiny_model("qwen2_vl", processor)
+    batch = collator(v1[:4])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).loss, _manual_loss(model, batch), atol=1e-4)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, max_steps=6, learning_rate=1e-2,
+        logging_steps=1, report_to=[], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
+        remove_unused_columns=False)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=mllm + v1, data_collator=collator)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses)

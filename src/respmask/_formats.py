@@ -13,7 +13,8 @@ Formats (``data_format``):
     also be under ``conversations``). Used as it is, but for two storage forms:
     ``tools`` stored as a JSON string is parsed, and content parts that hold their text under
     ``value`` (LLaMA-Factory v1: ``{"type": "text", "value": ...}``) are read as text, their
-    ``reasoning`` parts as ``reasoning_content`` and their ``tool_call`` parts as ``tool_calls``.
+    ``reasoning`` parts as ``reasoning_content``, their ``tool_call`` parts as ``tool_calls`` and
+    their ``image_url`` parts (a path or URL) as images (``{"type": "image", "image": ...}``).
 ``"sharegpt"``
     ShareGPT / LLaMA-Factory: ``{"conversations": [{"from": ..., "value": ...}], "tools"?,
     "system"?}``. Roles ``human``/``user`` -> user, ``gpt``/``assistant``/``model`` ->
@@ -323,6 +324,9 @@ def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 _REASONING_PARTS = ("reasoning", "thinking")
+# LLaMA-Factory v1's media parts name the medium's location (``image_url``: a path or URL): they are the
+# medium's own part ({"type": "image", "image": <path or URL>}), as chat templates and processors read it
+_MEDIUM_OF_URL = {"image_url": "image", "video_url": "video", "audio_url": "audio"}
 
 
 def _value_part(part: Any) -> bool:
@@ -347,7 +351,8 @@ def _content(content: Any, where: str) -> tuple[Any, str | None, list[dict[str, 
     Content parts that keep their payload under ``value`` (LLaMA-Factory v1) are converted:
     ``text`` parts to text (joined into one string when every remaining part is text, as
     LLaMA-Factory does), ``reasoning`` parts to reasoning, ``tool_call`` parts to tool calls,
-    other parts to ``{"type": t, t: value}``. Other content is returned unchanged.
+    ``image_url`` / ``video_url`` / ``audio_url`` parts to that medium's part (``{"type": "image",
+    "image": value}``), other parts to ``{"type": t, t: value}``. Other content is returned unchanged.
     """
     if not isinstance(content, (list, tuple)) or not any(_value_part(p) for p in content):
         return content, None, []
@@ -368,7 +373,8 @@ def _content(content: Any, where: str) -> tuple[Any, str | None, list[dict[str, 
             calls += _tool_calls(value, f"{where}[{k}]")
         elif kind == "text" or kind is None:
             parts.append({"type": "text", "text": value, **rest})
-        else:
+        else:  # a medium: LLaMA-Factory v1 writes an image as {"type": "image_url", "value": <path or URL>}
+            kind = _MEDIUM_OF_URL.get(kind, kind)
             parts.append({"type": kind, kind: value, **rest})
     text_only = all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
                     and len(p) == 2 for p in parts)
