@@ -332,3 +332,27 @@ def test_llamafactory_multimodal_files_train_through_the_processor(tmp_path, mon
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 6 and all(math.isfinite(x) for x in losses)
+
+
+def test_llamafactory_v1_text_parts_stay_parts_for_a_processor(tmp_path, monkeypatch):
+    """v1's text parts (``{"type": "text", "value": ...}``) are joined into one string for a text
+    tokenizer (text templates read strings) but stay text parts for a processor: LLaVA's template
+    renders only parts, so a joined string would lose every reply (all labels -100)."""
+    rows = [{"messages": [
+        {"role": "user", "content": [{"type": "image_url", "value": "pics/a.jpg"}, {"type": "text", "value": "Who?"}]},
+        {"role": "assistant", "content": [{"type": "text", "value": "Kane, zqnonce one."}]},
+        {"role": "user", "content": [{"type": "text", "value": "And then?"}]},
+        {"role": "assistant", "content": [{"type": "text", "value": "They celebrate, zqnonce two."}]}]}]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pics").mkdir()
+    make_image(64, 48, seed=1).save(tmp_path / "pics" / "a.jpg")
+    processor = build_processor("llava")
+    batch = respmask.ResponseOnlyCollator(processor)(rows)
+    ref = processor.apply_chat_template(_llamafactory_reference(rows[0]), tokenize=True, return_dict=True)
+    assert batch["input_ids"][0].tolist() == list(ref["input_ids"][0])
+    trained = processor.tokenizer.decode(batch["input_ids"][0][batch["labels"][0] != -100])
+    assert "Kane, zqnonce one." in trained and "They celebrate, zqnonce two." in trained
+    assert "Who?" not in trained and "And then?" not in trained
+    # the same rows for a text tokenizer: the text parts joined (the text-only messages read as strings)
+    read = respmask.ChatMasker(processor.tokenizer, text_only=True).reader(rows[0])
+    assert read["messages"][1]["content"] == "Kane, zqnonce one." and read["messages"][2]["content"] == "And then?"

@@ -12,7 +12,8 @@ Formats (``data_format``):
     OpenAI messages: ``{"messages": [{"role", "content", ...}], "tools"?: [...]}`` (the list may
     also be under ``conversations``). Used as it is, but for two storage forms:
     ``tools`` stored as a JSON string is parsed, and content parts that hold their text under
-    ``value`` (LLaMA-Factory v1: ``{"type": "text", "value": ...}``) are read as text, their
+    ``value`` (LLaMA-Factory v1: ``{"type": "text", "value": ...}``) are read as text (one string
+    when all of a message's parts are text, but for a processor: see ``SampleReader(join_text)``), their
     ``reasoning`` parts as ``reasoning_content``, their ``tool_call`` parts as ``tool_calls`` and
     their ``image_url`` parts (a path or URL) as images (``{"type": "image", "image": ...}``).
 ``"sharegpt"``
@@ -345,12 +346,13 @@ def _add_calls(message: dict[str, Any], calls: list[dict[str, Any]], where: str)
     message["tool_calls"] = [*(existing or []), *calls]
 
 
-def _content(content: Any, where: str) -> tuple[Any, str | None, list[dict[str, Any]]]:
+def _content(content: Any, where: str, join: bool = True) -> tuple[Any, str | None, list[dict[str, Any]]]:
     """(content, reasoning, tool calls) of a message's content.
 
     Content parts that keep their payload under ``value`` (LLaMA-Factory v1) are converted:
     ``text`` parts to text (joined into one string when every remaining part is text, as
-    LLaMA-Factory does), ``reasoning`` parts to reasoning, ``tool_call`` parts to tool calls,
+    LLaMA-Factory does and text templates read it, unless ``join`` is False: then text parts,
+    which a processor's template reads and some, like LLaVA's, read only), ``reasoning`` parts to reasoning, ``tool_call`` parts to tool calls,
     ``image_url`` / ``video_url`` / ``audio_url`` parts to that medium's part (``{"type": "image",
     "image": value}``), other parts to ``{"type": t, t: value}``. Other content is returned unchanged.
     """
@@ -378,13 +380,13 @@ def _content(content: Any, where: str) -> tuple[Any, str | None, list[dict[str, 
             parts.append({"type": kind, kind: value, **rest})
     text_only = all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
                     and len(p) == 2 for p in parts)
-    new: Any = "".join(p["text"] for p in parts) if text_only else parts
+    new: Any = "".join(p["text"] for p in parts) if text_only and join else parts
     return new, ("\n".join(reasoning) if reasoning else None), calls
 
 
-def _with_parts(message: dict[str, Any], where: str) -> dict[str, Any]:
+def _with_parts(message: dict[str, Any], where: str, join: bool = True) -> dict[str, Any]:
     """``message`` (a new dict) with value-style content parts converted (see :func:`_content`)."""
-    content, reasoning, calls = _content(message.get("content"), f"{where}['content']")
+    content, reasoning, calls = _content(message.get("content"), f"{where}['content']", join)
     if reasoning is None and not calls and content is message.get("content"):
         return message
     message = dict(message)
@@ -638,13 +640,17 @@ class SampleReader:
         text_only: drop images, video and audio (content parts and the ``images`` / ``videos``
             / ``audios`` columns) and train on the text alone; by default a text tokenizer
             refuses such rows (see :func:`media_error`).
+        join_text: content parts stored under ``value`` (LLaMA-Factory v1) that are all text are
+            joined into one string, as text templates read content (default); False keeps them
+            as text parts, as a processor's template reads them (a masker built on a processor).
 
     Raises:
         ValueError: an unknown format, or ``mapping`` together with a named format.
     """
 
     def __init__(self, data_format: DataFormat = "auto",
-                 mapping: MessageMapping | Mapping[str, Any] | None = None, text_only: bool = False):
+                 mapping: MessageMapping | Mapping[str, Any] | None = None, text_only: bool = False,
+                 join_text: bool = True):
         if data_format not in ("auto", *FORMATS):
             choices = ", ".join(map(repr, ("auto", *FORMATS)))
             raise ValueError(f"data_format must be one of {choices}; got {data_format!r}")
@@ -656,10 +662,11 @@ class SampleReader:
         self.data_format = data_format
         self.mapping = MessageMapping.of(mapping) if mapping is not None else None
         self.text_only = bool(text_only)
+        self.join_text = bool(join_text)
 
     def __repr__(self) -> str:
         return (f"SampleReader(data_format={self.data_format!r}, mapping={self.mapping!r}, "
-                f"text_only={self.text_only!r})")
+                f"text_only={self.text_only!r}, join_text={self.join_text!r})")
 
     def format_of(self, row: Any) -> str:
         """The format this reader reads ``row`` as (``"mapping"`` with a mapping)."""
@@ -809,7 +816,8 @@ class SampleReader:
                 if type(m) is dict and type(m.get("content")) is str:
                     continue
                 if isinstance(m, dict) and isinstance(m.get("content"), (list, tuple)):
-                    new_message = _with_parts(m, f"'{key}'[{i}]" if key else f"the conversation[{i}]")
+                    new_message = _with_parts(m, f"'{key}'[{i}]" if key else f"the conversation[{i}]",
+                                              self.join_text)
                     if new_message is not m:
                         if converted is messages:
                             converted = list(messages)
@@ -849,8 +857,7 @@ class SampleReader:
             out["tools"] = _tools(row["tools"], wrap=True)
         return out
 
-    @staticmethod
-    def _convert_messages(messages: Any, mapping: MessageMapping, where: str) -> list[dict[str, Any]]:
+    def _convert_messages(self, messages: Any, mapping: MessageMapping, where: str) -> list[dict[str, Any]]:
         if not isinstance(messages, (list, tuple)):
             raise SampleError(f"{where} must be a list of messages, got {type(messages).__name__}")
         role_key, content_key = mapping.role_key, mapping.content_key
@@ -892,7 +899,7 @@ class SampleReader:
             message = {"role": role, **rest}
             if value is not None:
                 message["content"] = value
-            out.append(_with_parts(message, at))
+            out.append(_with_parts(message, at, self.join_text))
         return out
 
     def _alpaca(self, row: Any) -> Any:

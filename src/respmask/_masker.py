@@ -239,7 +239,7 @@ class ChatMasker:
             )
         self.tokenizer = tokenizer
         self.options = opts
-        self.reader = opts.reader()
+        self.reader = opts.reader(join_text=self.processor is None)  # a processor's template reads parts
         self._templates: dict[str, ChatTemplate] = {}
         self._profiles: dict[tuple[str, str], tuple[TemplateProfile, StopTokens]] = {}
         # profile keys whose fixed probes the template rejects: learned from each conversation's shape

@@ -97,9 +97,9 @@ class MaskOptions:
         """
         return replace(self, **_known(changes))
 
-    def reader(self) -> SampleReader:
-        """Reads rows in ``data_format`` / ``mapping``."""
-        return SampleReader(self.data_format, self.mapping, self.text_only)
+    def reader(self, join_text: bool = True) -> SampleReader:
+        """Reads rows in ``data_format`` / ``mapping`` (``join_text``: see :class:`SampleReader`)."""
+        return SampleReader(self.data_format, self.mapping, self.text_only, join_text)
 
 
 def _known(changes: Mapping[str, Any]) -> dict[str, Any]:
