@@ -12,10 +12,11 @@ Formats (``data_format``):
     OpenAI messages: ``{"messages": [{"role", "content", ...}], "tools"?: [...]}`` (the list may
     also be under ``conversations``). Used as it is, but for two storage forms:
     ``tools`` stored as a JSON string is parsed, and content parts that hold their text under
-    ``value`` (LLaMA-Factory v1: ``{"type": "text", "value": ...}``) are read as text (one string
-    when all of a message's parts are text, but for a processor: see ``SampleReader(join_text)``), their
-    ``reasoning`` parts as ``reasoning_content``, their ``tool_call`` parts as ``tool_calls`` and
-    their ``image_url`` parts (a path or URL) as images (``{"type": "image", "image": ...}``).
+    ``value`` (LLaMA-Factory v1: ``{"type": "text", "value": ...}``) are read as text (one
+    string when all of a message's parts are text, but for a processor: see
+    ``SampleReader(join_text)``), their ``reasoning`` parts as ``reasoning_content``, their
+    ``tool_call`` parts as ``tool_calls`` and their ``image_url`` parts (a path or URL) as images
+    (``{"type": "image", "image": ...}``).
 ``"sharegpt"``
     ShareGPT / LLaMA-Factory: ``{"conversations": [{"from": ..., "value": ...}], "tools"?,
     "system"?}``. Roles ``human``/``user`` -> user, ``gpt``/``assistant``/``model`` ->
@@ -122,6 +123,8 @@ HINT_FORMATS = (
     "mapping=MessageMapping(field_messages=..., role_key=..., content_key=..., role_map={...}) "
     "(respmask check/preview/tokenize: --field-messages, --role-key, --content-key, --role-map)"
 )
+
+
 @dataclass(frozen=True)
 class MessageMapping:
     """Where a row keeps its messages and how to read them, for layouts respmask does not know.
@@ -352,9 +355,10 @@ def _content(content: Any, where: str, join: bool = True) -> tuple[Any, str | No
     Content parts that keep their payload under ``value`` (LLaMA-Factory v1) are converted:
     ``text`` parts to text (joined into one string when every remaining part is text, as
     LLaMA-Factory does and text templates read it, unless ``join`` is False: then text parts,
-    which a processor's template reads and some, like LLaVA's, read only), ``reasoning`` parts to reasoning, ``tool_call`` parts to tool calls,
-    ``image_url`` / ``video_url`` / ``audio_url`` parts to that medium's part (``{"type": "image",
-    "image": value}``), other parts to ``{"type": t, t: value}``. Other content is returned unchanged.
+    which a processor's template reads and some, like LLaVA's, read only), ``reasoning`` parts
+    to reasoning, ``tool_call`` parts to tool calls, ``image_url`` / ``video_url`` /
+    ``audio_url`` parts to that medium's part (``{"type": "image", "image": value}``), other
+    parts to ``{"type": t, t: value}``. Other content is returned unchanged.
     """
     if not isinstance(content, (list, tuple)) or not any(_value_part(p) for p in content):
         return content, None, []

@@ -382,17 +382,15 @@ class _PerItem:
         split = self._splitter(how, args, kwargs)
         if split is None:
             return
-        if self.alone:
-            try:
-                out = self._real(todo, *args, **kwargs)
-                parts = split(out, len(todo))
-            except Exception:  # noqa: BLE001 - a batch the real call rejects: each image alone (its own error)
-                parts = None
-            if parts is None:
-                return
-        else:
+        try:
             out = self._real(todo, *args, **kwargs)
             parts = split(out, len(todo))
+        except Exception:  # noqa: BLE001 - a batch the real call rejects: each item alone (its own error)
+            if not self.alone:
+                raise
+            return
+        if parts is None and self.alone:
+            return  # each item alone, when read
         self._whole[how] = (tuple(id(item) for item in todo), out)  # a call on exactly these items gets it back
         if parts is None:
             return
