@@ -121,6 +121,31 @@ def test_mixed_batches_and_the_images_column(family):
     assert collator.stats.samples == len(convs) and collator.stats.untrainable == 0
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_string_contents_mask_as_their_text_part(family):
+    """The same conversations with every text-only content written as a string (as most datasets
+    hold it). A template that renders strings (Qwen2-VL, Gemma 3, Mistral 3, Mllama, whose system
+    turn reads ``content|trim``, a string) renders the rows as written: the reference is the
+    processor's ids of the string form. One that renders parts alone (LLaVA, Idefics3, SmolVLM:
+    ``selectattr('type', 'equalto', 'text')`` skips a string) reads each string as its text part (see
+    test_string_replies_train_on_a_template_that_renders_only_parts): the reference is the parts
+    form's, which nothing of the string form would render. Either way every assistant nonce is
+    trained and no other."""
+    parts_only = family in ("llava", "idefics3", "smolvlm")  # read from the templates (fixtures/vision)
+    processor = build_processor(family)
+    masker = respmask.ChatMasker(processor)
+    for messages, nn in conversations(family):
+        strings = [{**m, "content": "".join(p["text"] for p in m["content"])}
+                   if all(p["type"] == "text" for p in m["content"]) else m for m in messages]
+        assert any(isinstance(m["content"], str) for m in strings)
+        batch, rows = masker.process_batch([{"messages": strings}], return_tensors="np")
+        stops = rows[0].turns_without_stop == 0
+        assert stops or rows[0].turns_without_stop == 2
+        assert not rows[0].lost_data
+        _check_row(processor, messages if parts_only else strings, nn, rows[0].input_ids, rows[0].labels,
+                   stops=stops)
+
+
 def test_an_image_in_an_assistant_turn_is_not_trained():
     processor = build_processor("gemma3")
     nn = Nonces()
@@ -356,3 +381,76 @@ def test_llamafactory_v1_text_parts_stay_parts_for_a_processor(tmp_path, monkeyp
     # the same rows for a text tokenizer: the text parts joined (the text-only messages read as strings)
     read = respmask.ChatMasker(processor.tokenizer, text_only=True).reader(rows[0])
     assert read["messages"][1]["content"] == "Kane, zqnonce one." and read["messages"][2]["content"] == "And then?"
+
+
+def test_string_replies_train_on_a_template_that_renders_only_parts(tmp_path, monkeypatch):
+    """LLaMA-Factory's mllm_demo.json writes replies as strings; LLaVA 1.5's template renders text
+    parts alone (``selectattr('type', 'equalto', 'text')`` skips a string), so read as written every
+    reply was left out and nothing trained. A string content is one text part in the OpenAI format:
+    for the roles whose strings the template leaves out but whose one text part it renders, respmask
+    reads it as that part. Reference: the processor's own apply_chat_template of the chat written as
+    parts, token for token; exactly the replies trained; the user's rows unchanged; ``check`` finds
+    no data left out."""
+    import json
+
+    from support.tokenizers import shared_dir
+
+    root = shared_dir()
+    path = root.parent / "realdata" / "llamafactory" / "mllm_demo.json" if root is not None else None
+    if path is None or not path.is_file():
+        pytest.skip("../shared/realdata/llamafactory not available")
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    monkeypatch.chdir(tmp_path)
+    for k, image in enumerate(sorted({p for r in rows for p in r["images"]})):  # stand-ins at the files' paths
+        (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+        make_image(48 + 8 * k, 40, seed=k).save(tmp_path / image)
+    before = json.dumps(rows)
+    processor = build_processor("llava")
+    batch = respmask.ResponseOnlyCollator(processor)(rows)
+    assert json.dumps(rows) == before
+    tok = processor.tokenizer
+    for r, row in enumerate(rows):
+        real = batch["attention_mask"][r].bool()
+        ids, labels = batch["input_ids"][r][real], batch["labels"][r][real]
+        ref = processor.apply_chat_template(_llamafactory_reference(row), tokenize=True, return_dict=True)
+        assert ids.tolist() == list(ref["input_ids"][0])
+        trained = tok.decode(ids[labels != -100])
+        replies = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+        assert all(reply in trained for reply in replies), trained
+        users = [m["content"].replace("<image>", "") for m in row["messages"] if m["role"] == "user"]
+        assert not any(u.strip() in trained for u in users), trained
+        assert len(trained) <= len(" ".join(replies)) + len(replies)  # nothing else: at most the template's ' '
+    report = respmask.check(rows, processor)
+    assert report.trained_tokens > 0 and report.turns == 12 and not report.dropped and not report.untrainable
+    assert not report.errors and not report.empty_replies
+
+
+def test_text_part_roles_only_where_strings_are_left_out():
+    """The probe behind the test above, on real templates: LLaVA's renders parts alone (every role
+    reads a string as a part); Qwen2-VL's and Gemma 3's render a string and a text part alike, and a
+    text template that concatenates content (Pixtral-style ``message['content'] + ...``) raises on a
+    part: no role is rewritten there."""
+    from respmask._media import text_part_roles, with_text_parts
+    from respmask._render import ChatTemplate, template_inputs
+
+    def roles(source: str) -> frozenset[str]:
+        template = ChatTemplate(source)
+
+        def render(messages):
+            variables, chat = template_inputs(messages, tools=None, documents=None, add_generation_prompt=False,
+                                              constants={"bos_token": "<s>", "eos_token": "</s>"})
+            return template.render(variables, chat).text
+        return text_part_roles(render)
+
+    assert roles(build_processor("llava").chat_template) == {"system", "user", "assistant"}
+    assert roles(build_processor("qwen2_vl").chat_template) == frozenset()
+    assert roles(build_processor("gemma3").chat_template) == frozenset()
+    concatenates = "{% for m in messages %}{{ '[' + m['role'] + '] ' + m['content'] + '\\n' }}{% endfor %}"
+    assert roles(concatenates) == frozenset()
+    only_assistant = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{% for p in m['content'] %}"
+                      "{{ p['text'] }}{% endfor %}{% else %}{{ m['content'] }}{% endif %}{% endfor %}")
+    assert roles(only_assistant) == {"assistant"}
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert with_text_parts(messages, frozenset({"assistant"})) == [messages[0],
+                                                                  {"role": "assistant", "content": [_text("b")]}]
+    assert messages[1]["content"] == "b" and with_text_parts(messages, frozenset({"system"})) is None

@@ -20,7 +20,9 @@ from ._byte_lengths import ByteLengths
 from ._masks import (
     IGNORE_INDEX, as_numpy, labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges,
 )
-from ._media import call_processor, carry_mask, is_processor, media_of, media_token_ids
+from ._media import (
+    call_processor, carry_mask, is_processor, media_of, media_token_ids, text_part_roles, with_text_parts,
+)
 from ._origin import REASONING_KEYS
 from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
@@ -245,6 +247,7 @@ class ChatMasker:
         # profile keys whose fixed probes the template rejects: learned from each conversation's shape
         self._unprobed: dict[tuple[str, str], TemplateError] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
+        self._text_parts: dict[tuple[str, str], frozenset[str]] = {}  # roles whose strings render as parts
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -279,7 +282,8 @@ class ChatMasker:
             self._blob = (signature, key, data)
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
-        state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={}, _media_ids=None,
+        state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={},
+                     _text_parts={}, _media_ids=None,
                      _media_counters={}, _splices=None, _images_join=None,
                      # the byte-length table travels (measuring a vocabulary takes 0.1-0.3 s in every
                      # worker); its backend does not: the unpickled tokenizer's takes its place
@@ -545,6 +549,8 @@ class ChatMasker:
         template = self.template(source)
         if kwargs and (unread := template.unread_kwargs(kwargs)):
             warn(unread)
+        if self.processor is not None:
+            parsed = self._as_text_parts(parsed, source, template, kwargs)
         # states known: every content is a string, the fixed probes' own shape
         key = self._profile_key(source, kwargs, probe_shape(parsed.messages) if parsed.states is None else None)
         layouts = rendered = hit = None
@@ -656,6 +662,20 @@ class ChatMasker:
             replays.keep(replay_key, moved, learned, selected, reads, out.spans, turns, segs, dropped,
                          out.empty_replies)
         return out
+
+    def _as_text_parts(self, parsed: Chat, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> Chat:
+        """``parsed`` with the string contents this template leaves out but renders as one text part
+        written as that part (a processor's template written for parts alone; see
+        :func:`respmask._media.text_part_roles`, learned once per template and kwargs)."""
+        key = self._profile_key(source, kwargs)
+        roles = self._text_parts.get(key)
+        if roles is None:
+            def render(messages: list[dict]) -> str:
+                return self._apply_template(template, messages, None, None, kwargs, False)[0].text
+
+            roles = self._text_parts[key] = text_part_roles(render)
+        messages = with_text_parts(parsed.messages, roles) if roles else None
+        return parsed if messages is None else replace(parsed, messages=messages, states=None, read_from=None)
 
     def render_rows(self, sample: Any) -> list[RenderedSample]:
         """The rows a raw sample gives under this masker's ``split`` (one unless it splits)."""
