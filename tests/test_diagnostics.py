@@ -90,6 +90,42 @@ def test_check_trainer_prints_remove_unused_columns_without_contradicting_itself
     assert "dataset: the first 4 rows as stored" in out
 
 
+def test_check_trainer_blames_the_trainer_for_missing_columns_only_when_it_dropped_them(tmp_path, capsys):
+    """A collator that gets rows without the columns it reads: the cause is the Trainer only when
+    remove_unused_columns=True dropped them (the stored rows have them); rows that lack them as
+    stored are the rows' problem, said once, without telling a user whose remove_unused_columns is
+    already False to set it to False."""
+    tok = fixture_tokenizer("qwen2_5")
+    no_format = datasets.Dataset.from_list([{"question": "two plus two?", "answer": "four"}] * 4)
+    report = respmask.check_trainer(_trainer(tmp_path, no_format, ResponseOnlyCollator(tok),
+                                             remove_unused_columns=False))
+    out = capsys.readouterr().out
+    assert len(report.problems) == 1 and "remove_unused_columns" not in out, out
+    assert "4 sample(s) cannot be masked" in out and "has none of the columns respmask needs" in out
+
+    ids = tok.apply_chat_template(rows(4)[0]["messages"], return_dict=True)
+    masked = datasets.Dataset.from_list([{"input_ids": ids["input_ids"], "assistant_masks": [1] * len(ids["input_ids"])}] * 4)
+    report = respmask.check_trainer(_trainer(tmp_path, masked, ResponseOnlyCollator(tok)))  # drops assistant_masks
+    out = capsys.readouterr().out
+    assert [p.what for p in report.problems] == ["the data collator received samples without the columns it needs"]
+    assert "Trainer(remove_unused_columns=True) dropped" in out and "no 'labels' or 'assistant_masks'" in out
+
+    bare = datasets.Dataset.from_list([{"input_ids": ids["input_ids"]}] * 4)  # no labels as stored
+    report = respmask.check_trainer(_trainer(tmp_path, bare, ResponseOnlyCollator(tok)))
+    out = capsys.readouterr().out
+    assert len(report.problems) == 1 and "dropped every column" not in out, out
+    assert "no 'labels' or 'assistant_masks'" in out and "respmask.Pretokenizer" in out
+
+
+def test_input_ids_without_labels_names_the_trainer_only_in_the_collator():
+    tok = fixture_tokenizer("qwen2_5")
+    report = respmask.check([{"input_ids": [1, 2, 3]}], tok)
+    (_, error), = report.errors
+    assert "no 'labels' or 'assistant_masks'" in error and "Trainer" not in error and "Pretokenizer" in error
+    with pytest.raises(respmask.MissingColumnsError, match=r"(?s)no 'labels'.*remove_unused_columns=False"):
+        ResponseOnlyCollator(tok)([{"input_ids": [1, 2, 3]}])
+
+
 def test_check_trainer_prints_seq2seq_collator_problem_once_with_its_batches(tmp_path, capsys):
     tok = _tok_with_pad()
     ds = datasets.Dataset.from_list(rows(8))

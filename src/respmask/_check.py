@@ -519,13 +519,16 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
                 if counting is not None:
                     trainer.data_collator = collator
     except MissingColumnsError as exc:
-        report.add(Problem(
-            "the data collator received samples without the columns it needs",
-            f"Trainer(remove_unused_columns={remove}) dropped every column the model's forward() does not "
-            f"take before batching{f' (dataset columns: {columns})' if columns else ''}; respmask said: {exc.problem}",
-            "set TrainingArguments(remove_unused_columns=False), or pre-tokenize: "
-            "ds.map(respmask.Pretokenizer(tok), batched=True, remove_columns=ds.column_names)",
-        ))
+        if not remove or _missing_as_stored(collator, dataset):
+            failure = (report.batches, exc)  # the rows themselves lack them (said with the dataset below)
+        else:
+            report.add(Problem(
+                "the data collator received samples without the columns it needs",
+                f"Trainer(remove_unused_columns=True) dropped every column the model's forward() does not take "
+                f"before batching{f' (dataset columns: {columns})' if columns else ''}; respmask said: {exc.problem}",
+                "set TrainingArguments(remove_unused_columns=False), or pre-tokenize: "
+                "ds.map(respmask.Pretokenizer(tok), batched=True, remove_columns=ds.column_names)",
+            ))
     except Exception as exc:  # noqa: BLE001 - report whatever the pipeline raises
         if isinstance(exc, ValueError) and "No columns in the dataset match" in str(exc):
             report.add(Problem(
@@ -548,8 +551,10 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     _dataset_problems(report, collator)
     if failure is not None:
         b, exc = failure
-        untrainable = report.dataset is not None and report.dataset.untrainable
-        if not (isinstance(exc, UntrainableSampleError) and untrainable):  # else: said above, with its cause
+        said = report.dataset is not None and (
+            (isinstance(exc, UntrainableSampleError) and report.dataset.untrainable)
+            or (isinstance(exc, MissingColumnsError) and report.dataset.errors))
+        if not said:  # else: said above, with its cause
             report.add(Problem(
                 f"building batch {b} failed",
                 f"{type(exc).__name__}: {exc}{_where(exc)}",
@@ -571,6 +576,23 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     if raise_on_problems and report.problems:
         raise TrainerCheckError(report)
     return report
+
+
+def _missing_as_stored(collator: Any, dataset: Any) -> bool:
+    """Whether the dataset's first row, as stored (before a Trainer drops any column), already
+    lacks the columns respmask reads: then the rows, not ``remove_unused_columns``, are the cause."""
+    from ._errors import MissingColumnsError
+
+    masker = getattr(collator, "masker", None)
+    try:
+        if masker is None or dataset is None or not len(dataset):
+            return False
+        masker.parse(dataset[0])
+    except MissingColumnsError:
+        return True
+    except Exception:  # noqa: BLE001 - another problem of the row: not this one
+        return False
+    return False
 
 
 class _Counting:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import SampleError
+from ._errors import MissingColumnsError, SampleError
 from ._formats import AUTO, SampleReader, no_format
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
@@ -192,10 +192,10 @@ def parse(sample: Any, reader: SampleReader | None = None) -> Chat | TextPair | 
         else:
             key = next((k for k in MASK_KEYS if sample.get(k) is not None), None)
             if key is None:
-                raise SampleError(
+                raise MissingColumnsError(  # a column missing: the collator adds what a Trainer does to them
                     "has 'input_ids' but no 'labels' or 'assistant_masks': respmask cannot tell which tokens "
-                    "to train. Keep the 'messages' column (Trainer: remove_unused_columns=False) or pre-tokenize "
-                    "with respmask.Pretokenizer."
+                    "to train. Give the rows the 'messages' they were tokenized from (respmask renders and masks "
+                    "them), or pre-tokenize with respmask.Pretokenizer, whose rows carry 'labels'."
                 )
             mask = _int_array(sample[key], key).astype(bool)
             if len(mask) != len(ids):
