@@ -634,7 +634,7 @@ def images_join(masker: Any) -> bool:
         finally:
             processor.image_processor = real
         found = set(expected.keys()) == set(joined.keys()) and all(
-            _same(expected[key], joined[key]) for key in expected.keys())
+            _identical(expected[key], joined[key]) for key in expected.keys())
     except Exception:  # noqa: BLE001 - a template or processor the probe does not fit: the batch's own call
         found = False
     masker._images_join = found
@@ -687,7 +687,7 @@ def _learn_clips_join(masker: Any) -> bool:
         finally:
             setattr(processor, name, real)
         return wrapper.joins == 1 and set(expected.keys()) == set(joined.keys()) and all(
-            _same(expected[key], joined[key]) for key in expected.keys())
+            _identical(expected[key], joined[key]) for key in expected.keys())
     except Exception:  # noqa: BLE001 - a template or processor the probe does not fit: the batch's own calls
         return False
 
@@ -713,17 +713,6 @@ def _rows(out: Any, n: int) -> list[Any] | None:
         return None
     keys = tuple(out.keys())
     return _Split(type(out), keys, tuple(type(out[key]) for key in keys), (None,) * len(keys)).apply(out, n)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Exactly equal outputs (arrays: same shape, dtype and values; anything else by ``==``)."""
-    if hasattr(a, "shape") or hasattr(b, "shape"):
-        a, b = np.asarray(a), np.asarray(b)
-        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - values that do not compare
-        return False
 
 
 def _ids(images: Any) -> Any:
