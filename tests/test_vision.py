@@ -426,8 +426,8 @@ def test_string_replies_train_on_a_template_that_renders_only_parts(tmp_path, mo
 
 
 def test_text_part_roles_only_where_strings_are_left_out():
-    """The probe behind the test above, on real templates: LLaVA's renders parts alone (every role
-    reads a string as a part); Qwen2-VL's and Gemma 3's render a string and a text part alike, and a
+    """The probe behind the test above, on real templates: LLaVA's renders parts alone (every role,
+    a tool result's too, reads a string as a part); Qwen2-VL's and Gemma 3's render a string and a text part alike, and a
     text template that concatenates content (Pixtral-style ``message['content'] + ...``) raises on a
     part: no role is rewritten there."""
     from respmask._media import text_part_roles, with_text_parts
@@ -442,7 +442,7 @@ def test_text_part_roles_only_where_strings_are_left_out():
             return template.render(variables, chat).text
         return text_part_roles(render)
 
-    assert roles(build_processor("llava").chat_template) == {"system", "user", "assistant"}
+    assert roles(build_processor("llava").chat_template) == {"system", "user", "assistant", "tool"}
     assert roles(build_processor("qwen2_vl").chat_template) == frozenset()
     assert roles(build_processor("gemma3").chat_template) == frozenset()
     concatenates = "{% for m in messages %}{{ '[' + m['role'] + '] ' + m['content'] + '\\n' }}{% endfor %}"
@@ -454,3 +454,13 @@ def test_text_part_roles_only_where_strings_are_left_out():
     assert with_text_parts(messages, frozenset({"assistant"})) == [messages[0],
                                                                   {"role": "assistant", "content": [_text("b")]}]
     assert messages[1]["content"] == "b" and with_text_parts(messages, frozenset({"system"})) is None
+    # a tool result written as a string, on LLaVA: rendered as its text part, never trained
+    processor = build_processor("llava")
+    chat = [{"role": "user", "content": "Weather zqnonceuser?"}, {"role": "assistant", "content": "Checking zqnonceone."},
+            {"role": "tool", "content": "sunny zqnoncetool"}, {"role": "assistant", "content": "Sunny, zqnoncetwo."}]
+    enc = respmask.ChatMasker(processor).process_batch([{"messages": chat}], return_tensors="np")[1][0]
+    parts = [{**m, "content": [_text(m["content"])]} for m in chat]
+    assert enc.input_ids.tolist() == _reference_ids(processor, parts)
+    trained = processor.tokenizer.decode(enc.input_ids[enc.labels != -100])
+    assert "zqnonceone" in trained and "zqnoncetwo" in trained
+    assert "zqnoncetool" not in trained and "zqnonceuser" not in trained and not enc.lost_data

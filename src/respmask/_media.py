@@ -383,7 +383,7 @@ def image_chats(render: Any, images: Sequence[int], part: Mapping[str, Any] | No
 
 
 # one word per role, planted as that role's content (string, then one text part) by text_part_roles
-_ROLE_WORDS = {"system": "zqsystemword", "user": "zquserword", "assistant": "zqassistantword"}
+_ROLE_WORDS = {"system": "zqsystemword", "user": "zquserword", "assistant": "zqassistantword", "tool": "zqtoolword"}
 
 
 def text_part_roles(render: Callable[[list[dict[str, Any]]], str]) -> frozenset[str]:
@@ -396,12 +396,12 @@ def text_part_roles(render: Callable[[list[dict[str, Any]]], str]) -> frozenset[
     as a text part the same way. Templates that render a string (and those that render both
     alike) give no roles: their data is rendered as written.
 
-    Learned from ``render(messages)`` of a user turn and a reply, and of the same after a system
-    turn, each written with string contents and with one-text-part contents; a conversation the
-    template raises on in both forms shows nothing.
+    Learned from ``render(messages)`` of a user turn and a reply, of the same after a system turn,
+    and with a tool result and a second reply after it, each written with string contents and with
+    one-text-part contents; a conversation the template raises on in both forms shows nothing.
     """
     found: set[str] = set()
-    for roles in (("user", "assistant"), ("system", "user", "assistant")):
+    for roles in (("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant", "tool", "assistant")):
         forms = []
         for as_part in (False, True):
             messages = [{"role": role, "content": [{"type": "text", "text": _ROLE_WORDS[role]}] if as_part
