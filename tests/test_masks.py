@@ -69,3 +69,18 @@ def test_labels_from_masks_equal_each_rows_labels():
     assert [g.tolist() for g in got] == [labels_from_mask(r, m).tolist() for r, m in zip(rows, masks)]
     assert all(g.dtype == np.int64 and g.base is None for g in got)  # each row's labels its own array
     assert labels_from_masks([], []) == []
+
+
+def test_ids_of_reads_rust_encodings_as_views_of_one_array():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from respmask._masks import ids_of
+
+    tok = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    encodings = tok.encode_batch_fast(["a b a", "", "b zz"])
+    rows, every = ids_of(encodings)
+    assert [r.tolist() for r in rows] == [[0, 1, 0], [], [1, 2]] and every.tolist() == [0, 1, 0, 1, 2]
+    assert all(r.dtype == np.int64 and r.base is every for r in rows if len(r))
+    rows, every = ids_of([])
+    assert rows == [] and every.dtype == np.int64 and len(every) == 0

@@ -18,7 +18,7 @@ import numpy as np
 from ._errors import RespmaskError, SampleError, TemplateError, TokenizerError, warn
 from ._byte_lengths import ByteLengths
 from ._masks import (
-    IGNORE_INDEX, as_numpy, labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges,
+    IGNORE_INDEX, as_numpy, ids_of, labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges,
 )
 from ._media import (
     call_processor, carry_mask, is_processor, media_of, media_token_ids, text_part_roles, with_text_parts,
@@ -835,9 +835,7 @@ class ChatMasker:
             table = None if add_special else self._byte_lengths(backend)
             texts = [rs.text for _, _, rs in items]
             encodings = self._encode_texts(backend, texts, add_special, offsets=table is None)
-            # fromiter with the length known reads the ids list ~10% faster than asarray
-            rows = [np.fromiter(enc.ids, dtype=np.int64, count=len(enc)) for enc in encodings]
-            every = np.concatenate(rows)  # the batch's ids end to end: one max, one labels operation
+            rows, every = ids_of(encodings)  # every: the batch's ids end to end (one max, one labels operation)
             if table is not None and len(every) and int(every.max()) >= len(table.lengths):
                 table = self._byte_lengths(backend, rebuild=True)  # tokens were added since it was built
             masks = table.token_masks(rows, texts, [rs.spans for _, _, rs in items]) if table is not None else None
