@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._encode import encode_rows
+from ._encode import PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows
 from ._errors import RespmaskError, RespmaskWarning, check_choice, without_sample
 from ._masker import masker_for
 from ._options import MaskOptions
@@ -41,6 +41,9 @@ class CheckReport:
         truncated: samples longer than ``max_length``; ``truncated_untrainable`` those that
             truncation leaves with no trained token; ``truncated_trained_tokens`` the trained
             tokens it cuts away.
+        pretokenized_untrainable: untrainable samples that arrived pre-tokenized with every label
+            -100 (their labels were made before respmask saw them, e.g. by a ``max_length`` cut
+            when they were pre-tokenized: they hold no messages to fix).
         images_dropped: with a processor, images truncation cuts away (with the text around
             them: an image's tokens are never separated from its pixels); ``image_cut`` the
             samples that lose images; ``left_out`` the samples ``on_image_cut="drop"``
@@ -73,6 +76,7 @@ class CheckReport:
     truncated: list[int] = field(default_factory=list)
     truncated_untrainable: list[int] = field(default_factory=list)
     truncated_trained_tokens: int = 0  # trained tokens that truncation to max_length cuts away
+    pretokenized_untrainable: list[int] = field(default_factory=list)  # arrived pre-tokenized, labels all -100
     images_dropped: int = 0  # images truncation cuts away (a processor's rows)
     image_cut: list[int] = field(default_factory=list)  # samples truncation cuts images from
     left_out: list[int] = field(default_factory=list)  # samples on_image_cut="drop" leaves out
@@ -161,6 +165,9 @@ class CheckReport:
             f"  [{_some(self.untrainable)}]  (labels all -100: NaN or missing loss)" if self.untrainable else ""))
         if self.truncated_untrainable:
             lines.append(f"  of which by truncation: {_some(self.truncated_untrainable)}")
+        if self.pretokenized_untrainable:
+            lines.append(f"  of which pre-tokenized with every label -100: {_some(self.pretokenized_untrainable)}"
+                         "  (" + PRETOKENIZED_UNTRAINED_FIX + ")")
         lines.append(f"turns without a trained stop token: {len(self.turns_without_stop)}" + (
             f"  [sample, message: {_some(self.turns_without_stop)}]  (the model may not learn to stop)"
             if self.turns_without_stop else ""))
@@ -299,6 +306,8 @@ def check(
                 once(report.untrainable, index)
                 if row.truncated and enc.n_trained:
                     once(report.truncated_untrainable, index)
+                elif arrived_untrained(enc):
+                    once(report.pretokenized_untrainable, index)
             report.dropped.extend((index, message, what) for message, what in enc.dropped)
             for message in row.empty_replies:  # the rows of a split sample may each hold it
                 if (index, message) not in report.empty_replies[-8:]:
@@ -514,7 +523,7 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
             if counting is not None:
                 trainer.data_collator = counting  # counts each batch the DataLoader collates, in order
             try:
-                _inspect_batches(trainer, batches, report, collator)
+                _inspect_batches(trainer, batches, report, collator, counting)
             finally:
                 if counting is not None:
                     trainer.data_collator = collator
@@ -603,12 +612,17 @@ class _Counting:
     def __init__(self, collator: Any):
         self.collator = collator
         self.after: list[Any] = []
+        # per call: the rows the collator found labelled on every token as they arrived, before its
+        # max_length cut (a cut row is judged on the labels it came with, not on the window kept)
+        self.every_token: list[int] = []
 
     def __call__(self, features: Any) -> Any:
         from dataclasses import replace
 
+        known = self.collator.stats.every_token_trained
         out = self.collator(features)
         self.after.append(replace(self.collator.stats))
+        self.every_token.append(self.collator.stats.every_token_trained - known)
         return out
 
 
@@ -718,8 +732,10 @@ def _dataset_problems(report: TrainerReport, collator: Any) -> None:
     if ds is None:
         return
     by_truncation = set(ds.truncated_untrainable)
+    pretokenized = set(ds.pretokenized_untrainable)
     cut = [i for i in ds.untrainable if i in by_truncation]
-    empty = [i for i in ds.untrainable if i not in by_truncation]
+    arrived = [i for i in ds.untrainable if i in pretokenized]
+    empty = [i for i in ds.untrainable if i not in by_truncation and i not in pretokenized]
     if cut:
         report.add(Problem(
             f"{len(cut)} sample(s) lose every trained token to truncation (rows {_some(cut)})",
@@ -727,6 +743,12 @@ def _dataset_problems(report: TrainerReport, collator: Any) -> None:
             f"{len(ds.truncated)} of {ds.samples} rows are truncated (tokens per sample: "
             + ", ".join(f"{k} {v}" for k, v in ds.length_distribution().items()) + ")",
             "raise max_length (the p99 above), truncate from the left, or drop samples longer than max_length",
+        ))
+    if arrived:
+        report.add(Problem(
+            f"{len(arrived)} pre-tokenized sample(s) have no trained token (rows {_some(arrived)})",
+            f"they arrived with {PRETOKENIZED_UNTRAINED}: their loss is NaN or missing",
+            PRETOKENIZED_UNTRAINED_FIX,
         ))
     if empty:
         report.add(Problem(
@@ -758,17 +780,25 @@ def _dataset_problems(report: TrainerReport, collator: Any) -> None:
         ))
 
 
-def _inspect_batches(trainer: Any, batches: int, report: TrainerReport, collator: Any) -> None:
+def _inspect_batches(trainer: Any, batches: int, report: TrainerReport, collator: Any,
+                     counting: _Counting | None = None) -> None:
     it = iter(trainer.get_train_dataloader())
     for _ in range(batches):
         try:
             batch = next(it)
         except StopIteration:
             return
-        _inspect_batch(batch, report, collator)
+        b = report.batches  # the collator's call for this batch (None: collated out of sight, in a worker)
+        every_token = counting.every_token[b] if counting is not None and b < len(counting.every_token) else None
+        _inspect_batch(batch, report, collator, every_token)
 
 
-def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: Any) -> None:
+def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: Any,
+                   every_token: int | None = None) -> None:
+    """Add one batch's counts and problems to ``report``. ``every_token``: how many of its rows
+    respmask's collator found labelled on every token as they arrived (None: unknown); a row cut
+    to ``max_length`` may show every kept token trained though its prompt was masked (a left cut
+    that kept only the reply), so the collator's count, made before the cut, decides."""
     b = report.batches
     report.batches += 1
     if batch.get("labels") is None:
@@ -803,7 +833,7 @@ def _inspect_batch(batch: Mapping[str, Any], report: TrainerReport, collator: An
         ids = as_numpy(ids).reshape(labels.shape)
         # rows whose every real token is trained with itself as the label: labels copied from input_ids
         copied = ((labels == ids) | ~real).all(axis=1) & (real.sum(axis=1) > 1)
-        if copied.any():
+        if copied.any() and every_token != 0:
             report.add(Problem(
                 "samples reach the model with labels on every token (prompts are trained)",
                 "the dataset was tokenized before the collator, with labels = input_ids (TRL's SFTTrainer "

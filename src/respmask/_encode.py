@@ -32,6 +32,16 @@ EVERY_TOKEN_TRAINED = (
     "with respmask.Pretokenizer"
 )
 
+# why a pre-tokenized row has no trained label, and what to do (its messages are gone: they are not the cause)
+PRETOKENIZED_UNTRAINED = (
+    "every label -100, made before respmask saw them (typically a max_length cut when pre-tokenizing removed "
+    "every reply, or the conversation had none; 'assistant_masks' all 0 mean the same)"
+)
+PRETOKENIZED_UNTRAINED_FIX = (
+    "pre-tokenize again with a larger max_length or truncation='left' (respmask.Pretokenizer(..., "
+    "on_untrainable='drop') leaves such rows out), or drop such rows"
+)
+
 
 @dataclass
 class TrainingRow:
@@ -77,11 +87,20 @@ def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarra
     return ids[cut], labels[cut], None if positions is None else positions[cut], True
 
 
+def arrived_untrained(enc: Encoded) -> bool:
+    """Whether a row came pre-tokenized with no trained label: its labels were made before
+    respmask saw it (no messages to blame), e.g. by a ``max_length`` cut when it was pre-tokenized."""
+    return enc.text is None and not enc.n_trained
+
+
 def untrainable_reason(enc: Encoded, max_length: int | None = None, truncation: str = "right") -> str:
     """Why a row has no trained token, and what to do: the one wording every front-end uses."""
     if enc.n_trained:
         why = f"truncation to max_length={max_length} ({truncation}) removed all its trained tokens"
         fix = "raise max_length, or truncate from the other side"
+    elif arrived_untrained(enc):
+        why = f"it arrived pre-tokenized with {PRETOKENIZED_UNTRAINED}"
+        fix = PRETOKENIZED_UNTRAINED_FIX
     elif enc.turns:
         why = "its assistant turns cover no token"
         fix = "check the conversation with respmask.preview(sample, tokenizer)"
@@ -107,8 +126,11 @@ def training_row(enc: Encoded, index: int, max_length: int | None, truncation: s
     problem = None
     if not trained:
         problem = untrainable_reason(enc, max_length, truncation)
-    elif enc.text is None and enc.position_ids is None and trained == len(labels) > 1:
-        problem = EVERY_TOKEN_TRAINED  # pre-tokenized rows somebody else labelled
+    elif enc.text is None and enc.position_ids is None and trained == len(labels) > 1 and (
+            not cut or enc.n_trained == len(enc.labels)):
+        # pre-tokenized rows somebody else labelled: judged on the labels as they arrived, since a
+        # cut may keep only a reply of a row whose prompt is masked (truncation="left")
+        problem = EVERY_TOKEN_TRAINED
     return TrainingRow(enc.sample, index, enc, None, ids, labels, positions, cut, trained, problem,
                        images_dropped=fit.images_dropped if fit is not None else 0,
                        audio_dropped=fit.audio_dropped if fit is not None else 0)
