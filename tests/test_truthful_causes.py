@@ -66,3 +66,46 @@ def test_a_left_cut_of_pretokenized_rows_keeping_only_the_reply_is_not_blamed_on
         tok, max_length=16, truncation="left")), batches=1, verbose=False)
     assert [p.what for p in report.problems] == ["samples reach the model with labels on every token (prompts are "
                                                  "trained)"]
+
+
+# -- finding 10: a pre-tokenized row with no trained label holds no conversation to blame ---------
+
+def test_a_pretokenized_row_with_no_trained_label_is_told_apart_from_a_chat_without_a_reply(tmp_path):
+    tok = fixture_tokenizer("qwen2_5")
+    short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    pre = respmask.Pretokenizer(tok, max_length=80)({"messages": [LONG_REPLY, short, LONG_REPLY, short]})
+    dead = [i for i, labels in enumerate(pre["labels"]) if all(x == -100 for x in labels)]
+    assert dead == [0, 2]  # the cut kept only the long system prompt of those rows: every reply went with it
+    rows = [{"input_ids": ids, "labels": labels} for ids, labels in zip(pre["input_ids"], pre["labels"])]
+
+    _, said = _collate(ResponseOnlyCollator(tok, return_tensors="np"), rows)
+    assert len(said) == 1 and "[batch sample 0, batch sample 2]" in said[0]
+    assert "arrived pre-tokenized with every label -100" in said[0] and "larger max_length" in said[0]
+    assert "assistant reply" not in said[0] and "train=false" not in said[0]
+    with pytest.raises(respmask.UntrainableSampleError, match="arrived pre-tokenized"):
+        ResponseOnlyCollator(tok, on_untrainable="raise")(rows)
+
+    report = respmask.check(rows, tok)
+    assert report.untrainable == report.pretokenized_untrainable == [0, 2] and report.truncated_untrainable == []
+    assert "of which pre-tokenized with every label -100: 0, 2" in report.summary()
+    assert report.to_dict()["pretokenized_untrainable"] == [0, 2]
+
+    ds = datasets.Dataset.from_dict({k: pre[k] for k in ("input_ids", "labels")})
+    report = respmask.check_trainer(_trainer(tmp_path, tok, ds, ResponseOnlyCollator(tok)), batches=1, verbose=False)
+    (problem,) = report.problems
+    assert problem.what == "2 pre-tokenized sample(s) have no trained token (rows 0, 2)"
+    assert "made before respmask saw them" in problem.cause and "assistant reply" not in problem.cause
+    assert "pre-tokenize again with a larger max_length or truncation='left'" in problem.fix
+
+    # the controls: a conversation without a reply, and a pre-tokenized row whose replies the collator's
+    # own cut removes, keep their own causes
+    no_reply = {"messages": [{"role": "user", "content": "a question nobody answers"}]}
+    _, said = _collate(ResponseOnlyCollator(tok, return_tensors="np"), [no_reply])
+    assert "give them an assistant reply" in said[0] and "pre-tokenized" not in said[0]
+    report = respmask.check([no_reply], tok)
+    assert report.untrainable == [0] and report.pretokenized_untrainable == []
+    _, said = _collate(ResponseOnlyCollator(tok, max_length=8, return_tensors="np"), [rows[1]])
+    assert "truncation to max_length=8 (right) removed all its trained tokens" in said[0]
+    assert "pre-tokenized" not in said[0]
+    report = respmask.check([rows[1]], tok, max_length=8)
+    assert report.truncated_untrainable == [0] and report.pretokenized_untrainable == []
