@@ -279,3 +279,132 @@ def test_console_reasons_come_with_the_rest_of_their_first_error(tmp_path, capsy
     assert summary["reject_details"] == {
         "no trained token: it has no trained turn (no assistant message, or every message has train=false).":
             "sample 23: The loss of such a sample is NaN or missing; drop such samples, or give them an assistant reply"}
+
+
+# -- resuming only what this run would write: input content, chat template, tokenizer ----------
+
+def _chats(prefix, n):
+    return "".join(json.dumps({"messages": [{"role": "user", "content": f"{prefix} question {i}"},
+                                            {"role": "assistant", "content": f"{prefix} answer {i}"}]}) + "\n"
+                   for i in range(n))
+
+
+def _interrupt_after(out, shard):
+    """As if the run had stopped before ``shard`` finished: its files (and every later one's) removed."""
+    for p in out.iterdir():
+        if p.name.startswith(("part-", "stats-", "rejects-")) and int(p.name.split("-")[1].split(".")[0]) >= shard:
+            p.unlink()
+    (out / "summary.json").unlink()
+
+
+def test_rewritten_input_is_not_resumed(tmp_path):
+    """The input file rewritten at the same path (other rows): the finished shards hold the old
+    rows, so the run is refused, naming the input's content, instead of mixing two datasets."""
+    from respmask import RespmaskError
+
+    tok = fixture_tokenizer("qwen3")
+    src, out = tmp_path / "in.jsonl", tmp_path / "out"
+    src.write_text(_chats("old", 4))
+    tokenize_files(str(src), str(out), tok, shard_size=2, progress=False)
+    before = read_parts(out).to_list()
+    src.write_text(_chats("new", 6))
+    with pytest.raises(RespmaskError, match=r"other settings.*the input's content \(.*sha256.*Delete") as err:
+        tokenize_files(str(src), str(out), tok, shard_size=2, progress=False)
+    assert "chat template" not in str(err.value) and "tokenizer" not in str(err.value)  # only what changed
+    assert read_parts(out).to_list() == before  # nothing written
+    # the same rows written again (a new modification time) resume: the content is what counts
+    src.write_text(_chats("old", 4))
+    os.utime(src, ns=(1, 1))
+    _interrupt_after(out, 1)
+    summary = tokenize_files(str(src), str(out), tok, shard_size=2, progress=False)
+    assert summary.resumed_shards == 1 and read_parts(out).to_list() == before
+
+
+def test_saved_dataset_input_changed_is_not_resumed(tmp_path):
+    from respmask import RespmaskError
+
+    tok = fixture_tokenizer("qwen3")
+    data = rows(6)
+    datasets.Dataset.from_list(data[:4]).save_to_disk(str(tmp_path / "saved"))
+    tokenize_files(str(tmp_path / "saved"), str(tmp_path / "out"), tok, shard_size=2, progress=False)
+    datasets.Dataset.from_list(data[2:]).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(RespmaskError, match="the input's content"):
+        tokenize_files(str(tmp_path / "saved"), str(tmp_path / "out"), tok, shard_size=2, progress=False)
+
+
+def test_edited_chat_template_in_the_tokenizer_directory_is_not_resumed(tmp_path, capsys):
+    """The tokenizer directory's chat template edited (same path, same vocabulary): the finished
+    shards were rendered with the old template; the command exits 2 naming the chat template."""
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src, out = tmp_path / "in.jsonl", tmp_path / "out"
+    src.write_text(_chats("a", 6))
+    args = ["tokenize", str(src), str(out), "--tokenizer", str(tmp_path / "tok"), "--shard-size", "2", "--quiet"]
+    assert main(args) == 0
+    template = tmp_path / "tok" / "chat_template.jinja"
+    edited = template.read_text().replace("<|im_start|>", "<|im_start|> ")
+    assert edited != template.read_text()
+    template.write_text(edited)
+    _interrupt_after(out, 2)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the chat template used" in err and f"Delete {out}" in err and "input" not in err
+    assert not (out / "part-00002.parquet").exists()
+
+
+def test_another_chat_template_file_is_not_resumed(tmp_path, capsys):
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src, out = tmp_path / "in.jsonl", tmp_path / "out"
+    src.write_text(_chats("a", 4))
+    a, b = tmp_path / "a.jinja", tmp_path / "b.jinja"
+    a.write_text(tok.chat_template)
+    b.write_text(tok.chat_template.replace("<|im_start|>", "<|im_start|> "))
+    args = ["tokenize", str(src), str(out), "--tokenizer", str(tmp_path / "tok"), "--shard-size", "2", "--quiet"]
+    assert main([*args, "--chat-template", str(a)]) == 0
+    capsys.readouterr()
+    assert main([*args, "--chat-template", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "the chat template used" in err and "option chat_template" in err
+    assert tok.chat_template not in err  # named by length and hash, not printed whole
+
+
+def test_another_tokenizer_at_the_same_path_is_not_resumed(tmp_path):
+    """tokenizer.json replaced by one of the same size (two tokens' ids swapped) at the same path:
+    the name and the vocabulary size agree, the ids do not."""
+    from transformers import AutoTokenizer
+
+    from respmask import RespmaskError
+
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    src, out = tmp_path / "in.jsonl", tmp_path / "out"
+    src.write_text(_chats("a", 4))
+    tokenize_files(str(src), str(out), AutoTokenizer.from_pretrained(tmp_path / "tok"), shard_size=2, progress=False)
+    spec = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = "q", "a"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (tmp_path / "tok" / "tokenizer.json").write_text(json.dumps(spec))
+    other = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert len(other) == len(tok) and other("q").input_ids != tok("q").input_ids
+    with pytest.raises(RespmaskError, match="the tokenizer's vocabulary, special tokens or chat template"):
+        tokenize_files(str(src), str(out), other, shard_size=2, progress=False)
+
+
+def test_run_json_of_an_older_respmask_is_refused(tmp_path):
+    """A run.json without the input's content, the template and the tokenizer (as respmask wrote
+    it before they were recorded) cannot vouch for its shards: refused, saying so."""
+    from respmask import RespmaskError
+
+    tok = fixture_tokenizer("qwen3")
+    src, out = tmp_path / "in.jsonl", tmp_path / "out"
+    src.write_text(_chats("a", 4))
+    tokenize_files(str(src), str(out), tok, shard_size=2, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    old = {k: run[k] for k in ("input", "pack", "drop_untrainable", "shard_size", "options", "tokenizer", "vocab_size")}
+    (out / "run.json").write_text(json.dumps({"format": 1, **old}))
+    with pytest.raises(RespmaskError, match=r"older respmask.*cannot be checked.*Delete"):
+        tokenize_files(str(src), str(out), tok, shard_size=2, progress=False)
+
