@@ -104,3 +104,33 @@ def test_padding_saved_on_a_length_mix():
     lengths = [int(rng.lognormvariate(6.5, 0.9)) for _ in range(2000)]  # a long-tailed mix, median ~650
     stats = padding_stats(lengths, batch_size=8, max_length=4096)
     assert stats["padding_fraction_packed_rows"] < 0.05 < stats["padding_fraction_padded"]
+
+
+def test_packer_warns_about_the_samples_it_truncates():
+    """A sample longer than the budget is cut to its first max_length tokens: the Packer says how
+    many samples, tokens and trained tokens, and which samples then train nothing."""
+    import warnings
+
+    from respmask import RespmaskWarning
+
+    tok = fixture_tokenizer("qwen3")
+    enc = Pretokenizer(tok)({"messages": [r["messages"] for r in rows(10)]})
+    ids, labels = enc["input_ids"], enc["labels"]
+    L = 40
+    long = [j for j, x in enumerate(ids) if len(x) > L]
+    cut_tokens = sum(len(ids[j]) - L for j in long)
+    cut_trained = sum(int((np.asarray(labels[j][L:]) != -100).sum()) for j in long)
+    emptied = [j for j in long if (np.asarray(labels[j][:L]) == -100).all()]
+    assert long and emptied and cut_trained  # the batch has each case
+    with pytest.warns(RespmaskWarning) as caught:
+        packed = Packer(L)({"input_ids": ids, "labels": labels})
+    message = str(caught[0].message)
+    named = ", ".join(map(str, long[:8])) + (" ..." if len(long) > 8 else "")  # the first eight named
+    assert (f"{len(long)} of 10 samples in this batch (rows {named}) are longer than "
+            f"max_length={L} and were truncated to their first {L} tokens: {cut_tokens} token(s) cut, "
+            f"{cut_trained} of them trained; {len(emptied)} of them now train no token") in message
+    assert sum(sum(r) for r in packed["lengths"]) == sum(min(len(x), L) for x in ids)
+    # nothing to cut: nothing said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RespmaskWarning)
+        Packer(max(map(len, ids)))({"input_ids": ids, "labels": labels})

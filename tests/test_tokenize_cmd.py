@@ -408,3 +408,64 @@ def test_run_json_of_an_older_respmask_is_refused(tmp_path):
     with pytest.raises(RespmaskError, match=r"older respmask.*cannot be checked.*Delete"):
         tokenize_files(str(src), str(out), tok, shard_size=2, progress=False)
 
+
+# -- packing: what a packed row cannot hold is counted as truncation --------------------------
+
+def _written(out):
+    parts = read_parts(out)
+    return (sum(len(x) for x in parts["input_ids"]),
+            sum(sum(1 for v in lab if v != -100) for lab in parts["labels"]))
+
+
+def test_pack_counts_the_samples_it_cuts(tmp_path, capsys):
+    tok = fixture_tokenizer("qwen3")
+    data = rows(10)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in data))
+    ref = Pretokenizer(tok)({"messages": [r["messages"] for r in data]})
+    L = 100
+    long = [(len(i), sum(1 for v in lab[L:] if v != -100)) for i, lab in zip(ref["input_ids"], ref["labels"])
+            if len(i) > L]
+    assert long  # the test needs samples longer than L
+    summary = tokenize_files(str(src), str(tmp_path / "out"), tok, shard_size=10, pack=L, progress=False)
+    tokens, trained = _written(tmp_path / "out")
+    assert (summary.tokens, summary.trained_tokens) == (tokens, trained)  # what was written, no more
+    assert summary.truncated_rows == len(long) and summary.max_length == L
+    assert summary.truncated_tokens == sum(n - L for n, _ in long)
+    assert summary.truncated_trained_tokens == sum(k for _, k in long) > 0
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["truncated_tokens"] == summary.truncated_tokens and on_disk["tokens"] == tokens
+    # the command prints it
+    tok.save_pretrained(tmp_path / "tok")
+    assert main(["tokenize", str(src), str(tmp_path / "cli"), "--tokenizer", str(tmp_path / "tok"),
+                 "--pack", str(L)]) == 0
+    out = capsys.readouterr().out
+    assert f"{tokens} tokens" in out and f"{len(long)} truncated" in out
+    assert (f"  truncated to {L} tokens by --pack {L}: {len(long)} sample(s), {summary.truncated_tokens} token(s) cut, "
+            f"{summary.truncated_trained_tokens} of them trained") in out
+
+
+def test_pack_cut_that_leaves_no_trained_token_is_an_untrainable_row(tmp_path, capsys):
+    """A sample whose replies all lie past L trains nothing once cut: counted untrainable (exit 1,
+    as check does), or moved to the rejects with --drop-untrainable; --truncation left keeps its end."""
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    data = rows(10)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in data))
+    ref = Pretokenizer(tok)({"messages": [r["messages"] for r in data]})
+    L = 40
+    emptied = [j for j, lab in enumerate(ref["labels"]) if all(v == -100 for v in lab[:L])]
+    assert emptied
+    base = ["tokenize", str(src), "--tokenizer", str(tmp_path / "tok"), "--pack", str(L), "--quiet", "--json"]
+    assert main([base[0], base[1], str(tmp_path / "a"), *base[2:]]) == 1
+    summary = json.loads(capsys.readouterr().out.split("\n}")[0] + "\n}")
+    assert summary["untrainable_rows"] == len(emptied)
+    assert main([base[0], base[1], str(tmp_path / "b"), *base[2:], "--drop-untrainable", "--allow-rejects"]) == 0
+    assert sorted(r["index"] for r in read_rejects(tmp_path / "b")) == emptied
+    assert "truncation to max_length=40 (right) removed all its trained tokens" in read_rejects(tmp_path / "b")[0]["error"]
+    capsys.readouterr()
+    assert main([base[0], base[1], str(tmp_path / "c"), *base[2:], "--truncation", "left"]) == 0
+    ends = sorted(tuple(r["input_ids"][-5:]) for r in read_parts(tmp_path / "c")
+                  for r in [r] if len(r["lengths"]) == 1 and r["lengths"][0] == L)
+    assert ends and all(e in {tuple(i[-5:]) for i in ref["input_ids"]} for e in ends)

@@ -217,6 +217,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     options = _options(args)
     if args.max_length:
         options["max_length"] = args.max_length
+    if args.max_length or args.pack:  # --pack L truncates a longer sample to L, from this side
         options["truncation"] = args.truncation
     options["on_lost_data"] = "keep" if args.keep_lost_data else "reject"
     summary = tokenize_files(
@@ -238,6 +239,11 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
               f"{100 * summary.trained_fraction:.1f}% trained; {summary.truncated_rows} truncated, "
               f"{summary.untrainable_rows} untrainable; {summary.resumed_shards} of {summary.shards} shard(s) resumed",
               file=stream)
+        if summary.truncated_rows:
+            by = f" by --pack {args.pack}" if summary.max_length != args.max_length else ""
+            print(f"  truncated to {summary.max_length} tokens{by}: {summary.truncated_rows} sample(s), "
+                  f"{summary.truncated_tokens} token(s) cut, {summary.truncated_trained_tokens} of them trained"
+                  + (f" (--truncation {args.truncation})" if args.truncation != "right" else ""), file=stream)
         for reason, n in sorted(summary.reject_reasons.items(), key=lambda r: -r[1])[:8]:
             print(f"  {n} x {reason}", file=stream)
             if reason in summary.reject_details:  # the first one's where and what to do

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import warn
 from ._masks import IGNORE_INDEX
 from ._samples import to_python
 
@@ -45,13 +46,14 @@ def pack(rows: Sequence[Mapping[str, Any]], max_length: int) -> tuple[list[dict[
     Args:
         rows: tokenized samples, each with ``input_ids`` and ``labels`` (lists or arrays), as
             :class:`respmask.Pretokenizer` or ``respmask tokenize`` writes them.
-        max_length: the token budget of a packed row. A longer sample keeps its first
-            ``max_length`` tokens.
+        max_length: the token budget of a packed row. A longer sample is truncated to its first
+            ``max_length`` tokens (counted in ``cut``; :class:`Packer` warns about it). Truncate
+            beforehand (``Pretokenizer(tok, max_length=..., truncation=...)``) to choose the side.
 
     Returns:
         ``(packed, cut)``: the packed rows (dicts of int64 arrays ``input_ids``, ``labels``,
         ``position_ids`` and ``lengths``, the length of each sample in the row) and how many
-        samples were cut to ``max_length``. Empty samples are dropped.
+        samples were truncated to ``max_length``. Empty samples are dropped.
 
     Raises:
         ValueError: ``max_length`` is not positive.
@@ -93,6 +95,11 @@ class Packer:
     batch returns columns ``input_ids``, ``labels``, ``position_ids`` and ``lengths`` (int32), as
     :func:`respmask.pack` makes them.
 
+    A sample longer than ``max_length`` is truncated to its first ``max_length`` tokens, with a
+    :class:`respmask.RespmaskWarning` per batch saying how many samples, tokens and trained tokens
+    were cut (and which samples then train no token). Truncate beforehand
+    (``Pretokenizer(tok, max_length=..., truncation=...)``) to choose the side and silence it.
+
     Args:
         max_length: the token budget of a packed row.
 
@@ -115,8 +122,39 @@ class Packer:
         n = len(batch["input_ids"])
         rows = [{"input_ids": to_python(batch["input_ids"][i]), "labels": to_python(batch["labels"][i])}
                 for i in range(n)]
-        packed, _ = pack(rows, self.max_length)
+        packed, cut = pack(rows, self.max_length)
+        if cut:
+            warn(_cut_warning(rows, self.max_length))
         return {k: [p[k].astype(np.int32) for p in packed] for k in ("input_ids", "labels", "position_ids", "lengths")}
+
+
+def _cut_warning(rows: Sequence[Mapping[str, Any]], max_length: int) -> str:
+    """What truncating ``rows`` to ``max_length`` tokens cuts, in the collator's terms: the
+    samples (their positions in the batch), the tokens and trained tokens cut, and the samples
+    left with no trained token."""
+    long, tokens, trained, emptied = [], 0, 0, []
+    for j, r in enumerate(rows):
+        labels = np.asarray(r["labels"])
+        if len(labels) <= max_length:
+            continue
+        long.append(j)
+        tokens += len(labels) - max_length
+        lost = int((labels[max_length:] != IGNORE_INDEX).sum())
+        trained += lost
+        if lost and not (labels[:max_length] != IGNORE_INDEX).any():
+            emptied.append(j)
+
+    def some(xs: list[int]) -> str:
+        return ", ".join(map(str, xs[:8])) + (" ..." if len(xs) > 8 else "")
+
+    return (f"respmask: Packer({max_length}): {len(long)} of {len(rows)} samples in this batch (rows {some(long)}) are "
+            f"longer than max_length={max_length} and were truncated to their first {max_length} tokens: {tokens} "
+            f"token(s) cut, {trained} of them trained"
+            + (f"; {len(emptied)} of them now train no token, their loss is NaN or missing (rows {some(emptied)})"
+               if emptied else "")
+            + ". Raise max_length, or truncate before packing, from the side you choose: respmask.Pretokenizer(tok, "
+            "max_length=..., truncation='right' or 'left') (respmask.check(dataset, tok, max_length=...) counts "
+            "what it cuts)")
 
 
 def padding_stats(lengths: Sequence[int], batch_size: int, max_length: int) -> dict[str, float]:

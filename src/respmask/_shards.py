@@ -9,7 +9,8 @@ could not be used, with its index and the reason), ``stats-00000.json`` per shar
 finished shards; ``run.json`` records what the shards are made of (the input's content, the chat
 template, the tokenizer, every option), and a run in which any of it changed is refused rather
 than mixed with them. Nothing is dropped silently: every input row is in a part or in a rejects
-file, and the summary's counts add up.
+file, and the summary's counts add up (a sample longer than ``--pack L`` is truncated to L and
+counted as truncated, as ``--max-length`` would).
 
 The work runs inside the engine you choose: ``datasets`` (``Dataset.map(num_proc=N)``) or Ray Data
 (``map_batches``); JSON Lines rows travel as JSON strings, so rows of any shape (even ones Arrow
@@ -57,6 +58,11 @@ class Summary:
     untrainable_rows: int = 0
     rejected_untrainable_rows: int = 0  # of the untrainable rows, those --drop-untrainable moved to the rejects
     truncated_rows: int = 0
+    # what truncation cut from the written rows: to --max-length, or to --pack L when that is smaller
+    # (a packed row holds at most L tokens); max_length is the length they were cut to (None: none)
+    truncated_tokens: int = 0
+    truncated_trained_tokens: int = 0
+    max_length: int | None = None
     packed_rows: int = 0
     # of the written rows: earlier turns' reasoning the template leaves out (Qwen3; split="auto" trains it),
     # data it leaves out of rows kept with --keep-lost-data, and empty replies (only their stop token trains)
@@ -112,20 +118,22 @@ def bad_json_line(line: int, exc: json.JSONDecodeError) -> str:
     return f"line {line}: not valid JSON ({exc.msg} at column {exc.colno})"
 
 
-#: per written row, what the template leaves out of it (summed into the Summary's fields of these names)
+#: per written row, what the template leaves out of it and what truncation cut from it (summed into
+#: the Summary's fields of these names)
 DETAILS = ("reasoning_left_out_messages", "reasoning_left_out_tokens", "lost_data_rows", "lost_data_messages",
-           "lost_data_tokens", "empty_replies")
+           "lost_data_tokens", "empty_replies", "truncated_tokens", "truncated_trained_tokens")
 
 
 def _details(row: TrainingRow) -> tuple[int, ...]:
     """:data:`DETAILS` of one training row (zeros for a row that raised)."""
     enc = row.encoded
-    if enc is None:
+    if enc is None or row.input_ids is None:
         return (0,) * len(DETAILS)
     lost = enc.lost_data
     reasoning = len(enc.dropped) - len(lost)
     return (reasoning, enc.reasoning_tokens_dropped, int(bool(lost)), len(lost),
-            enc.dropped_tokens - enc.reasoning_tokens_dropped, len(row.empty_replies))
+            enc.dropped_tokens - enc.reasoning_tokens_dropped, len(row.empty_replies),
+            len(enc.input_ids) - len(row.input_ids), enc.n_trained - row.trained)
 
 
 class _JsonRows:
@@ -426,7 +434,12 @@ def tokenize_files(
 
     started = time.time()
     options.setdefault("on_lost_data", "reject")
-    pretokenizer = Pretokenizer(tokenizer, on_error="collect", **options)
+    # a packed row holds at most `pack` tokens: a longer sample is truncated to it, as --max-length
+    # truncates (with its side, its counts, and its untrainable rows), never cut silently by packing
+    cut_at = options.get("max_length")
+    if pack and (cut_at is None or pack < cut_at):
+        cut_at = pack
+    pretokenizer = Pretokenizer(tokenizer, on_error="collect", **{**options, "max_length": cut_at})
     settings = {
         "format": FORMAT_VERSION, "respmask": _version(), "input": os.path.abspath(input_path),
         "input_content": _content(input_path), "pack": pack,
@@ -466,7 +479,7 @@ def tokenize_files(
 
         shards = dataset_shards()
     n_shards = -(-total // shard_size) if total else 0
-    summary = Summary(shards=n_shards)
+    summary = Summary(shards=n_shards, max_length=cut_at)
     bar = _progress(n_shards, progress)
     for k, table in shards:
         stats_file = out / f"stats-{k:05d}.json"
@@ -672,8 +685,13 @@ def _finish_shard(table: Any, pack: int | None,
     if pack:
         rows = [{"input_ids": i, "labels": lab} for i, lab in
                 zip(kept.column("input_ids").to_pylist(), kept.column("labels").to_pylist())]
-        packed, _ = pack_rows(rows, pack)
+        packed, cut = pack_rows(rows, pack)
+        if cut:  # the Pretokenizer truncated every sample to `pack` tokens at most
+            raise RespmaskError(f"internal error: packing cut {cut} sample(s) longer than {pack} tokens")
         stats["packed_rows"] = len(packed)
+        # what is written: packing masks each sample's first label (no sample predicts the next one's start)
+        stats["tokens"] = int(sum(len(p["input_ids"]) for p in packed))
+        stats["trained_tokens"] = int(sum(int((p["labels"] != IGNORE_INDEX).sum()) for p in packed))
         part = pa.table({
             "input_ids": pa.array([p["input_ids"] for p in packed], type=pa.list_(pa.int32())),
             "labels": pa.array([p["labels"] for p in packed], type=pa.list_(pa.int32())),
