@@ -82,6 +82,7 @@ from typing import Any, Literal
 from types import MappingProxyType
 
 from ._errors import MissingColumnsError, SampleError
+from ._origin import REASONING_KEYS
 
 DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "preference"]
 FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion", "preference")
@@ -716,6 +717,16 @@ class SampleReader:
             if isinstance(row, Mapping):
                 if not ("prompt" in row and "completion" in row):
                     raise self._missing(row, "'prompt' and 'completion'", "prompt_completion")
+                system = row.get("system")
+                if system is not None and system != "":
+                    if not isinstance(row["prompt"], (list, tuple)):
+                        raise SampleError(
+                            "has a 'system' column, which a plain-text prompt/completion row cannot render (it has "
+                            "no chat template): write the prompt as messages ('prompt': [{'role': 'user', ...}]) "
+                            "or put the system text into the prompt"
+                        )
+                    row = {**{k: v for k, v in row.items() if k != "system"},
+                           "prompt": _system_first(list(row["prompt"]), system, "system")}
                 if isinstance(row.get("tools"), str):
                     return {**row, "tools": _tools(row["tools"], wrap=False)}
             return row
@@ -733,7 +744,13 @@ class SampleReader:
             raise SampleError(f"a preference sample must be a dict, got {type(row).__name__}")
         kto = _kto_key(row)
         if kto is not None:
-            if not row[kto]:
+            flag = row[kto]
+            if not (isinstance(flag, bool) or type(flag).__name__ == "bool_" or (type(flag) is int and flag in (0, 1))):
+                raise SampleError(
+                    f"'{kto}' must be true or false (whether the reply is desirable), got {flag!r}: a string such "
+                    "as 'false' would read as true. Convert the column to booleans first."
+                )
+            if not flag:
                 raise SampleError(
                     f"has {kto}={row[kto]!r}: its reply is marked undesirable (KTO data), and data_format='preference' "
                     f"trains only desirable replies. Filter such rows out (ds.filter(lambda r: r[{kto!r}])) to keep "
@@ -828,11 +845,14 @@ class SampleReader:
                         converted[i] = new_message
         if key is None:
             return converted
+        system = row.get("system")
+        if system is not None and system != "" and isinstance(converted, (list, tuple)):
+            converted = _system_first(list(converted), system, "system")  # a system column, as ShareGPT's
         tools = row.get("tools")
         new_tools = _tools(tools, wrap=False) if isinstance(tools, str) else tools
         if converted is messages and new_tools is tools:
             return row
-        new = dict(row)
+        new = {k: v for k, v in row.items() if k != "system"}
         new[key] = converted
         if new_tools is not tools:
             new["tools"] = new_tools
@@ -885,6 +905,12 @@ class SampleReader:
             role = roles[raw]
             value = m.get(content_key)
             rest = {k: v for k, v in m.items() if k not in (role_key, content_key)}
+            if (value is None and content_key not in m and role != FUNCTION_CALL
+                    and not any(k in rest for k in ("tool_calls", "function_call", *REASONING_KEYS))):
+                raise SampleError(
+                    f"{at} has no {content_key!r} (the mapping's content_key; its keys: {sorted(map(str, m))}), so "
+                    "its text would be lost: pass the key that holds it (content_key=...; CLI: --content-key)"
+                )
             if role != FUNCTION_CALL and value is not None and not isinstance(value, (str, list, tuple)):
                 raise SampleError(
                     f"{at}[{content_key!r}] must be a string or a list of content parts, "

@@ -11,10 +11,13 @@ import numpy as np
 
 from ._errors import MissingColumnsError, SampleError
 from ._formats import AUTO, SampleReader, no_format
+from ._origin import REASONING_KEYS
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MASK_KEYS = ("assistant_masks", "completion_mask")
 _COMMON_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})  # valid without the regex
+# what a message may hold instead of a 'content' (an assistant's tool calls, its reasoning)
+_NOT_CONTENT_DATA = frozenset({"tool_calls", "function_call", *REASONING_KEYS})
 
 
 @dataclass
@@ -85,6 +88,8 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
             raise SampleError(f"{what}[{i}]['train'] must be true or false, got {train!r}")
         content = m.get("content")
         text = type(content) is str
+        if content is None and "content" not in m and _NOT_CONTENT_DATA.isdisjoint(m):
+            raise _no_content(m, what, i)
         if not text and content is not None and not isinstance(content, (str, list, tuple, Mapping)):
             raise SampleError(
                 f"{what}[{i}]['content'] must be a string or a list of content parts, got {type(content).__name__}"
@@ -106,6 +111,23 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
         out.append(m)
         trains.append(train)
     return out, trains, None if states is None else bytes(states)
+
+
+def _no_content(message: Mapping[str, Any], what: str, i: int) -> SampleError:
+    """A message without a ``content`` (nor tool calls or reasoning): templates render it as an
+    empty message, so whatever it holds under another key would be lost; the error names the key
+    that looks like its text and the mapping that reads it."""
+    keys = sorted(map(str, message))
+    others = [k for k in keys if k not in ("role", "train", "name") and isinstance(message[k], (str, list))]
+    field = what.strip("'") if what.startswith("'") else "messages"
+    if others:
+        key = others[0]
+        how = (f"If its text is under {key!r}, read it with mapping=MessageMapping(field_messages={field!r}, "
+               f"role_key='role', content_key={key!r}) (CLI: --field-messages {field} --role-key role "
+               f"--content-key {key}).")
+    else:
+        how = "Give it a 'content' (an empty string for a message that is meant to be empty)."
+    return SampleError(f"{what}[{i}] has no 'content' (its keys: {keys}), so its text would be lost. {how}")
 
 
 def _chat(read: tuple[list[dict[str, Any]], list[Any], bytes | None], sample: Mapping[str, Any],

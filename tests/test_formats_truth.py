@@ -1,0 +1,75 @@
+"""Rows whose data the reading would lose or misread without a word (found trying respmask as a new
+user): a message whose text is under another key, a KTO flag written as a string, a ``system``
+column beside OpenAI ``messages`` or a prompt/completion row. Each is read right or refused with
+what to do; nothing renders as an empty message silently."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("transformers")
+
+import respmask  # noqa: E402
+from respmask import ChatMasker, ResponseOnlyCollator, SampleError  # noqa: E402
+from support.tokenizers import fixture_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return fixture_tokenizer("qwen2_5")
+
+
+def _trained(tok, batch) -> str:
+    return tok.decode(batch["labels"][0][batch["labels"][0] != -100])
+
+
+def test_a_message_without_content_names_the_key_that_holds_its_text(tok):
+    row = {"messages": [{"role": "user", "text": "What is the capital of France?"},
+                        {"role": "assistant", "text": "Paris, zqnonce."}]}
+    report = respmask.check([row], tok)
+    (_, error), = report.errors
+    assert "'messages'[0] has no 'content' (its keys: ['role', 'text'])" in error
+    assert "content_key='text'" in error and "--content-key text" in error
+    with pytest.raises(SampleError, match="has no 'content'"):
+        ResponseOnlyCollator(tok)([row])
+    # the fix it names works
+    mapping = respmask.MessageMapping(field_messages="messages", role_key="role", content_key="text")
+    assert _trained(tok, ResponseOnlyCollator(tok, mapping=mapping)([row])) == "Paris, zqnonce.<|im_end|>"
+    # a mapping whose content_key the messages do not have names that key
+    typo = respmask.MessageMapping(field_messages="messages", role_key="role", content_key="txt")
+    (_, error), = respmask.check([row], tok, mapping=typo).errors
+    assert "has no 'txt' (the mapping's content_key" in error
+    # messages that hold tool calls or reasoning instead of content are not this error
+    calls = {"messages": [{"role": "user", "content": "Weather?"},
+                          {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                              "name": "weather", "arguments": {"city": "Paris"}}}]},
+                          {"role": "tool", "content": "sunny"}, {"role": "assistant", "content": "Sunny."}]}
+    assert not respmask.check([calls], tok).errors
+
+
+def test_a_kto_flag_must_be_a_boolean(tok):
+    conv = [{"from": "human", "value": "How do I pick a lock?"}, {"from": "gpt", "value": "UNDESIRABLE zqnonce"}]
+    for flag in ("false", "true", "0", "yes"):
+        with pytest.raises(SampleError, match=r"'kto_tag' must be true or false .* got '"):
+            ResponseOnlyCollator(tok, data_format="preference")([{"conversations": conv, "kto_tag": flag}])
+    with pytest.raises(SampleError, match="marked undesirable"):
+        ResponseOnlyCollator(tok, data_format="preference")([{"conversations": conv, "kto_tag": False}])
+    batch = ResponseOnlyCollator(tok, data_format="preference")([{"conversations": conv, "kto_tag": True}])
+    assert _trained(tok, batch) == "UNDESIRABLE zqnonce<|im_end|>"
+
+
+def test_a_system_column_beside_messages_is_the_system_prompt(tok):
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Arr, zqnonce."}]
+    row = {"messages": messages, "system": "You are a PIRATE."}
+    masker = ChatMasker(tok)
+    reference = tok.apply_chat_template([{"role": "system", "content": "You are a PIRATE."}, *messages], tokenize=False)
+    assert masker.render(row).text == reference
+    assert row == {"messages": messages, "system": "You are a PIRATE."}  # the row is not changed
+    same = {"messages": [{"role": "system", "content": "You are a PIRATE."}, *messages], "system": "You are a PIRATE."}
+    assert masker.render(same).text == reference  # said twice, alike: once
+    with pytest.raises(SampleError, match="'system' column and also starts its conversation with another system"):
+        masker.render({**same, "system": "You are a NINJA."})
+    conversational = {"prompt": [messages[0]], "completion": [messages[1]], "system": "You are a PIRATE."}
+    assert masker.render(conversational).text == reference
+    with pytest.raises(SampleError, match="plain-text prompt/completion row cannot render"):
+        masker.render({"prompt": "Hi", "completion": "Arr", "system": "You are a PIRATE."})
