@@ -368,6 +368,10 @@ def test_another_chat_template_file_is_not_resumed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the chat template used" in err and "option chat_template" in err
     assert tok.chat_template not in err  # named by length and hash, not printed whole
+    import hashlib
+
+    new = b.read_text()
+    assert f"<{len(new)} characters, sha256 {hashlib.sha256(new.encode()).hexdigest()[:12]}>" in err
 
 
 def test_another_tokenizer_at_the_same_path_is_not_resumed(tmp_path):

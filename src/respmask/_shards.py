@@ -425,9 +425,15 @@ def tokenize_files(
 
     ``options`` are :class:`respmask.Pretokenizer` options (``max_length``, ``truncation``,
     ``train_on``, ``template_kwargs`` ...); ``on_lost_data`` defaults to ``"reject"`` here: a row
-    holding data the chat template leaves out goes to the rejects with what it lost. ``pack=L`` packs each shard's samples into rows of at
-    most L tokens (best-fit decreasing). ``drop_untrainable`` moves samples with no trained token to
+    holding data the chat template leaves out goes to the rejects with what it lost. ``pack=L`` packs
+    each shard's samples into rows of at most L tokens (best-fit decreasing); a longer sample is
+    truncated to L first, as ``max_length=L`` would (and counted so). ``drop_untrainable`` moves samples with no trained token to
     the rejects instead of writing them.
+
+    Raises:
+        RespmaskError: no such input; or ``output_dir`` holds finished shards of a run with other
+            settings (input content, chat template, tokenizer, respmask version or an option; or a
+            run.json an older respmask wrote), naming what changed.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -588,9 +594,11 @@ def _shown(value: Any) -> str:
         return f"{value['bytes']} bytes, sha256 {value['sha256'][:12]}"
     if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
         return f"sha256 {value[:12]}"
+    if isinstance(value, str) and len(value) > 60:  # a template: its length, and its sha256 as run.json records it
+        return f"<{len(value)} characters, sha256 {_sha256(value)[:12]}>"
     text = json.dumps(value)
     if len(text) > 60:
-        return f"<{len(text)} characters, sha256 {_sha256(text)[:12]}>"
+        return f"<{len(text)} characters of JSON, sha256 {_sha256(text)[:12]}>"
     return text
 
 
