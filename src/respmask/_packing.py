@@ -147,10 +147,12 @@ def _cut_warning(rows: Sequence[Mapping[str, Any]], max_length: int) -> str:
     def some(xs: list[int]) -> str:
         return ", ".join(map(str, xs[:8])) + (" ..." if len(xs) > 8 else "")
 
-    return (f"respmask: Packer({max_length}): {len(long)} of {len(rows)} samples in this batch (rows {some(long)}) are "
+    return (f"respmask: Packer({max_length}): {len(long)} of {len(rows)} samples in this batch "
+            f"({'rows' if len(long) > 1 else 'row'} {some(long)}) are "
             f"longer than max_length={max_length} and were truncated to their first {max_length} tokens: {tokens} "
             f"token(s) cut, {trained} of them trained"
-            + (f"; {len(emptied)} of them now train no token, their loss is NaN or missing (rows {some(emptied)})"
+            + (f"; {len(emptied)} of them now train no token, their loss is NaN or missing "
+               f"({'rows' if len(emptied) > 1 else 'row'} {some(emptied)})"
                if emptied else "")
             + ". Raise max_length, or truncate before packing, from the side you choose: respmask.Pretokenizer(tok, "
             "max_length=..., truncation='right' or 'left') (respmask.check(dataset, tok, max_length=...) counts "
