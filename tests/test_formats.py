@@ -238,7 +238,9 @@ def test_mapping_without_the_role_names_the_role_and_the_fix(tok):
     with pytest.raises(SampleError) as info:
         ResponseOnlyCollator(tok, mapping=mapping)(load("custom.jsonl"))
     msg = str(info.value)
-    assert msg.startswith("sample 0: 'dialog'[1] has role 'agent', which is not one of") and "role_map=" in msg
+    # the row carries an id: the collator names it as its warnings do (the position in the batch, then the row)
+    assert msg.startswith("batch sample 0 (dataset row 'a1'): 'dialog'[1] has role 'agent', which is not one of")
+    assert "role_map=" in msg and info.value.index == 0
     with pytest.raises(SampleError, match="has no 'dialog' column, which mapping field_messages='dialog' reads"):
         ChatMasker(tok, mapping=CUSTOM_MAPPING).encode({"messages": [{"role": "user", "content": "x"}]})
 

@@ -5,6 +5,7 @@ position in the batch."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -109,3 +110,47 @@ def test_a_pretokenized_row_with_no_trained_label_is_told_apart_from_a_chat_with
     assert "pre-tokenized" not in said[0]
     report = respmask.check([rows[1]], tok, max_length=8)
     assert report.truncated_untrainable == [0] and report.pretokenized_untrainable == []
+
+
+# -- finding 13: a collator error names the dataset row, as the warnings do ----------------------
+
+def _chat(i):
+    return {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+
+
+def test_collator_errors_name_the_dataset_row_when_the_rows_carry_one(tmp_path):
+    tok = fixture_tokenizer("qwen2_5")
+    rows = [{**_chat(i), "index": i} for i in range(16)]
+    rows[13]["messages"][1]["train"] = "false"  # a string where a bool belongs
+    batch = [rows[4], rows[9], rows[13], rows[0]]
+    with pytest.raises(respmask.SampleError) as info:
+        ResponseOnlyCollator(tok)(batch)
+    assert type(info.value) is respmask.SampleError and info.value.index == 2
+    assert str(info.value) == "batch sample 2 (dataset row 13): 'messages'[1]['train'] must be true or false, got 'false'"
+
+    # without an id column the number is still the position, and the error says so and how to name rows
+    plain = [{"messages": row["messages"]} for row in batch]
+    with pytest.raises(respmask.SampleError) as info:
+        ResponseOnlyCollator(tok)(plain)
+    text = str(info.value)
+    assert info.value.index == 2 and text.startswith("sample 2: 'messages'[1]['train'] must be true or false")
+    assert "is its position in this batch, not a dataset row" in text and "add_column('index'" in text
+
+    # the errors the collator raises itself name the row the same way
+    no_reply = {"messages": [{"role": "user", "content": "nobody answers"}], "id": "chat-7"}
+    with pytest.raises(respmask.UntrainableSampleError) as info:
+        ResponseOnlyCollator(tok, on_untrainable="raise")([_chat(0), no_reply])
+    assert info.value.index == 1 and str(info.value).startswith("batch sample 1 (dataset row 'chat-7'): no trained token")
+    packed = {"input_ids": [1, 2, 3, 4], "labels": [-100, 2, 3, 4], "position_ids": [0, 1, 0, 1], "index": 5}
+    with pytest.raises(respmask.SampleError, match=r"^batch sample 0 \(dataset row 5\): is a packed row"):
+        ResponseOnlyCollator(tok)([packed])
+
+    # in training: the Trainer's sampler shuffles, so the position in the batch is not the dataset row
+    ds = datasets.Dataset.from_list(rows)
+    trainer = transformers.Trainer(
+        model=tiny_model(len(tok)), args=_args(tmp_path, max_steps=4, remove_unused_columns=False),
+        train_dataset=ds, data_collator=ResponseOnlyCollator(tok))
+    with pytest.raises(respmask.SampleError) as info:
+        trainer.train()
+    assert re.fullmatch(r"batch sample \d \(dataset row 13\): 'messages'\[1\]\['train'\] must be true or false, "
+                        r"got 'false'", str(info.value)), str(info.value)

@@ -102,6 +102,33 @@ def _row_name(features: Sequence[Any], j: int) -> str:
     return f"dataset row {f[key]!r}" if key else f"batch sample {j}"
 
 
+_INDEX_HINT = "give the dataset an 'index' column (ds.add_column('index', range(len(ds)))) to name its rows"
+
+
+def _named(exc: SampleError, features: Sequence[Any], hint: bool = True) -> SampleError:
+    """``exc`` (its ``index``: the sample's position in the batch) saying which sample that is:
+    ``batch sample 2 (dataset row 13): ...`` when the row carries an ``index``/``idx``/``id``/
+    ``row_id`` value, as the warnings name it; else ``sample 2: ...`` followed by a note that 2 is
+    a position in the batch (a Trainer's sampler shuffles: ``ds[2]`` is another row) and how to
+    have dataset rows named (``hint=False``: without that note). Same type, ``index``, ``problem``
+    and cause."""
+    j = exc.index
+    if j is None or not 0 <= j < len(features):
+        return exc
+    name = _row_name(features, j)
+    if name.startswith("dataset row "):
+        text = f"batch sample {j} ({name}): {exc.problem}"
+    elif hint:
+        text = f"sample {j}: {exc.problem} (sample {j} is its position in this batch, not a dataset row: {_INDEX_HINT})"
+    else:
+        return exc
+    new = type(exc).__new__(type(exc))
+    SampleError.__init__(new, exc.problem, j)
+    Exception.__init__(new, text)  # the text, with the sample named as above
+    new.__cause__ = exc.__cause__
+    return new
+
+
 class ResponseOnlyCollator:
     """Pads a batch and trains only what the assistant generates.
 
@@ -155,8 +182,10 @@ class ResponseOnlyCollator:
         or numpy arrays), padded; or the padding-free row described above.
 
     Raises:
-        SampleError: a row is malformed (the error names it); ``UntrainableSampleError`` with
-            ``on_untrainable="raise"``.
+        SampleError: a row is malformed; ``UntrainableSampleError`` with ``on_untrainable="raise"``.
+            The error names the row as the warnings do: ``batch sample 2 (dataset row 13): ...``
+            when it carries an ``index``/``idx``/``id``/``row_id`` value, else ``sample 2: ...``
+            with a note that 2 is its position in the batch; ``index`` is that position.
         TypeError: a keyword is not a masking option, or a masker was passed with options.
         ValueError: with a processor, ``padding_free=True`` without ``model``, with a processor
             returning per-sample outputs (Idefics3's ``pixel_values``, Mllama's
@@ -235,7 +264,10 @@ class ResponseOnlyCollator:
                                           truncation=self.truncation, on_image_cut=self.on_image_cut,
                                           return_tensors=self.return_tensors, padding_side=self.padding_side)
         except MissingColumnsError as exc:  # rows a collator gets: most often a Trainer removed the columns
-            raise MissingColumnsError(f"{exc.problem} {_TRAINER_HINT}", exc.index) from exc.__cause__
+            hinted = MissingColumnsError(f"{exc.problem} {_TRAINER_HINT}", exc.index)
+            raise _named(hinted, features, hint=False) from exc.__cause__  # its columns (an index too) are gone
+        except SampleError as exc:  # named as its dataset row when the row says which it is
+            raise _named(exc, features) from exc.__cause__
         self.stats.batches += 1
         notes: dict[str, list[str]] = {}  # problem -> the samples that have it, this batch
         for row in rows:
@@ -262,7 +294,8 @@ class ResponseOnlyCollator:
                                  ).append(f"{name} ({what})")
             if row.problem is not None:
                 if self.on_untrainable == "raise":
-                    raise UntrainableSampleError(f"{name}: {row.problem}")
+                    split = f"its row {enc.row + 1} of {enc.rows}: " if enc.rows > 1 else ""
+                    raise _named(UntrainableSampleError(split + row.problem, row.sample), features)
                 notes.setdefault(row.problem, []).append(name)
             if enc.lost_data:
                 what = "; ".join(sorted({w.split(" (role")[0] for _, w in enc.lost_data}))
@@ -270,10 +303,10 @@ class ResponseOnlyCollator:
                                  "trained; respmask.check(dataset, tokenizer) lists which messages", []
                                  ).append(_row_name(features, row.sample))
             if row.position_ids is not None and not self.padding_free:
-                raise SampleError(
+                raise _named(SampleError(
                     "is a packed row (it has 'position_ids'): padding would let its samples attend to each "
-                    "other. Use ResponseOnlyCollator(..., padding_free=True).", row.index
-                )
+                    "other. Use ResponseOnlyCollator(..., padding_free=True).", row.sample
+                ), features)
         if notes and self.on_untrainable == "warn":
             warn(self._warning(notes, len(rows)))
         if processed is not None:
@@ -338,8 +371,7 @@ class ResponseOnlyCollator:
                      + (f", {st.left_out} left out (on_image_cut='drop')" if st.left_out else "") + ". "
                      "(on_untrainable='keep' silences this; 'raise' stops)")
         if not all(name.startswith("dataset row ") for who in notes.values() for name in who):
-            lines.append("Positions are within the batch: give the dataset an 'index' column "
-                         "(ds.add_column('index', range(len(ds)))) to name its rows.")
+            lines.append(f"Positions are within the batch: {_INDEX_HINT}.")
         return "\n".join(lines)
 
     def _count(self, row: TrainingRow) -> None:
