@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from respmask import ChatMasker, Pretokenizer, ResponseOnlyCollator, check
 from respmask._errors import RespmaskError
+from respmask._spans import REASONING_NOT_RENDERED
 from support.conversations import TRAINED_KINDS, Nonces, WEATHER_TOOL, _call_id, _tool, _tool_call, _user, cases
 from support.tokenizers import fixture_tokenizer, shared_dir, shared_tokenizer, template_names, template_source
 
@@ -129,7 +130,9 @@ def test_deepseek_r1_reasoning_is_reported_where_no_row_can_train_it():
     seen = check_rows(tok, messages, nn, None, rows, all_rendered=False)
     assert {w for w in seen if nn.kinds[w] == "AST"} == {w for w, k in nn.kinds.items() if k == "AST"}
     assert not any(nn.kinds[w] == "RSN" for w in seen)
-    assert {k for k, what in rows[0].dropped if what == "reasoning"} == {2, 4}  # both answers
+    # both answers, as lost data (not earlier turns' reasoning: the template renders none, not even the last turn's)
+    assert {k for k, what in rows[0].dropped if what == REASONING_NOT_RENDERED} == {2, 4}
+    assert not check([{"messages": messages}], tok, split="auto").ok
 
 
 @pytest.mark.parametrize("name", ["llama3_1", "gemma3", "mistral_v1", "qwen2_5", "mistral_common_v13_tekken"])

@@ -154,3 +154,42 @@ def test_collator_errors_name_the_dataset_row_when_the_rows_carry_one(tmp_path):
         trainer.train()
     assert re.fullmatch(r"batch sample \d \(dataset row 13\): 'messages'\[1\]\['train'\] must be true or false, "
                         r"got 'false'", str(info.value)), str(info.value)
+
+
+# -- finding 8: reasoning a template never renders is lost data, not "earlier turns' reasoning" -----
+
+NOT_RENDERED = "reasoning (the chat template renders none here, not even as the last turn, so no split trains it)"
+
+
+def _reasoned(n):
+    return {"role": "assistant", "content": f"answer {n}", "reasoning_content": f"Let me think about question {n}."}
+
+
+@pytest.mark.parametrize("name", ["llama3_1", "deepseek_r1"])
+def test_reasoning_a_template_never_renders_is_lost_data_on_every_turn(name):
+    tok = fixture_tokenizer(name)
+    one = {"messages": [{"role": "user", "content": "question 1"}, _reasoned(1)]}
+    two = {"messages": [{"role": "user", "content": "question 1"}, _reasoned(1),
+                        {"role": "user", "content": "question 2"}, _reasoned(2)]}
+    for split in ("never", "auto"):
+        masker = respmask.ChatMasker(tok, split=split)
+        assert masker.encode_rows(one)[0].dropped == [(1, NOT_RENDERED)]
+        assert sorted(masker.encode_rows(two)[0].dropped) == [(1, NOT_RENDERED), (3, NOT_RENDERED)]
+        report = respmask.check([one, two], tok, split=split)
+        assert not report.ok and report.dropped_reasoning_tokens == 0 and len(report.lost) == 3
+        text = report.summary()
+        assert "earlier turns" not in text and "split='auto' trains it" not in text
+        assert "not even as the last turn, so no split trains it): 3" in text
+    _, said = _collate(ResponseOnlyCollator(tok, return_tensors="np"), [two])
+    assert len(said) == 1 and "data the chat template leaves out of the render (reasoning" in said[0]
+
+
+def test_earlier_turns_reasoning_a_template_renders_last_stays_earlier_reasoning():
+    tok = fixture_tokenizer("qwen3")  # renders the last reply's reasoning, strips it from history
+    two = {"messages": [{"role": "user", "content": "question 1"}, _reasoned(1),
+                        {"role": "user", "content": "question 2"}, _reasoned(2)]}
+    assert respmask.ChatMasker(tok).encode_rows(two)[0].dropped == [(1, "reasoning")]
+    report = respmask.check([two], tok)
+    assert report.ok and report.lost == [] and report.dropped_reasoning_tokens > 0
+    assert "reasoning the template leaves out (earlier turns): 1 message(s)" in report.summary()
+    assert respmask.check([two], tok, split="auto").dropped == []  # a prefix row trains it

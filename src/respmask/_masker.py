@@ -36,8 +36,8 @@ from ._segments import Segments
 from ._options import MaskOptions, resolve_options
 from ._split import is_exact, plan_rows
 from ._spans import (
-    DROPPED_REASONING, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_inputs, dropped_text, empty_replies,
-    find_turns, select_messages, trained_spans,
+    DROPPED_REASONING, REASONING_NOT_RENDERED, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_inputs,
+    dropped_text, empty_replies, find_turns, prints_reasoning, select_messages, trained_spans,
 )
 
 _TRUTHY = ("1", "true", "yes", "on")
@@ -189,7 +189,7 @@ def _generation_config_eos(tokenizer: Any) -> list[str]:
 
 def _drops_all_reasoning(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> bool:
     """Whether the render left out only reasoning, and that of every message holding some."""
-    if any(what != DROPPED_REASONING for _, what in dropped):
+    if any(what not in (DROPPED_REASONING, REASONING_NOT_RENDERED) for _, what in dropped):
         return False
     reasoned = {k for k, m in enumerate(messages) if any(m.get(key) for key in REASONING_KEYS)}
     return reasoned == {k for k, _ in dropped}
@@ -611,6 +611,7 @@ class ChatMasker:
             replayed = replays.replay(replay_key, moved, learned)
             if replayed is not None:
                 spans, turns, segs, dropped, empty = replayed
+                dropped = self._unrendered_reasoning(dropped, parsed.messages, template, kwargs)
                 return RenderedSample(text, spans, turns, segs, dropped=dropped, empty_replies=empty,
                                       dropped_text=dropped_text(parsed.messages, dropped))
             if hit is not None:
@@ -645,7 +646,8 @@ class ChatMasker:
                 f'conversation the way the template expects, or set "train": false on message {k}.'
             ) from None
         self._check_attributed(parsed, selected, turns, segs)
-        dropped = dropped_data(parsed.messages, rendered.printed, turns, rendered.text)
+        dropped = self._unrendered_reasoning(dropped_data(parsed.messages, rendered.printed, turns, rendered.text),
+                                             parsed.messages, template, kwargs)
         if parsed.tools or parsed.documents:
             def without(name: str) -> str | None:
                 try:
@@ -734,6 +736,42 @@ class ChatMasker:
                                       dropped_text=lost_text if n == 0 else [],
                                       empty_replies=[m for m in rs.empty_replies if m in chosen]))
         return out
+
+    def _unrendered_reasoning(self, dropped: list[tuple[int, str]], messages: Sequence[Mapping[str, Any]],
+                              template: ChatTemplate, kwargs: Mapping[str, Any]) -> list[tuple[int, str]]:
+        """``dropped`` with the reasoning the template leaves out even when its message is the last
+        one marked :data:`REASONING_NOT_RENDERED` (lost data: no prefix row shows it). Only
+        reasoning a template renders on the last turn and strips from history (Qwen3's) stays
+        ``DROPPED_REASONING``. The last message's own entry says so directly; an earlier one's is
+        learned once per template, kwargs, reasoning key and content shape by rendering a user
+        message and a reply holding reasoning (kept as it was when the template rejects that)."""
+        if not any(what == DROPPED_REASONING for _, what in dropped):
+            return dropped
+        out = []
+        for k, what in dropped:
+            if what == DROPPED_REASONING and (k == len(messages) - 1 or not self._renders_last_reasoning(
+                    messages[k], template, kwargs, probe_shape(messages))):
+                what = REASONING_NOT_RENDERED
+            out.append((k, what))
+        return out
+
+    def _renders_last_reasoning(self, message: Mapping[str, Any], template: ChatTemplate, kwargs: Mapping[str, Any],
+                                shape: ProbeShape | None) -> bool:
+        """Whether the template renders the reasoning of ``message``'s kind (its reasoning key) when
+        a reply holding it is the last message (learned once; see :meth:`_unrendered_reasoning`)."""
+        field = next((k for k in REASONING_KEYS if message.get(k)), REASONING_KEYS[0])
+        key = (template.source, self._profile_key("", kwargs, shape)[1], field)
+        cache = self.__dict__.setdefault("_last_reasoning", {})
+        if key not in cache:
+            probe = Probe([{"role": "user", "content": "Probe question"},
+                           {"role": "assistant", "content": "Probe answer", field: "Probe reasoning"}])
+            probe = probe if shape is None else shape.apply(probe)
+            try:
+                rendered = self._apply_template(template, probe.messages, None, None, kwargs, False)[0]
+                cache[key] = prints_reasoning(rendered.printed, 1)
+            except Exception:  # noqa: BLE001 - the template rejects the probe: say no more than before
+                cache[key] = True
+        return cache[key]
 
     def _history_kept(self, key: tuple[str, str], kwargs: Mapping[str, Any], shape: ProbeShape | None = None) -> bool:
         """Whether, on probe conversations (multi-turn, reasoning, tool-call chains, written in

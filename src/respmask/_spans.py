@@ -582,6 +582,16 @@ def _has_text(value: Any) -> bool:
 # what ``dropped_data`` says of reasoning left out: templates such as Qwen3's drop earlier turns'
 # reasoning by design, so it is listed but not counted as lost
 DROPPED_REASONING = "reasoning"
+#: reasoning the template does not render even when its message is the last one (Llama 3.1's, DeepSeek-R1's
+#: templates print no reasoning_content at all): no prefix row shows it, so it is lost data, not earlier
+#: turns' reasoning (the masker relabels such ``DROPPED_REASONING`` entries)
+REASONING_NOT_RENDERED = ("reasoning (the chat template renders none here, not even as the last turn, so no split "
+                          "trains it)")
+
+
+def prints_reasoning(printed: set[tuple[int, int]], message: int) -> bool:
+    """Whether a render (its ``printed`` ``(owner, field)`` pairs) shows ``message``'s reasoning."""
+    return bool({(message, REASONING), (message, MIXED)} & printed)
 
 
 #: what a trained turn whose data the template leaves out still trains
