@@ -425,31 +425,35 @@ def test_string_replies_train_on_a_template_that_renders_only_parts(tmp_path, mo
     assert not report.errors and not report.empty_replies
 
 
-def test_text_part_roles_only_where_strings_are_left_out():
+def test_content_forms_rewrite_only_strings_a_template_leaves_out():
     """The probe behind the test above, on real templates: LLaVA's renders parts alone (every role,
-    a tool result's too, reads a string as a part); Qwen2-VL's and Gemma 3's render a string and a text part alike, and a
-    text template that concatenates content (Pixtral-style ``message['content'] + ...``) raises on a
-    part: no role is rewritten there."""
-    from respmask._media import text_part_roles, with_text_parts
+    a tool result's too, reads a string as a part); Qwen2-VL's and Gemma 3's render a string and a
+    text part alike; Mllama's system turn reads ``content|trim`` (a part prints as a list) and a
+    text template that concatenates content raises on a part: those roles read strings, and nothing
+    of a processor's rows is rewritten there."""
+    from respmask._formats import content_forms, with_text_parts
     from respmask._render import ChatTemplate, template_inputs
 
-    def roles(source: str) -> frozenset[str]:
+    def forms(source: str):
         template = ChatTemplate(source)
 
         def render(messages):
             variables, chat = template_inputs(messages, tools=None, documents=None, add_generation_prompt=False,
                                               constants={"bos_token": "<s>", "eos_token": "</s>"})
             return template.render(variables, chat).text
-        return text_part_roles(render)
+        return content_forms(render)
 
-    assert roles(build_processor("llava").chat_template) == {"system", "user", "assistant", "tool"}
-    assert roles(build_processor("qwen2_vl").chat_template) == frozenset()
-    assert roles(build_processor("gemma3").chat_template) == frozenset()
+    llava = forms(build_processor("llava").chat_template)
+    assert llava.parts == {"system", "user", "assistant", "tool"} and not llava.strings
+    for family in ("qwen2_vl", "gemma3"):
+        assert forms(build_processor(family).chat_template) == type(llava)()
+    mllama = forms(build_processor("mllama").chat_template)
+    assert not mllama.parts and "system" in mllama.strings
     concatenates = "{% for m in messages %}{{ '[' + m['role'] + '] ' + m['content'] + '\\n' }}{% endfor %}"
-    assert roles(concatenates) == frozenset()
+    assert forms(concatenates).parts == frozenset() and forms(concatenates).strings >= {"user", "assistant"}
     only_assistant = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{% for p in m['content'] %}"
                       "{{ p['text'] }}{% endfor %}{% else %}{{ m['content'] }}{% endif %}{% endfor %}")
-    assert roles(only_assistant) == {"assistant"}
+    assert forms(only_assistant).parts == {"assistant"}
     messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     assert with_text_parts(messages, frozenset({"assistant"})) == [messages[0],
                                                                   {"role": "assistant", "content": [_text("b")]}]

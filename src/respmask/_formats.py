@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from types import MappingProxyType
@@ -623,6 +623,91 @@ def _with_media(sample: Any, text_only: bool) -> Any:
         return sample
     out = {k: v for k, v in sample.items() if not (text_only and k in MEDIA_COLUMNS)}
     out["messages"] = messages
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Content as the template reads it: a string, or one text part
+# ---------------------------------------------------------------------------------------------
+
+# one word per role, planted as that role's content (a string, or one text part) by content_forms
+_ROLE_WORDS = {"system": "zqsystemword", "user": "zquserword", "assistant": "zqassistantword", "tool": "zqtoolword"}
+_FORM_PROBES = (("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant", "tool", "assistant"))
+
+
+@dataclass(frozen=True)
+class ContentForms:
+    """Which form of a message's text a chat template reads, per role (see :func:`content_forms`).
+
+    Attributes:
+        parts: roles whose string content the template leaves out but whose one text part it
+            renders (LLaVA-1.5's ``selectattr('type', 'equalto', 'text')`` skips a string).
+        strings: roles whose string content the template renders, and whose one text part it
+            renders otherwise (Llama 3.1 prints the list's Python repr; Qwen2.5 too). Not acted on:
+            a text tokenizer's rows render as written, ``apply_chat_template``'s ids being the
+            reference (inference servers such as vLLM flatten text parts for such templates).
+    """
+
+    parts: frozenset[str] = frozenset()
+    strings: frozenset[str] = frozenset()
+
+
+def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms:
+    """The form of a message's text the template reads, learned from ``render(messages)``.
+
+    In the OpenAI message format a string content and one text part (``[{"type": "text", "text":
+    s}]``) are the same message; templates read one of them. Datasets hold either (LLaMA-Factory's
+    mllm_demo.json writes replies as strings for vision models; many text datasets write text
+    parts), and the other form renders as nothing, or as a list's repr, trained as text. Probe
+    conversations (a user turn and a reply; the same after a system turn; with a tool result and a
+    second reply) are rendered with every content a string, then with one role's content written as
+    a text part: a role whose word only the part renders reads parts; a role whose word the string
+    renders and whose part renders differently (or raises) reads strings. A template that renders both alike
+    gives neither. Conversations the template raises on show nothing (with every content a string
+    raising: the roles whose words an all-parts render shows read parts).
+    """
+    parts: set[str] = set()
+    strings: set[str] = set()
+
+    def chat(roles: Sequence[str], as_part: Sequence[int]) -> list[dict[str, Any]]:
+        return [{"role": role, "content": [{"type": "text", "text": _ROLE_WORDS[role]}] if k in as_part
+                 else _ROLE_WORDS[role]} for k, role in enumerate(roles)]
+
+    def attempt(messages: list[dict[str, Any]]) -> str | None:
+        try:
+            return render(messages)
+        except Exception:  # noqa: BLE001 - the template rejects this form (a string it indexes, a role it refuses)
+            return None
+
+    for roles in _FORM_PROBES:
+        base = attempt(chat(roles, ()))
+        if base is None:
+            every = attempt(chat(roles, range(len(roles))))
+            if every is not None:
+                parts.update(role for role in roles if _ROLE_WORDS[role] in every)
+            continue
+        for k, role in enumerate(roles):
+            word = _ROLE_WORDS[role]
+            one = attempt(chat(roles, (k,)))
+            if one == base:
+                continue
+            if one is not None and word in one and word not in base:
+                parts.add(role)
+            elif word in base:  # the part renders otherwise, or the template raises on it
+                strings.add(role)
+    return ContentForms(frozenset(parts), frozenset(strings - parts))
+
+
+def with_text_parts(messages: list[dict[str, Any]], roles: frozenset[str]) -> list[dict[str, Any]] | None:
+    """``messages`` with each string content of a role in ``roles`` written as one text part (new
+    dicts; the given ones are not changed), or None when none is (see :func:`content_forms`)."""
+    out = None
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if isinstance(content, str) and m.get("role") in roles:
+            if out is None:
+                out = list(messages)
+            out[i] = {**m, "content": [{"type": "text", "text": content}]}
     return out
 
 

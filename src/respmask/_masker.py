@@ -20,9 +20,7 @@ from ._byte_lengths import ByteLengths
 from ._masks import (
     IGNORE_INDEX, as_numpy, ids_of, labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges,
 )
-from ._media import (
-    call_processor, carry_mask, is_processor, media_of, media_token_ids, text_part_roles, with_text_parts,
-)
+from ._media import call_processor, carry_mask, is_processor, media_of, media_token_ids
 from ._origin import REASONING_KEYS
 from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
@@ -30,7 +28,9 @@ from ._profile import (
 from ._layout import LayoutRenderer
 from ._replay import RecordedLayouts, replays_of
 from ._render import ChatTemplate, template_constants, template_inputs
-from ._formats import MEDIA_COLUMNS, media_error, media_in
+from ._formats import (
+    MEDIA_COLUMNS, ContentForms, content_forms, media_error, media_in, with_text_parts,
+)
 from ._samples import Chat, Pretokenized, TextPair, parse
 from ._segments import Segments
 from ._options import MaskOptions, resolve_options
@@ -247,7 +247,7 @@ class ChatMasker:
         # profile keys whose fixed probes the template rejects: learned from each conversation's shape
         self._unprobed: dict[tuple[str, str], TemplateError] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
-        self._text_parts: dict[tuple[str, str], frozenset[str]] = {}  # roles whose strings render as parts
+        self._forms: dict[tuple[str, str], ContentForms] = {}  # the content form the template reads, per role
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -283,7 +283,7 @@ class ChatMasker:
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
         state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={},
-                     _text_parts={}, _media_ids=None,
+                     _forms={}, _media_ids=None,
                      _media_counters={}, _splices=None, _images_join=None,
                      # the byte-length table travels (measuring a vocabulary takes 0.1-0.3 s in every
                      # worker); its backend does not: the unpickled tokenizer's takes its place
@@ -549,8 +549,8 @@ class ChatMasker:
         template = self.template(source)
         if kwargs and (unread := template.unread_kwargs(kwargs)):
             warn(unread)
-        if self.processor is not None:
-            parsed = self._as_text_parts(parsed, source, template, kwargs)
+        if self.processor is not None:  # a processor's template may read parts alone (LLaVA)
+            parsed = self._in_read_form(parsed, source, template, kwargs)
         # states known: every content is a string, the fixed probes' own shape
         key = self._profile_key(source, kwargs, probe_shape(parsed.messages) if parsed.states is None else None)
         layouts = rendered = hit = None
@@ -665,18 +665,20 @@ class ChatMasker:
                          out.empty_replies)
         return out
 
-    def _as_text_parts(self, parsed: Chat, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> Chat:
-        """``parsed`` with the string contents this template leaves out but renders as one text part
-        written as that part (a processor's template written for parts alone; see
-        :func:`respmask._media.text_part_roles`, learned once per template and kwargs)."""
-        key = self._profile_key(source, kwargs)
-        roles = self._text_parts.get(key)
-        if roles is None:
+    def _in_read_form(self, parsed: Chat, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> Chat:
+        """``parsed`` with each string content the processor's template leaves out but renders as one
+        text part written as that part (see :func:`respmask._formats.content_forms`, learned once per
+        template and kwargs), as TRL's vision SFT writes every string: LLaMA-Factory's mllm_demo.json
+        (string replies) through LLaVA's processor would train nothing. A text tokenizer's rows are
+        rendered as written (its ids stay ``apply_chat_template``'s, the reference of every check)."""
+        key = (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
+        forms = self._forms.get(key)
+        if forms is None:
             def render(messages: list[dict]) -> str:
                 return self._apply_template(template, messages, None, None, kwargs, False)[0].text
 
-            roles = self._text_parts[key] = text_part_roles(render)
-        messages = with_text_parts(parsed.messages, roles) if roles else None
+            forms = self._forms[key] = content_forms(render)
+        messages = with_text_parts(parsed.messages, forms.parts) if forms.parts else None
         return parsed if messages is None else replace(parsed, messages=messages, states=None, read_from=None)
 
     def render_rows(self, sample: Any) -> list[RenderedSample]:

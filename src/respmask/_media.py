@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -380,54 +380,6 @@ def image_chats(render: Any, images: Sequence[int], part: Mapping[str, Any] | No
             if n == len(answers) - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-# one word per role, planted as that role's content (string, then one text part) by text_part_roles
-_ROLE_WORDS = {"system": "zqsystemword", "user": "zquserword", "assistant": "zqassistantword", "tool": "zqtoolword"}
-
-
-def text_part_roles(render: Callable[[list[dict[str, Any]]], str]) -> frozenset[str]:
-    """The roles whose string content the template leaves out but whose content written as one
-    text part (``[{"type": "text", "text": ...}]``) it renders: templates written for content
-    parts alone (LLaVA 1.5's ``message['content'] | selectattr('type', 'equalto', 'text')`` skips a
-    string), which a processor's data often meets with string replies (LLaMA-Factory's
-    mllm_demo.json). A string content is one text part in the OpenAI message format, so for these
-    roles respmask reads it as one (:func:`with_text_parts`); TRL's vision SFT writes every string
-    as a text part the same way. Templates that render a string (and those that render both
-    alike) give no roles: their data is rendered as written.
-
-    Learned from ``render(messages)`` of a user turn and a reply, of the same after a system turn,
-    and with a tool result and a second reply after it, each written with string contents and with
-    one-text-part contents; a conversation the template raises on in both forms shows nothing.
-    """
-    found: set[str] = set()
-    for roles in (("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant", "tool", "assistant")):
-        forms = []
-        for as_part in (False, True):
-            messages = [{"role": role, "content": [{"type": "text", "text": _ROLE_WORDS[role]}] if as_part
-                         else _ROLE_WORDS[role]} for role in roles]
-            try:
-                forms.append(render(messages))
-            except Exception:  # the template rejects this form (a string it indexes, a role it refuses)
-                forms.append(None)
-        strings, parts = forms
-        if parts is not None:
-            found.update(role for role in roles
-                         if _ROLE_WORDS[role] in parts and (strings is None or _ROLE_WORDS[role] not in strings))
-    return frozenset(found)
-
-
-def with_text_parts(messages: list[dict[str, Any]], roles: frozenset[str]) -> list[dict[str, Any]] | None:
-    """``messages`` with each string content of a role in ``roles`` written as one text part (new
-    dicts; the given ones are not changed), or None when none is (see :func:`text_part_roles`)."""
-    out = None
-    for i, m in enumerate(messages):
-        content = m.get("content")
-        if isinstance(content, str) and m.get("role") in roles:
-            if out is None:
-                out = list(messages)
-            out[i] = {**m, "content": [{"type": "text", "text": content}]}
-    return out
 
 
 def probe_medium(processor: Any, modality: Modality) -> Any:
