@@ -213,3 +213,42 @@ def test_preview_max_length_shows_the_row_the_collator_cuts(tmp_path, capsys, si
     out = capsys.readouterr().out
     assert cut.summary() in out and f"truncated to max_length={n} ({side}): 10 of {whole.n_tokens} tokens cut" in out
     assert cut.to_text(legend=False) in out
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--template-kwargs", "[1]"], "--template-kwargs must be a JSON object"),
+    (["--template-kwargs", "{bad"], "--template-kwargs is not JSON"),
+    (["--chat-template", "no-such-template.jinja"], "--chat-template no-such-template.jinja: cannot read it"),
+])
+def test_bad_option_values_exit_2_with_what_is_wrong(qwen3_dir, tmp_path, flags, said, capsys):
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "a"},
+                                             {"role": "assistant", "content": "b"}]}) + "\n", encoding="utf-8")
+    assert main(["check", str(data), "--tokenizer", qwen3_dir, *flags]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
+def test_a_tokenizer_path_that_holds_no_tokenizer_is_named(tmp_path, capsys):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("{}\n", encoding="utf-8")
+    assert main(["check", str(data), "--tokenizer", str(tmp_path / "missing")]) == 2
+    assert "--tokenizer " + str(tmp_path / "missing") + ": no such directory" in capsys.readouterr().err
+    assert main(["check", str(data), "--tokenizer", str(tmp_path)]) == 2
+    assert "no tokenizer there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "x.jsonl", "--max-length", "-3"], ["check", "x.jsonl", "--max-length", "0"],
+    ["preview", "x.jsonl", "-n", "-1"], ["tokenize", "x.jsonl", "out", "--pack", "0"],
+    ["tokenize", "x.jsonl", "out", "--shard-size", "0"], ["tokenize", "x.jsonl", "out", "--num-proc", "0"],
+])
+def test_numbers_that_cannot_apply_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_check_refuses_a_budget_that_is_not_positive():
+    with pytest.raises(ValueError, match="max_length must be positive, got -3"):
+        check([{"messages": [{"role": "user", "content": "a"}]}], fixture_tokenizer("qwen3"), max_length=-3)

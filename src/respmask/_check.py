@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._encode import PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows
-from ._errors import RespmaskError, RespmaskWarning, check_choice, without_sample
+from ._errors import RespmaskError, RespmaskWarning, check_choice, check_max_length, without_sample
 from ._masker import masker_for
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
@@ -249,6 +249,7 @@ def check(
 
     Raises:
         TypeError: a keyword is not a masking option, or a masker was passed with options.
+        ValueError: ``max_length`` is not positive, or ``on_image_cut`` is not one of its choices.
 
     Example:
         >>> report = check(ds, tok, max_length=4096)
@@ -265,6 +266,7 @@ def check(
     from ._shards import BadLine
 
     check_choice("on_image_cut", on_image_cut, ON_IMAGE_CUT)
+    check_max_length(max_length)  # as the collator: a budget of 0 or less would report nonsense
     masker = masker_for(tokenizer, options, changes)
     report = CheckReport(max_length=max_length)
     batch: list[tuple[int, Any]] = []

@@ -20,6 +20,45 @@ from ._errors import RespmaskError
 from ._formats import FORMATS, MessageMapping
 
 
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer in directory ``name`` (or a name ``AutoTokenizer`` resolves), loaded with
+    ``AutoTokenizer``.
+
+    Raises:
+        RespmaskError: it does not load (a path that is not a directory, a directory without a
+            tokenizer): named as what the user gave, with transformers' own reason.
+    """
+    from transformers import AutoTokenizer
+
+    if os.path.isdir(name) and not any(os.path.isfile(os.path.join(name, f))
+                                       for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise RespmaskError(f"--tokenizer {name}: no tokenizer there (no tokenizer.json or tokenizer_config.json, as "
+                            "tokenizer.save_pretrained writes them)")
+    if not os.path.isdir(name) and (os.path.isabs(name) or name.startswith((".", "~"))):  # a path, not a name
+        raise RespmaskError(f"--tokenizer {name}: no such directory")
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # noqa: BLE001 - transformers' own reason, named
+        raise RespmaskError(f"--tokenizer {name}: AutoTokenizer.from_pretrained could not load it "
+                            f"({type(exc).__name__}: {str(exc).strip()[:300]})") from None
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def load_processor(directory: str) -> Any:
     """A processor saved in ``directory`` (``processor.save_pretrained(directory)``: a
     processor_config.json), loaded with ``AutoProcessor`` (a name that is not a local directory is
@@ -65,9 +104,7 @@ def _load(args: argparse.Namespace, bad_lines: str = "raise") -> tuple[Iterable[
         tok = load_processor(args.processor)
         tok_name = f"{args.processor} ({type(tok).__name__}: processor, media expanded as the model sees them)"
     elif args.tokenizer:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        tok = load_tokenizer(args.tokenizer)
         tok_name = args.tokenizer
         _processor_note(args.tokenizer)
     elif args.file:
@@ -115,7 +152,15 @@ def _format_options(args: argparse.Namespace) -> dict[str, Any]:
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {"train_on": args.train_on}
     if args.template_kwargs:
-        opts["template_kwargs"] = json.loads(args.template_kwargs)
+        try:
+            kwargs = json.loads(args.template_kwargs)
+        except json.JSONDecodeError as exc:
+            raise RespmaskError(f"--template-kwargs is not JSON ({exc.msg}): give an object such as "
+                                "'{\"enable_thinking\": false}'") from None
+        if not isinstance(kwargs, dict):
+            raise RespmaskError(f"--template-kwargs must be a JSON object of keyword arguments, got "
+                                f"{type(kwargs).__name__} {args.template_kwargs!r}")
+        opts["template_kwargs"] = kwargs
     if args.no_reasoning:
         opts["reasoning_in_loss"] = False
     if args.split != "never":
@@ -123,15 +168,18 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     if args.text_only:
         opts["text_only"] = True
     if args.chat_template:
-        with open(args.chat_template, encoding="utf-8") as f:
-            opts["chat_template"] = f.read()
+        try:
+            with open(args.chat_template, encoding="utf-8") as f:
+                opts["chat_template"] = f.read()
+        except OSError as exc:
+            raise RespmaskError(f"--chat-template {args.chat_template}: cannot read it ({exc.strerror or exc})") from None
     opts.update(_format_options(args))
     return opts
 
 
 def cut_options(p: argparse.ArgumentParser, what: str) -> None:
     """``--max-length`` (its help: ``what``), ``--truncation`` and ``--on-image-cut``, as the collator's."""
-    p.add_argument("--max-length", type=int, help=what)
+    p.add_argument("--max-length", type=positive, help=what)
     p.add_argument("--truncation", choices=["right", "left"], default="right")
     p.add_argument("--on-image-cut", choices=["truncate", "drop"], default="truncate",
                    help="with --processor: a row whose cut would drop images or audio clips is truncated (default; "
@@ -200,8 +248,6 @@ def left_out_lines(summary: Any) -> list[str]:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
     from ._shards import tokenize_files
 
     if args.processor:
@@ -212,7 +258,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
             f"--processor {args.processor} --max-length N, or tokenize its text alone with --tokenizer DIR --text-only")
     if not args.tokenizer:
         raise RespmaskError("--tokenizer DIR is required (a directory with tokenizer.json)")
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
     _processor_note(args.tokenizer)
     options = _options(args)
     if args.max_length:
@@ -322,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("preview", help="show samples with trained tokens highlighted")
     common(p)
-    p.add_argument("-n", type=int, default=3, help="number of samples to show (default 3)")
+    p.add_argument("-n", type=non_negative, default=3, help="number of samples to show (default 3)")
     p.add_argument("--color", action="store_true",
                    help="force ANSI colours (default: on a terminal unless NO_COLOR is set, or FORCE_COLOR)")
     p.add_argument("--no-color", action="store_true", help="mark trained tokens with ⟦ ⟧ instead of colours")
@@ -349,12 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
     t.add_argument("--split", choices=["never", "auto", "turns"], default="never", help=SPLIT_HELP)
     t.add_argument("--text-only", action="store_true", help=TEXT_ONLY_HELP)
-    t.add_argument("--max-length", type=int, help="truncate samples to this many tokens")
+    t.add_argument("--max-length", type=positive, help="truncate samples to this many tokens")
     t.add_argument("--truncation", choices=["right", "left"], default="right")
     t.add_argument("--engine", choices=["datasets", "ray"], default="datasets")
-    t.add_argument("--num-proc", type=int, default=1, help="processes (datasets) or CPUs (local Ray)")
-    t.add_argument("--shard-size", type=int, default=10_000, help="input rows per output shard")
-    t.add_argument("--pack", type=int, metavar="L", help="pack samples into rows of at most L tokens")
+    t.add_argument("--num-proc", type=positive, default=1, help="processes (datasets) or CPUs (local Ray)")
+    t.add_argument("--shard-size", type=positive, default=10_000, help="input rows per output shard")
+    t.add_argument("--pack", type=positive, metavar="L", help="pack samples into rows of at most L tokens")
     t.add_argument("--drop-untrainable", action="store_true",
                    help="move samples with no trained token to the rejects instead of writing them")
     t.add_argument("--keep-lost-data", action="store_true",
