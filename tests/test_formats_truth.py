@@ -73,3 +73,13 @@ def test_a_system_column_beside_messages_is_the_system_prompt(tok):
     assert masker.render(conversational).text == reference
     with pytest.raises(SampleError, match="plain-text prompt/completion row cannot render"):
         masker.render({"prompt": "Hi", "completion": "Arr", "system": "You are a PIRATE."})
+
+
+def test_text_only_refuses_placeholders_that_do_not_pair_with_the_images(tok):
+    messages = [{"role": "user", "content": "<image><image>Who are they?"},
+                {"role": "assistant", "content": "They are <image> players, zqnonce."}]
+    with pytest.raises(SampleError, match=r"has 3 '<image>' placeholder\(s\) in its messages for 1 item\(s\)"):
+        ResponseOnlyCollator(tok, text_only=True)([{"messages": messages, "images": ["a.jpg"]}])
+    paired = [{"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "Kane, zqnonce."}]
+    batch = ResponseOnlyCollator(tok, text_only=True)([{"messages": paired, "images": ["a.jpg"]}])
+    assert "<image>" not in tok.decode(batch["input_ids"][0]) and _trained(tok, batch) == "Kane, zqnonce.<|im_end|>"

@@ -599,8 +599,15 @@ def _with_media(sample: Any, text_only: bool) -> Any:
     for column, (placeholder, kind) in PLACEHOLDERS.items():
         items = sample.get(column)
         n = len(items) if isinstance(items, (list, tuple)) else 0
-        if n and sum(text.count(placeholder) for text in strings) == n:
+        found = sum(text.count(placeholder) for text in strings) if n else 0
+        if n and found == n:
             placeholders[placeholder] = kind
+        elif found and text_only:  # the column goes; placeholders left in the text would be trained as text
+            raise SampleError(
+                f"has {found} {placeholder!r} placeholder(s) in its messages for {n} item(s) in its {column!r} "
+                f"column: they do not pair up, so respmask cannot tell the placeholders from text, and with "
+                f"text_only the text is trained. Fix the row (one placeholder per item), or remove the placeholders"
+            )
     if placeholders:
         for i, m in enumerate(messages):
             if (isinstance(m, Mapping) and isinstance(m.get("content"), str)
