@@ -83,3 +83,12 @@ def test_text_only_refuses_placeholders_that_do_not_pair_with_the_images(tok):
     paired = [{"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "Kane, zqnonce."}]
     batch = ResponseOnlyCollator(tok, text_only=True)([{"messages": paired, "images": ["a.jpg"]}])
     assert "<image>" not in tok.decode(batch["input_ids"][0]) and _trained(tok, batch) == "Kane, zqnonce.<|im_end|>"
+
+
+def test_a_misspelt_role_map_target_is_refused_with_the_role_it_resembles():
+    with pytest.raises(ValueError, match=r"maps 'agent' to 'asistant', which is not a role: did you mean 'assistant'"):
+        respmask.MessageMapping(role_map={"customer": "user", "agent": "asistant"})
+    with pytest.raises(ValueError, match="did you mean 'user'"):
+        respmask.MessageMapping(role_map={"customer": "usr"})
+    # a template's own role (Llama 3.1's 'ipython') is a target as written
+    assert respmask.MessageMapping(role_map={"observation": "ipython"}).role_map == {"observation": "ipython"}

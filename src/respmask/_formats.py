@@ -74,6 +74,7 @@ in errors raised later (by the template or the engine) count the converted messa
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -166,6 +167,15 @@ class MessageMapping:
             raise ValueError(
                 f"MessageMapping.role_map must map role names to role names, got {self.role_map!r}"
             )
+        targets = {"system", "developer", "user", "assistant", "tool", FUNCTION_CALL}
+        for source, target in self.role_map.items():
+            close = difflib.get_close_matches(target, sorted(targets), n=1, cutoff=0.8)
+            if target not in targets and close:  # a misspelt role: its messages would render as an unknown role
+                raise ValueError(
+                    f"MessageMapping.role_map maps {source!r} to {target!r}, which is not a role: did you mean "
+                    f"{close[0]!r}? (roles: {', '.join(sorted(targets))}; a template's own role such as 'ipython' "
+                    "is kept as written)"
+                )
         object.__setattr__(self, "role_map", dict(self.role_map))
 
     @classmethod
