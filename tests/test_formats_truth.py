@@ -92,3 +92,42 @@ def test_a_misspelt_role_map_target_is_refused_with_the_role_it_resembles():
         respmask.MessageMapping(role_map={"customer": "usr"})
     # a template's own role (Llama 3.1's 'ipython') is a target as written
     assert respmask.MessageMapping(role_map={"observation": "ipython"}).role_map == {"observation": "ipython"}
+
+
+def test_llamafactory_loss_weight_is_the_messages_train_flag(tok):
+    """LLaMA-Factory v1 writes a ``loss_weight`` on every message (0.0 on prompts, 1.0 on replies);
+    it was passed to the template and ignored: a reply with 0.0 was trained."""
+    row = {"messages": [
+        {"role": "user", "content": [{"type": "text", "value": "hi"}], "loss_weight": 0.0},
+        {"role": "assistant", "content": [{"type": "text", "value": "FIRST zqnonce"}], "loss_weight": 0.0},
+        {"role": "user", "content": [{"type": "text", "value": "again"}], "loss_weight": 1.0},
+        {"role": "assistant", "content": [{"type": "text", "value": "SECOND zqnonce"}], "loss_weight": 1.0}]}
+    batch = ResponseOnlyCollator(tok)([row])
+    trained = _trained(tok, batch)
+    assert "FIRST" not in trained and "SECOND zqnonce<|im_end|>" in trained and "again" in trained
+    assert "loss_weight" not in tok.decode(batch["input_ids"][0])
+    half = {"messages": [{**m, "loss_weight": 0.5} if k == 3 else m for k, m in enumerate(row["messages"])]}
+    with pytest.raises(SampleError, match=r"\['loss_weight'\] is 0.5: respmask trains a message or not"):
+        ResponseOnlyCollator(tok)([half])
+    both = {"messages": [{**m, "train": True} if k == 1 else m for k, m in enumerate(row["messages"])]}
+    with pytest.raises(SampleError, match="'train': True and 'loss_weight': 0.0, which disagree"):
+        ResponseOnlyCollator(tok)([both])
+
+
+def test_the_published_v1_demo_trains_its_replies_alone(tok):
+    from support.tokenizers import shared_dir
+
+    root = shared_dir()
+    path = root.parent / "realdata" / "llamafactory" / "v1_sft_demo.jsonl" if root is not None else None
+    if path is None or not path.is_file():
+        pytest.skip("../shared/realdata/llamafactory not available")
+    import json
+
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x][:64]
+    for row in rows:  # its weights are the default masks: 0.0 on user turns, 1.0 on replies
+        assert all(m["loss_weight"] == (1.0 if m["role"] == "assistant" else 0.0) for m in row["messages"])
+    batch = ResponseOnlyCollator(tok)(rows)
+    for r, row in enumerate(rows):
+        labels = batch["labels"][r]
+        replies = ["".join(p["value"] for p in m["content"]) for m in row["messages"] if m["role"] == "assistant"]
+        assert tok.decode(labels[labels != -100]) == "".join(x + "<|im_end|>" for x in replies)

@@ -86,6 +86,9 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
         train = m.get("train")
         if train is not None and not isinstance(train, (bool, np.bool_)):
             raise SampleError(f"{what}[{i}]['train'] must be true or false, got {train!r}")
+        weight = m.get("loss_weight")  # LLaMA-Factory v1's per-message flag: 1.0 trained, 0.0 not
+        if weight is not None:
+            train = _weight_flag(weight, train, what, i)
         content = m.get("content")
         text = type(content) is str
         if content is None and "content" not in m and _NOT_CONTENT_DATA.isdisjoint(m):
@@ -96,6 +99,7 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
             )
         m = dict(m)
         m.pop("train", None)
+        m.pop("loss_weight", None)
         if not text and isinstance(content, (list, tuple)):
             # a datasets column stores every part with every key of every part, absent ones as None
             # ({"type": "text", "text": "hi", "image": None}): templates that test `'image' in part`
@@ -111,6 +115,22 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
         out.append(m)
         trains.append(train)
     return out, trains, None if states is None else bytes(states)
+
+
+def _weight_flag(weight: Any, train: Any, what: str, i: int) -> bool:
+    """A message's ``loss_weight`` (LLaMA-Factory v1 writes 0.0 on prompts, 1.0 on replies) as its
+    train flag. Only 0 and 1 mean a mask; another weight needs a weighted loss, which masks cannot
+    give, and a ``train`` that says otherwise contradicts it: both are errors, never ignored."""
+    if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, (int, float, np.integer, np.floating)) or (
+            weight not in (0, 1)):
+        raise SampleError(
+            f"{what}[{i}]['loss_weight'] is {weight!r}: respmask trains a message or not (loss_weight 1 or 0, as "
+            "LLaMA-Factory writes them); a weight in between needs a weighted loss, which token masks cannot give"
+        )
+    if train is not None and bool(train) != bool(weight):
+        raise SampleError(f"{what}[{i}] has 'train': {bool(train)} and 'loss_weight': {weight!r}, which disagree: "
+                          "keep one")
+    return bool(weight)
 
 
 def _no_content(message: Mapping[str, Any], what: str, i: int) -> SampleError:
