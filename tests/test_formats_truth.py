@@ -131,3 +131,10 @@ def test_the_published_v1_demo_trains_its_replies_alone(tok):
         labels = batch["labels"][r]
         replies = ["".join(p["value"] for p in m["content"]) for m in row["messages"] if m["role"] == "assistant"]
         assert tok.decode(labels[labels != -100]) == "".join(x + "<|im_end|>" for x in replies)
+
+
+def test_pretokenizer_keep_columns_must_exist(tok):
+    rows = {"messages": [[{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]], "idx": [7]}
+    assert respmask.Pretokenizer(tok, keep_columns=["idx"])(rows)["idx"] == [7]
+    with pytest.raises(KeyError, match="keep_columns names 'idx_typo', which sample 0 does not have"):
+        respmask.Pretokenizer(tok, keep_columns=["idx_typo"])(rows)
