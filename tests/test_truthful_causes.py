@@ -193,3 +193,11 @@ def test_earlier_turns_reasoning_a_template_renders_last_stays_earlier_reasoning
     assert report.ok and report.lost == [] and report.dropped_reasoning_tokens > 0
     assert "reasoning the template leaves out (earlier turns): 1 message(s)" in report.summary()
     assert respmask.check([two], tok, split="auto").dropped == []  # a prefix row trains it
+    # with train_on="last" the first reply is context: history without its reasoning is what inference reads too
+    for split in ("never", "auto"):
+        assert respmask.ChatMasker(tok, train_on="last", split=split).encode_rows(two)[0].dropped == []
+        report = respmask.check([two], tok, train_on="last", split=split)
+        assert report.ok and report.dropped == [] and "reasoning" not in report.summary()
+        collator = ResponseOnlyCollator(tok, train_on="last", split=split, return_tensors="np")
+        collator([two])
+        assert collator.stats.dropped_reasoning == 0 and "split='auto' trains it" not in str(collator.stats)

@@ -611,7 +611,7 @@ class ChatMasker:
             replayed = replays.replay(replay_key, moved, learned)
             if replayed is not None:
                 spans, turns, segs, dropped, empty = replayed
-                dropped = self._unrendered_reasoning(dropped, parsed.messages, template, kwargs)
+                dropped = self._unrendered_reasoning(dropped, parsed.messages, template, kwargs, turns)
                 return RenderedSample(text, spans, turns, segs, dropped=dropped, empty_replies=empty,
                                       dropped_text=dropped_text(parsed.messages, dropped))
             if hit is not None:
@@ -647,7 +647,7 @@ class ChatMasker:
             ) from None
         self._check_attributed(parsed, selected, turns, segs)
         dropped = self._unrendered_reasoning(dropped_data(parsed.messages, rendered.printed, turns, rendered.text),
-                                             parsed.messages, template, kwargs)
+                                             parsed.messages, template, kwargs, turns)
         if parsed.tools or parsed.documents:
             def without(name: str) -> str | None:
                 try:
@@ -740,20 +740,27 @@ class ChatMasker:
         return out
 
     def _unrendered_reasoning(self, dropped: list[tuple[int, str]], messages: Sequence[Mapping[str, Any]],
-                              template: ChatTemplate, kwargs: Mapping[str, Any]) -> list[tuple[int, str]]:
+                              template: ChatTemplate, kwargs: Mapping[str, Any],
+                              turns: Sequence[Turn]) -> list[tuple[int, str]]:
         """``dropped`` with the reasoning the template leaves out even when its message is the last
         one marked :data:`REASONING_NOT_RENDERED` (lost data: no prefix row shows it). Only
-        reasoning a template renders on the last turn and strips from history (Qwen3's) stays
-        ``DROPPED_REASONING``. The last message's own entry says so directly; an earlier one's is
-        learned once per template, kwargs, reasoning key and content shape by rendering a user
+        reasoning a template renders on the last turn and strips from history (Qwen3's) is
+        ``DROPPED_REASONING``, and only for the ``turns`` trained: an untrained turn is context,
+        and history without its reasoning is what the model reads at inference (nothing is lost,
+        no split would train it). The last message's own entry says so directly; an earlier one's
+        is learned once per template, kwargs, reasoning key and content shape by rendering a user
         message and a reply holding reasoning (kept as it was when the template rejects that)."""
         if not any(what == DROPPED_REASONING for _, what in dropped):
             return dropped
+        trained = {t.message for t in turns}
         out = []
         for k, what in dropped:
-            if what == DROPPED_REASONING and (k == len(messages) - 1 or not self._renders_last_reasoning(
-                    messages[k], template, kwargs, probe_shape(messages))):
-                what = REASONING_NOT_RENDERED
+            if what == DROPPED_REASONING:
+                if k == len(messages) - 1 or not self._renders_last_reasoning(messages[k], template, kwargs,
+                                                                               probe_shape(messages)):
+                    what = REASONING_NOT_RENDERED
+                elif k not in trained:
+                    continue  # stripped from an untrained turn: the context inference sees too
             out.append((k, what))
         return out
 
