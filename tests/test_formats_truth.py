@@ -106,6 +106,10 @@ def test_llamafactory_loss_weight_is_the_messages_train_flag(tok):
     trained = _trained(tok, batch)
     assert "FIRST" not in trained and "SECOND zqnonce<|im_end|>" in trained and "again" in trained
     assert "loss_weight" not in tok.decode(batch["input_ids"][0])
+    # a reply's 1.0 is the default, not a flag over train_on: train_on="last" leaves earlier replies out
+    two = {"messages": [{**m, "loss_weight": 1.0} if m["role"] == "assistant" else m for m in row["messages"]]}
+    last = _trained(tok, ResponseOnlyCollator(tok, train_on="last")([two]))
+    assert "FIRST" not in last and "SECOND zqnonce<|im_end|>" in last and "again" in last
     half = {"messages": [{**m, "loss_weight": 0.5} if k == 3 else m for k, m in enumerate(row["messages"])]}
     with pytest.raises(SampleError, match=r"\['loss_weight'\] is 0.5: respmask trains a message or not"):
         ResponseOnlyCollator(tok)([half])
@@ -136,5 +140,38 @@ def test_the_published_v1_demo_trains_its_replies_alone(tok):
 def test_pretokenizer_keep_columns_must_exist(tok):
     rows = {"messages": [[{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]], "idx": [7]}
     assert respmask.Pretokenizer(tok, keep_columns=["idx"])(rows)["idx"] == [7]
-    with pytest.raises(KeyError, match="keep_columns names 'idx_typo', which sample 0 does not have"):
+    with pytest.raises(KeyError, match="keep_columns names .idx_typo., which no sample of this batch has"):
         respmask.Pretokenizer(tok, keep_columns=["idx_typo"])(rows)
+
+
+def test_reasoning_of_an_untrained_turn_is_context_not_lost_data():
+    """Llama 3.1 renders no reasoning_content at all: on a trained turn that is lost data, but an
+    earlier reply that train_on='last' leaves out is context, read without it at inference too."""
+    tok = fixture_tokenizer("llama3_1")
+    row = {"messages": [{"role": "user", "content": "Q1"},
+                        {"role": "assistant", "content": "A1", "reasoning_content": "thinking one"},
+                        {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]}
+    assert respmask.check([row], tok, train_on="last").ok
+    report = respmask.check([row], tok)  # the first reply trained: its reasoning is lost
+    assert not report.ok and report.dropped and report.dropped[0][1] == 1
+
+
+def test_a_preference_prompt_drops_its_own_loss_weight(tok):
+    row = {"messages": [{"role": "user", "content": "Q1", "loss_weight": 0.0},
+                        {"role": "assistant", "content": "A1", "loss_weight": 1.0},
+                        {"role": "user", "content": "Q2", "loss_weight": 0.0},
+                        {"role": "assistant", "content": "A2 zqnonce", "loss_weight": 1.0}], "kto_tag": True}
+    batch = ResponseOnlyCollator(tok, data_format="preference")([row])
+    assert _trained(tok, batch) == "A2 zqnonce<|im_end|>"
+
+
+def test_the_tokenize_run_hash_ignores_call_settings_a_tokenizer_call_leaves(tok):
+    from respmask._shards import _tokenizer_sha256
+
+    before = _tokenizer_sha256(tok)
+    tok(["a b c d e f g"], truncation=True, max_length=3)
+    settings = tok.backend_tokenizer.truncation
+    try:
+        assert _tokenizer_sha256(tok) == before and tok.backend_tokenizer.truncation == settings
+    finally:
+        tok.backend_tokenizer.no_truncation()

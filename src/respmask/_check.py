@@ -564,7 +564,8 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
         b, exc = failure
         said = report.dataset is not None and (
             (isinstance(exc, UntrainableSampleError) and report.dataset.untrainable)
-            or (isinstance(exc, MissingColumnsError) and report.dataset.errors))
+            or (isinstance(exc, MissingColumnsError)  # the same problem of the stored rows
+                and any(exc.problem.split(". ")[0] in error for _, error in report.dataset.errors)))
         if not said:  # else: said above, with its cause
             report.add(Problem(
                 f"building batch {b} failed",

@@ -30,6 +30,7 @@ def load_tokenizer(name: str) -> Any:
     """
     from transformers import AutoTokenizer
 
+    name = os.path.expanduser(name)
     if os.path.isdir(name) and not any(os.path.isfile(os.path.join(name, f))
                                        for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise RespmaskError(f"--tokenizer {name}: no tokenizer there (no tokenizer.json or tokenizer_config.json, as "

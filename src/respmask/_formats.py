@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -424,11 +425,12 @@ def _system_first(messages: list[dict[str, Any]], system: Any, column: str) -> l
         return messages
     if not isinstance(system, str):
         raise SampleError(f"'{column}' must be a string (the system prompt), got {type(system).__name__}")
-    if messages and messages[0].get("role") == "system":
+    if messages and isinstance(messages[0], Mapping) and messages[0].get("role") == "system":
         if messages[0].get("content") == system:
             return messages
         raise SampleError(
-            f"has a '{column}' column and also starts its conversation with another system message: keep one"
+            f"has a '{column}' column and also starts its conversation with another system message: keep one "
+            f"(ds.remove_columns('{column}') keeps the messages' own, or drop that first message)"
         )
     return [{"role": "system", "content": system}, *messages]
 
@@ -449,9 +451,11 @@ def _kto_key(row: Mapping[str, Any]) -> str | None:
 
 
 def _as_prompt(messages: Any) -> list[Any]:
-    """Messages of a preference row's prompt, marked ``"train": false`` (copies): the preference
-    judges the reply that follows them, not their assistant turns."""
-    return [{**m, "train": False} if isinstance(m, Mapping) else m for m in messages]
+    """Messages of a preference row's prompt, marked ``"train": false`` (copies, their own
+    ``loss_weight`` left out): the preference judges the reply that follows them, not their
+    assistant turns."""
+    return [{**{k: v for k, v in m.items() if k != "loss_weight"}, "train": False} if isinstance(m, Mapping) else m
+            for m in messages]
 
 
 def preference_columns(row: Any) -> list[str]:
@@ -659,14 +663,9 @@ class ContentForms:
     Attributes:
         parts: roles whose string content the template leaves out but whose one text part it
             renders (LLaVA-1.5's ``selectattr('type', 'equalto', 'text')`` skips a string).
-        strings: roles whose string content the template renders, and whose one text part it
-            renders otherwise (Llama 3.1 prints the list's Python repr; Qwen2.5 too). Not acted on:
-            a text tokenizer's rows render as written, ``apply_chat_template``'s ids being the
-            reference (inference servers such as vLLM flatten text parts for such templates).
     """
 
     parts: frozenset[str] = frozenset()
-    strings: frozenset[str] = frozenset()
 
 
 def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms:
@@ -678,13 +677,13 @@ def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms
     parts), and the other form renders as nothing, or as a list's repr, trained as text. Probe
     conversations (a user turn and a reply; the same after a system turn; with a tool result and a
     second reply) are rendered with every content a string, then with one role's content written as
-    a text part: a role whose word only the part renders reads parts; a role whose word the string
-    renders and whose part renders differently (or raises) reads strings. A template that renders both alike
-    gives neither. Conversations the template raises on show nothing (with every content a string
-    raising: the roles whose words an all-parts render shows read parts).
+    a text part: a role whose word only the part renders reads parts. (A template that renders a
+    part otherwise than its string, as Llama 3.1's prints a list's repr, is left as it is: a text
+    tokenizer's rows render as written, ``apply_chat_template``'s ids being the reference.)
+    Conversations the template raises on show nothing (with every content a string raising: the
+    roles whose words an all-parts render shows read parts).
     """
     parts: set[str] = set()
-    strings: set[str] = set()
 
     def chat(roles: Sequence[str], as_part: Sequence[int]) -> list[dict[str, Any]]:
         return [{"role": role, "content": [{"type": "text", "text": _ROLE_WORDS[role]}] if k in as_part
@@ -706,13 +705,9 @@ def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms
         for k, role in enumerate(roles):
             word = _ROLE_WORDS[role]
             one = attempt(chat(roles, (k,)))
-            if one == base:
-                continue
             if one is not None and word in one and word not in base:
                 parts.add(role)
-            elif word in base:  # the part renders otherwise, or the template raises on it
-                strings.add(role)
-    return ContentForms(frozenset(parts), frozenset(strings - parts))
+    return ContentForms(frozenset(parts))
 
 
 def with_text_parts(messages: list[dict[str, Any]], roles: frozenset[str]) -> list[dict[str, Any]] | None:
@@ -847,7 +842,8 @@ class SampleReader:
         kto = _kto_key(row)
         if kto is not None:
             flag = row[kto]
-            if not (isinstance(flag, bool) or type(flag).__name__ == "bool_" or (type(flag) is int and flag in (0, 1))):
+            if not (isinstance(flag, bool) or type(flag).__name__ == "bool_"
+                    or (isinstance(flag, numbers.Integral) and flag in (0, 1))):
                 raise SampleError(
                     f"'{kto}' must be true or false (whether the reply is desirable), got {flag!r}: a string such "
                     "as 'false' would read as true. Convert the column to booleans first."

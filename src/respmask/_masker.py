@@ -248,6 +248,8 @@ class ChatMasker:
         self._unprobed: dict[tuple[str, str], TemplateError] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
         self._forms: dict[tuple[str, str], ContentForms] = {}  # the content form the template reads, per role
+        # (template, kwargs, reasoning key) -> does a last reply's reasoning render? (_renders_last_reasoning)
+        self._last_reasoning: dict[tuple[str, str, str], bool] = {}
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -283,7 +285,7 @@ class ChatMasker:
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
         state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={},
-                     _forms={}, _media_ids=None,
+                     _forms={}, _last_reasoning={}, _media_ids=None,
                      _media_counters={}, _splices=None, _images_join=None,
                      # the byte-length table travels (measuring a vocabulary takes 0.1-0.3 s in every
                      # worker); its backend does not: the unpickled tokenizer's takes its place
@@ -753,14 +755,14 @@ class ChatMasker:
         if not any(what == DROPPED_REASONING for _, what in dropped):
             return dropped
         trained = {t.message for t in turns}
+        shape = probe_shape(messages)
         out = []
         for k, what in dropped:
             if what == DROPPED_REASONING:
-                if k == len(messages) - 1 or not self._renders_last_reasoning(messages[k], template, kwargs,
-                                                                               probe_shape(messages)):
+                if k not in trained:
+                    continue  # reasoning of an untrained turn: context, read without it at inference too
+                if k == len(messages) - 1 or not self._renders_last_reasoning(messages[k], template, kwargs, shape):
                     what = REASONING_NOT_RENDERED
-                elif k not in trained:
-                    continue  # stripped from an untrained turn: the context inference sees too
             out.append((k, what))
         return out
 
@@ -770,7 +772,7 @@ class ChatMasker:
         a reply holding it is the last message (learned once; see :meth:`_unrendered_reasoning`)."""
         field = next((k for k in REASONING_KEYS if message.get(k)), REASONING_KEYS[0])
         key = (template.source, self._profile_key("", kwargs, shape)[1], field)
-        cache = self.__dict__.setdefault("_last_reasoning", {})
+        cache = self._last_reasoning
         if key not in cache:
             probe = Probe([{"role": "user", "content": "Probe question"},
                            {"role": "assistant", "content": "Probe answer", field: "Probe reasoning"}])

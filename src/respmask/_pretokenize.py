@@ -74,8 +74,8 @@ class Pretokenizer:
             keyword is not a masking option, or a masker was passed with options.
         SampleError: (when called) a bad row with ``on_error="raise"``; ``LostDataError`` and
             ``UntrainableSampleError`` as ``on_lost_data`` / ``on_untrainable`` say.
-        KeyError: (when called) a sample lacks a column of ``keep_columns`` (a typo would pass a
-            column of None through).
+        KeyError: (when called) no sample of a batch has a column of ``keep_columns`` (a typo
+            would pass a column of None through; a sample that lacks it alone gets None).
 
     Example:
         >>> pre = Pretokenizer(tok, max_length=4096)
@@ -227,10 +227,10 @@ class Pretokenizer:
         if self._indexed:
             out["index"] = [row.index for row in kept]
         for c in self.keep_columns:
-            missing = next((row.index for row in kept if c not in rows[row.sample]), None)
-            if missing is not None:  # a typo would fill the column with None silently
-                raise KeyError(f"keep_columns names {c!r}, which sample {missing} does not have (its columns: "
-                               f"{sorted(map(str, rows[kept[0].sample]))})")
+            if kept and not any(isinstance(rows[row.sample], Mapping) and c in rows[row.sample] for row in kept):
+                first = rows[kept[0].sample]  # a typo would fill the column with None silently
+                raise KeyError(f"keep_columns names {c!r}, which no sample of this batch has (sample {kept[0].index}"
+                               f"'s columns: {sorted(map(str, first)) if isinstance(first, Mapping) else '-'})")
             out[c] = [rows[row.sample].get(c) for row in kept]
         return out, kept
 

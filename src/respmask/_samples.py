@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MASK_KEYS = ("assistant_masks", "completion_mask")
 _COMMON_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})  # valid without the regex
 # what a message may hold instead of a 'content' (an assistant's tool calls, its reasoning)
-_NOT_CONTENT_DATA = frozenset({"tool_calls", "function_call", *REASONING_KEYS})
+_NOT_CONTENT_DATA = frozenset({"tool_calls", "function_call", "refusal", *REASONING_KEYS})
 
 
 @dataclass
@@ -88,11 +88,11 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
             raise SampleError(f"{what}[{i}]['train'] must be true or false, got {train!r}")
         weight = m.get("loss_weight")  # LLaMA-Factory v1's per-message flag: 1.0 trained, 0.0 not
         if weight is not None:
-            train = _weight_flag(weight, train, what, i)
+            train = _weight_flag(weight, train, role == "assistant", what, i)
         content = m.get("content")
         text = type(content) is str
         if content is None and "content" not in m and _NOT_CONTENT_DATA.isdisjoint(m):
-            raise _no_content(m, what, i)
+            raise _no_content(m, messages, what, i)
         if not text and content is not None and not isinstance(content, (str, list, tuple, Mapping)):
             raise SampleError(
                 f"{what}[{i}]['content'] must be a string or a list of content parts, got {type(content).__name__}"
@@ -117,10 +117,13 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
     return out, trains, None if states is None else bytes(states)
 
 
-def _weight_flag(weight: Any, train: Any, what: str, i: int) -> bool:
+def _weight_flag(weight: Any, train: Any, reply: bool, what: str, i: int) -> bool | None:
     """A message's ``loss_weight`` (LLaMA-Factory v1 writes 0.0 on prompts, 1.0 on replies) as its
-    train flag. Only 0 and 1 mean a mask; another weight needs a weighted loss, which masks cannot
-    give, and a ``train`` that says otherwise contradicts it: both are errors, never ignored."""
+    train flag: 0 is ``False``; 1 is ``True`` on a message that is not a reply, and on a reply the
+    default (None: ``train_on`` still decides, so ``train_on="last"`` keeps earlier replies out
+    as LLaMA-Factory's ``mask_history`` does). Only 0 and 1 mean a mask; another weight needs a
+    weighted loss, which masks cannot give, and a ``train`` that says otherwise contradicts it:
+    both are errors, never ignored."""
     if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, (int, float, np.integer, np.floating)) or (
             weight not in (0, 1)):
         raise SampleError(
@@ -130,23 +133,29 @@ def _weight_flag(weight: Any, train: Any, what: str, i: int) -> bool:
     if train is not None and bool(train) != bool(weight):
         raise SampleError(f"{what}[{i}] has 'train': {bool(train)} and 'loss_weight': {weight!r}, which disagree: "
                           "keep one")
-    return bool(weight)
+    if train is not None:
+        return bool(train)
+    return None if weight and reply else bool(weight)
 
 
-def _no_content(message: Mapping[str, Any], what: str, i: int) -> SampleError:
+def _no_content(message: Mapping[str, Any], messages: Sequence[Any], what: str, i: int) -> SampleError:
     """A message without a ``content`` (nor tool calls or reasoning): templates render it as an
-    empty message, so whatever it holds under another key would be lost; the error names the key
-    that looks like its text and the mapping that reads it."""
+    empty message, so whatever it holds under another key would be lost. When no message of the
+    conversation has a ``content``, the error names the key that looks like their text and the
+    mapping that reads it; else it says to give this one a content."""
     keys = sorted(map(str, message))
-    others = [k for k in keys if k not in ("role", "train", "name") and isinstance(message[k], (str, list))]
+    others = [k for k in keys if k not in ("role", "train", "name", "id", "tool_call_id", "loss_weight")
+              and isinstance(message[k], (str, list))]
     field = what.strip("'") if what.startswith("'") else "messages"
+    if any(isinstance(m, Mapping) and "content" in m for m in messages):
+        others = []  # the others have a content: a mapping would not read them
     if others:
         key = others[0]
         how = (f"If its text is under {key!r}, read it with mapping=MessageMapping(field_messages={field!r}, "
                f"role_key='role', content_key={key!r}) (CLI: --field-messages {field} --role-key role "
                f"--content-key {key}).")
     else:
-        how = "Give it a 'content' (an empty string for a message that is meant to be empty)."
+        how = "Give it a 'content' (an empty string for a message that is meant to be empty), or remove it."
     return SampleError(f"{what}[{i}] has no 'content' (its keys: {keys}), so its text would be lost. {how}")
 
 

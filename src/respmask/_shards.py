@@ -561,7 +561,15 @@ def _tokenizer_sha256(tokenizer: Any) -> str:
     pre-tokenizer, added tokens; the signature samples only some of the vocabulary). About 0.1 s
     for a 150k vocabulary."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    return _sha256(repr(_safe_signature(tokenizer)) + (backend.to_str() if backend is not None else ""))
+    serialized = ""
+    if backend is not None:  # without the padding and truncation a call leaves set (respmask encodes without)
+        from ._media import _settings_kept
+
+        with _settings_kept(tokenizer):
+            backend.no_truncation()
+            backend.no_padding()
+            serialized = backend.to_str()
+    return _sha256(repr(_safe_signature(tokenizer)) + serialized)
 
 
 def _template_sha256(pretokenizer: Pretokenizer) -> str | None:
