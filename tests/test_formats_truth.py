@@ -175,3 +175,24 @@ def test_the_tokenize_run_hash_ignores_call_settings_a_tokenizer_call_leaves(tok
         assert _tokenizer_sha256(tok) == before and tok.backend_tokenizer.truncation == settings
     finally:
         tok.backend_tokenizer.no_truncation()
+
+
+def test_a_template_without_the_tool_role_names_the_mapping_that_works_for_the_rows_format():
+    """Gemma 3 has no tool role; the hint said 'MessageMapping role_map; CLI: --role-map', and a
+    role_map alone reads OpenAI 'messages', so on ShareGPT rows every row failed. It now names the
+    whole mapping for the row's format, with the row's own name for the role; applied, it works."""
+    tok = fixture_tokenizer("gemma3")
+    row = {"conversations": [{"from": "human", "value": "Weather in Paris?"},
+                             {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Paris"}}'},
+                             {"from": "observation", "value": "sunny"},
+                             {"from": "gpt", "value": "Sunny, zqnonce."}]}
+    with pytest.raises(SampleError) as info:
+        ResponseOnlyCollator(tok)([row])
+    named = ("MessageMapping(field_messages='conversations', role_key='from', content_key='value', "
+             "role_map={'observation': 'user'})")
+    assert named in str(info.value) and "--role-map '{\"observation\": \"user\"}'" in str(info.value)
+    mapping = respmask.MessageMapping(field_messages="conversations", role_key="from", content_key="value",
+                                      role_map={"observation": "user"})
+    with pytest.warns(respmask.RespmaskWarning, match="leaves out of the render"):  # Gemma 3 renders no tool calls
+        batch = ResponseOnlyCollator(tok, mapping=mapping)([row])
+    assert _trained(tok, batch).endswith("Sunny, zqnonce.<end_of_turn>")

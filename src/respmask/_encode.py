@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._errors import RespmaskError, SampleError
+from ._formats import role_map_fix
 from ._masker import ChatMasker, Encoded
 from ._masks import IGNORE_INDEX
 from ._media_cut import Fit, fit_batch
@@ -229,10 +230,10 @@ def template_hint(masker: ChatMasker, sample: Any, exc: RespmaskError) -> Respma
                 chat_template=masker.template_source(parsed.tools), **kwargs)
         except Exception:  # noqa: BLE001 - the template rejects this conversation for another reason too
             continue
+        fix = role_map_fix(masker.reader, sample, role, "user") or "MessageMapping role_map; CLI: --role-map"
         hint = (f" The chat template has no {role!r} role: it renders this conversation once its {role!r} "
                 f"messages are user messages. Use a template that supports {role!r} messages (chat_template=...), "
-                "map the data's own name for that role to 'user' (MessageMapping role_map; CLI: --role-map), or "
-                "leave such rows out.")
+                f"read them as user messages ({fix}), or leave such rows out.")
         new = type(exc).__new__(type(exc))
         SampleError.__init__(new, exc.problem + hint, exc.index)
         new.__cause__ = exc.__cause__

@@ -1070,6 +1070,33 @@ class SampleReader:
         return out
 
 
+def role_map_fix(reader: SampleReader, row: Any, role: str, target: str) -> str:
+    """How to read ``row``'s ``role`` messages as ``target`` ones: the whole mapping for the format
+    the reader reads the row in (a ``role_map`` alone reads OpenAI ``messages``, so ShareGPT rows
+    need their field and keys named too), with the row's own name for the role, as the API call
+    and the CLI flags. Empty when the row is not read through messages."""
+    fmt = reader.format_of(row)
+    if not isinstance(row, Mapping) or fmt not in ("messages", "sharegpt", "mapping"):
+        return ""
+    if fmt == "mapping":
+        assert reader.mapping is not None
+        mapping = reader.mapping
+    elif fmt == "sharegpt":
+        field_name = "conversations" if _present(row, "conversations") else "messages"
+        mapping = MessageMapping(field_name, SHAREGPT.role_key, SHAREGPT.content_key)
+    else:
+        mapping = MessageMapping(_message_field(row) or "messages")
+    roles = {**KNOWN_ROLES, **mapping.role_map}
+    messages = row.get(mapping.field_messages)
+    raw = next((m.get(mapping.role_key) for m in messages or () if isinstance(m, Mapping)
+                and roles.get(m.get(mapping.role_key), m.get(mapping.role_key)) == role), role)
+    role_map = {**mapping.role_map, raw: target}
+    return (f"mapping=MessageMapping(field_messages={mapping.field_messages!r}, role_key={mapping.role_key!r}, "
+            f"content_key={mapping.content_key!r}, role_map={role_map!r}) (CLI: --field-messages "
+            f"{mapping.field_messages} --role-key {mapping.role_key} --content-key {mapping.content_key} "
+            f"--role-map '{json.dumps(role_map)}')")
+
+
 AUTO = SampleReader()
 
 
