@@ -196,3 +196,14 @@ def test_a_template_without_the_tool_role_names_the_mapping_that_works_for_the_r
     with pytest.warns(respmask.RespmaskWarning, match="leaves out of the render"):  # Gemma 3 renders no tool calls
         batch = ResponseOnlyCollator(tok, mapping=mapping)([row])
     assert _trained(tok, batch).endswith("Sunny, zqnonce.<end_of_turn>")
+
+
+def test_check_names_the_role_map_for_sharegpt_role_names_in_openai_messages(tok):
+    row = {"messages": [{"role": "human", "content": "Q"}, {"role": "gpt", "content": "A zqnonce"}]}
+    report = respmask.check([row], tok)
+    assert not report.ok
+    said = ("mapping=MessageMapping(role_map={'human': 'user', 'gpt': 'assistant'}) "
+            "(CLI: --role-map '{\"human\": \"user\", \"gpt\": \"assistant\"}')")
+    assert said in str(report)
+    fixed = respmask.check([row], tok, mapping=respmask.MessageMapping(role_map={"human": "user", "gpt": "assistant"}))
+    assert fixed.ok and fixed.trained_tokens > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -11,6 +12,7 @@ import numpy as np
 
 from ._encode import PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows
 from ._errors import RespmaskError, RespmaskWarning, check_choice, check_max_length, without_sample
+from ._formats import KNOWN_ROLES
 from ._masker import masker_for
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
@@ -193,6 +195,15 @@ class CheckReport:
             lines.append("  what to do: fix the data, or pass a chat template that renders it (--chat-template); "
                          "the model is trained without it otherwise (`respmask tokenize` rejects these samples "
                          "unless --keep-lost-data, the collator warns)")
+            aliases = {}  # roles the data names as another format does (ShareGPT's 'gpt' for 'assistant')
+            for what in groups:
+                role = what[25:-2] if what.startswith("the whole message (role '") else None
+                if role is not None and KNOWN_ROLES.get(role, role) != role:
+                    aliases[role] = KNOWN_ROLES[role]
+            if aliases:
+                lines.append(f"  roles {', '.join(map(repr, aliases))} are other formats' names for "
+                             f"{', '.join(map(repr, aliases.values()))}: read them as such with "
+                             f"mapping=MessageMapping(role_map={aliases!r}) (CLI: --role-map '{json.dumps(aliases)}')")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
@@ -691,8 +702,6 @@ def _trl_rewrite(args: Any, dataset: Any, columns: list[str]) -> str | None:
     text = [c for c in columns if c not in _TOKEN_COLUMNS]
     if not text:
         return None
-    from ._formats import KNOWN_ROLES
-
     kept: set[str] = set()
     try:
         for i in range(min(len(dataset), 256)):
