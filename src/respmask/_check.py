@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -11,8 +10,11 @@ from typing import Any
 import numpy as np
 
 from ._encode import PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows
-from ._errors import RespmaskError, RespmaskWarning, check_choice, check_max_length, without_sample
-from ._formats import KNOWN_ROLES
+from ._errors import (
+    MissingColumnsError, RespmaskError, RespmaskWarning, UntrainableSampleError, check_choice, check_max_length,
+    without_sample,
+)
+from ._formats import KNOWN_ROLES, mapping_hint
 from ._masker import masker_for
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
@@ -203,7 +205,7 @@ class CheckReport:
             if aliases:
                 lines.append(f"  roles {', '.join(map(repr, aliases))} are other formats' names for "
                              f"{', '.join(map(repr, aliases.values()))}: read them as such with "
-                             f"mapping=MessageMapping(role_map={aliases!r}) (CLI: --role-map '{json.dumps(aliases)}')")
+                             f"{mapping_hint(role_map=aliases)}")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
@@ -503,7 +505,6 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     from dataclasses import fields, replace
 
     from ._collator import ResponseOnlyCollator
-    from ._errors import MissingColumnsError, UntrainableSampleError
 
     report = TrainerReport()
     failure: tuple[int, BaseException] | None = None
@@ -604,8 +605,6 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
 def _missing_as_stored(collator: Any, dataset: Any) -> bool:
     """Whether the dataset's first row, as stored (before a Trainer drops any column), already
     lacks the columns respmask reads: then the rows, not ``remove_unused_columns``, are the cause."""
-    from ._errors import MissingColumnsError
-
     masker = getattr(collator, "masker", None)
     try:
         if masker is None or dataset is None or not len(dataset):

@@ -118,6 +118,19 @@ KNOWN_ROLES: Mapping[str, str] = MappingProxyType({
     "function_call": "function_call",
 })
 FUNCTION_CALL = "function_call"
+#: what a message may hold instead of a ``content``: an assistant's tool calls, a refusal, its reasoning
+NOT_CONTENT_DATA = frozenset({"tool_calls", FUNCTION_CALL, "refusal", *REASONING_KEYS})
+
+
+def mapping_hint(**fields: Any) -> str:
+    """A :class:`MessageMapping` with ``fields`` (``field_messages``, ``role_key``, ``content_key``,
+    ``role_map``, in that order), written as the API call and as the CLI flags that make it: the
+    fix an error or report names."""
+    order = [k for k in ("field_messages", "role_key", "content_key", "role_map") if k in fields]
+    call = ", ".join(f"{k}={fields[k]!r}" for k in order)
+    flags = " ".join(f"--{k.replace('_', '-')} " + (f"'{json.dumps(fields[k])}'" if k == "role_map" else fields[k])
+                     for k in order)
+    return f"mapping=MessageMapping({call}) (CLI: {flags})"
 
 HINT_FORMATS = (
     "respmask reads: messages ('messages': [{role, content}]), sharegpt ('conversations': [{from, value}]), "
@@ -168,7 +181,7 @@ class MessageMapping:
             raise ValueError(
                 f"MessageMapping.role_map must map role names to role names, got {self.role_map!r}"
             )
-        targets = {"system", "developer", "user", "assistant", "tool", FUNCTION_CALL}
+        targets = set(KNOWN_ROLES.values())
         for source, target in self.role_map.items():
             close = difflib.get_close_matches(target, sorted(targets), n=1, cutoff=0.8)
             if target not in targets and close:  # a misspelt role: its messages would render as an unknown role
@@ -1003,8 +1016,7 @@ class SampleReader:
             role = roles[raw]
             value = m.get(content_key)
             rest = {k: v for k, v in m.items() if k not in (role_key, content_key)}
-            if (value is None and content_key not in m and role != FUNCTION_CALL
-                    and not any(k in rest for k in ("tool_calls", "function_call", *REASONING_KEYS))):
+            if value is None and content_key not in m and role != FUNCTION_CALL and NOT_CONTENT_DATA.isdisjoint(rest):
                 raise SampleError(
                     f"{at} has no {content_key!r} (the mapping's content_key; its keys: {sorted(map(str, m))}), so "
                     "its text would be lost: pass the key that holds it (content_key=...; CLI: --content-key)"
@@ -1090,11 +1102,8 @@ def role_map_fix(reader: SampleReader, row: Any, role: str, target: str) -> str:
     messages = row.get(mapping.field_messages)
     raw = next((m.get(mapping.role_key) for m in messages or () if isinstance(m, Mapping)
                 and roles.get(m.get(mapping.role_key), m.get(mapping.role_key)) == role), role)
-    role_map = {**mapping.role_map, raw: target}
-    return (f"mapping=MessageMapping(field_messages={mapping.field_messages!r}, role_key={mapping.role_key!r}, "
-            f"content_key={mapping.content_key!r}, role_map={role_map!r}) (CLI: --field-messages "
-            f"{mapping.field_messages} --role-key {mapping.role_key} --content-key {mapping.content_key} "
-            f"--role-map '{json.dumps(role_map)}')")
+    return mapping_hint(field_messages=mapping.field_messages, role_key=mapping.role_key,
+                        content_key=mapping.content_key, role_map={**mapping.role_map, raw: target})
 
 
 AUTO = SampleReader()

@@ -673,7 +673,7 @@ class ChatMasker:
         template and kwargs), as TRL's vision SFT writes every string: LLaMA-Factory's mllm_demo.json
         (string replies) through LLaVA's processor would train nothing. A text tokenizer's rows are
         rendered as written (its ids stay ``apply_chat_template``'s, the reference of every check)."""
-        key = (source, json.dumps(kwargs, sort_keys=True, default=str) if kwargs else "")
+        key = self._profile_key(source, kwargs)
         forms = self._forms.get(key)
         if forms is None:
             def render(messages: list[dict]) -> str:

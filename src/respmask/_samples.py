@@ -10,14 +10,11 @@ from typing import Any
 import numpy as np
 
 from ._errors import MissingColumnsError, SampleError
-from ._formats import AUTO, SampleReader, no_format
-from ._origin import REASONING_KEYS
+from ._formats import AUTO, NOT_CONTENT_DATA, SampleReader, mapping_hint, no_format
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MASK_KEYS = ("assistant_masks", "completion_mask")
 _COMMON_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})  # valid without the regex
-# what a message may hold instead of a 'content' (an assistant's tool calls, its reasoning)
-_NOT_CONTENT_DATA = frozenset({"tool_calls", "function_call", "refusal", *REASONING_KEYS})
 
 
 @dataclass
@@ -91,7 +88,7 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
             train = _weight_flag(weight, train, role == "assistant", what, i)
         content = m.get("content")
         text = type(content) is str
-        if content is None and "content" not in m and _NOT_CONTENT_DATA.isdisjoint(m):
+        if content is None and "content" not in m and NOT_CONTENT_DATA.isdisjoint(m):
             raise _no_content(m, messages, what, i)
         if not text and content is not None and not isinstance(content, (str, list, tuple, Mapping)):
             raise SampleError(
@@ -151,9 +148,8 @@ def _no_content(message: Mapping[str, Any], messages: Sequence[Any], what: str, 
         others = []  # the others have a content: a mapping would not read them
     if others:
         key = others[0]
-        how = (f"If its text is under {key!r}, read it with mapping=MessageMapping(field_messages={field!r}, "
-               f"role_key='role', content_key={key!r}) (CLI: --field-messages {field} --role-key role "
-               f"--content-key {key}).")
+        how = (f"If its text is under {key!r}, read it with "
+               f"{mapping_hint(field_messages=field, role_key='role', content_key=key)}.")
     else:
         how = "Give it a 'content' (an empty string for a message that is meant to be empty), or remove it."
     return SampleError(f"{what}[{i}] has no 'content' (its keys: {keys}), so its text would be lost. {how}")
