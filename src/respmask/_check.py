@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ._encode import PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows
+from ._encode import (
+    EVERY_TOKEN_TRAINED, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows,
+)
 from ._errors import (
     MissingColumnsError, RespmaskError, RespmaskWarning, UntrainableSampleError, check_choice, check_max_length,
     without_sample,
@@ -48,6 +50,12 @@ class CheckReport:
         pretokenized_untrainable: untrainable samples that arrived pre-tokenized with every label
             -100 (their labels were made before respmask saw them, e.g. by a ``max_length`` cut
             when they were pre-tokenized: they hold no messages to fix).
+        every_token_trained: samples that arrived pre-tokenized with a label on every token (no
+            masking was applied: the prompt is trained too), as the collator warns about them.
+        pretokenized: samples that arrived pre-tokenized (``input_ids`` with ``labels`` or
+            ``assistant_masks``): trained on their own labels, nothing rendered.
+        options_unused: the masking options given (by name) that only apply to rows respmask
+            renders, when pre-tokenized samples were checked: those options did nothing to them.
         images_dropped: with a processor, images truncation cuts away (with the text around
             them: an image's tokens are never separated from its pixels); ``image_cut`` the
             samples that lose images; ``left_out`` the samples ``on_image_cut="drop"``
@@ -81,6 +89,9 @@ class CheckReport:
     truncated_untrainable: list[int] = field(default_factory=list)
     truncated_trained_tokens: int = 0  # trained tokens that truncation to max_length cuts away
     pretokenized_untrainable: list[int] = field(default_factory=list)  # arrived pre-tokenized, labels all -100
+    every_token_trained: list[int] = field(default_factory=list)  # arrived pre-tokenized, every token labelled
+    pretokenized: int = 0  # samples that arrived pre-tokenized (nothing rendered: their own labels train)
+    options_unused: list[str] = field(default_factory=list)  # options given that do nothing to pre-tokenized rows
     images_dropped: int = 0  # images truncation cuts away (a processor's rows)
     image_cut: list[int] = field(default_factory=list)  # samples truncation cuts images from
     left_out: list[int] = field(default_factory=list)  # samples on_image_cut="drop" leaves out
@@ -103,9 +114,10 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """No sample raised, every sample has a trained token, and the template drops no data but
-        earlier turns' reasoning (which templates such as Qwen3's leave out by design)."""
-        return not self.errors and not self.untrainable and not self.lost
+        """No sample raised, every sample has a trained token, no pre-tokenized sample trains every
+        token, and the template drops no data but earlier turns' reasoning (which templates such as
+        Qwen3's leave out by design)."""
+        return not self.errors and not self.untrainable and not self.lost and not self.every_token_trained
 
     @property
     def lost(self) -> list[tuple[int, int, str]]:
@@ -172,6 +184,16 @@ class CheckReport:
         if self.pretokenized_untrainable:
             lines.append(f"  of which pre-tokenized with every label -100: {_some(self.pretokenized_untrainable)}"
                          "  (" + PRETOKENIZED_UNTRAINED_FIX + ")")
+        if self.every_token_trained:
+            lines.append(f"arrived with labels on every token: {len(self.every_token_trained)}  "
+                         f"[{_some(self.every_token_trained)}]  ({EVERY_TOKEN_TRAINED})")
+        if self.options_unused:
+            rendered = self.samples - self.pretokenized - len(self.errors)
+            everything = "" if rendered else " (no checked sample was rendered: they had no effect)"
+            lines.append(f"options not used on the {self.pretokenized} pre-tokenized sample(s): "
+                         f"{', '.join(self.options_unused)}{everything}; they choose how respmask renders and masks "
+                         "conversations, and pre-tokenized rows train on the labels they carry (give the rows' "
+                         "messages to use them)")
         lines.append(f"turns without a trained stop token: {len(self.turns_without_stop)}" + (
             f"  [sample, message: {_some(self.turns_without_stop)}]  (the model may not learn to stop)"
             if self.turns_without_stop else ""))
@@ -298,6 +320,7 @@ def check(
                 report.errors.append((index, str(row.error)))
                 continue
             report.samples += enc.row == 0
+            report.pretokenized += enc.text is None and enc.row == 0
             report.lengths.append(len(enc.input_ids))
             if row.left_out is not None:
                 once(report.truncated, index)
@@ -323,6 +346,8 @@ def check(
                     once(report.truncated_untrainable, index)
                 elif arrived_untrained(enc):
                     once(report.pretokenized_untrainable, index)
+            if row.problem == EVERY_TOKEN_TRAINED:  # the collator's criterion: it warns about the same rows
+                once(report.every_token_trained, index)
             report.dropped.extend((index, message, what) for message, what in enc.dropped)
             for message in row.empty_replies:  # the rows of a split sample may each hold it
                 if (index, message) not in report.empty_replies[-8:]:
@@ -344,7 +369,21 @@ def check(
             flush()
     if batch:
         flush()
+    if report.pretokenized:
+        report.options_unused = _render_options(masker.options)
     return report
+
+
+# options that act only on rows respmask renders (data_format and mapping read every row: a
+# pre-tokenized row they do not fit raises)
+_RENDER_OPTIONS = ("chat_template", "template_kwargs", "train_on", "reasoning_in_loss", "stop_tokens",
+                   "use_generation_tags", "split", "text_only")
+
+
+def _render_options(options: MaskOptions) -> list[str]:
+    """The options of ``options`` given (not their defaults) that only act on rows respmask renders."""
+    default = MaskOptions()
+    return [name for name in _RENDER_OPTIONS if getattr(options, name) != getattr(default, name)]
 
 
 @dataclass
