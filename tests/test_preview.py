@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 
@@ -325,3 +326,32 @@ def test_collator_preview_of_a_pretokenized_row_it_cuts(tok):
     p = ResponseOnlyCollator(tok, max_length=whole.n_tokens - 3, truncation="left").preview(row)
     assert whole.turns == p.turns == 1 and p.n_trained == whole.n_trained and p.ids == whole.ids[3:]
     assert f"truncated to max_length={whole.n_tokens - 3} (left): 3 of {whole.n_tokens} tokens cut" in p.summary()
+
+
+def test_a_pretokenized_row_is_not_said_to_hold_turns(tok, tmp_path, capsys):
+    """A pre-tokenized row holds ids and labels, no turns: its header counts runs of trained tokens
+    and says what the row is (it said '1 turn' before)."""
+    from respmask._cli import main
+
+    two = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                        {"role": "user", "content": "again"}, {"role": "assistant", "content": "yes"}]}
+    pre = respmask.Pretokenizer(tok)({"messages": [two["messages"]]})
+    row = {"input_ids": pre["input_ids"][0], "labels": pre["labels"][0]}
+    p = respmask.preview(row, tok)
+    assert p.pretokenized and p.turns == 2
+    assert p.summary().startswith(f"respmask: {len(row['input_ids'])} tokens, {p.n_trained} trained (")
+    assert "2 trained runs (a pre-tokenized row: its own labels, no turns)" in p.summary()
+    assert " turn," not in p.summary() and not p.summary().endswith("turns")
+    one = {"input_ids": row["input_ids"], "labels": [-100] * 10 + list(row["input_ids"][10:])}
+    assert "1 trained run (a pre-tokenized row" in respmask.preview(one, tok).summary()
+    # a chat keeps its turns
+    assert respmask.preview(two, tok).summary().endswith("2 turns") and not respmask.preview(two, tok).pretokenized
+    # the collator's preview and the CLI say the same
+    assert "trained runs (a pre-tokenized row" in ResponseOnlyCollator(tok, max_length=40).preview(row).summary()
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    data = tmp_path / "pre.jsonl"
+    data.write_text(json.dumps({k: [int(x) for x in v] for k, v in row.items()}) + "\n")
+    assert main(["preview", str(data), "--tokenizer", str(tok_dir), "--no-color"]) == 0
+    out = capsys.readouterr().out
+    assert "2 trained runs (a pre-tokenized row: its own labels, no turns)" in out and "1 turn" not in out

@@ -83,9 +83,12 @@ class Preview:
         tokens: each token's text (a run of image tokens is one entry, see ``repeats``).
         ids: their ids; ``trained``: whether each is trained; ``special``: whether each is one
             of the tokenizer's special tokens.
-        turns: trained turns found.
+        turns: trained turns found; of a pre-tokenized row (``pretokenized``), which holds no
+            turns, its runs of trained tokens.
         notes: what else to know (truncation, data the template leaves out, split rows).
         repeats: how many ids each entry stands for (empty unless image runs are collapsed).
+        pretokenized: the row arrived as ``input_ids`` and labels: it is shown with the labels it
+            carries (nothing rendered, no turns), and its header counts runs of trained tokens.
     """
 
     tokens: list[str]
@@ -95,6 +98,7 @@ class Preview:
     notes: list[str] = field(default_factory=list)
     special: list[bool] = field(default_factory=list)  # the tokenizer's special tokens (<|im_start|>, ...)
     repeats: list[int] = field(default_factory=list)  # how many ids an entry stands for (an image's run)
+    pretokenized: bool = False  # input_ids and labels as they arrived: no turns, runs of trained tokens
 
     @property
     def n_tokens(self) -> int:
@@ -108,7 +112,10 @@ class Preview:
 
     def summary(self) -> str:
         pct = 100.0 * self.n_trained / self.n_tokens if self.n_tokens else 0.0
-        parts = [f"{self.n_tokens} tokens", f"{self.n_trained} trained ({pct:.0f}%)", f"{self.turns} turn{'' if self.turns == 1 else 's'}"]
+        plural = "" if self.turns == 1 else "s"
+        counted = (f"{self.turns} trained run{plural} (a pre-tokenized row: its own labels, no turns)"
+                   if self.pretokenized else f"{self.turns} turn{plural}")
+        parts = [f"{self.n_tokens} tokens", f"{self.n_trained} trained ({pct:.0f}%)", counted]
         return "respmask: " + ", ".join(parts + self.notes)
 
     def _is_special(self, i: int) -> bool:
@@ -423,4 +430,4 @@ def _pretokenized(sample: Mapping[str, Any], tok: Any) -> Preview:
     trained = [bool(x != IGNORE_INDEX) for x in parsed.labels]
     tokens = [tok.decode([i]) for i in ids]
     runs = _trained_runs(trained)
-    return Preview(tokens, ids, trained, runs, [], _special_flags(ids, tok))
+    return Preview(tokens, ids, trained, runs, [], _special_flags(ids, tok), pretokenized=True)
