@@ -89,3 +89,68 @@ def test_check_says_which_options_did_nothing_to_pretokenized_rows(tmp_path, cap
                  "--template-kwargs", '{"enable_thinking": false}']) == 0
     out = capsys.readouterr().out
     assert "options not used on the 2 pre-tokenized sample(s): template_kwargs, train_on" in out
+
+
+# -- finding 16: a stop_tokens entry that never ends a turn (a typo) is named -------------------
+
+GLM_CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                         {"role": "user", "content": "again"}, {"role": "assistant", "content": "yes"}]}
+
+
+def test_check_names_a_stop_token_that_ends_no_turn_with_its_close_spellings():
+    tok = fixture_tokenizer("glm4_5")  # GLM-4.5 closes no turn: the next role token ends it, given as a stop token
+    plain = respmask.check([GLM_CHAT] * 2, tok)
+    right = respmask.check([GLM_CHAT] * 2, tok, stop_tokens=["<|user|>"])
+    typo = respmask.check([GLM_CHAT] * 2, tok, stop_tokens=["<|usr|>"])
+    assert len(plain.turns_without_stop) == 4 and len(right.turns_without_stop) == 2  # the right one ends turns
+    assert right.stop_tokens_unused == [] and plain.stop_tokens_unused == []
+    assert typo.turns_without_stop == plain.turns_without_stop  # the typo matched nothing ...
+    assert typo.stop_tokens_unused == [("<|usr|>", False, ["<|user|>"])]  # ... and check says so
+    assert ("stop_tokens entry '<|usr|>' ends no trained turn in the 2 sample(s) checked (it occurs nowhere in "
+            "their rendered text): did you mean '<|user|>'?") in typo.summary()
+    assert typo.to_dict()["stop_tokens_unused"] == [("<|usr|>", False, ["<|user|>"])]
+
+    # the finding's own case: a typo beside the template's learned end-of-turn token, which ends every turn
+    qwen = fixture_tokenizer("qwen2_5")
+    report = respmask.check([{"messages": CHAT}], qwen, stop_tokens=["<|im_end|>", "<|im_ned|>"])
+    assert report.ok and report.turns_without_stop == []  # the masks are right: only the typo is said
+    assert report.stop_tokens_unused == [("<|im_ned|>", False, ["<|im_end|>"])]
+    # a string that occurs in the text but never where a reply ends is told apart; a legit multi-character stop
+    # string that ends turns (no token of the tokenizer) is not named
+    said = respmask.check([{"messages": CHAT}], qwen, stop_tokens=["Paris"]).stop_tokens_unused
+    assert said == [("Paris", True, [])]
+    assert "it occurs in their text, never where a reply ends" in respmask.check(
+        [{"messages": CHAT}], qwen, stop_tokens=["Paris"]).summary()
+    assert respmask.check([GLM_CHAT], tok, stop_tokens=["<|user|>\nag"]).stop_tokens_unused == [
+        ("<|user|>\nag", True, ["<|user|>"])]  # it reaches into the next message's text: no stop (the replay rule)
+    template = ("{% for m in messages %}{% if m.role == 'user' %}<u>Q: {{ m.content }}\n{% else %}A: {{ m.content }}"
+                "\n{% endif %}{% endfor %}")
+    own = respmask.check([GLM_CHAT], qwen, chat_template=template, stop_tokens=["<u>Q"])
+    assert own.stop_tokens_unused == [] and own.turns_without_stop == [(0, 3)]
+
+
+def test_the_cli_takes_stop_tokens_in_check_preview_and_tokenize(tmp_path, capsys):
+    tok = fixture_tokenizer("glm4_5")
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps(GLM_CHAT) + "\n")
+    assert main(["check", str(data), "--tokenizer", str(tok_dir), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["turns_without_stop"]) == 2
+    assert main(["check", str(data), "--tokenizer", str(tok_dir), "--json", "--stop-tokens", "<|user|>",
+                 "--stop-tokens", "<|observation|>"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["turns_without_stop"]) == 1 and report["stop_tokens_unused"] == [
+        ["<|observation|>", False, []]]  # no tool result in this chat: truthfully named, not a failure
+    assert main(["check", str(data), "--tokenizer", str(tok_dir), "--stop-tokens", "<|usr|>"]) == 0
+    assert "stop_tokens entry '<|usr|>' ends no trained turn" in capsys.readouterr().out
+
+    assert main(["preview", str(data), "--tokenizer", str(tok_dir), "--no-color", "--stop-tokens", "<|user|>"]) == 0
+    assert "hello<|user|>⟧" in capsys.readouterr().out.replace("↵", "")
+
+    trained = {}
+    for name, flags in (("plain", []), ("stop", ["--stop-tokens", "<|user|>"])):
+        assert main(["tokenize", str(data), str(tmp_path / name), "--tokenizer", str(tok_dir), "--quiet", "--json",
+                     *flags]) == 0
+        trained[name] = json.loads(capsys.readouterr().out)["trained_tokens"]
+    assert trained["stop"] == trained["plain"] + 1  # the first reply's stop token, '<|user|>', now trains

@@ -56,6 +56,10 @@ class CheckReport:
             ``assistant_masks``): trained on their own labels, nothing rendered.
         options_unused: the masking options given (by name) that only apply to rows respmask
             renders, when pre-tokenized samples were checked: those options did nothing to them.
+        stop_tokens_unused: ``(stop, occurs, close)`` of each ``stop_tokens`` entry that ends no
+            trained turn of the checked samples (a typo such as ``"<|im_ned|>"`` never matches):
+            whether it occurs anywhere in their rendered text, and the close spellings (the
+            tokenizer's special tokens and the stop tokens that did end turns) it may stand for.
         images_dropped: with a processor, images truncation cuts away (with the text around
             them: an image's tokens are never separated from its pixels); ``image_cut`` the
             samples that lose images; ``left_out`` the samples ``on_image_cut="drop"``
@@ -92,6 +96,8 @@ class CheckReport:
     every_token_trained: list[int] = field(default_factory=list)  # arrived pre-tokenized, every token labelled
     pretokenized: int = 0  # samples that arrived pre-tokenized (nothing rendered: their own labels train)
     options_unused: list[str] = field(default_factory=list)  # options given that do nothing to pre-tokenized rows
+    # (stop, occurs in the rendered text, close spellings) of stop_tokens entries that end no trained turn
+    stop_tokens_unused: list[tuple[str, bool, list[str]]] = field(default_factory=list)
     images_dropped: int = 0  # images truncation cuts away (a processor's rows)
     image_cut: list[int] = field(default_factory=list)  # samples truncation cuts images from
     left_out: list[int] = field(default_factory=list)  # samples on_image_cut="drop" leaves out
@@ -197,6 +203,12 @@ class CheckReport:
         lines.append(f"turns without a trained stop token: {len(self.turns_without_stop)}" + (
             f"  [sample, message: {_some(self.turns_without_stop)}]  (the model may not learn to stop)"
             if self.turns_without_stop else ""))
+        for stop, occurs, close in self.stop_tokens_unused:
+            lines.append(f"stop_tokens entry {stop!r} ends no trained turn in the {self.samples} sample(s) checked ("
+                         + ("it occurs in their text, never where a reply ends" if occurs
+                            else "it occurs nowhere in their rendered text") + ")"
+                         + (f": did you mean {' or '.join(map(repr, close))}?" if close else
+                            ": check its spelling against the tokenizer's special tokens"))
         lost = self.lost
         if lost:
             lost_tokens = self.dropped_tokens - self.dropped_reasoning_tokens
@@ -305,6 +317,9 @@ def check(
     masker = masker_for(tokenizer, options, changes)
     report = CheckReport(max_length=max_length)
     batch: list[tuple[int, Any]] = []
+    wanted = masker.options.stop_tokens  # the user's own stop tokens: does each end some turn?
+    ending: set[str] = set()  # the stop tokens that ended a trained turn
+    occurring: set[str] = set()  # the wanted ones found anywhere in a rendered text
 
     def once(items: list[int], index: int) -> None:
         if not items or items[-1] != index:
@@ -357,6 +372,10 @@ def check(
             for t in enc.turns:
                 if t.stop is None:
                     report.turns_without_stop.append((index, t.message))
+                elif enc.text is not None:
+                    ending.add(enc.text[t.stop[0]:t.stop[1]])
+            if enc.text is not None:
+                occurring.update(stop for stop in wanted if stop not in occurring and stop in enc.text)
         batch.clear()
 
     for index, sample in enumerate(samples):
@@ -371,7 +390,28 @@ def check(
         flush()
     if report.pretokenized:
         report.options_unused = _render_options(masker.options)
+    if report.turns:  # stop tokens end trained turns: with none rendered there is nothing to say of them
+        report.stop_tokens_unused = _stops_unused(masker.tokenizer, wanted, ending, occurring)
     return report
+
+
+def _stops_unused(tokenizer: Any, wanted: Sequence[str], ending: set[str], occurring: set[str]
+                  ) -> list[tuple[str, bool, list[str]]]:
+    """``(stop, occurs, close)`` of each ``wanted`` stop token that is not one of ``ending`` (the
+    stop tokens that ended a trained turn): whether it is in ``occurring``, and its close spellings
+    among the tokenizer's special tokens and ``ending`` (``difflib``; itself excluded)."""
+    import difflib
+
+    unused = [stop for stop in dict.fromkeys(wanted) if stop not in ending]
+    if not unused:
+        return []
+    special = [t for t in getattr(tokenizer, "all_special_tokens", []) if isinstance(t, str)]
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special += [str(t) for t in decoder.values() if getattr(t, "special", False)]
+    candidates = list(dict.fromkeys([*sorted(ending), *special]))
+    return [(stop, stop in occurring,
+             difflib.get_close_matches(stop, [c for c in candidates if c != stop], n=3, cutoff=0.7))
+            for stop in unused]
 
 
 # options that act only on rows respmask renders (data_format and mapping read every row: a

@@ -168,6 +168,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["split"] = args.split
     if args.text_only:
         opts["text_only"] = True
+    if args.stop_tokens:
+        opts["stop_tokens"] = args.stop_tokens
     if args.chat_template:
         try:
             with open(args.chat_template, encoding="utf-8") as f:
@@ -327,6 +329,13 @@ PROCESSOR_HELP = (
 )
 
 
+STOP_TOKENS_HELP = (
+    "a token (or string) that also ends generation, besides EOS and the end-of-turn tokens learned from the template "
+    "(the API's stop_tokens); repeat the flag for several, e.g. --stop-tokens '<|user|>' --stop-tokens "
+    "'<|observation|>' (GLM-4.5's turns end at the next role)"
+)
+
+
 TEXT_ONLY_HELP = (
     "train rows that hold images (an 'images' column, image parts) on their text alone, the images dropped "
     "(default: such rows are errors, since a text tokenizer cannot use their images)"
@@ -365,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
         p.add_argument("--split", choices=["never", "auto", "turns"], default="never", help=SPLIT_HELP)
         p.add_argument("--text-only", action="store_true", help=TEXT_ONLY_HELP)
+        p.add_argument("--stop-tokens", action="append", metavar="TOKEN", help=STOP_TOKENS_HELP)
         data_options(p)
 
     p = sub.add_parser("preview", help="show samples with trained tokens highlighted")
@@ -396,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-reasoning", action="store_true", help="leave reasoning blocks out of the loss")
     t.add_argument("--split", choices=["never", "auto", "turns"], default="never", help=SPLIT_HELP)
     t.add_argument("--text-only", action="store_true", help=TEXT_ONLY_HELP)
+    t.add_argument("--stop-tokens", action="append", metavar="TOKEN", help=STOP_TOKENS_HELP)
     t.add_argument("--max-length", type=positive, help="truncate samples to this many tokens")
     t.add_argument("--truncation", choices=["right", "left"], default="right")
     t.add_argument("--engine", choices=["datasets", "ray"], default="datasets")
