@@ -52,7 +52,8 @@ def test_a_left_cut_of_pretokenized_rows_keeping_only_the_reply_is_not_blamed_on
     # the control: labels copied from input_ids (what TRL's own preparation makes) are still named, cut or not
     copied = {"input_ids": row["input_ids"], "labels": list(row["input_ids"])}
     for max_length in (None, 16):
-        collator = ResponseOnlyCollator(tok, max_length=max_length, truncation="left", return_tensors="np")
+        cut = {"truncation": "left"} if max_length else {}  # a side applies only with a length (else it warns)
+        collator = ResponseOnlyCollator(tok, max_length=max_length, return_tensors="np", **cut)
         _, said = _collate(collator, [copied])
         assert collator.stats.every_token_trained == 1 and len(said) == 1 and "TRL's SFTTrainer" in said[0]
 

@@ -13,8 +13,8 @@ from ._encode import (
     EVERY_TOKEN_TRAINED, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows,
 )
 from ._errors import (
-    MissingColumnsError, RespmaskError, RespmaskWarning, UntrainableSampleError, check_choice, check_max_length,
-    without_sample,
+    MissingColumnsError, RespmaskError, RespmaskWarning, UntrainableSampleError, check_choice, check_cut_options,
+    check_max_length, without_sample,
 )
 from ._formats import KNOWN_ROLES, mapping_hint
 from ._masker import masker_for
@@ -286,9 +286,9 @@ def check(
         options: the masking options (:class:`respmask.MaskOptions`); or by name as ``**changes``.
         max_length, truncation: report what truncation would cut, as the collator cuts (with a
             processor: the samples truncated and the images and audio clips dropped with their
-            text).
+            text). ``truncation="left"`` without ``max_length`` warns that it has no effect.
         on_image_cut: as the collator's (with a processor): ``"drop"`` reports the samples it
-            would leave out.
+            would leave out (an error with a text tokenizer, a warning without ``max_length``).
         batch_size: samples encoded together.
 
     Returns:
@@ -296,7 +296,8 @@ def check(
 
     Raises:
         TypeError: a keyword is not a masking option, or a masker was passed with options.
-        ValueError: ``max_length`` is not positive, or ``on_image_cut`` is not one of its choices.
+        ValueError: ``max_length`` is not positive, ``on_image_cut`` is not one of its choices, or
+            is ``"drop"`` with a text tokenizer (no row holds media to cut).
 
     Example:
         >>> report = check(ds, tok, max_length=4096)
@@ -315,6 +316,7 @@ def check(
     check_choice("on_image_cut", on_image_cut, ON_IMAGE_CUT)
     check_max_length(max_length)  # as the collator: a budget of 0 or less would report nonsense
     masker = masker_for(tokenizer, options, changes)
+    check_cut_options(max_length, truncation, on_image_cut, masker.processor is not None)
     report = CheckReport(max_length=max_length)
     batch: list[tuple[int, Any]] = []
     wanted = masker.options.stop_tokens  # the user's own stop tokens: does each end some turn?
@@ -602,9 +604,10 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
         try:
             n = min(len(dataset), 256)
             sample_rows = [dataset[i] for i in range(n)]
-            report.dataset = check(sample_rows, collator.masker, max_length=collator.max_length,
-                                   truncation=collator.truncation,
-                                   on_image_cut=getattr(collator, "on_image_cut", "truncate"))
+            # the cut options only with a length to cut to: the collator judged them when it was built
+            cut = ({"truncation": collator.truncation, "on_image_cut": getattr(collator, "on_image_cut", "truncate")}
+                   if collator.max_length is not None else {})
+            report.dataset = check(sample_rows, collator.masker, max_length=collator.max_length, **cut)
         except Exception:  # the batches below tell what is wrong
             report.dataset = None
 

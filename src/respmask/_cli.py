@@ -189,10 +189,33 @@ def cut_options(p: argparse.ArgumentParser, what: str) -> None:
                         "the media past the cut are counted) or left out, as the collator's on_image_cut")
 
 
+def check_cut_flags(args: argparse.Namespace) -> None:
+    """Refuse the cut flags that would have no effect with the others given (each a mistake on a
+    command line): ``--on-image-cut drop`` without ``--processor`` (a tokenizer's rows hold no
+    media) or without a length to cut to, ``--truncation left`` without one (``--max-length``;
+    ``tokenize``: or ``--pack``, which cuts to its length).
+
+    Raises:
+        RespmaskError: such a flag, with what would make it apply.
+    """
+    on_image_cut = getattr(args, "on_image_cut", "truncate")
+    length = "--max-length N or --pack L" if hasattr(args, "pack") else "--max-length N"
+    cuts = bool(args.max_length or getattr(args, "pack", None))
+    if on_image_cut != "truncate" and not args.processor:
+        raise RespmaskError("--on-image-cut applies to rows with images, read with --processor DIR (a tokenizer's rows "
+                            "hold no images or audio to cut): pass --processor DIR, or leave --on-image-cut out")
+    unused = [f"--{flag.replace('_', '-')} {value}" for flag, value, default in (
+        ("truncation", args.truncation, "right"), ("on_image_cut", on_image_cut, "truncate")) if value != default]
+    if unused and not cuts:
+        raise RespmaskError(f"{' and '.join(unused)}: no effect without {length} (nothing is cut): add "
+                            f"{length.split(' or ')[0]}, or leave {' and '.join(u.split()[0] for u in unused)} out")
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from ._masker import ChatMasker
     from ._preview import collated_preview, legend, preview, use_color
 
+    check_cut_flags(args)
     samples, tok, tok_name = _load(args)
     masker = ChatMasker(tok, **_options(args))
     # --no-color / --color decide; else only on a terminal, never with NO_COLOR, always with FORCE_COLOR
@@ -222,9 +245,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    check_cut_flags(args)
     samples, tok, tok_name = _load(args, bad_lines="yield")  # a bad line is recorded, and checking goes on
-    if args.on_image_cut != "truncate" and not args.processor:
-        raise RespmaskError("--on-image-cut applies to rows with images, read with --processor DIR")
     report = check(samples, tok, max_length=args.max_length, truncation=args.truncation,
                    **({"on_image_cut": args.on_image_cut} if args.processor else {}), **_options(args))
     if args.json:
@@ -261,6 +283,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
             f"--processor {args.processor} --max-length N, or tokenize its text alone with --tokenizer DIR --text-only")
     if not args.tokenizer:
         raise RespmaskError("--tokenizer DIR is required (a directory with tokenizer.json)")
+    check_cut_flags(args)
     tok = load_tokenizer(args.tokenizer)
     _processor_note(args.tokenizer)
     options = _options(args)

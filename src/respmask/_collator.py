@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from ._errors import MissingColumnsError, SampleError, UntrainableSampleError, check_choice, check_max_length, warn
+from ._errors import (
+    MissingColumnsError, SampleError, UntrainableSampleError, check_choice, check_cut_options, check_max_length, warn,
+)
 from ._encode import EVERY_TOKEN_TRAINED, TrainingRow, encode_rows
 from ._masker import masker_for
 from ._media_cut import ON_IMAGE_CUT, OnImageCut
@@ -150,12 +153,14 @@ class ResponseOnlyCollator:
             clips whose tokens would fall (even partly) past the cut are dropped with it and the
             processor runs again on the text and media kept, so ``input_ids`` are the processor's
             own for them (a long chat holding video is refused).
-        truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end.
+        truncation: ``"right"`` keeps the start of a sample, ``"left"`` keeps its end (with
+            ``max_length``; without it nothing is cut, and ``"left"`` warns that it has no effect).
         on_image_cut: with a processor, what to do with a sample whose truncation would drop
             images or audio: ``"truncate"`` it (default; the stats count the images and audio
             clips dropped, ``images_dropped`` and ``audio_dropped``, and a warning names the
             samples) or ``"drop"`` it: leave it out of the batch, with a warning that
-            says why (a batch left with no sample raises).
+            says why (a batch left with no sample raises). ``"drop"`` with a text tokenizer is
+            an error (its rows hold no media), and without ``max_length`` warns (nothing is cut).
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
         on_untrainable: what to do with a sample whose labels are all -100 (no assistant turn,
@@ -176,6 +181,8 @@ class ResponseOnlyCollator:
             ``get_rope_index`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) gets each sample's own positions,
             computed by that method on a weightless copy of its module, after the row's 1-D
             positions (``position_ids`` of shape ``(4, 1, tokens)``). Not kept by the collator.
+            Given otherwise (a text tokenizer, or ``padding_free=False``) it is not used, and a
+            ``UserWarning`` says so.
 
     Returns:
         Called on a list of rows: ``input_ids``, ``attention_mask`` and ``labels`` (torch tensors
@@ -187,7 +194,8 @@ class ResponseOnlyCollator:
             when it carries an ``index``/``idx``/``id``/``row_id`` value, else ``sample 2: ...``
             with a note that 2 is its position in the batch; ``index`` is that position.
         TypeError: a keyword is not a masking option, or a masker was passed with options.
-        ValueError: with a processor, ``padding_free=True`` without ``model``, with a processor
+        ValueError: ``on_image_cut="drop"`` with a text tokenizer; with a processor,
+            ``padding_free=True`` without ``model``, with a processor
             returning per-sample outputs (Idefics3's ``pixel_values``, Mllama's
             ``cross_attention_mask``) or with a model that does not take such rows.
 
@@ -225,6 +233,17 @@ class ResponseOnlyCollator:
         check_choice("on_untrainable", on_untrainable, ("warn", "raise", "keep"))
         check_choice("return_tensors", return_tensors, ("pt", "np"))
         check_max_length(max_length)
+        check_cut_options(max_length, truncation, on_image_cut, self.masker.processor is not None)
+        if model is not None and not (self.masker.processor is not None and padding_free):
+            why = ("with a text tokenizer it is not used (a text padding-free row is built from its ids alone)"
+                   if self.masker.processor is None else
+                   "without padding_free=True it is not used (a padded batch needs no model)")
+            warnings.warn(
+                f"model= has no effect here: the collator uses the model only with a processor and "
+                f"padding_free=True, to check that one padding-free row trains each sample as the padded batch "
+                f"would and to give it its own positions; {why}. Leave model out"
+                + (", or pass padding_free=True." if self.masker.processor is not None else "."),
+                UserWarning, stacklevel=2)
         if padding_free and pad_to_multiple_of:
             raise ValueError("padding_free=True concatenates samples: pad_to_multiple_of does not apply")
         self.tokenizer = self.masker.tokenizer

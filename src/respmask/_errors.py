@@ -96,6 +96,39 @@ def check_max_length(max_length: int | None) -> None:
         raise ValueError(f"max_length must be positive, got {max_length}")
 
 
+def check_cut_options(max_length: int | None, truncation: str, on_image_cut: str, media: bool) -> None:
+    """Judge the cut options a front-end was given, so that none is accepted without effect.
+
+    ``on_image_cut="drop"`` with a text tokenizer (``media`` False) can only be a mistake: it
+    leaves out rows whose cut would drop images or audio, and a text tokenizer's rows hold none.
+    ``truncation="left"`` or ``on_image_cut="drop"`` without ``max_length`` cut nothing, which a
+    configuration shared by several runs may set harmlessly: a ``UserWarning`` says so, pointing
+    at the line that built the front-end (shown once there, as Python shows warnings). Only
+    values other than the defaults are judged, so front-ends that pass the defaults on to each
+    other say nothing.
+
+    Raises:
+        ValueError: ``on_image_cut="drop"`` without a processor.
+    """
+    if on_image_cut == "drop" and not media:
+        raise ValueError(
+            "on_image_cut='drop' has no effect with a text tokenizer: it leaves out the samples whose cut would "
+            "drop images or audio, and only a processor's rows hold them (a tokenizer rejects rows with media, "
+            "or drops all their media with text_only=True). Pass the model's processor instead of its tokenizer, "
+            "or leave on_image_cut out."
+        )
+    if max_length is not None:
+        return
+    unused = [f"{name}={value!r}" for name, value, default in (("truncation", truncation, "right"),
+                                                             ("on_image_cut", on_image_cut, "truncate"))
+              if value != default]
+    if unused:
+        warnings.warn(
+            f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect without max_length: nothing "
+            "is cut. Pass max_length=N to cut longer samples, or leave "
+            f"{' and '.join(u.split('=')[0] for u in unused)} out.", UserWarning, stacklevel=3)
+
+
 def without_sample(message: str) -> str:
     """An error's text without its ``sample N:`` prefix, so that identical problems group together."""
     return message.split(": ", 1)[1] if message.startswith("sample ") and ": " in message else message

@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ._errors import LostDataError, UntrainableSampleError, check_choice, check_max_length, warn
+from ._errors import LostDataError, UntrainableSampleError, check_choice, check_cut_options, check_max_length, warn
 from ._encode import TrainingRow, encode_rows
 from ._samples import to_python
 from ._spans import describe_dropped
@@ -51,7 +51,8 @@ class Pretokenizer:
 
     Args:
         tokenizer: a fast tokenizer with a chat template.
-        max_length, truncation: cut ids and labels together (``"right"`` keeps the start).
+        max_length, truncation: cut ids and labels together (``"right"`` keeps the start);
+            ``truncation="left"`` without ``max_length`` cuts nothing and warns that it has no effect.
         on_untrainable: a sample left with no trained token is kept (``"keep"``, default: the
             collator warns about it later), dropped (``"drop"``: a batched map may shrink a batch;
             use ``remove_columns``), or raises (``"raise"``).
@@ -108,6 +109,7 @@ class Pretokenizer:
                 "processor and masks its ids)"
             )
         self.masker = masker_for(tokenizer, options, changes)
+        check_cut_options(max_length, truncation, "truncate", False)
         self.max_length = max_length
         self.truncation = truncation
         self.on_untrainable = on_untrainable

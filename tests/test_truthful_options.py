@@ -1,0 +1,158 @@
+"""Options are never accepted without effect (a new user's hunt): a combination that can only be a
+mistake is an error naming the option, why it does nothing and what would make it apply; one a
+shared configuration may set harmlessly warns once, where the front-end is built. Front-ends that
+pass each other the defaults (collator -> check) say nothing."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+datasets = pytest.importorskip("datasets")
+
+import respmask  # noqa: E402
+from respmask import Pretokenizer, ResponseOnlyCollator  # noqa: E402
+from respmask._cli import main  # noqa: E402
+from support.audio import build_processor, make_audio  # noqa: E402
+from support.tokenizers import fixture_tokenizer  # noqa: E402
+from test_trainer import _args, tiny_model  # noqa: E402
+
+CHAT = [{"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": "It is sunny, 21 degrees celsius."}]
+
+
+def _built(make):
+    """What ``make()`` returns and the UserWarnings it gave (RespmaskWarnings aside: data problems)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        made = make()
+    return made, [w for w in seen if issubclass(w.category, UserWarning)
+                  and not issubclass(w.category, respmask.RespmaskWarning)]
+
+
+# -- on_image_cut="drop" with a text tokenizer: it can never apply -------------------------------
+
+@pytest.mark.parametrize("front_end", ["collator", "check"])
+def test_on_image_cut_drop_with_a_text_tokenizer_is_an_error(front_end):
+    tok = fixture_tokenizer("qwen3")
+    with pytest.raises(ValueError) as caught:
+        if front_end == "collator":
+            ResponseOnlyCollator(tok, max_length=64, on_image_cut="drop")
+        else:
+            respmask.check([{"messages": CHAT}], tok, max_length=64, on_image_cut="drop")
+    said = str(caught.value)
+    assert "on_image_cut='drop' has no effect with a text tokenizer" in said
+    assert "Pass the model's processor instead of its tokenizer, or leave on_image_cut out" in said
+
+
+def test_on_image_cut_drop_with_a_processor_and_a_length_is_accepted_silently():
+    processor = build_processor("qwen2_audio")
+    collator, said = _built(lambda: ResponseOnlyCollator(processor, max_length=64, on_image_cut="drop"))
+    assert said == [] and collator.on_image_cut == "drop"
+
+
+# -- truncation="left" / on_image_cut="drop" without max_length: nothing is cut --------------------
+
+@pytest.mark.parametrize("front_end", ["collator", "pretokenizer", "check"])
+def test_left_truncation_without_max_length_warns_once_where_it_is_built(front_end):
+    tok = fixture_tokenizer("qwen3")
+    make = {"collator": lambda: ResponseOnlyCollator(tok, truncation="left"),
+            "pretokenizer": lambda: Pretokenizer(tok, truncation="left"),
+            "check": lambda: respmask.check([{"messages": CHAT}], tok, truncation="left")}[front_end]
+    made, said = _built(make)
+    assert len(said) == 1, [str(w.message) for w in said]
+    assert str(said[0].message) == ("truncation='left' has no effect without max_length: nothing is cut. Pass "
+                                    "max_length=N to cut longer samples, or leave truncation out.")
+    assert said[0].filename == __file__  # the user's line, not respmask's
+    if front_end == "check":
+        assert made.ok and made.truncated == []
+    # with a length it applies: no warning; the defaults never warn
+    for kwargs in ({"truncation": "left", "max_length": 64}, {}):
+        _, said = _built(lambda: ResponseOnlyCollator(tok, **kwargs))
+        assert said == []
+
+
+def test_on_image_cut_drop_without_max_length_warns_with_a_processor():
+    processor = build_processor("qwen2_audio")
+    collator, said = _built(lambda: ResponseOnlyCollator(processor, on_image_cut="drop", truncation="left"))
+    assert [str(w.message) for w in said] == [
+        "truncation='left' and on_image_cut='drop' have no effect without max_length: nothing is cut. Pass "
+        "max_length=N to cut longer samples, or leave truncation and on_image_cut out."]
+    # and the collator does cut nothing: a long chat with audio keeps all its audio
+    chat = [{"role": "user", "content": [{"type": "audio", "audio": make_audio(2.0)},
+                                         {"type": "text", "text": "What is said?"}]},
+            {"role": "assistant", "content": "Hello " * 40}]
+    batch, _ = _built(lambda: collator([{"messages": chat}]))
+    assert collator.stats.left_out == collator.stats.truncated == collator.stats.audio_dropped == 0
+    assert batch["input_features"].shape[0] == 1
+
+
+# -- model= where the collator never uses it -----------------------------------------------------
+
+def test_model_with_a_text_tokenizer_warns_that_it_is_not_used():
+    tok = fixture_tokenizer("qwen3")
+    model = tiny_model(len(tok))
+    _, said = _built(lambda: ResponseOnlyCollator(tok, padding_free=True, model=model))
+    assert len(said) == 1 and said[0].filename == __file__
+    text = str(said[0].message)
+    assert text.startswith("model= has no effect here: the collator uses the model only with a processor and "
+                           "padding_free=True")
+    assert "with a text tokenizer it is not used" in text and text.endswith("Leave model out.")
+
+
+def test_model_with_a_processor_but_padded_batches_warns_that_it_is_not_used():
+    processor = build_processor("qwen2_audio")
+    model = tiny_model(len(processor.tokenizer))
+    _, said = _built(lambda: ResponseOnlyCollator(processor, model=model))
+    assert len(said) == 1
+    text = str(said[0].message)
+    assert "without padding_free=True it is not used (a padded batch needs no model)" in text
+    assert text.endswith("Leave model out, or pass padding_free=True.")
+
+
+# -- collator -> check_trainer -> check: judged once, at the collator --------------------------
+
+def test_check_trainer_does_not_judge_again_what_the_collator_was_built_with(tmp_path):
+    tok = fixture_tokenizer("qwen3")
+    collator, said = _built(lambda: ResponseOnlyCollator(tok, truncation="left"))
+    assert len(said) == 1
+    trainer = transformers.Trainer(model=tiny_model(len(tok)), args=_args(tmp_path, max_steps=1),
+                                   train_dataset=datasets.Dataset.from_list([{"messages": CHAT}] * 4),
+                                   data_collator=collator)
+    report, said = _built(lambda: respmask.check_trainer(trainer, batches=1, verbose=False))
+    assert said == [] and report.dataset is not None and report.dataset.ok
+
+
+# -- the command line: a flag without effect is an error (exit 2) ---------------------------------
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    fixture_tokenizer("qwen3").save_pretrained(root / "tok")
+    (root / "data.jsonl").write_text(json.dumps({"messages": CHAT}) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("command, flags, said", [
+    ("check", ["--truncation", "left"],
+     "--truncation left: no effect without --max-length N (nothing is cut): add --max-length N, or leave "
+     "--truncation out"),
+    ("preview", ["--truncation", "left"],
+     "--truncation left: no effect without --max-length N (nothing is cut)"),
+    ("preview", ["--on-image-cut", "drop", "--max-length", "64"],
+     "--on-image-cut applies to rows with images, read with --processor DIR"),
+    ("tokenize", ["--truncation", "left"],
+     "--truncation left: no effect without --max-length N or --pack L (nothing is cut): add --max-length N, or "
+     "leave --truncation out"),
+])
+def test_cli_flags_without_effect_exit_2(files, capsys, tmp_path, command, flags, said):
+    args = [command, str(files / "data.jsonl")] + ([str(tmp_path / "out")] if command == "tokenize" else [])
+    assert main([*args, "--tokenizer", str(files / "tok"), *flags]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # with a length to cut to, the same flag applies
+    if flags == ["--truncation", "left"]:
+        assert main([*args, "--tokenizer", str(files / "tok"), *flags, "--max-length", "64"]) == 0
