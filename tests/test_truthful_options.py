@@ -156,3 +156,12 @@ def test_cli_flags_without_effect_exit_2(files, capsys, tmp_path, command, flags
     # with a length to cut to, the same flag applies
     if flags == ["--truncation", "left"]:
         assert main([*args, "--tokenizer", str(files / "tok"), *flags, "--max-length", "64"]) == 0
+
+
+def test_cli_on_image_cut_drop_with_a_processor_needs_a_length(files, tmp_path, capsys):
+    build_processor("qwen2_audio").save_pretrained(tmp_path / "processor")
+    args = ["check", str(files / "data.jsonl"), "--processor", str(tmp_path / "processor"), "--on-image-cut", "drop"]
+    assert main(args) == 2
+    assert ("--on-image-cut drop: no effect without --max-length N (nothing is cut): add --max-length N, or leave "
+            "--on-image-cut out") in capsys.readouterr().err
+    assert main([*args, "--max-length", "64"]) == 0
