@@ -154,3 +154,90 @@ def test_the_cli_takes_stop_tokens_in_check_preview_and_tokenize(tmp_path, capsy
                      *flags]) == 0
         trained[name] = json.loads(capsys.readouterr().out)["trained_tokens"]
     assert trained["stop"] == trained["plain"] + 1  # the first reply's stop token, '<|user|>', now trains
+
+
+# -- finding 7: content parts a text template prints as a list's repr -----------------------------
+
+def _parts(text):
+    return [{"type": "text", "text": text}]
+
+
+PARTS_CHAT = {"messages": [{"role": "user", "content": _parts("What is the weather in Paris?")},
+                           {"role": "assistant", "content": _parts("It is sunny in Paris.")}]}
+
+
+def test_check_reports_content_parts_a_template_prints_as_their_repr(tmp_path, capsys):
+    tok = fixture_tokenizer("llama3_1")  # its template prints a message's content as it is: a list shows its repr
+    rows = [{"messages": CHAT}, PARTS_CHAT, {"messages": [*CHAT[:2], {"role": "assistant",
+                                                                     "content": _parts("Sunny.")}]}]
+    masks = respmask.ChatMasker(tok).encode(PARTS_CHAT)
+    trained = tok.decode(masks.input_ids[masks.labels != -100])
+    assert trained.startswith("[{'type': 'text', 'text': 'It is sunny in Paris.'}]")  # what is trained (as the reference)
+
+    report = respmask.check(rows, tok)
+    assert report.content_printed == [(1, 0, "user"), (1, 1, "assistant"), (2, 2, "assistant")]
+    assert not report.ok and report.errors == [] and report.untrainable == []
+    text = report.summary()
+    assert ("content lists the chat template prints as written: 3 message(s) in 2 sample(s)  [sample, message: "
+            "(1, 0), (1, 1), (2, 2)]  (roles 'user', 'assistant': the template prints a list of content parts as "
+            "its repr") in text
+    assert "what to do: give each such content as a string, its text parts joined: ds = ds.map(" in text
+    assert report.to_dict()["content_printed"] == [(1, 0, "user"), (1, 1, "assistant"), (2, 2, "assistant")]
+
+    # the fix it gives works: the same rows through it are OK
+    import datasets
+
+    from respmask._check import JOIN_TEXT_PARTS
+
+    ds = datasets.Dataset.from_list([PARTS_CHAT, PARTS_CHAT])
+    scope = {"ds": ds}
+    exec(JOIN_TEXT_PARTS, scope)
+    fixed = respmask.check(scope["ds"], tok)
+    assert fixed.ok and fixed.content_printed == [] and fixed.trained_tokens < report.trained_tokens
+    assert scope["ds"][0]["messages"][1]["content"] == "It is sunny in Paris."
+
+    # check_trainer names it as a problem of the dataset, with the same fix
+    import transformers
+    from test_trainer import _args, tiny_model
+
+    # a list: Arrow cannot hold strings and part lists in one column
+    trainer = transformers.Trainer(model=tiny_model(len(tok)), args=_args(tmp_path, max_steps=1,
+                                                                          remove_unused_columns=False),
+                                   train_dataset=rows[:2],
+                                   data_collator=ResponseOnlyCollator(tok))
+    checked = respmask.check_trainer(trainer, batches=1, verbose=False)
+    (problem,) = checked.problems
+    assert problem.what == "1 sample(s) hold content parts the chat template prints as a list (rows 1)"
+    assert problem.fix.endswith(JOIN_TEXT_PARTS)
+
+    # the CLI says it and exits 1
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    data = tmp_path / "parts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["check", str(data), "--tokenizer", str(tok_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "content lists the chat template prints as written: 3 message(s) in 2 sample(s)" in out
+
+
+def test_content_parts_are_not_reported_where_the_template_reads_them():
+    from support.tokenizers import FIXTURES, build_tokenizer
+
+    # Gemma 3's and Qwen2-VL's templates read text parts: the word is rendered, no list
+    gemma = fixture_tokenizer("gemma3")
+    qwen_vl = build_tokenizer((FIXTURES / "vision" / "qwen2_vl.jinja").read_text(), eos="<|im_end|>",
+                              special=["<|im_start|>", "<|im_end|>"])
+    for tok in (gemma, qwen_vl):
+        text = tok.apply_chat_template(PARTS_CHAT["messages"], tokenize=False)
+        assert "It is sunny in Paris." in text and "'type'" not in text
+        report = respmask.check([PARTS_CHAT], tok)
+        assert report.content_printed == [] and report.ok, report.summary()
+    # a user text that holds such a repr itself is data, not a printed list
+    quoted = {"messages": [{"role": "user", "content": "Why does it print [{'type': 'text', 'text': 'hi'}]?"},
+                           {"role": "assistant", "content": "Its template prints the list."}]}
+    assert respmask.check([quoted], fixture_tokenizer("llama3_1")).content_printed == []
+    # roles are probed one by one: a template that prints only the system content as written names only it
+    mllama = build_tokenizer((FIXTURES / "vision" / "mllama.jinja").read_text(), eos="<|eot_id|>",
+                             special=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    rows = [{"messages": [{"role": "system", "content": _parts("Be brief.")}, *PARTS_CHAT["messages"]]}]
+    assert respmask.check(rows, mllama).content_printed == [(0, 0, "system")]

@@ -16,12 +16,19 @@ from ._errors import (
     MissingColumnsError, RespmaskError, RespmaskWarning, UntrainableSampleError, check_choice, check_cut_options,
     check_max_length, without_sample,
 )
-from ._formats import KNOWN_ROLES, mapping_hint
+from ._formats import KNOWN_ROLES, PART_KEYS, mapping_hint
 from ._masker import masker_for
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
 from ._media_cut import ON_IMAGE_CUT
 from ._spans import DROPPED_DOCUMENTS, DROPPED_REASONING, DROPPED_TOOLS, NO_MESSAGE
+
+
+# the one-line fix for content given as text parts to a template that prints them as a list
+JOIN_TEXT_PARTS = (
+    "ds = ds.map(lambda row: {\"messages\": [{**m, \"content\": \"\".join(p[\"text\"] for p in m[\"content\"] "
+    "if p[\"type\"] == \"text\") if isinstance(m[\"content\"], list) else m[\"content\"]} for m in row[\"messages\"]]})"
+)
 
 
 def _some(items: Sequence[Any], n: int = 8) -> str:
@@ -56,6 +63,10 @@ class CheckReport:
             ``assistant_masks``): trained on their own labels, nothing rendered.
         options_unused: the masking options given (by name) that only apply to rows respmask
             renders, when pre-tokenized samples were checked: those options did nothing to them.
+        content_printed: ``(sample, message, role)`` of messages whose content is a list of parts
+            that the chat template prints as the list itself (its Python repr, ``[{'type': 'text',
+            'text': ...}]``: a template that only prints strings, as Llama 3.1's), so that repr is
+            what the model reads and, in a reply, is trained on.
         stop_tokens_unused: ``(stop, occurs, close)`` of each ``stop_tokens`` entry that ends no
             trained turn of the checked samples (a typo such as ``"<|im_ned|>"`` never matches):
             whether it occurs anywhere in their rendered text, and the close spellings (the
@@ -96,6 +107,8 @@ class CheckReport:
     every_token_trained: list[int] = field(default_factory=list)  # arrived pre-tokenized, every token labelled
     pretokenized: int = 0  # samples that arrived pre-tokenized (nothing rendered: their own labels train)
     options_unused: list[str] = field(default_factory=list)  # options given that do nothing to pre-tokenized rows
+    # (sample, message, role) of content part lists the template prints as their repr (trained as text)
+    content_printed: list[tuple[int, int, str]] = field(default_factory=list)
     # (stop, occurs in the rendered text, close spellings) of stop_tokens entries that end no trained turn
     stop_tokens_unused: list[tuple[str, bool, list[str]]] = field(default_factory=list)
     images_dropped: int = 0  # images truncation cuts away (a processor's rows)
@@ -121,9 +134,10 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         """No sample raised, every sample has a trained token, no pre-tokenized sample trains every
-        token, and the template drops no data but earlier turns' reasoning (which templates such as
-        Qwen3's leave out by design)."""
-        return not self.errors and not self.untrainable and not self.lost and not self.every_token_trained
+        token, the template prints no content list as its repr, and it drops no data but earlier
+        turns' reasoning (which templates such as Qwen3's leave out by design)."""
+        return (not self.errors and not self.untrainable and not self.lost and not self.every_token_trained
+                and not self.content_printed)
 
     @property
     def lost(self) -> list[tuple[int, int, str]]:
@@ -240,6 +254,14 @@ class CheckReport:
                 lines.append(f"  roles {', '.join(map(repr, aliases))} are other formats' names for "
                              f"{', '.join(map(repr, aliases.values()))}: read them as such with "
                              f"{mapping_hint(role_map=aliases)}")
+        if self.content_printed:
+            roles = ", ".join(repr(r) for r in dict.fromkeys(role for _, _, role in self.content_printed))
+            lines.append(f"content lists the chat template prints as written: {len(self.content_printed)} message(s) "
+                         f"in {len({s for s, _, _ in self.content_printed})} sample(s)  [sample, message: "
+                         f"{_some([(s, m) for s, m, _ in self.content_printed])}]  (roles {roles}: the template "
+                         "prints a list of content parts as its repr, [{'type': 'text', 'text': ...}], and the model "
+                         "reads it, and is trained on it in replies, as text)")
+            lines.append(f"  what to do: give each such content as a string, its text parts joined: {JOIN_TEXT_PARTS}")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
@@ -330,6 +352,7 @@ def check(
     def flush() -> None:
         rows = encode_rows(masker, [s for _, s in batch], [i for i, _ in batch], max_length=max_length,
                            truncation=truncation, on_image_cut=on_image_cut, on_error="collect")[1]
+        looked: set[int] = set()  # samples whose content lists were looked at (a split sample gives several rows)
         for row in rows:
             index, enc = row.index, row.encoded
             if enc is None:
@@ -378,6 +401,13 @@ def check(
                     ending.add(enc.text[t.stop[0]:t.stop[1]])
             if enc.text is not None:
                 occurring.update(stop for stop in wanted if stop not in occurring and stop in enc.text)
+                if index not in looked and any(key in enc.text for key in PART_KEYS):  # a printed part shows its key
+                    looked.add(index)
+                    try:
+                        printed = masker.printed_content_lists(batch[row.sample][1])
+                    except RespmaskError:  # its error is the row's (it rendered: none is expected)
+                        printed = []
+                    report.content_printed.extend((index, message, role) for message, role in printed)
         batch.clear()
 
     for index, sample in enumerate(samples):
@@ -857,6 +887,14 @@ def _dataset_problems(report: TrainerReport, collator: Any) -> None:
             f"{len(rows)} sample(s) hold data the chat template leaves out (rows {_some(rows)})",
             f"the template does not render: {'; '.join(kinds)}; that data is never trained",
             "use a chat template that renders it, or fix the data (respmask check FILE lists each message)",
+        ))
+    if ds.content_printed:
+        rows = sorted({i for i, _, _ in ds.content_printed})
+        report.add(Problem(
+            f"{len(rows)} sample(s) hold content parts the chat template prints as a list (rows {_some(rows)})",
+            "the template prints a message's content as it is: a list of parts renders as its repr, "
+            "[{'type': 'text', 'text': ...}], which the model reads and, in replies, is trained on",
+            "give each such content as a string, its text parts joined: " + JOIN_TEXT_PARTS,
         ))
     if ds.turns_without_stop:
         report.add(Problem(

@@ -667,6 +667,7 @@ def _with_media(sample: Any, text_only: bool) -> Any:
 # one word per role, planted as that role's content (a string, or one text part) by content_forms
 _ROLE_WORDS = {"system": "zqsystemword", "user": "zquserword", "assistant": "zqassistantword", "tool": "zqtoolword"}
 _FORM_PROBES = (("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant", "tool", "assistant"))
+PART_KEYS = ("'type'", '"type"')  # a part's key as a printed list shows it (Python's repr, or JSON)
 
 
 @dataclass(frozen=True)
@@ -676,9 +677,14 @@ class ContentForms:
     Attributes:
         parts: roles whose string content the template leaves out but whose one text part it
             renders (LLaVA-1.5's ``selectattr('type', 'equalto', 'text')`` skips a string).
+        printed: roles whose one text part the template prints as the list it is (Python's repr,
+            ``[{'type': 'text', 'text': ...}]``: a template that only prints strings, as Llama
+            3.1's), the part's ``type`` key showing in the render: that text is read (and trained)
+            as written, which :func:`respmask.check` reports.
     """
 
     parts: frozenset[str] = frozenset()
+    printed: frozenset[str] = frozenset()
 
 
 def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms:
@@ -690,13 +696,15 @@ def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms
     parts), and the other form renders as nothing, or as a list's repr, trained as text. Probe
     conversations (a user turn and a reply; the same after a system turn; with a tool result and a
     second reply) are rendered with every content a string, then with one role's content written as
-    a text part: a role whose word only the part renders reads parts. (A template that renders a
-    part otherwise than its string, as Llama 3.1's prints a list's repr, is left as it is: a text
-    tokenizer's rows render as written, ``apply_chat_template``'s ids being the reference.)
-    Conversations the template raises on show nothing (with every content a string raising: the
-    roles whose words an all-parts render shows read parts).
+    a text part: a role whose word only the part renders reads parts. A template that renders a
+    part otherwise than its string, as Llama 3.1's prints a list's repr, is left as it is (a text
+    tokenizer's rows render as written, ``apply_chat_template``'s ids being the reference): the
+    roles whose part renders with its ``type`` key, absent from the all-strings render, are noted
+    as ``printed``. Conversations the template raises on show nothing (with every content a string
+    raising: the roles whose words an all-parts render shows read parts).
     """
     parts: set[str] = set()
+    printed: set[str] = set()
 
     def chat(roles: Sequence[str], as_part: Sequence[int]) -> list[dict[str, Any]]:
         return [{"role": role, "content": [{"type": "text", "text": _ROLE_WORDS[role]}] if k in as_part
@@ -720,7 +728,9 @@ def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms
             one = attempt(chat(roles, (k,)))
             if one is not None and word in one and word not in base:
                 parts.add(role)
-    return ContentForms(frozenset(parts))
+            elif one is not None and word in one and any(key in one and key not in base for key in PART_KEYS):
+                printed.add(role)  # the list itself printed, its 'type' key with it
+    return ContentForms(frozenset(parts), frozenset(printed - parts))
 
 
 def with_text_parts(messages: list[dict[str, Any]], roles: frozenset[str]) -> list[dict[str, Any]] | None:

@@ -667,12 +667,9 @@ class ChatMasker:
                          out.empty_replies)
         return out
 
-    def _in_read_form(self, parsed: Chat, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> Chat:
-        """``parsed`` with each string content the processor's template leaves out but renders as one
-        text part written as that part (see :func:`respmask._formats.content_forms`, learned once per
-        template and kwargs), as TRL's vision SFT writes every string: LLaMA-Factory's mllm_demo.json
-        (string replies) through LLaVA's processor would train nothing. A text tokenizer's rows are
-        rendered as written (its ids stay ``apply_chat_template``'s, the reference of every check)."""
+    def _content_forms(self, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> ContentForms:
+        """The content forms the template reads (:func:`respmask._formats.content_forms`), learned
+        once per template and kwargs."""
         key = self._profile_key(source, kwargs)
         forms = self._forms.get(key)
         if forms is None:
@@ -680,6 +677,42 @@ class ChatMasker:
                 return self._apply_template(template, messages, None, None, kwargs, False)[0].text
 
             forms = self._forms[key] = content_forms(render)
+        return forms
+
+    def printed_content_lists(self, sample: Any) -> list[tuple[int, str]]:
+        """``(message, role)`` of the messages of ``sample`` whose content is a list of parts that
+        the chat template prints as the list it is (``[{'type': 'text', 'text': ...}]``, Python's
+        repr: a template that only prints strings, as Llama 3.1's) instead of reading its text.
+
+        Such a row renders (and trains) that repr, as ``apply_chat_template`` renders it; whether
+        a role's template prints its parts so is learned by a probe render (see
+        :func:`respmask._formats.content_forms`), never from the model's name.
+
+        Returns:
+            The messages, in order; [] for a sample that holds none (or is not a conversation).
+
+        Raises:
+            SampleError: the sample is malformed (as :meth:`parse`).
+        """
+        parsed = self.parse(sample)
+        if not isinstance(parsed, Chat):
+            return []
+        listed = [(k, m.get("role")) for k, m in enumerate(parsed.messages)
+                  if isinstance(m.get("content"), (list, tuple)) and m["content"]]
+        if not listed:
+            return []
+        parsed, kwargs = self._inputs(parsed)
+        source = self.template_source(parsed.tools)
+        printed = self._content_forms(source, self.template(source), kwargs).printed
+        return [(k, role) for k, role in listed if role in printed]
+
+    def _in_read_form(self, parsed: Chat, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> Chat:
+        """``parsed`` with each string content the processor's template leaves out but renders as one
+        text part written as that part (see :func:`respmask._formats.content_forms`, learned once per
+        template and kwargs), as TRL's vision SFT writes every string: LLaMA-Factory's mllm_demo.json
+        (string replies) through LLaVA's processor would train nothing. A text tokenizer's rows are
+        rendered as written (its ids stay ``apply_chat_template``'s, the reference of every check)."""
+        forms = self._content_forms(source, template, kwargs)
         messages = with_text_parts(parsed.messages, forms.parts) if forms.parts else None
         return parsed if messages is None else replace(parsed, messages=messages, states=None, read_from=None)
 
