@@ -165,3 +165,72 @@ def test_cli_on_image_cut_drop_with_a_processor_needs_a_length(files, tmp_path, 
     assert ("--on-image-cut drop: no effect without --max-length N (nothing is cut): add --max-length N, or leave "
             "--on-image-cut out") in capsys.readouterr().err
     assert main([*args, "--max-length", "64"]) == 0
+
+
+# -- template kwargs: the string "false" is true in a chat template --------------------------------
+
+def test_the_string_false_turns_thinking_on_in_a_real_template():
+    """Why it is refused: Qwen3's template opens no empty think block (thinking on) for "false"."""
+    tok = fixture_tokenizer("qwen3")
+    prompt = [{"role": "user", "content": "hi"}]
+
+    def render(flag):
+        return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, enable_thinking=flag)
+    assert render(False).endswith("<think>\n\n</think>\n\n")
+    assert render("false") == render(True) != render(False)
+
+
+@pytest.mark.parametrize("value", ["false", "true", " False ", "TRUE"])
+@pytest.mark.parametrize("front_end", ["masker", "options", "collator", "pretokenizer", "check"])
+def test_template_kwargs_spelling_a_boolean_as_a_string_are_refused(front_end, value):
+    tok = fixture_tokenizer("qwen3")
+    kwargs = {"template_kwargs": {"reasoning_effort": "low", "enable_thinking": value}}
+    make = {"masker": lambda: respmask.ChatMasker(tok, **kwargs),
+            "options": lambda: respmask.MaskOptions(train_on="last").with_(**kwargs),
+            "collator": lambda: ResponseOnlyCollator(tok, **kwargs),
+            "pretokenizer": lambda: Pretokenizer(tok, **kwargs),
+            "check": lambda: respmask.check([{"messages": CHAT}], tok, **kwargs)}[front_end]
+    with pytest.raises(ValueError) as caught:
+        make()
+    flag = value.strip().lower() == "true"
+    assert str(caught.value) == (
+        f"template_kwargs['enable_thinking'] is the string {value!r}, not a boolean: a chat template reads any "
+        f"non-empty string as true (so 'false' turns it on), and a string never as the boolean true. Pass the "
+        f"boolean {flag} (JSON {str(flag).lower()}).")
+
+
+def test_other_string_template_kwargs_stay_accepted_and_rendered():
+    tok = fixture_tokenizer("gpt_oss")
+    masker, said = _built(lambda: respmask.ChatMasker(tok, template_kwargs={"reasoning_effort": "low"}))
+    assert said == []
+    rendered = masker.render({"messages": CHAT})
+    assert "Reasoning: low" in rendered.text
+    assert rendered.text == tok.apply_chat_template(CHAT, tokenize=False, reasoning_effort="low")
+
+
+def test_a_samples_chat_template_kwargs_spelling_a_boolean_is_a_bad_sample():
+    tok = fixture_tokenizer("qwen3")
+    rows = [{"messages": CHAT}, {"messages": CHAT, "chat_template_kwargs": {"enable_thinking": "false"}},
+            {"messages": CHAT, "chat_template_kwargs": {"enable_thinking": False}}]
+    report = respmask.check(rows, tok)
+    assert not report.ok and report.samples == 3 and report.rows == 2
+    assert report.errors == [(1, "sample 1: 'chat_template_kwargs'['enable_thinking'] is the string 'false', not a "
+                                 "boolean: a chat template reads any non-empty string as true (so 'false' turns it "
+                                 "on), and a string never as the boolean true. Pass the boolean False (JSON false) "
+                                 "in the data (a boolean column), or drop the row.")]
+    with pytest.raises(respmask.SampleError, match=r"^sample 1: 'chat_template_kwargs'\['enable_thinking'\] is the "
+                                                   "string 'false'"):
+        ResponseOnlyCollator(tok)(rows)
+
+
+@pytest.mark.parametrize("command", ["check", "preview", "tokenize"])
+def test_cli_template_kwargs_spelling_a_boolean_exit_2(files, capsys, tmp_path, command):
+    args = [command, str(files / "data.jsonl")] + ([str(tmp_path / "out")] if command == "tokenize" else [])
+    given = '{"enable_thinking": "false", "reasoning_effort": "low"}'
+    assert main([*args, "--tokenizer", str(files / "tok"), "--template-kwargs", given]) == 2
+    err = capsys.readouterr().err
+    assert ("--template-kwargs['enable_thinking'] is the string 'false', not a boolean: a chat template reads any "
+            "non-empty string as true (so 'false' turns it on), and a string never as the boolean true. Pass the "
+            "boolean False (JSON false): --template-kwargs '{\"enable_thinking\": false, \"reasoning_effort\": "
+            "\"low\"}'") in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

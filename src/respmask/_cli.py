@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._check import check
-from ._errors import RespmaskError
+from ._errors import RespmaskError, string_boolean
 from ._formats import FORMATS, MessageMapping
 
 
@@ -161,6 +161,11 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(kwargs, dict):
             raise RespmaskError(f"--template-kwargs must be a JSON object of keyword arguments, got "
                                 f"{type(kwargs).__name__} {args.template_kwargs!r}")
+        problem = string_boolean(kwargs, "--template-kwargs")
+        if problem:  # '"false"' would read as true in the template: refused before it trains the opposite
+            fixed = {k: v.strip().lower() == "true" if isinstance(v, str) and v.strip().lower() in ("true", "false")
+                     else v for k, v in kwargs.items()}
+            raise RespmaskError(f"{problem.rstrip('.')}: --template-kwargs '{json.dumps(fixed)}'")
         opts["template_kwargs"] = kwargs
     if args.no_reasoning:
         opts["reasoning_in_loss"] = False

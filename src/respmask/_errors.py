@@ -6,6 +6,7 @@ import os
 import sys
 import sysconfig
 import warnings
+from collections.abc import Mapping
 
 
 class RespmaskError(Exception):
@@ -127,6 +128,21 @@ def check_cut_options(max_length: int | None, truncation: str, on_image_cut: str
             f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect without max_length: nothing "
             "is cut. Pass max_length=N to cut longer samples, or leave "
             f"{' and '.join(u.split('=')[0] for u in unused)} out.", UserWarning, stacklevel=3)
+
+
+def string_boolean(kwargs: Mapping[str, object], where: str) -> str | None:
+    """What is wrong with template keyword arguments ``kwargs`` (named ``where``) holding a string
+    that spells a boolean (``"true"`` / ``"false"``, any case, spaces around): a chat template
+    reads any non-empty string as true, so ``{"enable_thinking": "false"}`` turns thinking on,
+    and the string ``"true"`` is not ``true`` where a template tests ``is true``. None when no
+    value does; other strings (``reasoning_effort="low"``) are template values like any other."""
+    for key, value in kwargs.items():
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            flag = value.strip().lower() == "true"
+            return (f"{where}[{key!r}] is the string {value!r}, not a boolean: a chat template reads any non-empty "
+                    f"string as true (so 'false' turns it on), and a string never as the boolean true. Pass the "
+                    f"boolean {flag} (JSON {str(flag).lower()}).")
+    return None
 
 
 def without_sample(message: str) -> str:

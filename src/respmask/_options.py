@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from ._errors import check_choice
+from ._errors import check_choice, string_boolean
 from ._formats import DataFormat, MessageMapping, SampleReader
 from ._split import SPLITS, Split
 
@@ -27,7 +27,9 @@ class MaskOptions:
         chat_template: a template string or the name of one of the tokenizer's templates; by
             default the tokenizer's own (the one ``apply_chat_template`` uses).
         template_kwargs: extra template variables for every sample (e.g. ``enable_thinking``);
-            a sample's own ``chat_template_kwargs`` override them.
+            a sample's own ``chat_template_kwargs`` override them. A value that is the string
+            ``"true"`` or ``"false"`` is refused: a template reads any non-empty string as true, so
+            ``"false"`` would turn the option on; pass a boolean.
         train_on: ``"all"`` assistant turns, or only the ``"last"`` one. A message's
             ``"train": true/false`` key overrides this for that message.
         reasoning_in_loss: when False, reasoning blocks the template renders are not trained
@@ -55,7 +57,8 @@ class MaskOptions:
             says to pass the model's processor.
 
     Raises:
-        ValueError: an option has an invalid value.
+        ValueError: an option has an invalid value (a ``template_kwargs`` value ``"true"`` /
+            ``"false"`` as a string, too).
 
     Example:
         >>> opts = MaskOptions(train_on="last", template_kwargs={"enable_thinking": False})
@@ -81,6 +84,9 @@ class MaskOptions:
             raise ValueError(f"chat_template must be a string, got {type(self.chat_template).__name__}")
         # copies of what was passed in: the caller's objects are never kept or changed
         object.__setattr__(self, "template_kwargs", dict(self.template_kwargs or {}))
+        problem = string_boolean(self.template_kwargs, "template_kwargs")
+        if problem:
+            raise ValueError(problem)
         stops: Sequence[str] = self.stop_tokens or ()
         object.__setattr__(self, "stop_tokens", (stops,) if isinstance(stops, str) else tuple(stops))
         object.__setattr__(self, "reasoning_in_loss", bool(self.reasoning_in_loss))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import MissingColumnsError, SampleError
+from ._errors import MissingColumnsError, SampleError, string_boolean
 from ._formats import AUTO, NOT_CONTENT_DATA, SampleReader, mapping_hint, no_format
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
@@ -167,6 +167,9 @@ def _chat(read: tuple[list[dict[str, Any]], list[Any], bytes | None], sample: Ma
     kwargs = sample.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise SampleError("'chat_template_kwargs' must be a dict of template keyword arguments")
+    problem = string_boolean(kwargs, "'chat_template_kwargs'") if kwargs else None
+    if problem:
+        raise SampleError(f"{problem[:-1]} in the data (a boolean column), or drop the row.")
     tools = sample.get("tools")
     if tools is not None and not isinstance(tools, (list, tuple)):
         raise SampleError("'tools' must be a list of JSON schemas")
