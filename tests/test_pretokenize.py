@@ -48,3 +48,38 @@ def test_truncation_and_drop():
     out = fn({"messages": [r["messages"] for r in ROWS]})
     assert all(len(x) <= 8 for x in out["input_ids"])
     assert len(out["input_ids"]) < len(ROWS)  # prompts longer than 8 tokens left nothing to train
+
+
+def test_map_without_indices_says_the_rows_it_names_are_batch_positions():
+    """``ds.map(Pretokenizer(tok), batched=True)`` as the README writes it passes no indices, so the
+    Pretokenizer numbers rows from 0 in every map batch: a bad row at dataset row 7 (batch size 5)
+    was reported as ``sample 2`` and the lost-data warning named ``rows [2]``, another row of the
+    dataset. Without indices it says the numbers are positions in the batch and how to have dataset
+    rows named; with ``with_indices=True`` it names the dataset row."""
+    import warnings
+
+    tok = fixture_tokenizer("qwen3")
+    rows = [{"messages": r["messages"]} for r in ROWS] + [{"messages": ROWS[0]["messages"]}] * 2
+    # the template leaves out the 'wizard' message of dataset row 7
+    rows[7] = {"messages": [{"role": "user", "content": "q"}, {"role": "wizard", "content": "abracadabra"},
+                            {"role": "assistant", "content": "a"}]}
+    ds = datasets.Dataset.from_list(rows)
+    common = dict(batched=True, batch_size=5, remove_columns=ds.column_names, load_from_cache_file=False)
+    with pytest.raises(SampleError) as raised:
+        ds.map(Pretokenizer(tok, on_lost_data="reject"), **common)
+    assert "sample 2 is its position in this batch, not a dataset row" in str(raised.value)
+    assert "with_indices=True" in str(raised.value)
+    with pytest.raises(SampleError, match=r"^sample 7: ") as raised:
+        ds.map(Pretokenizer(tok, on_lost_data="reject"), with_indices=True, **common)
+    assert "position in this batch" not in str(raised.value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds.map(Pretokenizer(tok), **common)
+    (message,) = [str(w.message) for w in caught if "leaves out" in str(w.message)]
+    assert "(positions [2] in this batch, not dataset rows: with datasets.map, pass with_indices=True" \
+        in message
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds.map(Pretokenizer(tok), with_indices=True, **common)
+    (message,) = [str(w.message) for w in caught if "leaves out" in str(w.message)]
+    assert "(rows [7])" in message

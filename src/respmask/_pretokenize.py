@@ -14,7 +14,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ._errors import LostDataError, UntrainableSampleError, check_choice, check_cut_options, check_max_length, warn
+from ._errors import (LostDataError, SampleError, UntrainableSampleError, check_choice, check_cut_options,
+                      check_max_length, warn)
 from ._encode import TrainingRow, encode_rows
 from ._samples import to_python
 from ._spans import describe_dropped
@@ -38,6 +39,24 @@ def columns_to_arrow(columns: Mapping[str, list]) -> Any:
     types = {"tokens": pa.list_(pa.int32()), "string": pa.string(), "bool": pa.bool_(), "int64": pa.int64()}
     return pa.table({name: pa.array(values, type=types[_ARROW_TYPES[name]]) if name in _ARROW_TYPES
                      else pa.array(values) for name, values in columns.items()})
+
+
+#: How to have dataset rows named when a batch comes without its rows' indices.
+_WITH_INDICES = "with datasets.map, pass with_indices=True to have dataset rows named"
+
+
+def _as_batch_position(exc: SampleError) -> SampleError:
+    """``exc`` (``sample j: ...``, j a position in a batch given without indices) saying that j is
+    a position in the batch, not a dataset row (``datasets.map`` numbers every batch from 0), and
+    how to have the row named. Same type, ``index``, ``problem`` and cause."""
+    j = exc.index
+    if j is None:
+        return exc
+    new = type(exc).__new__(type(exc))
+    SampleError.__init__(new, exc.problem, j)
+    Exception.__init__(new, f"sample {j}: {exc.problem} (sample {j} is its position in this batch, "
+                            f"not a dataset row: {_WITH_INDICES})")
+    return new
 
 
 class Pretokenizer:
@@ -156,15 +175,31 @@ class Pretokenizer:
     def encode_rows(self, rows: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None) -> dict[str, list]:
         """Encode rows (dicts); returns the output columns (lists).
 
-        With ``split`` a conversation may give several output rows; they carry its position in
-        an ``index`` column (as do all rows with ``on_error="collect"``).
+        With ``split`` a conversation may give several output rows; they carry its number in
+        an ``index`` column (as do all rows with ``on_error="collect"``): its entry of ``indices``,
+        else its position in this batch, which ``datasets.map`` restarts at 0 in every batch (pass
+        ``with_indices=True`` for dataset rows).
         """
         return self._encode_rows(rows, indices)[0]
 
     def _encode_rows(self, rows: Sequence[Mapping[str, Any]],
                      indices: Sequence[int] | None = None) -> tuple[dict[str, list], list[TrainingRow]]:
         """:meth:`encode_rows`' columns, and the training row each output row came from (for
-        ``respmask tokenize``'s counts of what the template leaves out)."""
+        ``respmask tokenize``'s counts of what the template leaves out).
+
+        Without ``indices`` rows are numbered by their position in this batch, which
+        ``datasets.map`` restarts at 0 in every batch: errors and warnings then say so, and how to
+        have dataset rows named (``with_indices=True``), instead of naming another row."""
+        if indices is not None:
+            return self._encode_numbered(rows, indices)
+        try:
+            return self._encode_numbered(rows, None)
+        except SampleError as exc:
+            raise _as_batch_position(exc) from exc.__cause__
+
+    def _encode_numbered(self, rows: Sequence[Mapping[str, Any]],
+                         indices: Sequence[int] | None) -> tuple[dict[str, list], list[TrainingRow]]:
+        """:meth:`_encode_rows` once the rows' numbers are settled (``indices``, else positions)."""
         _, encoded = encode_rows(self.masker, rows, indices, max_length=self.max_length, truncation=self.truncation,
                                  on_error=self.on_error)
         ids_out: list[np.ndarray] = []
@@ -215,11 +250,13 @@ class Pretokenizer:
             untrainable.append(row.problem if row.untrainable else None)
             kept.append(row)
         if lost and self.on_lost_data == "warn":
+            some = f"{lost[:8]}{' ...' if len(lost) > 8 else ''}"
+            named = (f"rows {some}" if indices is not None
+                     else f"positions {some} in this batch, not dataset rows: {_WITH_INDICES}")
             warn(
-                f"respmask: {len(lost)} of {len(rows)} samples in this batch (rows {lost[:8]}"
-                f"{' ...' if len(lost) > 8 else ''}) hold data the chat template leaves out of the render: it is not "
-                "trained. respmask.check lists what each lost; on_lost_data='reject' rejects such rows, 'keep' "
-                "silences this."
+                f"respmask: {len(lost)} of {len(rows)} samples in this batch ({named}) hold data the chat "
+                "template leaves out of the render: it is not trained. respmask.check lists what each lost; "
+                "on_lost_data='reject' rejects such rows, 'keep' silences this."
             )
         out: dict[str, list] = {"input_ids": ids_out, "labels": labels_out}
         if self.on_error == "collect":
