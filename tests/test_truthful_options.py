@@ -234,3 +234,72 @@ def test_cli_template_kwargs_spelling_a_boolean_exit_2(files, capsys, tmp_path, 
             "boolean False (JSON false): --template-kwargs '{\"enable_thinking\": false, \"reasoning_effort\": "
             "\"low\"}'") in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+# -- tool-call arguments that are not JSON -------------------------------------------------------
+
+def _tool_chat(arguments, flat=False):
+    call = {"name": "get_weather", "arguments": arguments}
+    return [{"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "", "tool_calls": [call if flat else {"type": "function", "function": call}]},
+            {"role": "tool", "content": "sunny"},
+            {"role": "assistant", "content": "It is sunny."}]
+
+
+BROKEN = '{"city": "Paris"'  # a truncated JSON object
+
+
+def test_templates_write_string_arguments_as_they_are():
+    """Why it is an error: Qwen3 prints string arguments verbatim, Llama 3.1 quotes them as a JSON
+    string; either way the broken text is in the reply the model is trained to write."""
+    written = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}\n</tool_call>'  # a brace short
+    assert written in fixture_tokenizer("qwen3").apply_chat_template(_tool_chat(BROKEN), tokenize=False)
+    assert '"parameters": "{\\"city\\": \\"Paris\\""' in fixture_tokenizer("llama3_1").apply_chat_template(
+        _tool_chat(BROKEN), tokenize=False)
+
+
+def _bad_arguments(where):
+    return (f"{where}: the 'arguments' of its call of 'get_weather' are a string that is not JSON (Expecting ',' "
+            f"delimiter at character 16: {BROKEN!r}): the chat template writes it as it is, so the model would learn "
+            "to write a broken tool call. Fix the arguments in the data (a JSON object, as a string or a dict), or "
+            "drop the row.")
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_tool_call_arguments_that_are_not_json_are_a_bad_sample(flat):
+    tok = fixture_tokenizer("qwen3")
+    rows = [{"messages": _tool_chat('{"city": "Paris"}')}, {"messages": _tool_chat(BROKEN, flat)},
+            {"messages": _tool_chat({"city": "Paris"})}]
+    before = json.dumps(rows)
+    report = respmask.check(rows, tok)
+    assert report.errors == [(1, "sample 1: " + _bad_arguments("'messages'[1]['tool_calls'][0]"))]
+    assert not report.ok and report.samples == 3 and report.rows == 2 and report.untrainable == []
+    with pytest.raises(respmask.SampleError) as caught:
+        ResponseOnlyCollator(tok)(rows)
+    assert caught.value.index == 1 and _bad_arguments("'messages'[1]['tool_calls'][0]") in str(caught.value)
+    out = Pretokenizer(tok, on_error="collect")({"messages": [r["messages"] for r in rows]})
+    assert out["error"][0] is None and out["error"][2] is None
+    assert _bad_arguments("'messages'[1]['tool_calls'][0]") in out["error"][1] and len(out["input_ids"][1]) == 0
+    assert json.dumps(rows) == before  # the rows are not changed
+
+
+def test_sharegpt_function_call_arguments_that_are_not_json_name_the_row_as_written():
+    tok = fixture_tokenizer("qwen3")
+    row = {"system": "Be brief.", "conversations": [
+        {"from": "human", "value": "Weather in Paris?"},
+        {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": BROKEN})},
+        {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "It is sunny."}]}
+    report = respmask.check([row], tok)
+    assert report.errors == [(0, "sample 0: " + _bad_arguments("'conversations'[1] (function_call)"))]
+    good = {**row, "conversations": [*row["conversations"][:1], {"from": "function_call", "value": json.dumps(
+        {"name": "get_weather", "arguments": {"city": "Paris"}})}, *row["conversations"][2:]]}
+    assert respmask.check([good], tok).ok
+
+
+def test_cli_check_reports_tool_call_arguments_that_are_not_json(files, tmp_path, capsys):
+    data = tmp_path / "tools.jsonl"
+    data.write_text(json.dumps({"messages": CHAT}) + "\n" + json.dumps({"messages": _tool_chat(BROKEN)}) + "\n",
+                    encoding="utf-8")
+    assert main(["check", str(data), "--tokenizer", str(files / "tok")]) == 1
+    out = capsys.readouterr().out
+    assert "errors:             1" in out and "sample 1: " + _bad_arguments("'messages'[1]['tool_calls'][0]") in out

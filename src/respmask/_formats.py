@@ -318,6 +318,31 @@ def _wrap_tool(tool: Any) -> Any:
     return tool
 
 
+def check_arguments(function: Mapping[str, Any], where: str) -> None:
+    """A tool call's ``arguments`` given as a string must be JSON. Chat templates write such a
+    string as it is (Qwen's and DeepSeek's print it, Llama 3.1's quotes it with ``tojson``), so
+    one that is not JSON would train the model to write a broken tool call. Checked where rows
+    are read (OpenAI messages in :mod:`respmask._samples`, ShareGPT ``function_call`` values
+    here), once for every template. Arguments given as a dict (or any other value) stay as
+    they are.
+
+    Raises:
+        SampleError: the arguments are a string that is not JSON (``where`` names the call).
+    """
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        return
+    try:
+        json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise SampleError(
+            f"{where}: the 'arguments' of its call of {function.get('name')!r} are a string that is not JSON "
+            f"({exc.msg} at character {exc.pos}: {arguments!r:.60}): the chat template writes it as it is, so the "
+            "model would learn to write a broken tool call. Fix the arguments in the data (a JSON object, as a "
+            "string or a dict), or drop the row."
+        ) from None
+
+
 def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
     """OpenAI ``tool_calls`` from a function call written as JSON ``{"name", "arguments"}``, a list
     of them, or already as ``{"type": "function", "function": {...}}``."""
@@ -345,6 +370,7 @@ def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
         if not isinstance(name, str) or not name:
             raise SampleError(f"{what}: a function call needs a 'name' (got keys {sorted(map(str, call))})")
         function: dict[str, Any] = {"name": name, "arguments": call.get("arguments", {})}
+        check_arguments(function, what)
         entry: dict[str, Any] = {"type": "function", "function": function}
         if call.get("id") is not None:
             entry["id"] = call["id"]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import MissingColumnsError, SampleError, string_boolean
-from ._formats import AUTO, NOT_CONTENT_DATA, SampleReader, mapping_hint, no_format
+from ._formats import AUTO, NOT_CONTENT_DATA, SampleReader, check_arguments, mapping_hint, no_format
 
 _ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 MASK_KEYS = ("assistant_masks", "completion_mask")
@@ -94,6 +94,8 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
             raise SampleError(
                 f"{what}[{i}]['content'] must be a string or a list of content parts, got {type(content).__name__}"
             )
+        if "tool_calls" in m:
+            _check_calls(m["tool_calls"], what, i)
         m = dict(m)
         m.pop("train", None)
         m.pop("loss_weight", None)
@@ -112,6 +114,23 @@ def _read_messages(messages: Any, what: str) -> tuple[list[dict[str, Any]], list
         out.append(m)
         trains.append(train)
     return out, trains, None if states is None else bytes(states)
+
+
+def _check_calls(calls: Any, what: str, i: int) -> None:
+    """Each OpenAI tool call's string ``arguments`` must be JSON (see
+    :func:`respmask._formats.check_arguments`); ``calls`` that is not a list, or a call that is
+    not a dict, is left to the template.
+
+    Raises:
+        SampleError: a call's string arguments are not JSON (named by message and call).
+    """
+    if not isinstance(calls, (list, tuple)):
+        return
+    for k, call in enumerate(calls):
+        if isinstance(call, Mapping):
+            function = call.get("function")
+            check_arguments(function if isinstance(function, Mapping) else call,
+                            f"{what}[{i}]['tool_calls'][{k}]")
 
 
 def _weight_flag(weight: Any, train: Any, reply: bool, what: str, i: int) -> bool | None:
