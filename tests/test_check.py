@@ -8,11 +8,12 @@ import json
 import warnings
 
 import numpy as np
+import pytest
 
 import respmask
 from respmask import ResponseOnlyCollator
 from respmask._cli import main
-from respmask._encode import EVERY_TOKEN_TRAINED
+from respmask._encode import EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS
 from support.tokenizers import fixture_tokenizer
 
 CHAT = [{"role": "system", "content": "You are helpful."},
@@ -187,8 +188,6 @@ def test_check_reports_content_parts_a_template_prints_as_their_repr(tmp_path, c
     # the fix it gives works: the same rows through it are OK
     import datasets
 
-    from respmask._check import JOIN_TEXT_PARTS
-
     ds = datasets.Dataset.from_list([PARTS_CHAT, PARTS_CHAT])
     scope = {"ds": ds}
     exec(JOIN_TEXT_PARTS, scope)
@@ -241,3 +240,29 @@ def test_content_parts_are_not_reported_where_the_template_reads_them():
                              special=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
     rows = [{"messages": [{"role": "system", "content": _parts("Be brief.")}, *PARTS_CHAT["messages"]]}]
     assert respmask.check(rows, mllama).content_printed == [(0, 0, "system")]
+
+
+def test_a_template_that_raises_on_content_parts_says_to_give_strings():
+    """Qwen2.5's template concatenates a message's content to strings: a list of parts raises; the
+    error now says the conversation renders once each list is given as a string, and how."""
+    tok = fixture_tokenizer("qwen2_5")
+    report = respmask.check([PARTS_CHAT, {"messages": CHAT}], tok)
+    ((index, error),) = report.errors
+    assert index == 0 and "the chat template raised TypeError" in error
+    assert ("The chat template reads content as a string: it renders this conversation once the content of "
+            "message(s) 0, 1, a list of text parts, is given as a string (its text parts joined): " + JOIN_TEXT_PARTS
+            ) in error
+    with pytest.raises(respmask.SampleError, match="reads content as a string"):
+        ResponseOnlyCollator(tok)([PARTS_CHAT])
+    # what the hint says is true: with the strings joined the conversation renders (and checks OK)
+    joined = {"messages": [{**m, "content": m["content"][0]["text"]} for m in PARTS_CHAT["messages"]]}
+    assert respmask.check([joined], tok).ok
+    # no hint where strings would not render either: the template raises on this reply for another cause
+    template = ("{% for m in messages %}{{ '<' + m.role + '>' + m.content + '</s>' }}{% if m.content == 'bad' %}"
+                "{{ raise_exception('no bad replies') }}{% endif %}{% endfor %}")
+    bad = {"messages": [{"role": "user", "content": _parts("hi")}, {"role": "assistant", "content": _parts("bad")}]}
+    (_, error), = respmask.check([bad], tok, chat_template=template).errors
+    assert "the chat template raised TypeError" in error and "reads content as a string" not in error
+    good = {"messages": [{"role": "user", "content": _parts("hi")}, {"role": "assistant", "content": _parts("ok")}]}
+    (_, error), = respmask.check([good], tok, chat_template=template).errors
+    assert "reads content as a string" in error

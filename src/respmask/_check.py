@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from ._encode import (
-    EVERY_TOKEN_TRAINED, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows,
+    EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained,
+    encode_rows,
 )
 from ._errors import (
     MissingColumnsError, RespmaskError, RespmaskWarning, UntrainableSampleError, check_choice, check_cut_options,
@@ -22,13 +23,6 @@ from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
 from ._media_cut import ON_IMAGE_CUT
 from ._spans import DROPPED_DOCUMENTS, DROPPED_REASONING, DROPPED_TOOLS, NO_MESSAGE
-
-
-# the one-line fix for content given as text parts to a template that prints them as a list
-JOIN_TEXT_PARTS = (
-    "ds = ds.map(lambda row: {\"messages\": [{**m, \"content\": \"\".join(p[\"text\"] for p in m[\"content\"] "
-    "if p[\"type\"] == \"text\") if isinstance(m[\"content\"], list) else m[\"content\"]} for m in row[\"messages\"]]})"
-)
 
 
 def _some(items: Sequence[Any], n: int = 8) -> str:

@@ -44,6 +44,14 @@ PRETOKENIZED_UNTRAINED_FIX = (
 )
 
 
+# the one-line fix for content given as text parts to a template that reads strings (it prints the
+# list's repr, or raises on it): each content list as a string, its text parts joined
+JOIN_TEXT_PARTS = (
+    "ds = ds.map(lambda row: {\"messages\": [{**m, \"content\": \"\".join(p[\"text\"] for p in m[\"content\"] "
+    "if p[\"type\"] == \"text\") if isinstance(m[\"content\"], list) else m[\"content\"]} for m in row[\"messages\"]]})"
+)
+
+
 @dataclass
 class TrainingRow:
     """One row to train on, or the error of the sample it came from.
@@ -207,11 +215,21 @@ def encode_rows(
 _PLAIN_ROLES = ("user", "assistant", "system")
 
 
+def _text_joined(content: Any) -> str | None:
+    """A content that is a list of text parts alone (``[{"type": "text", "text": ...}]``), as one
+    string; None for any other content."""
+    if not isinstance(content, (list, tuple)) or not content or not all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+        return None
+    return "".join(p["text"] for p in content)
+
+
 def template_hint(masker: ChatMasker, sample: Any, exc: RespmaskError) -> RespmaskError:
-    """``exc`` with a hint when the chat template raised on a conversation because it has no role
-    for some of its messages: learned by rendering the conversation again with those messages as
-    user messages (Gemma 3's "Conversation roles must alternate" on tool results). Any other
-    error is returned as it is."""
+    """``exc`` with a hint when the chat template raised on a conversation because of what its
+    messages are written as, learned by rendering the conversation again: with its content lists of
+    text parts as strings (a template that reads strings, as Qwen2.5's, raises on a list), or with
+    the messages of a role it has no place for as user messages (Gemma 3's "Conversation roles must
+    alternate" on tool results). Any other error is returned as it is."""
     if not isinstance(exc, SampleError) or not exc.problem.startswith("the chat template raised"):
         return exc
     try:
@@ -220,22 +238,35 @@ def template_hint(masker: ChatMasker, sample: Any, exc: RespmaskError) -> Respma
         return exc
     if not isinstance(parsed, Chat):
         return exc
-    roles = [r for r in dict.fromkeys(parsed.roles) if r not in _PLAIN_ROLES]
     kwargs = {**masker.options.template_kwargs, **parsed.kwargs}
-    for role in roles:
-        trial = [{**m, "role": "user"} if m.get("role") == role else m for m in parsed.messages]
+
+    def renders(messages: list[dict[str, Any]]) -> bool:
         try:
             masker.tokenizer.apply_chat_template(
-                trial, tools=parsed.tools, documents=parsed.documents, tokenize=False,
+                messages, tools=parsed.tools, documents=parsed.documents, tokenize=False,
                 chat_template=masker.template_source(parsed.tools), **kwargs)
         except Exception:  # noqa: BLE001 - the template rejects this conversation for another reason too
+            return False
+        return True
+
+    joined = [_text_joined(m.get("content")) for m in parsed.messages]
+    listed = [k for k, text in enumerate(joined) if text is not None]
+    hint = None
+    if listed and renders([m if text is None else {**m, "content": text} for m, text in zip(parsed.messages, joined)]):
+        hint = (f" The chat template reads content as a string: it renders this conversation once the content "
+                f"of message(s) {', '.join(map(str, listed))}, a list of text parts, is given as a string (its "
+                f"text parts joined): {JOIN_TEXT_PARTS}")
+    for role in [r for r in dict.fromkeys(parsed.roles) if r not in _PLAIN_ROLES] if hint is None else []:
+        if not renders([{**m, "role": "user"} if m.get("role") == role else m for m in parsed.messages]):
             continue
         fix = role_map_fix(masker.reader, sample, role, "user") or "MessageMapping role_map; CLI: --role-map"
         hint = (f" The chat template has no {role!r} role: it renders this conversation once its {role!r} "
                 f"messages are user messages. Use a template that supports {role!r} messages (chat_template=...), "
                 f"read them as user messages ({fix}), or leave such rows out.")
-        new = type(exc).__new__(type(exc))
-        SampleError.__init__(new, exc.problem + hint, exc.index)
-        new.__cause__ = exc.__cause__
-        return new
-    return exc
+        break
+    if hint is None:
+        return exc
+    new = type(exc).__new__(type(exc))
+    SampleError.__init__(new, exc.problem + hint, exc.index)
+    new.__cause__ = exc.__cause__
+    return new
