@@ -107,6 +107,34 @@ def test_parquet_and_saved_dataset_inputs(tmp_path):
     assert read_parts(tmp_path / "a").to_list() == read_parts(tmp_path / "b").to_list()
 
 
+def test_a_saved_dataset_dict_says_which_split_it_reads(tmp_path, capsys):
+    """A saved DatasetDict (what load_dataset returns, saved) was read as its 'train' split alone,
+    silently: ``check`` said OK over 4 of 6 rows and ``tokenize`` counted 4 input rows, the 'test'
+    split never read. Both say now which split they read and how to read another (its own
+    directory, which then reads as any saved dataset)."""
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    data = rows(6)
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(data[:4]),
+                          "test": datasets.Dataset.from_list(data[4:])}).save_to_disk(str(tmp_path / "dd"))
+    read = r"holds the splits \['train', 'test'\]: only 'train' \(4 rows\) is read"
+    with pytest.warns(UserWarning, match=read):
+        summary = tokenize_files(str(tmp_path / "dd"), str(tmp_path / "a"), tok, shard_size=5, progress=False)
+    assert summary.input_rows == 4
+    with pytest.warns(UserWarning, match=r"'test': " + str(tmp_path / "dd" / "test")):
+        assert main(["check", str(tmp_path / "dd"), "--tokenizer", str(tmp_path / "tok")]) == 0
+    assert "samples:            4" in capsys.readouterr().out
+    b = tokenize_files(str(tmp_path / "dd" / "test"), str(tmp_path / "b"), tok, shard_size=5, progress=False)
+    assert b.input_rows == b.written_rows == 2
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(data)}).save_to_disk(str(tmp_path / "only"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one split: nothing left unread, nothing to say
+        assert tokenize_files(str(tmp_path / "only"), str(tmp_path / "c"), tok, shard_size=5,
+                              progress=False).input_rows == 6
+
+
 def test_packing_option(tmp_path):
     tok = fixture_tokenizer("qwen3")
     src = tmp_path / "in.jsonl"

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import RespmaskError, SampleError, without_sample
+from ._errors import RespmaskError, SampleError, warn, without_sample
 from ._masks import IGNORE_INDEX
 from ._encode import TrainingRow
 from ._masker import _safe_signature
@@ -237,6 +237,9 @@ def open_input(path: str) -> tuple[str, Any]:
     ``("rows", list)`` for a JSON array (or a single JSON object), ``("dataset", Dataset)`` for
     Parquet and saved ``datasets`` directories.
 
+    A saved DatasetDict is read as its 'train' split, with a warning naming the other splits and
+    their directories when it holds more (their rows are in no count).
+
     Raises:
         RespmaskError: no such file, a saved DatasetDict without a 'train' split, or a JSON
             document that does not parse (its line and column).
@@ -249,6 +252,12 @@ def open_input(path: str) -> tuple[str, Any]:
         if isinstance(ds, datasets.DatasetDict):
             if "train" not in ds:
                 raise RespmaskError(f"{path}: a DatasetDict without a 'train' split ({list(ds)})")
+            others = [name for name in ds if name != "train"]
+            if others:  # read one split, and say so: the others' rows are not in any count
+                n = len(ds["train"])
+                warn(f"respmask: {path} holds the splits {list(ds)}: only 'train' ({n} rows) is read; "
+                     "to read another, give its directory ("
+                     + ", ".join(f"{name!r}: {p / name}" for name in others) + ")")
             ds = ds["train"]
         return "dataset", ds
     if not p.is_file():
