@@ -134,3 +134,71 @@ def test_packer_warns_about_the_samples_it_truncates():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RespmaskWarning)
         Packer(max(map(len, ids)))({"input_ids": ids, "labels": labels})
+
+
+def _packed_features(tok, n=6, length=300):
+    enc = Pretokenizer(tok)({"messages": [r["messages"] for r in rows(n)]})
+    packed, cut = pack([{"input_ids": i, "labels": l} for i, l in zip(enc["input_ids"], enc["labels"])], length)
+    assert cut == 0
+    return packed
+
+
+def test_packed_row_longer_than_max_length_is_refused():
+    """A packed row cut to a smaller max_length lost the samples past the cut whole, silently
+    (4 samples of 46 tokens packed in a row, collated with max_length=64: cu_seq_lens [0, 46, 64]). It is
+    refused: the collator raises, check lists every such row as an error and is not OK."""
+    from respmask import check
+
+    tok = fixture_tokenizer("qwen3")
+    packed = _packed_features(tok)
+    longest = max(len(p["input_ids"]) for p in packed)
+    feats = [{k: p[k].tolist() for k in ("input_ids", "labels", "position_ids")} for p in packed]
+    assert all(len(p["input_ids"]) > 64 for p in packed) and any(len(p["lengths"]) > 1 for p in packed)
+    with pytest.raises(SampleError, match=r"packed row .* longer than max_length=64: cutting it would drop the "
+                                          r"samples past the cut whole.* at least the pack length"):
+        ResponseOnlyCollator(tok, padding_free=True, max_length=64)(feats)
+    report = check(feats, tok, max_length=64)
+    assert not report.ok and [i for i, _ in report.errors] == list(range(len(feats)))
+    assert len(report.error_groups()) == 1  # one wording for every such row
+    # collated for the length they were packed for, every sample is kept and the report counts in rows
+    out = ResponseOnlyCollator(tok, padding_free=True, max_length=longest, return_tensors="np")(feats)
+    assert len(out["cu_seq_lens_q"]) - 1 == sum(len(p["lengths"]) for p in packed)
+    report = check(feats, tok, max_length=longest)
+    assert report.ok and report.samples == report.packed_rows == len(packed)
+    assert report.packed_samples == sum(len(p["lengths"]) for p in packed)
+    assert f"of which packed rows: {len(packed)}, holding {report.packed_samples} samples" in report.summary()
+
+
+def test_check_trainer_lists_packed_rows_longer_than_max_length(tmp_path):
+    """check_trainer said 'truncated to 256: 174 sample(s)' and 'No problems found' for packed rows
+    the collator cut: it now lists them as a problem (once, not again as a failed batch), and its
+    header counts dataset rows as its dataset section does, with the packed samples they hold."""
+    from transformers import Trainer, TrainingArguments
+
+    from respmask import check_trainer
+
+    tok = fixture_tokenizer("qwen3")
+    packed = _packed_features(tok, n=8)
+    longest = max(len(p["input_ids"]) for p in packed)
+    ds = datasets.Dataset.from_list([{k: p[k].tolist() for k in ("input_ids", "labels", "position_ids")}
+                                     for p in packed])
+    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=2, report_to=[], use_cpu=True,
+                             remove_unused_columns=False)
+
+    def report(max_length):
+        tr = Trainer(model=tiny_model(len(tok)), args=args, train_dataset=ds,
+                     data_collator=ResponseOnlyCollator(tok, padding_free=True, max_length=max_length))
+        return check_trainer(tr, batches=1, verbose=False)
+
+    bad = report(64)
+    assert not bad.ok and len(bad.problems) == 1, str(bad)
+    assert f"{len(packed)} sample(s) cannot be masked" in bad.problems[0].what
+    assert "packed row" in bad.problems[0].cause and "max_length=64" in bad.problems[0].cause
+    good = report(longest)
+    assert good.ok, str(good)
+    text = str(good)
+    rows_seen = good.collator.samples
+    assert rows_seen == min(2, len(packed))
+    assert f": {rows_seen} dataset rows holding {good.samples} packed samples," in text
+    assert good.samples > rows_seen
+    assert f"the first {len(packed)} rows as stored" in text and f"samples:            {len(packed)}" in text

@@ -14,8 +14,8 @@ from ._encode import (
     encode_rows,
 )
 from ._errors import (
-    MissingColumnsError, RespmaskError, RespmaskWarning, UntrainableSampleError, check_choice, check_cut_options,
-    check_max_length, without_sample,
+    MissingColumnsError, RespmaskError, RespmaskWarning, SampleError, UntrainableSampleError, check_choice,
+    check_cut_options, check_max_length, without_sample,
 )
 from ._formats import KNOWN_ROLES, PART_KEYS, mapping_hint
 from ._masker import masker_for
@@ -55,6 +55,9 @@ class CheckReport:
             masking was applied: the prompt is trained too), as the collator warns about them.
         pretokenized: samples that arrived pre-tokenized (``input_ids`` with ``labels`` or
             ``assistant_masks``): trained on their own labels, nothing rendered.
+        packed_rows, packed_samples: of those, the packed rows (carrying ``position_ids``) and
+            the samples they hold (one per position 0). A packed row counts once in ``samples``
+            and every other count: the counts are per dataset row.
         options_unused: the masking options given (by name) that only apply to rows respmask
             renders, when pre-tokenized samples were checked: those options did nothing to them.
         content_printed: ``(sample, message, role)`` of messages whose content is a list of parts
@@ -100,6 +103,8 @@ class CheckReport:
     pretokenized_untrainable: list[int] = field(default_factory=list)  # arrived pre-tokenized, labels all -100
     every_token_trained: list[int] = field(default_factory=list)  # arrived pre-tokenized, every token labelled
     pretokenized: int = 0  # samples that arrived pre-tokenized (nothing rendered: their own labels train)
+    packed_rows: int = 0  # pre-tokenized rows carrying position_ids (several samples each)
+    packed_samples: int = 0  # the samples those packed rows hold
     options_unused: list[str] = field(default_factory=list)  # options given that do nothing to pre-tokenized rows
     # (sample, message, role) of content part lists the template prints as their repr (trained as text)
     content_printed: list[tuple[int, int, str]] = field(default_factory=list)
@@ -165,6 +170,9 @@ class CheckReport:
     def summary(self, verdict: bool = True) -> str:
         """The report as text; ``verdict=False`` leaves out the closing OK / PROBLEMS FOUND line."""
         lines = [f"samples:            {self.samples}"]
+        if self.packed_rows:
+            lines.append(f"  of which packed rows: {self.packed_rows}, holding {self.packed_samples} samples (every "
+                         "count here is per row)")
         if self.rows != self.samples - len(self.errors) - len(self.left_out):
             lines.append(f"rows (split):       {self.rows}")
         lines += [
@@ -355,6 +363,9 @@ def check(
                 continue
             report.samples += enc.row == 0
             report.pretokenized += enc.text is None and enc.row == 0
+            if enc.position_ids is not None:
+                report.packed_rows += 1
+                report.packed_samples += int(np.count_nonzero(enc.position_ids == 0))
             report.lengths.append(len(enc.input_ids))
             if row.left_out is not None:
                 once(report.truncated, index)
@@ -474,7 +485,9 @@ class TrainerReport:
     inspected (the DataLoader may collate a batch ahead; that one is not counted).
 
     Attributes:
-        batches, samples: batches and samples drawn from the Trainer's DataLoader.
+        batches, samples: batches and samples drawn from the Trainer's DataLoader (each sample of
+            a packed row counts; the text then gives the dataset rows too, the unit of ``dataset``
+            and ``collator``).
         tokens, trained_tokens: tokens in those batches (padding excluded) and of them trained.
         longest: the longest sample in those batches, in tokens (padding excluded).
         problems: each problem once (``what``, ``cause``, ``fix``), with the batches it was
@@ -514,10 +527,13 @@ class TrainerReport:
 
     def __str__(self) -> str:
         share = f" ({100 * self.trained_tokens / self.tokens:.1f}%)" if self.tokens else ""
-        lines = [f"respmask.check_trainer: {self.batches} batch(es) from the Trainer's own DataLoader: "
-                 f"{self.samples} samples, {self.trained_tokens} of {self.tokens} tokens trained{share}"
-                 + (f", the longest sample {self.longest} tokens" if self.longest else "")]
         c = self.collator
+        # packed rows hold several samples each: counted in dataset rows, as the dataset section counts them
+        counted = (f"{c.samples} dataset rows holding {self.samples} packed samples" if c is not None and c.samples
+                   and c.rows != self.samples else f"{self.samples} samples")
+        lines = [f"respmask.check_trainer: {self.batches} batch(es) from the Trainer's own DataLoader: "
+                 f"{counted}, {self.trained_tokens} of {self.tokens} tokens trained{share}"
+                 + (f", the longest sample {self.longest} tokens" if self.longest else "")]
         if c is not None and c.samples:
             lines.append(
                 f"collator over these batches: {c.turns} assistant turns; untrainable samples: {c.untrainable}, "
@@ -682,7 +698,7 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
         b, exc = failure
         said = report.dataset is not None and (
             (isinstance(exc, UntrainableSampleError) and report.dataset.untrainable)
-            or (isinstance(exc, MissingColumnsError)  # the same problem of the stored rows
+            or (isinstance(exc, SampleError)  # the same problem of the stored rows
                 and any(exc.problem.split(". ")[0] in error for _, error in report.dataset.errors)))
         if not said:  # else: said above, with its cause
             report.add(Problem(

@@ -96,6 +96,27 @@ def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarra
     return ids[cut], labels[cut], None if positions is None else positions[cut], True
 
 
+def packed_too_long(enc: Encoded, index: int, max_length: int | None) -> None:
+    """Refuse a packed row (one carrying ``position_ids``) longer than ``max_length``.
+
+    A packed row holds several samples, each starting at a position 0; cutting it to a shorter
+    ``max_length`` would drop the samples past the cut whole (and cut one in the middle), so it
+    is an error, not a truncation: the row was packed for a longer length.
+
+    Raises:
+        SampleError: the row is packed and longer than ``max_length``, saying why and what to do
+            (one wording for every such row, so that check groups them).
+    """
+    positions = enc.position_ids
+    if positions is None or max_length is None or len(positions) <= max_length:
+        return
+    raise SampleError(
+        f"is a packed row (its 'position_ids' restart at each sample it holds) longer than max_length={max_length}: "
+        "cutting it would drop the samples past the cut whole, so it is refused. It was packed for a longer length: "
+        f"pass a max_length of at least the pack length (the longest packed row), or pack again for {max_length} "
+        f"tokens (respmask tokenize --pack {max_length}, respmask.pack(rows, {max_length}))", index)
+
+
 def arrived_untrained(enc: Encoded) -> bool:
     """Whether a row came pre-tokenized with no trained label: its labels were made before
     respmask saw it (no messages to blame), e.g. by a ``max_length`` cut when it was pre-tokenized."""
@@ -130,6 +151,7 @@ def training_row(enc: Encoded, index: int, max_length: int | None, truncation: s
         assert fit.input_ids is not None and fit.labels is not None
         ids, labels, positions, cut = fit.input_ids, fit.labels, None, fit.truncated
     else:
+        packed_too_long(enc, index, max_length)
         ids, labels, positions, cut = truncate(enc, max_length, truncation)
     trained = int(np.count_nonzero(labels != IGNORE_INDEX))
     problem = None
