@@ -305,6 +305,81 @@ def test_datasets_rows_with_arrow_nones(tok):
     assert out["input_ids"] == [e.input_ids.tolist() for e in ChatMasker(tok).encode_batch(rows)]
 
 
+def _tool_rows() -> list[dict]:
+    """Two tool-calling rows whose calls and schemas have different keys (Arrow pads each with the other's)."""
+    search = {"name": "search", "description": "s", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+        "required": ["query"]}}
+    out = []
+    for schema, arguments, reply in ((WEATHER, {"city": "Paris"}, "Sunny."),
+                                     (search, {"query": "cats", "limit": 3}, "Many cats.")):
+        out.append({"messages": [
+            {"role": "user", "content": "Ask"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": schema["name"], "arguments": arguments}}]},
+            {"role": "tool", "content": "result"},
+            {"role": "assistant", "content": reply}],
+            "tools": [{"type": "function", "function": schema}]})
+    return out
+
+
+def test_arrow_padded_tool_calls_and_tools_are_not_trained(tok):
+    # Dataset.from_list / Parquet store a column of dicts as one struct: row 0's call {"city": "Paris"}
+    # comes back as {"city": "Paris", "query": None, "limit": None}, its schema with "query": None
+    datasets = pytest.importorskip("datasets")
+    rows = _tool_rows()
+    ds = datasets.Dataset.from_list(rows)
+    padded = ds[0]
+    assert padded["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris", "query": None,
+                                                                                "limit": None}
+    before = copy.deepcopy(padded)
+    masker = ChatMasker(tok)
+    assert to_sample(padded)["tools"] == rows[0]["tools"]
+    assert to_sample(padded)["messages"][1]["tool_calls"] == rows[0]["messages"][1]["tool_calls"]
+    assert masker.encode(padded).input_ids.tolist() == masker.encode(rows[0]).input_ids.tolist()
+    assert masker.encode(padded).input_ids.tolist() == reference_ids(tok, rows[0])
+    assert "null" not in masker.render(padded).text
+    assert trained_text(masker, padded) == trained_text(masker, rows[0])
+    assert padded == before  # the caller's row keeps its Nones
+    out = ds.map(Pretokenizer(tok), batched=True, remove_columns=ds.column_names)
+    assert out["input_ids"] == [e.input_ids.tolist() for e in masker.encode_batch(rows)]
+    # a ShareGPT function call stored as a dict (not a JSON string) is padded the same way
+    sharegpt = {"conversations": [{"from": "human", "value": "a"}, {"from": "function_call", "value": {
+        "name": "get_weather", "arguments": {"city": "Paris", "query": None}}}, {"from": "observation", "value": "b"},
+        {"from": "gpt", "value": "c"}]}
+    assert to_sample(sharegpt)["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+
+
+def test_null_in_a_dict_is_dropped_but_a_json_string_is_kept_as_written(tok):
+    # a None-valued key of a dict cannot be told from Arrow's padding: dropped, as TRL's remove_none_values
+    # does; a JSON string is never padded, so an explicit null written there is trained as written
+    masker = ChatMasker(tok)
+    row = _tool_rows()[0]
+    as_dict = copy.deepcopy(row)
+    as_dict["messages"][1]["tool_calls"][0]["function"]["arguments"] = {"city": "Paris", "unit": None}
+    assert trained_text(masker, as_dict) == trained_text(masker, row)
+    as_string = copy.deepcopy(row)
+    as_string["messages"][1]["tool_calls"][0]["function"]["arguments"] = '{"city": "Paris", "unit": null}'
+    assert '"arguments": {"city": "Paris", "unit": null}' in trained_text(masker, as_string)
+    tools_string = {**row, "tools": json.dumps([{"type": "function", "function": {**WEATHER, "strict": None}}])}
+    assert '"strict": null' in masker.render(tools_string).text
+    assert masker.encode(tools_string).input_ids.tolist() == reference_ids(tok, to_sample(tools_string))
+
+
+def test_arrow_padded_template_kwargs_and_documents(tok):
+    # a row's chat_template_kwargs padded with another row's key (None) must not override the masker's own
+    template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and style is defined %}"
+                "[{{ style }}]{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}"
+                "{% for d in documents or [] %}{{ d | tojson }}{% endfor %}")
+    masker = ChatMasker(tok, chat_template=template, template_kwargs={"style": "terse"})
+    row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+           "chat_template_kwargs": {"style": None, "other": None},
+           "documents": [{"title": "a", "text": "b", "url": None}]}
+    text = masker.render(row).text
+    assert "[terse]Hello" in text and "None" not in text and "null" not in text, text
+    assert '{"title": "a", "text": "b"}' in text
+
+
 # -- errors in the row's own terms -----------------------------------------------------------------
 
 @pytest.mark.parametrize("row, message", [

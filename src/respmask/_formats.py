@@ -285,6 +285,84 @@ def no_format(row: Mapping[str, Any]) -> MissingColumnsError:
 # ---------------------------------------------------------------------------------------------
 
 
+def without_none(value: Any) -> Any:
+    """``value`` without the None-valued keys of its dicts, at every depth, as TRL's
+    ``remove_none_values`` drops them (items of a list are kept, None or not): ``value`` itself
+    when it holds none, else a copy (lists for tuples); never changed in place. Strings are not
+    looked into."""
+    if isinstance(value, Mapping):
+        out = {}
+        changed = False
+        for k, v in value.items():
+            if v is None:
+                changed = True
+                continue
+            w = v if isinstance(v, (str, int, float)) else without_none(v)
+            changed = changed or w is not v
+            out[k] = w
+        return out if changed else value
+    if isinstance(value, (list, tuple)):
+        items = [v if v is None or isinstance(v, (str, int, float)) else without_none(v) for v in value]
+        return items if any(w is not v for w, v in zip(items, value)) else value
+    return value
+
+
+#: Columns whose structured value (not a JSON string) loses its None-valued keys, and the columns
+#: whose messages' ``tool_calls`` do: see :func:`_padding_dropped`.
+_STRUCTURED_COLUMNS = ("tools", "documents", "chat_template_kwargs")
+_MESSAGE_COLUMNS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
+
+
+def _calls_dropped(messages: Any) -> Any:
+    """``messages`` with the None-valued keys of each message's ``tool_calls`` dropped
+    (:func:`without_none`): ``messages`` itself when none has any."""
+    if not isinstance(messages, (list, tuple)):
+        return messages
+    out = None
+    for i, m in enumerate(messages):
+        if isinstance(m, Mapping):
+            calls = m.get("tool_calls")
+            if isinstance(calls, (list, tuple)):
+                clean = without_none(calls)
+                if clean is not calls:
+                    if out is None:
+                        out = list(messages)
+                    out[i] = {**m, "tool_calls": clean}
+    return messages if out is None else out
+
+
+def _padding_dropped(row: Any, field_messages: str | None) -> Any:
+    """``row`` without the None-valued keys Arrow adds: Parquet, ``Dataset.from_list`` and
+    ``from_pandas`` store a column of dicts as one struct type holding every key any row has, so
+    a row's tool call ``{"city": "Paris"}`` comes back as ``{"city": "Paris", "query": None}``
+    and its tool schemas, documents and template kwargs carry the other rows' keys as None. A
+    template would print them (``"query": null``), and a tool call's arguments are trained. So,
+    as TRL's ``remove_none_values`` does, None-valued keys are dropped at every depth from the
+    messages' ``tool_calls`` and from ``tools``, ``documents`` and ``chat_template_kwargs``. A
+    value given as a JSON string is kept as written (Arrow never pads inside a string; an
+    explicit ``null`` there stays). ``row`` itself when nothing changes; never changed in place."""
+    if isinstance(row, (list, tuple)):
+        return _calls_dropped(row)
+    if not isinstance(row, Mapping):
+        return row
+    new: dict[str, Any] | None = None
+    for key in (*_MESSAGE_COLUMNS, *(() if field_messages is None else (field_messages,))):
+        value = row.get(key)
+        if isinstance(value, (list, tuple)):
+            clean = _calls_dropped(value)
+            if clean is not value:
+                new = dict(row) if new is None else new
+                new[key] = clean
+    for key in _STRUCTURED_COLUMNS:
+        value = row.get(key)
+        if isinstance(value, (list, tuple, Mapping)):
+            clean = without_none(value)
+            if clean is not value:
+                new = dict(row) if new is None else new
+                new[key] = clean
+    return row if new is None else new
+
+
 def _tools(value: Any, wrap: bool) -> Any:
     """``tools`` as a list (a JSON string parsed; empty means none), bare schemas wrapped when
     ``wrap``. Anything else is returned for parse() to judge."""
@@ -346,7 +424,9 @@ def check_arguments(function: Mapping[str, Any], where: str) -> None:
 def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
     """OpenAI ``tool_calls`` from a function call written as JSON ``{"name", "arguments"}``, a list
     of them, or already as ``{"type": "function", "function": {...}}``."""
-    if isinstance(value, str):
+    if not isinstance(value, str):
+        value = without_none(value)  # a structured value, as Arrow pads it (see _padding_dropped)
+    else:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
@@ -840,6 +920,7 @@ class SampleReader:
             columns = preference_columns(row)
             if columns:
                 raise preference_error(row, columns)
+        row = _padding_dropped(row, None if self.mapping is None else self.mapping.field_messages)
         fmt = self.format_of(row)
         sample = self._preference(row) if fmt == "preference" else self._read(row, fmt)
         if not self.text_only and type(sample) is dict and _MEDIA_KEYS.isdisjoint(sample):
