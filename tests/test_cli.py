@@ -252,3 +252,29 @@ def test_numbers_that_cannot_apply_are_refused_by_the_parser(argv, capsys):
 def test_check_refuses_a_budget_that_is_not_positive():
     with pytest.raises(ValueError, match="max_length must be positive, got -3"):
         check([{"messages": [{"role": "user", "content": "a"}]}], fixture_tokenizer("qwen3"), max_length=-3)
+
+
+def test_preview_split_prints_every_row(tmp_path, capsys):
+    """`respmask preview --split turns|auto` on a conversation split into rows stopped with an
+    AssertionError (preview returns a list then): it prints every row, numbered, with --max-length
+    too, and writes each to --html."""
+    tok = fixture_tokenizer("qwen2_5")
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    data = tmp_path / "data.jsonl"
+    chat = {"messages": [{"role": "user", "content": "first question"}, {"role": "assistant", "content": "one"},
+                         {"role": "user", "content": "second question"}, {"role": "assistant", "content": "two"}]}
+    single = {"messages": chat["messages"][:2]}
+    data.write_text(json.dumps(chat) + "\n" + json.dumps(single) + "\n")
+    html = tmp_path / "p.html"
+    for extra in ([], ["--max-length", "400"]):
+        assert main(["preview", str(data), "--tokenizer", str(tok_dir), "--split", "turns", "--no-color",
+                     "--html", str(html), *extra]) == 0
+        out = capsys.readouterr().out
+        assert "── sample 0, row 1 of 2 " in out and "── sample 0, row 2 of 2 " in out
+        assert "── sample 1 " in out and "sample 1, row" not in out
+        first, second = out.split("── sample 0, row 2 of 2 ")[0], out.split("── sample 0, row 2 of 2 ")[1]
+        assert "⟦one<|im_end|>⟧" in first and "⟦two<|im_end|>⟧" in second.split("── sample 1 ")[0]
+        page = html.read_text()
+        assert "<h3>sample 0, row 1 of 2</h3>" in page and "<h3>sample 0, row 2 of 2</h3>" in page
+        assert "<h3>sample 1</h3>" in page

@@ -229,7 +229,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
     print(f"tokenizer: {tok_name}")
     print(legend(color))
     for i, sample in enumerate(itertools.islice(samples, args.n)):
-        print(f"\n── sample {i} " + "─" * 60)
         try:
             if args.max_length:  # the row as a collator with these settings cuts it
                 p = collated_preview(sample, masker, max_length=args.max_length, truncation=args.truncation,
@@ -237,9 +236,16 @@ def cmd_preview(args: argparse.Namespace) -> int:
             else:
                 p = preview(sample, masker)
         except RespmaskError as exc:
+            print(f"\n── sample {i} " + "─" * 60)
             print(f"error: {exc}")
             continue
-        assert not isinstance(p, list)
+        if isinstance(p, list):  # a conversation that --split makes several rows of: every row, numbered
+            for k, row in enumerate(p):
+                print(f"\n── sample {i}, row {k + 1} of {len(p)} " + "─" * 50)
+                print(row.to_text(color=color, legend=False))
+                html_parts.append(f"<h3>sample {i}, row {k + 1} of {len(p)}</h3>" + row.to_html())
+            continue
+        print(f"\n── sample {i} " + "─" * 60)
         print(p.to_text(color=color, legend=False))
         html_parts.append(f"<h3>sample {i}</h3>" + p.to_html())
     if args.html:
