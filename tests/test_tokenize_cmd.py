@@ -210,6 +210,30 @@ def test_json_array_input_is_read_as_rows(tmp_path):
     assert parts["input_ids"] == _reference_ids(tok, data)
 
 
+def test_files_with_a_byte_order_mark_and_crlf_lines(tmp_path, capsys):
+    # Windows editors and PowerShell start UTF-8 files with a BOM: it is not part of the first row
+    tok = fixture_tokenizer("qwen3")
+    tok.save_pretrained(tmp_path / "tok")
+    data = rows(3)
+    jsonl, array = tmp_path / "bom_crlf.jsonl", tmp_path / "bom_array.json"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\r\n" for r in data).encode())
+    array.write_bytes(b"\xef\xbb\xbf" + json.dumps(data, indent=2).replace("\n", "\r\n").encode())
+    for src in (jsonl, array):
+        out = tmp_path / f"out_{src.stem}"
+        summary = tokenize_files(str(src), str(out), tok, shard_size=2, progress=False)
+        parts, rejects = check_accounting(out, 3, summary)
+        assert rejects == [] and parts["input_ids"] == _reference_ids(tok, data)
+        assert main(["check", str(src), "--tokenizer", str(tmp_path / "tok"), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["samples"] == 3 and report["errors"] == []
+    # a chat template file with a BOM: the mark is not template text
+    template = tmp_path / "template.jinja"
+    template.write_bytes(b"\xef\xbb\xbf" + tok.chat_template.encode())
+    assert main(["tokenize", str(jsonl), str(tmp_path / "out_t"), "--tokenizer", str(tmp_path / "tok"),
+                 "--chat-template", str(template), "--quiet"]) == 0
+    assert read_parts(tmp_path / "out_t")["input_ids"] == _reference_ids(tok, data)
+
+
 @pytest.mark.parametrize("name", ["sharegpt_tools.json", "alpaca.json", "openai.jsonl", "conversation_object.json"])
 def test_command_line_tokenizes_each_format(tmp_path, capsys, name):
     tok = fixture_tokenizer("qwen3")

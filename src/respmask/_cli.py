@@ -177,7 +177,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["stop_tokens"] = args.stop_tokens
     if args.chat_template:
         try:
-            with open(args.chat_template, encoding="utf-8") as f:
+            with open(args.chat_template, encoding="utf-8-sig") as f:  # a BOM is not template text
                 opts["chat_template"] = f.read()
         except OSError as exc:
             raise RespmaskError(f"--chat-template {args.chat_template}: cannot read it ({exc.strerror or exc})") from None

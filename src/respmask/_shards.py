@@ -182,6 +182,9 @@ class _JsonRows:
 
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+#: How data files are read: UTF-8, and a byte-order mark at the start (Windows editors and PowerShell
+#: write one) is not part of the first row, as ``datasets`` reads them. Lines may end in CRLF.
+DATA_ENCODING = "utf-8-sig"
 
 
 def _json_layout(path: str) -> str:
@@ -195,7 +198,7 @@ def _json_layout(path: str) -> str:
     """
     first = None
     more = False
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=DATA_ENCODING) as f:
         for line in f:
             if not line.strip():
                 continue
@@ -217,7 +220,7 @@ def _json_layout(path: str) -> str:
 
 def _json_document(path: str) -> list[Any]:
     """The rows of a file holding one JSON array (its items) or one JSON object (one row)."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=DATA_ENCODING) as f:
         try:
             value = json.load(f)
         except json.JSONDecodeError as exc:
@@ -297,7 +300,7 @@ def iter_rows(path: str, bad_lines: str = "raise") -> Iterator[Any]:
     elif kind == "dataset":
         yield from source
     else:
-        with open(source, encoding="utf-8") as f:
+        with open(source, encoding=DATA_ENCODING) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -325,7 +328,7 @@ def _jsonl_shards(path: str, size: int) -> Iterator[tuple[int, list[str], list[i
     numbers: list[int] = []
     index = 0
     shard = 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=DATA_ENCODING) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -342,7 +345,7 @@ def _jsonl_shards(path: str, size: int) -> Iterator[tuple[int, list[str], list[i
 
 
 def _count_jsonl(path: str) -> int:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=DATA_ENCODING) as f:
         return sum(1 for line in f if line.strip())
 
 
