@@ -331,3 +331,44 @@ def test_padding_side_is_the_collators_not_the_tokenizers(family, max_length):
     for key in ("pixel_values", "image_grid_thw"):
         if key in mine:
             assert np.array_equal(np.asarray(mine[key]), np.asarray(flipped[key]))
+
+
+def test_check_and_check_trainer_say_a_batch_of_left_out_samples_raises(tmp_path):
+    """on_image_cut='drop' with batch size 1: check said OK and check_trainer found nothing unless
+    a drawn batch happened to be a left-out sample, and trainer.train() then stopped ('every sample of
+    this batch ... left them all out'). check says a batch of such samples raises; check_trainer
+    reports it as a problem when the batch size is 1 (each left-out sample is such a batch), not when
+    such a batch is unlikely (1 of 8 rows, batches of 4)."""
+    transformers = pytest.importorskip("transformers")
+    from support.vision import tiny_model
+
+    processor = build_processor("qwen2_vl", tiny=True)
+    long, short = long_chat(3), long_chat(1)
+    _, short_ids = reference(processor, short)
+    limit = len(short_ids) + 2
+    rows = [{"messages": long if i in (1, 2) else short} for i in range(4)]
+    report = respmask.check(rows, processor, max_length=limit, on_image_cut="drop")
+    assert report.left_out == [1, 2]
+    assert "a batch made only of such samples raises" in report.summary()
+    assert "with batch size 1 each of them is one" in report.summary()
+    model = tiny_model("qwen2_vl", processor)
+
+    def trainer_report(data, batch_size):
+        args = transformers.TrainingArguments(str(tmp_path), per_device_train_batch_size=batch_size, report_to=[],
+                                              use_cpu=True, remove_unused_columns=False)
+        collator = respmask.ResponseOnlyCollator(processor, max_length=limit, on_image_cut="drop")
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
+        return respmask.check_trainer(trainer, verbose=False)
+
+    bad = trainer_report(rows, 1)
+    assert len(bad.problems) == 1, str(bad)  # a batch that raised is this problem, not another one
+    problem = bad.problems[0]
+    assert problem.what.startswith("2 of the 4 rows checked are left out of their batch (on_image_cut='drop'), "
+                                   "and a batch made only of such rows raises (rows 1, 2)")
+    assert "per_device_train_batch_size=1" in problem.cause and "left them all out" in problem.cause
+    assert "on_image_cut='truncate'" in problem.fix
+    with pytest.raises(SampleError, match="left them all out"), pytest.warns(respmask.RespmaskWarning):
+        respmask.ResponseOnlyCollator(processor, max_length=limit, on_image_cut="drop")([rows[1]])  # what it warns of
+    # one left-out row of 8 in batches of 4: a batch of it alone cannot occur, nothing to report
+    mostly_short = [{"messages": long if i == 3 else short} for i in range(8)]
+    assert trainer_report(mostly_short, 4).ok

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from ._encode import (
-    EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, arrived_untrained,
-    encode_rows,
+    EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS, LEFT_ALL_OUT, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX,
+    arrived_untrained, encode_rows,
 )
 from ._errors import (
     MissingColumnsError, RespmaskError, RespmaskWarning, SampleError, UntrainableSampleError, check_choice,
@@ -199,6 +199,10 @@ class CheckReport:
                 noun = "images" if not self.audio_left_out else "images or audio"
                 lines.append(f"  left out (on_image_cut='drop': truncation would drop {noun}): {len(self.left_out)} "
                              f"sample(s)  [{_some(self.left_out)}]")
+                lines.append("    a batch made only of such samples raises (no sample left to train on), and with "
+                             "batch size 1 each of them is one: leave them out of the dataset before training "
+                             "(ds.select(...) without report.left_out), or on_image_cut='truncate', or a larger "
+                             "max_length")
         lines.append(f"untrainable:        {len(self.untrainable)}" + (
             f"  [{_some(self.untrainable)}]  (labels all -100: NaN or missing loss)" if self.untrainable else ""))
         if self.truncated_untrainable:
@@ -599,7 +603,9 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
     without ``labels`` (the cause of the "did not return a loss" error), samples or batches whose
     labels are all -100 (NaN or zero loss), labels copied from the input ids, a TRL dataset that
     TRL rewrote before the collator saw it, an ``SFTConfig(max_length=...)`` the collator does not
-    apply, and, when the collator is respmask's, its report on the dataset's first 256 rows
+    apply, samples ``on_image_cut="drop"`` leaves out when a batch of them alone (which raises) is
+    to be expected (batch size 1, or a chance of 1 in 1000 an epoch), and, when the collator is
+    respmask's, its report on the dataset's first 256 rows
     (untrainable, truncated, data the chat template leaves out, turns without a trained stop
     token). Every count is over the same inspected batches. The collator's counters are left as
     they were.
@@ -694,10 +700,14 @@ def check_trainer(trainer: Any, batches: int = 2, *, verbose: bool = True,
                                             for f in fields(after)})
         collator.stats = before  # checking is not training: the counters are left as they were
     _dataset_problems(report, collator)
+    left_out = _left_out_problem(report.dataset, args, dataset)
+    if left_out is not None:
+        report.add(left_out)
     if failure is not None:
         b, exc = failure
         said = report.dataset is not None and (
-            (isinstance(exc, UntrainableSampleError) and report.dataset.untrainable)
+            (left_out is not None and isinstance(exc, SampleError) and LEFT_ALL_OUT in exc.problem)
+            or (isinstance(exc, UntrainableSampleError) and report.dataset.untrainable)
             or (isinstance(exc, SampleError)  # the same problem of the stored rows
                 and any(exc.problem.split(". ")[0] in error for _, error in report.dataset.errors)))
         if not said:  # else: said above, with its cause
@@ -858,6 +868,35 @@ def _lead_with_rewrite(report: TrainerReport, rewritten: str) -> None:
         "respmask.Pretokenizer",
         seen,
     )]
+
+
+def _left_out_problem(ds: CheckReport | None, args: Any, dataset: Any) -> Problem | None:
+    """The problem of rows ``on_image_cut="drop"`` leaves out, when a batch made only of them is
+    to be expected: the collator then has nothing to return and raises. With a batch size of 1
+    that is every such row; with more, the chance that some batch of an epoch holds only such rows
+    (rows drawn at random, in the share the checked rows hold them), when it is 1 in 1000 or more."""
+    size = getattr(args, "per_device_train_batch_size", None)
+    if ds is None or not ds.left_out or not ds.samples or not isinstance(size, int) or size < 1:
+        return None
+    share = len(ds.left_out) / ds.samples
+    rows = len(dataset) if hasattr(dataset, "__len__") else ds.samples
+    batches = max(1, -(-rows // size))
+    chance = 1.0 if size == 1 else 1 - (1 - share ** size) ** batches
+    if chance < 1e-3:
+        return None
+    why = ("with per_device_train_batch_size=1 each of them is a batch of its own, so training stops at the first"
+           if size == 1 else
+           f"with per_device_train_batch_size={size}, {100 * share:.0f}% of the rows checked left out and {batches} "
+           f"batches per epoch, the chance that some batch holds only such rows is about {100 * chance:.1f}% an epoch")
+    return Problem(
+        f"{len(ds.left_out)} of the {ds.samples} rows checked are left out of their batch (on_image_cut='drop'), "
+        f"and a batch made only of such rows raises (rows {_some(ds.left_out)})",
+        f"they are longer than max_length={ds.max_length} and truncation would drop images or audio; the collator "
+        f"leaves them out of their batch, and a batch with no row left raises ('{LEFT_ALL_OUT}'): {why}",
+        "leave those rows out of the dataset before training: left = set(respmask.check(ds, processor, "
+        f"max_length={ds.max_length}, on_image_cut='drop').left_out); ds = ds.select([i for i in range(len(ds)) if "
+        "i not in left]); or use on_image_cut='truncate', or a larger max_length",
+    )
 
 
 def _dataset_problems(report: TrainerReport, collator: Any) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from ._errors import (
     MissingColumnsError, SampleError, UntrainableSampleError, check_choice, check_cut_options, check_max_length, warn,
 )
-from ._encode import EVERY_TOKEN_TRAINED, TrainingRow, encode_rows
+from ._encode import EVERY_TOKEN_TRAINED, LEFT_ALL_OUT, TrainingRow, encode_rows
 from ._masker import masker_for
 from ._media_cut import ON_IMAGE_CUT, OnImageCut
 from ._media_flat import ModelPositions, check_model, flatten_processed, output_layout, probe_rows
@@ -336,8 +336,10 @@ class ResponseOnlyCollator:
             lost = _media_noun(sum(row.images_dropped for row in rows), sum(row.audio_dropped for row in rows))
             named = ", ".join(_row_name(features, j) for j in range(min(8, len(features))))
             raise SampleError(f"every sample of this batch is longer than max_length={self.max_length} and would lose "
-                              f"{lost} to truncation, so on_image_cut='drop' left them all out: raise max_length, or "
-                              f"use on_image_cut='truncate' ({named})")
+                              f"{lost} to truncation, so {LEFT_ALL_OUT}: raise max_length, use "
+                              "on_image_cut='truncate', or leave such samples out of the dataset before training "
+                              "(respmask.check(ds, processor, max_length=..., on_image_cut='drop').left_out names "
+                              f"them; with batch size 1 each of them is such a batch) ({named})")
         pairs = [(row.input_ids, row.labels) for row in rows]
         return self.flatten(pairs, [row.position_ids for row in rows]) if self.padding_free else self.pad(pairs)
 

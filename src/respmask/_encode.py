@@ -44,6 +44,10 @@ PRETOKENIZED_UNTRAINED_FIX = (
 )
 
 
+# what the collator says when on_image_cut="drop" left every sample of a batch out (check_trainer finds it)
+LEFT_ALL_OUT = "on_image_cut='drop' left them all out"
+
+
 # the one-line fix for content given as text parts to a template that reads strings (it prints the
 # list's repr, or raises on it): each content list as a string, its text parts joined
 JOIN_TEXT_PARTS = (
