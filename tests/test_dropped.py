@@ -204,3 +204,76 @@ def test_left_out_tools_make_check_fail_and_preview_say_so(capsys):
     with pytest.warns(UserWarning, match=r"data the chat template leaves out"):
         collator([sample])
     assert collator.stats.dropped_data == 1
+
+
+THINK = "<think>\nweighing the options\n</think>\n\n"
+
+
+def test_reasoning_written_in_the_content_is_reported_as_reasoning_content_is():
+    # distill-style data writes the reasoning in the reply itself; DeepSeek-R1's template prints only
+    # content.split('</think>')[-1], even for the last turn: the reasoning is never trained
+    tok = fixture_tokenizer("deepseek_r1")
+    sample = {"messages": chat(("user", "q1"), ("assistant", THINK + "the answer"))}
+    enc = ChatMasker(tok).encode(sample)
+    assert "weighing" not in tok.decode(enc.input_ids)
+    assert enc.dropped == [(1, "reasoning written in its content before '</think>' (the chat template prints only "
+                               "what follows it, even as the last turn, so no split trains it)")]
+    # the tokens counted are those of the reasoning: the marker the template reads is not data
+    # ('<think>' is no string of this template's: counted with it)
+    assert enc.dropped_tokens == len(tok("<think>\nweighing the options", add_special_tokens=False)["input_ids"])
+    report = check([sample], tok)
+    assert not report.ok and "reasoning written in its content before '</think>'" in str(report)
+    with pytest.warns(UserWarning, match=r"data the chat template leaves out of the render \(reasoning written in "
+                                         r"its content"):
+        ResponseOnlyCollator(tok)([sample])
+
+
+def test_earlier_turns_reasoning_in_the_content_is_listed_and_split_auto_trains_it():
+    # Qwen3's template cuts the reasoning out of earlier turns' content and prints it whole on the
+    # last turn: by design, as for reasoning_content (listed, not a failure; split='auto' trains it)
+    tok = fixture_tokenizer("qwen3")
+    msgs = chat(("user", "q1"), ("assistant", THINK + "a1"), ("user", "q2"), ("assistant", THINK + "a2"))
+    enc = ChatMasker(tok).encode({"messages": msgs})
+    assert enc.dropped == [(1, "reasoning")] and enc.lost_data == []
+    as_field = [{"role": m["role"], "content": m["content"].split("</think>")[-1].strip()} for m in msgs]
+    for m in as_field[1::2]:
+        m["reasoning_content"] = "weighing the options"
+    assert ChatMasker(tok).encode({"messages": as_field}).dropped == enc.dropped
+    assert enc.reasoning_tokens_dropped == len(tok("weighing the options", add_special_tokens=False)["input_ids"])
+    report = check([{"messages": msgs}], tok)
+    assert report.ok and "reasoning the template leaves out (earlier turns): 1" in str(report)
+    rows = ChatMasker(tok, split="auto").render_rows({"messages": msgs})
+    assert len(rows) == 2 and all(not r.dropped for r in rows)
+    first = rows[0]
+    assert "weighing" in "".join(first.text[a:b] for a, b in first.spans)
+    assert check([{"messages": msgs}], tok, split="auto").dropped == []
+
+
+def test_a_template_trimming_or_rewriting_the_markers_of_a_content_loses_nothing():
+    # whitespace a template trims, the markers it writes itself where the content had them, and an
+    # empty reasoning block cut from an earlier turn are no data
+    qwen = fixture_tokenizer("qwen3")
+    for msgs in (chat(("user", "q1"), ("assistant", THINK + "a1")),  # the last turn: printed as written
+                 chat(("user", "q1"), ("assistant", "<think>\n\n</think>\n\na1"), ("user", "q2"),
+                      ("assistant", "a2")),
+                 chat(("user", "q1"), ("assistant", "  \n a1 \n\n"), ("user", "q2"), ("assistant", " a2 "))):
+        assert ChatMasker(qwen).encode({"messages": msgs}).dropped == []
+    llama = fixture_tokenizer("llama3_1")  # prints content | trim
+    assert ChatMasker(llama).encode({"messages": chat(("user", " q "), ("assistant", "\n\n a \n"))}).dropped == []
+
+
+def test_part_of_a_content_a_template_leaves_out_is_lost_data():
+    from support.tokenizers import build_tokenizer
+
+    # a template that prints only the first line of each reply: no marker, no reasoning
+    template = ("{% for m in messages %}<|{{ m['role'] }}|>{% if m['role'] == 'assistant' %}"
+                "{{ m['content'].split('\\n')[0] }}{% else %}{{ m['content'] }}{% endif %}<|end|>{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    tok = build_tokenizer(template, eos="<|end|>", special=["<|user|>", "<|assistant|>"])
+    sample = {"messages": chat(("user", "q"), ("assistant", "first line\nsecond line"))}
+    enc = ChatMasker(tok).encode(sample)
+    assert enc.dropped == [(1, "part of its content (the chat template prints only part of it, even as the last "
+                               "turn, so no split trains it)")]
+    assert enc.dropped_tokens == len(tok("second line", add_special_tokens=False)["input_ids"])
+    assert not check([sample], tok).ok
+    assert ChatMasker(tok).encode({"messages": chat(("user", "q"), ("assistant", "one line\n"))}).dropped == []

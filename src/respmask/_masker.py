@@ -21,13 +21,13 @@ from ._masks import (
     IGNORE_INDEX, as_numpy, ids_of, labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges,
 )
 from ._media import call_processor, carry_mask, is_processor, media_of, media_token_ids
-from ._origin import REASONING_KEYS
+from ._origin import MIXED, REASONING_KEYS
 from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
 )
 from ._layout import LayoutRenderer
 from ._replay import RecordedLayouts, replays_of
-from ._render import ChatTemplate, template_constants, template_inputs
+from ._render import ChatTemplate, Rendered, template_constants, template_inputs
 from ._formats import (
     MEDIA_COLUMNS, ContentForms, content_forms, media_error, media_in, with_text_parts,
 )
@@ -36,8 +36,9 @@ from ._segments import Segments
 from ._options import MaskOptions, resolve_options
 from ._split import is_exact, plan_rows
 from ._spans import (
-    DROPPED_REASONING, REASONING_NOT_RENDERED, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_inputs,
-    dropped_text, empty_replies, find_turns, prints_reasoning, select_messages, trained_spans,
+    CONTENT_PART_EARLIER, CONTENT_PART_NOT_RENDERED, CONTENT_REASONING_NOT_RENDERED, DROPPED_REASONING,
+    REASONING_NOT_RENDERED, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_inputs,
+    content_left_out, dropped_text, empty_replies, find_turns, prints_reasoning, select_messages, trained_spans,
 )
 
 _TRUTHY = ("1", "true", "yes", "on")
@@ -614,8 +615,12 @@ class ChatMasker:
             if replayed is not None:
                 spans, turns, segs, dropped, empty = replayed
                 dropped = self._unrendered_reasoning(dropped, parsed.messages, template, kwargs, turns)
+                texts = dropped_text(parsed.messages, dropped)
+                if hit is None:  # a layout's template prints values whole or trimmed: no slices
+                    sliced, sliced_text = self._content_left_out(parsed, rendered, template, kwargs, turns, dropped)
+                    dropped, texts = dropped + sliced, texts + sliced_text
                 return RenderedSample(text, spans, turns, segs, dropped=dropped, empty_replies=empty,
-                                      dropped_text=dropped_text(parsed.messages, dropped))
+                                      dropped_text=texts)
             if hit is not None:
                 rendered = hit.rendered()
             reads = []
@@ -659,13 +664,67 @@ class ChatMasker:
                     return None
 
             dropped += dropped_inputs(parsed.tools, parsed.documents, rendered.printed, rendered.text, without)
-        out = RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped,
-                             dropped_text=dropped_text(parsed.messages, dropped, parsed.tools, parsed.documents),
+        texts = dropped_text(parsed.messages, dropped, parsed.tools, parsed.documents)
+        # what depends on the values themselves, not only on their states: never replayed (see _replay)
+        sliced, sliced_text = ([], []) if hit is not None else self._content_left_out(
+            parsed, rendered, template, kwargs, turns, dropped)
+        out = RenderedSample(rendered.text, trained_spans(turns, segs), turns, segs, dropped=dropped + sliced,
+                             dropped_text=texts + sliced_text,
                              empty_replies=empty_replies(parsed.messages, turns, rendered.text))
         if replays is not None:
             replays.keep(replay_key, moved, learned, selected, reads, out.spans, turns, segs, dropped,
                          out.empty_replies)
         return out
+
+    def _content_left_out(self, parsed: Chat, rendered: Rendered, template: ChatTemplate, kwargs: Mapping[str, Any],
+                          turns: Sequence[Turn], dropped: Sequence[tuple[int, str]]
+                          ) -> tuple[list[tuple[int, str]], list[str]]:
+        """``(message, what)`` entries and their texts for the trained replies whose string content
+        the template prints only a slice of (:func:`content_left_out`: DeepSeek-R1's template prints
+        ``content.split('</think>')[-1]``, Qwen3's does for earlier turns), as reasoning_content is
+        reported (see :meth:`_unrendered_reasoning`): reasoning cut off before a marker of an
+        earlier turn that the render of the conversation up to that turn shows whole is
+        ``DROPPED_REASONING`` (left out by design; ``split='auto'`` trains it), else lost data.
+        Untrained turns are context, read so at inference too: not looked at."""
+        trained = {t.message for t in turns}
+        listed = {k for k, _ in dropped}
+        messages = parsed.messages
+        runs: dict[int, list[tuple[int, int]]] = {}
+        for a, b, o in rendered.content:
+            if o in trained and o not in listed:
+                runs.setdefault(o, []).append((a, b))
+        out: list[tuple[int, str]] = []
+        texts: list[str] = []
+        for k in sorted(runs):
+            content = messages[k].get("content")
+            if not isinstance(content, str) or (k, MIXED) in rendered.printed:
+                continue
+            found = content_left_out(rendered.text, runs[k], content, template.constants)
+            if found is None:
+                continue
+            left, marker = found
+            last = k == len(messages) - 1
+            shown = not last and self._prints_content_as_last(parsed, k, template, kwargs)
+            if marker is not None:
+                what = DROPPED_REASONING if shown else CONTENT_REASONING_NOT_RENDERED.format(marker=marker)
+            else:
+                what = CONTENT_PART_EARLIER if shown else CONTENT_PART_NOT_RENDERED
+            out.append((k, what))
+            texts.append(left)
+        return out, texts
+
+    def _prints_content_as_last(self, parsed: Chat, k: int, template: ChatTemplate,
+                                kwargs: Mapping[str, Any]) -> bool:
+        """Whether the render of the conversation up to message ``k`` (its prefix row) prints all
+        of ``k``'s content (False when the template rejects that conversation)."""
+        try:
+            rendered = self._apply_template(template, parsed.messages[: k + 1], parsed.tools, parsed.documents,
+                                            kwargs, False)[0]
+        except Exception:  # noqa: BLE001 - no prefix row renders: nothing shows it
+            return False
+        runs = [(a, b) for a, b, o in rendered.content if o == k]
+        return bool(runs) and (k, MIXED) not in rendered.printed and content_left_out(
+            rendered.text, runs, parsed.messages[k]["content"], template.constants) is None
 
     def _content_forms(self, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> ContentForms:
         """The content forms the template reads (:func:`respmask._formats.content_forms`), learned

@@ -28,7 +28,7 @@ from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ._errors import TemplateError
-from ._origin import (DOCUMENTS, MIXED, REASONING, REASONING_KEYS, TOOL_LIST, Traced, TracedMarkup, concat,
+from ._origin import (CONTENT, DOCUMENTS, MIXED, REASONING, REASONING_KEYS, TOOL_LIST, Traced, TracedMarkup, concat,
                       field_of, mark, owner_of, smear, traced)
 
 
@@ -78,12 +78,15 @@ class Rendered:
     reasoning: list[tuple[int, int, int]] = field(default_factory=list)
     # (message, field) of every non-empty run of message text in the output (origin's fields).
     printed: set[tuple[int, int]] = field(default_factory=set)
+    # (start, end, owner) of every non-empty run of a message's content (in output order): what of
+    # each content value the template printed (see _spans.content_left_out)
+    content: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class _State:
     __slots__ = (
         "pos", "ids", "owner", "stack", "last_read", "owner_events", "pieces", "generation", "reasoning", "gap_owner",
-        "printed", "pending",
+        "printed", "pending", "content",
     )
 
     def __init__(self, tracked: Sequence[dict]):
@@ -96,6 +99,7 @@ class _State:
         self.pieces: list[tuple[int, int, int, int]] = []
         self.generation: list[tuple[int, int, int]] = []
         self.reasoning: list[tuple[int, int, int]] = []
+        self.content: list[tuple[int, int, int]] = []
         # who wrote the template text inside the next traced output, when not the loop's owner
         self.gap_owner: int | None = None
         # (message, field) of every non-empty run of message text that reached the output
@@ -121,6 +125,8 @@ class _State:
                 self.printed.add((o, f))
                 if f == REASONING:
                     self.reasoning.append((pos + a, pos + b, o))
+                elif f == CONTENT:
+                    self.content.append((pos + a, pos + b, o))
             if o > later:
                 later = o
         if gap_owner is not None:
@@ -656,6 +662,10 @@ class ChatTemplate:
             for n in ast.find_all(nodes.CallBlock)
         )
         self.literal_names = _literal_names(ast)
+        # the strings the template writes as constants, whitespace removed: the markers it may read
+        # from a message's text (``content.split('</think>')``), see _spans.content_left_out
+        self.constants = frozenset(c for n in ast.find_all(nodes.Const) if isinstance(n.value, str)
+                                   and len(c := "".join(n.value.split())) > 1)
         # the variables the template reads from its caller (messages, add_generation_prompt, its kwargs)
         self.reads = frozenset(meta.find_undeclared_variables(ast))
         self._told: set[str] = set()  # kwargs :meth:`unread_kwargs` has named already
@@ -706,7 +716,8 @@ class ChatTemplate:
                 self.env.handle_exception()
         finally:
             hooks.tls.state = previous
-        return Rendered("".join(parts), st.owner_events, st.pieces, st.generation, st.reasoning, st.printed)
+        return Rendered("".join(parts), st.owner_events, st.pieces, st.generation, st.reasoning, st.printed,
+                        st.content)
 
 
 def _str_join(seq: Any) -> str:

@@ -589,6 +589,20 @@ REASONING_NOT_RENDERED = ("reasoning (the chat template renders none here, not e
                           "trains it)")
 
 
+#: reasoning a trained reply writes in its content (``<think>...</think>`` before the answer) that
+#: the chat template cuts off even when the reply is the last message (DeepSeek-R1's prints only
+#: ``content.split('</think>')[-1]``): lost data, as :data:`REASONING_NOT_RENDERED` is for
+#: reasoning_content (earlier turns' that the last turn shows are :data:`DROPPED_REASONING`)
+CONTENT_REASONING_NOT_RENDERED = ("reasoning written in its content before {marker!r} (the chat template prints only "
+                                  "what follows it, even as the last turn, so no split trains it)")
+#: part of a trained reply's content (not reasoning before a marker) that the template leaves out
+CONTENT_PART_NOT_RENDERED = ("part of its content (the chat template prints only part of it, even as the last turn, "
+                             "so no split trains it)")
+#: the same, of an earlier turn the template prints whole as the last message
+CONTENT_PART_EARLIER = ("part of its content (the chat template prints only part of it here, all of it as the last "
+                        "turn: split='auto' trains it)")
+
+
 def prints_reasoning(printed: set[tuple[int, int]], message: int) -> bool:
     """Whether a render (its ``printed`` ``(owner, field)`` pairs) shows ``message``'s reasoning."""
     return bool({(message, REASONING), (message, MIXED)} & printed)
@@ -644,6 +658,111 @@ def dropped_text(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[
             parts.append(json.dumps(m.get("tool_calls"), ensure_ascii=False, default=str))
         out.append("".join(parts))
     return out
+
+
+def _squeezed(text: str) -> str:
+    """``text`` without its whitespace (templates trim, strip and re-indent routinely: no data)."""
+    return "".join(text.split())
+
+
+def _ends_loosely(text: str, end: int, tail: str) -> bool:
+    """Whether ``text[:end]`` ends with ``tail`` (whitespace removed), whitespace aside."""
+    j = len(tail) - 1
+    i = end - 1
+    while j >= 0:
+        if i < 0:
+            return False
+        c = text[i]
+        i -= 1
+        if c.isspace():
+            continue
+        if c != tail[j]:
+            return False
+        j -= 1
+    return True
+
+
+def _starts_loosely(text: str, start: int, head: str) -> bool:
+    """Whether ``text[start:]`` starts with ``head`` (whitespace removed), whitespace aside."""
+    j = 0
+    i = start
+    n = len(text)
+    while j < len(head):
+        if i >= n:
+            return False
+        c = text[i]
+        i += 1
+        if c.isspace():
+            continue
+        if c != head[j]:
+            return False
+        j += 1
+    return True
+
+
+def _strip_markers(part: str, markers: frozenset[str]) -> tuple[str, str | None]:
+    """``part`` without whitespace and the template's ``markers`` at its ends, and the marker it
+    ended with (None: none)."""
+    ordered = sorted(markers, key=len, reverse=True)
+    part = part.strip()
+    closing = None
+    changed = True
+    while changed and part:
+        changed = False
+        for m in ordered:
+            if part.endswith(m):
+                part, changed = part[: -len(m)].rstrip(), True
+                closing = closing or m
+                break
+            if part.startswith(m):
+                part, changed = part[len(m):].lstrip(), True
+                break
+    return part, closing
+
+
+def content_left_out(text: str, runs: Sequence[tuple[int, int]], content: str, markers: frozenset[str]
+                     ) -> tuple[str, str | None] | None:
+    """What of a message's string ``content`` its render leaves out when the template printed
+    only slices of it (``runs``: the ``(start, end)`` in ``text`` of the content's printed runs,
+    in output order): ``(left_out, marker)``, None when nothing is left out or it cannot be told.
+
+    Each run is located in ``content`` (in order: a run printed twice, out of order or changed, by
+    a case change or escaping, is no slice and says nothing). A part of ``content`` between the
+    runs (before the first, after the last) that the render does not show at that place, its
+    whitespace aside (``content | trim`` loses nothing, nor does a template that writes
+    ``<think>\n`` itself where the content had it), is left out. The template's own constant
+    strings (``markers``) and whitespace at the ends of what is left out are not data (a template
+    that splits the content at ``</think>`` drops the marker it reads); what remains is returned.
+    ``marker`` is the marker the part before the first run ended with, when that part alone is
+    left out: reasoning the template cut off before a marker it reads from the content (DeepSeek-
+    R1's ``content.split('</think>')[-1]``, Qwen3's for earlier turns)."""
+    spans = []
+    cur = 0
+    for s, e in runs:
+        p = content.find(text[s:e], cur)
+        if p < 0:
+            return None
+        spans.append((p, p + e - s))
+        cur = p + e - s
+    if not spans:
+        return None
+    lost = []
+    lead = content[: spans[0][0]]
+    lead_lost = bool(lead.strip()) and not _ends_loosely(text, runs[0][0], _squeezed(lead))
+    if lead_lost:
+        lost.append(lead)
+    for i in range(1, len(spans)):
+        gap = content[spans[i - 1][1] : spans[i][0]]
+        if gap.strip() and _squeezed(gap) not in _squeezed(text[runs[i - 1][1] : runs[i][0]]):
+            lost.append(gap)
+    tail = content[spans[-1][1] :]
+    if tail.strip() and not _starts_loosely(text, runs[-1][1], _squeezed(tail)):
+        lost.append(tail)
+    parts = [_strip_markers(part, markers) for part in lost]
+    left = [p for p, _ in parts if p]
+    if not left:
+        return None
+    return "\n".join(left), parts[0][1] if lead_lost and len(lost) == 1 else None
 
 
 def describe_dropped(dropped: Sequence[tuple[int, str]]) -> str:
