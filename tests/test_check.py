@@ -266,3 +266,32 @@ def test_a_template_that_raises_on_content_parts_says_to_give_strings():
     good = {"messages": [{"role": "user", "content": _parts("hi")}, {"role": "assistant", "content": _parts("ok")}]}
     (_, error), = respmask.check([good], tok, chat_template=template).errors
     assert "reads content as a string" in error
+
+
+@pytest.mark.parametrize("truncation", ["right", "left"])
+def test_trained_turns_are_counted_after_truncation(truncation):
+    """At max_length=30 only 'a1<|im_end|>' of three replies trained, and check and the collator's
+    summary said 3 trained turns: both (and preview) count the turns that keep a trained token after
+    the cut, the same number; uncut, all three."""
+    tok = fixture_tokenizer("qwen2_5")
+    row = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"},
+                        {"role": "assistant", "content": "a1"},
+                        {"role": "user", "content": "q2 " * 50}, {"role": "assistant", "content": "a2 " * 20},
+                        {"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"}]}
+    for max_length in (None, 30, 12):
+        cut = {"max_length": max_length, "truncation": truncation} if max_length else {}
+        collator = ResponseOnlyCollator(tok, return_tensors="np", on_untrainable="keep", **cut)
+        batch = collator([row])
+        labels = batch["labels"][0]
+        trained = tok.decode(batch["input_ids"][0][labels != -100])
+        expected = sum(reply in trained for reply in ("a1", "a2", "a3"))  # the replies a token of which trains
+        report = respmask.check([row], tok, **cut)
+        assert collator.stats.turns == report.turns == expected, (max_length, trained)
+        assert f"trained turns:      {expected}" in report.summary()
+        assert f", {expected} assistant turns;" in str(collator.stats)
+        shown = collator.preview(row)
+        assert shown.turns == expected
+        if max_length is None:
+            assert expected == 3
+        elif max_length == 30:
+            assert expected == (1 if truncation == "right" else 2)  # a1 alone, or a2's end and a3

@@ -413,7 +413,7 @@ class ResponseOnlyCollator:
         st.truncated += row.truncated
         st.untrainable += row.trained == 0
         st.every_token_trained += row.problem == EVERY_TOKEN_TRAINED
-        st.turns += enc.n_turns
+        st.turns += row.turns  # the turns truncation leaves a trained token
         st.turns_without_stop += enc.turns_without_stop
         st.dropped_data += bool(enc.lost_data)
         st.dropped_reasoning += len(enc.dropped) > len(enc.lost_data)

@@ -73,6 +73,7 @@ class TrainingRow:
     position_ids: np.ndarray | None = None  # packed rows only
     truncated: bool = False
     trained: int = 0  # trained tokens after truncation
+    turns: int = 0  # trained turns with a trained token left after truncation (enc.n_turns when uncut)
     problem: str | None = None  # why its labels cannot train it right (None: they can)
     images_dropped: int = 0  # images truncation cut away (a processor's rows)
     left_out: str | None = None  # why the row is not in the batch (on_image_cut="drop"); ids and labels None
@@ -121,6 +122,22 @@ def packed_too_long(enc: Encoded, index: int, max_length: int | None) -> None:
         f"tokens (respmask tokenize --pack {max_length}, respmask.pack(rows, {max_length}))", index)
 
 
+def trained_runs(labels: np.ndarray) -> int:
+    """How many runs of trained tokens (labels other than -100) ``labels`` holds."""
+    on = np.asarray(labels) != IGNORE_INDEX
+    return int(np.count_nonzero(on & ~np.concatenate([[False], on[:-1]])))
+
+
+def kept_turns(enc: Encoded, labels: np.ndarray, trained: int) -> int:
+    """The trained turns of ``enc`` that keep a trained token in ``labels``, its labels after a cut
+    (``trained`` of them trained): all of them when the cut took no trained token, none when it
+    took every one, else the runs of trained tokens left (a turn trains one run), at most
+    ``enc.n_turns``."""
+    if trained == enc.n_trained or not enc.n_turns:
+        return enc.n_turns
+    return min(enc.n_turns, trained_runs(labels)) if trained else 0
+
+
 def arrived_untrained(enc: Encoded) -> bool:
     """Whether a row came pre-tokenized with no trained label: its labels were made before
     respmask saw it (no messages to blame), e.g. by a ``max_length`` cut when it was pre-tokenized."""
@@ -166,8 +183,8 @@ def training_row(enc: Encoded, index: int, max_length: int | None, truncation: s
         # pre-tokenized rows somebody else labelled: judged on the labels as they arrived, since a
         # cut may keep only a reply of a row whose prompt is masked (truncation="left")
         problem = EVERY_TOKEN_TRAINED
-    return TrainingRow(enc.sample, index, enc, None, ids, labels, positions, cut, trained, problem,
-                       images_dropped=fit.images_dropped if fit is not None else 0,
+    return TrainingRow(enc.sample, index, enc, None, ids, labels, positions, cut, trained,
+                       kept_turns(enc, labels, trained), problem, images_dropped=fit.images_dropped if fit is not None else 0,
                        audio_dropped=fit.audio_dropped if fit is not None else 0)
 
 

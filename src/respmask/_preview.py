@@ -330,7 +330,7 @@ def _shown(masker: ChatMasker, rows: Sequence[Any], max_length: int | None = Non
         if row.left_out is not None:
             p.notes.append(row.left_out)
         elif cut:
-            p.turns = min(p.turns, _trained_runs((row.labels != IGNORE_INDEX).tolist()))  # turns the cut left
+            p.turns = row.turns if whole.text is not None else p.turns  # the turns the cut left, as check counts
             p.notes.append(f"truncated to max_length={max_length} ({truncation}): "
                            f"{len(whole.input_ids) - len(row.input_ids)} of {len(whole.input_ids)} tokens cut"
                            + (f", {row.images_dropped} image(s) dropped with them" if row.images_dropped else "")
