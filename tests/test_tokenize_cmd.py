@@ -525,3 +525,41 @@ def test_pack_cut_that_leaves_no_trained_token_is_an_untrainable_row(tmp_path, c
     ends = sorted(tuple(r["input_ids"][-5:]) for r in read_parts(tmp_path / "c")
                   for r in [r] if len(r["lengths"]) == 1 and r["lengths"][0] == L)
     assert ends and all(e in {tuple(i[-5:]) for i in ref["input_ids"]} for e in ends)
+
+
+def test_split_counts_name_their_units(tmp_path, capsys):
+    """With --split, tokenize printed '5 input rows -> 7 written, 3 rejected' and '3 of 5 input rows
+    were rejected' (on LLaMA-Factory's reason_tool_use_demo_50: 48 of 50, from 36 input rows): the
+    rejected are rows --split made, here the second rows of 3 input rows whose first rows are
+    written. The lines say which counts are rows; check --split says its untrainable count is of
+    samples (input rows) and how many of the split rows, the number tokenize rejects."""
+    tok = fixture_tokenizer("qwen2_5")
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+
+    def chat(long):
+        return {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"},
+                             {"role": "assistant", "content": "a1"},
+                             {"role": "user", "content": "q2 " * (60 if long else 2)},
+                             {"role": "assistant", "content": "a2"}]}
+
+    data = tmp_path / "chats.jsonl"
+    inputs = [chat(long) for long in (True, False, True, True, False)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in inputs))
+    out = tmp_path / "out"
+    args = ["--tokenizer", str(tok_dir), "--split", "turns", "--max-length", "40"]
+    assert main(["tokenize", str(data), str(out), *args, "--drop-untrainable"]) == 1
+    printed = capsys.readouterr()
+    written = read_parts(out)["index"]
+    rejected = [r["index"] for r in read_rejects(out)]
+    made = len(written) + len(rejected)
+    assert made == 2 * len(inputs) and rejected and written  # each chat split in two; some rows of each kind
+    assert sorted(set(rejected)) == [0, 2, 3] and set(rejected) < set(written)  # their first rows are written
+    assert (f"respmask tokenize: {len(inputs)} input rows split into {made} rows (--split turns) -> {len(written)} "
+            f"rows written to") in printed.out
+    assert f", {len(rejected)} rows rejected (" in printed.out and f"{len(rejected)} rows untrainable" in printed.out
+    assert (f"{len(rejected)} of the {made} rows --split turns made of the {len(inputs)} input rows were "
+            "rejected") in printed.err
+    assert main(["check", str(data), *args]) == 1
+    assert (f"untrainable:        {len(set(rejected))} sample(s) ({len(rejected)} of the {made} split rows)  "
+            f"[0, 2, 3]") in capsys.readouterr().out

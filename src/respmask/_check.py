@@ -45,7 +45,9 @@ class CheckReport:
         turns: trained assistant turns found that keep a trained token after truncation to
             ``max_length`` (all of them without it), as the collator counts them.
         max_length: the truncation length checked against, if any.
-        untrainable: samples with no trained token (their loss would be NaN or missing).
+        untrainable: samples with no trained token (their loss would be NaN or missing): with
+            ``split``, the samples a row of which has none; ``untrainable_rows`` counts those rows
+            (as ``respmask tokenize --split`` counts its untrainable rows).
         truncated: samples longer than ``max_length``; ``truncated_untrainable`` those that
             truncation leaves with no trained token; ``truncated_trained_tokens`` the trained
             tokens it cuts away.
@@ -98,6 +100,7 @@ class CheckReport:
     turns: int = 0
     max_length: int | None = None
     untrainable: list[int] = field(default_factory=list)
+    untrainable_rows: int = 0  # rows with no trained token (more than len(untrainable) when split)
     truncated: list[int] = field(default_factory=list)
     truncated_untrainable: list[int] = field(default_factory=list)
     truncated_trained_tokens: int = 0  # trained tokens that truncation to max_length cuts away
@@ -204,8 +207,12 @@ class CheckReport:
                              "batch size 1 each of them is one: leave them out of the dataset before training "
                              "(ds.select(...) without report.left_out), or on_image_cut='truncate', or a larger "
                              "max_length")
-        lines.append(f"untrainable:        {len(self.untrainable)}" + (
-            f"  [{_some(self.untrainable)}]  (labels all -100: NaN or missing loss)" if self.untrainable else ""))
+        split = self.rows != self.samples - len(self.errors) - len(self.left_out)
+        lines.append(f"untrainable:        {len(self.untrainable)}"
+                     + (f" sample(s) ({self.untrainable_rows} of the {self.rows} split rows)"
+                        if split and self.untrainable else "")
+                     + (f"  [{_some(self.untrainable)}]  (labels all -100: NaN or missing loss)"
+                        if self.untrainable else ""))
         if self.truncated_untrainable:
             lines.append(f"  of which by truncation: {_some(self.truncated_untrainable)}")
         if self.pretokenized_untrainable:
@@ -393,6 +400,7 @@ def check(
                 once(report.truncated, index)  # a sample split into rows is listed once
                 report.truncated_trained_tokens += enc.n_trained - row.trained
             if row.untrainable:
+                report.untrainable_rows += 1
                 once(report.untrainable, index)
                 if row.truncated and enc.n_trained:
                     once(report.truncated_untrainable, index)

@@ -316,15 +316,20 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         stream = sys.stderr if failed and args.quiet else sys.stdout
         parts = os.path.join(args.output, "part-*.parquet")
         rejects = os.path.join(args.output, "rejects-*.jsonl")
-        print(f"respmask tokenize: {summary.input_rows} input rows -> {summary.written_rows} written to {parts}"
-              + (f" (packed into {summary.packed_rows} rows)" if args.pack else "")
-              + f", {summary.rejected_rows} rejected ({rejects}); {summary.tokens} tokens, "
-              f"{100 * summary.trained_fraction:.1f}% trained; {summary.truncated_rows} truncated, "
-              f"{summary.untrainable_rows} untrainable; {summary.resumed_shards} of {summary.shards} shard(s) resumed",
-              file=stream)
+        # with --split the counts after the first are of the rows it made (several per input row): said so
+        rows = " rows" if summary.split_rows else ""
+        made = (f" split into {summary.input_rows + summary.split_rows} rows (--split {args.split})"
+                if summary.split_rows else "")
+        print(f"respmask tokenize: {summary.input_rows} input rows{made} -> {summary.written_rows}{rows} written to "
+              f"{parts}" + (f" (packed into {summary.packed_rows} rows)" if args.pack else "")
+              + f", {summary.rejected_rows}{rows} rejected ({rejects}); {summary.tokens} tokens, "
+              f"{100 * summary.trained_fraction:.1f}% trained; {summary.truncated_rows}{rows and ' written rows'} "
+              f"truncated, {summary.untrainable_rows}{rows} untrainable; "
+              f"{summary.resumed_shards} of {summary.shards} shard(s) resumed", file=stream)
         if summary.truncated_rows:
             by = f" by --pack {args.pack}" if summary.max_length != args.max_length else ""
-            print(f"  truncated to {summary.max_length} tokens{by}: {summary.truncated_rows} sample(s), "
+            unit = "written row(s)" if summary.split_rows else "sample(s)"
+            print(f"  truncated to {summary.max_length} tokens{by}: {summary.truncated_rows} {unit}, "
                   f"{summary.truncated_tokens} token(s) cut, {summary.truncated_trained_tokens} of them trained"
                   + (f" (--truncation {args.truncation})" if args.truncation != "right" else ""), file=stream)
         for reason, n in sorted(summary.reject_reasons.items(), key=lambda r: -r[1])[:8]:
@@ -337,8 +342,10 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         written_untrainable = summary.untrainable_rows - summary.rejected_untrainable_rows
         what = []
         if summary.rejected_rows:
-            what.append(f"{summary.rejected_rows} of {summary.input_rows} input rows were rejected "
-                        f"(reasons in {os.path.join(args.output, 'rejects-*.jsonl')})")
+            of = (f"{summary.rejected_rows} of the {summary.input_rows + summary.split_rows} rows --split "
+                  f"{args.split} made of the {summary.input_rows} input rows were rejected" if summary.split_rows else
+                  f"{summary.rejected_rows} of {summary.input_rows} input rows were rejected")
+            what.append(f"{of} (reasons in {os.path.join(args.output, 'rejects-*.jsonl')})")
         if written_untrainable:
             what.append(f"{written_untrainable} written row(s) train no token (their loss is NaN or missing; "
                         "--drop-untrainable moves them to the rejects)")
