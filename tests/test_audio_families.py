@@ -253,6 +253,22 @@ def test_llama_factory_audio_placeholders():
     assert row["messages"][0]["content"].startswith("<audio>")  # the row is not modified
 
 
+def test_audio_placeholders_that_do_not_pair_up_name_the_row():
+    processor = build_processor("qwen2_audio")
+    clip = {"array": make_audio(1.0, seed=1), "sampling_rate": 16000}
+    good = {"messages": [{"role": "user", "content": "<audio>What is said?"}, {"role": "assistant", "content": "Hi."}],
+            "audios": [clip]}
+    two = {**good, "messages": [{"role": "user", "content": "<audio><audio>Compare."}, good["messages"][1]]}
+    none = {**good, "messages": [{"role": "user", "content": "What is said?"}, good["messages"][1]]}
+    collator = respmask.ResponseOnlyCollator(processor, return_tensors="np")
+    with pytest.raises(SampleError, match=r"^sample 1: has 2 '<audio>' placeholder\(s\) in its messages but 1 "
+                                          r"item\(s\) in 'audios': each audio part, or '<audio>' placeholder, takes"):
+        collator([good, two])
+    report = respmask.check([good, two, none], processor)
+    assert [i for i, _ in report.errors] == [1, 2]
+    assert "has no audio part and no '<audio>' placeholder in its messages" in report.errors[1][1]
+
+
 def test_audio_with_a_processor_that_takes_none_is_refused_and_text_tokenizers_refuse_audio():
     from support.vision import build_processor as vision_processor
 

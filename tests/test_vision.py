@@ -185,6 +185,35 @@ def test_clear_errors():
         respmask.Pretokenizer(processor)
 
 
+def test_placeholders_and_images_that_do_not_pair_up_name_the_row():
+    # said before the processor is called, which would name no row ("the processor rejected this batch: ...
+    # Found total 0 <|image_pad|> tokens and 1 images")
+    processor = build_processor("qwen2_vl")
+    image = make_image(48, 40)
+    good = {"messages": [{"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "Kane."}],
+            "images": [image]}
+    bad = {
+        "has 2 '<image>' placeholder(s) in its messages but 1 item(s) in 'images'":
+            {**good, "messages": [{"role": "user", "content": "<image>Who?<image>"}, good["messages"][1]]},
+        "has no image part and no '<image>' placeholder in its messages but 1 item(s) in 'images'":
+            {**good, "messages": [{"role": "user", "content": "Who?"}, good["messages"][1]]},
+        "has 1 '<image>' placeholder(s) in its messages but 2 item(s) in 'images'": {**good, "images": [image, image]},
+        "has 1 image part(s) in its messages but 2 item(s) in 'images'":
+            {"messages": [{"role": "user", "content": [{"type": "image"}, _text("Who?")]}, good["messages"][1]],
+             "images": [image, image]},
+    }
+    collator = respmask.ResponseOnlyCollator(processor, return_tensors="np")
+    for message, row in bad.items():
+        with pytest.raises(SampleError) as info:
+            collator([good, row])
+        assert str(info.value).startswith(f"sample 1: {message}: each image part, or '<image>' placeholder, takes "
+                                          "the next item"), str(info.value)
+        assert "rejected this batch" not in str(info.value) and "Fix the row" in str(info.value)
+    report = respmask.check([good, *bad.values()], processor)
+    assert [(i, m.split(": each")[0]) for i, m in report.errors] == [(i, f"sample {i}: {m}") for i, m in enumerate(bad, 1)]
+    assert collator([good])["input_ids"].shape[0] == 1
+
+
 def test_check_counts_expanded_tokens():
     processor = build_processor("gemma3")
     messages, _ = conversations("gemma3")[2]

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import SampleError
+from ._formats import PLACEHOLDERS
 
 IMAGE_KEYS = ("image", "url", "path", "base64")
 
@@ -245,12 +246,42 @@ def media_of(sample: Any, messages: Sequence[Mapping[str, Any]], processor: Any 
                     inline.extend(load(v, f"message {k}'s {modality.kind}") for v in values)
         if column and not allowed:
             raise _refuse_kind(processor, modality, f"its {modality.column!r} column")
-        items = [load(x, f"{modality.column!r}[{i}]") for i, x in enumerate(column)] if column else inline
-        if items and parts and len(items) != parts and not keyed:
-            raise SampleError(f"has {parts} {modality.kind} part(s) in its messages but {len(items)} item(s) in "
-                              f"{modality.column!r}: each {modality.kind} part takes the next item")
-        out[modality.kind] = items
+        if column and not keyed and len(column) != parts:
+            raise _unpaired(modality, parts, _placeholders(messages, modality), len(column))
+        out[modality.kind] = [load(x, f"{modality.column!r}[{i}]") for i, x in enumerate(column)] if column else inline
     return out
+
+
+def _placeholders(messages: Sequence[Mapping[str, Any]], modality: Modality) -> int:
+    """How many LLaMA-Factory placeholders of ``modality`` (``<image>``) the messages' text holds:
+    left as text when they do not pair up with the column's items (see
+    :func:`respmask._formats._with_media`)."""
+    placeholder = PLACEHOLDERS[modality.column][0]
+    found = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            found += content.count(placeholder)
+        elif isinstance(content, (list, tuple)):
+            found += sum(part["text"].count(placeholder) for part in content if isinstance(part, Mapping)
+                         and part.get("type") == "text" and isinstance(part.get("text"), str))
+    return found
+
+
+def _unpaired(modality: Modality, parts: int, placeholders: int, items: int) -> SampleError:
+    """The error for a row whose media parts (or placeholders) and media column do not pair up:
+    said before the processor is called, which would only count its media tokens (``Found total 0
+    <|image_pad|> tokens and 1 images``) for the batch and name no row."""
+    kind, column = modality.kind, modality.column
+    placeholder = PLACEHOLDERS[column][0]
+    places = [f"{n} {what}(s)" for n, what in ((parts, f"{kind} part"), (placeholders, f"{placeholder!r} placeholder"))
+              if n]
+    held = " and ".join(places) if places else f"no {kind} part and no {placeholder!r} placeholder"
+    return SampleError(
+        f"has {held} in its messages but {items} item(s) in {column!r}: each {kind} part, or {placeholder!r} "
+        f"placeholder, takes the next item, so they must pair up (else the processor cannot tell where each {kind} "
+        "goes). Fix the row (one part or placeholder per item, all of one kind), or drop it."
+    )
 
 
 def images_of(sample: Any, messages: Sequence[Mapping[str, Any]]) -> list[Any]:
