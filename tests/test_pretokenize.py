@@ -7,7 +7,7 @@ import torch
 
 datasets = pytest.importorskip("datasets")
 
-from respmask import Pretokenizer, ResponseOnlyCollator, SampleError  # noqa: E402
+from respmask import Pretokenizer, ResponseOnlyCollator, RespmaskWarning, SampleError  # noqa: E402
 from support.tokenizers import fixture_tokenizer  # noqa: E402
 
 ROWS = [
@@ -45,7 +45,8 @@ def test_map_with_indices_names_the_bad_row():
 def test_truncation_and_drop():
     tok = fixture_tokenizer("qwen3")
     fn = Pretokenizer(tok, max_length=8, on_untrainable="drop")
-    out = fn({"messages": [r["messages"] for r in ROWS]})
+    with pytest.warns(RespmaskWarning, match="on_untrainable='drop' left out"):
+        out = fn({"messages": [r["messages"] for r in ROWS]})
     assert all(len(x) <= 8 for x in out["input_ids"])
     assert len(out["input_ids"]) < len(ROWS)  # prompts longer than 8 tokens left nothing to train
 
@@ -83,3 +84,49 @@ def test_map_without_indices_says_the_rows_it_names_are_batch_positions():
         ds.map(Pretokenizer(tok), with_indices=True, **common)
     (message,) = [str(w.message) for w in caught if "leaves out" in str(w.message)]
     assert "(rows [7])" in message
+
+
+def test_drop_says_how_many_rows_it_left_out_which_and_why():
+    """Pretokenizer(on_untrainable='drop') left rows out of the output with no count and no warning
+    (6 rows in, 5 out; 3 cut rows in, 0 out): a RespmaskWarning per batch now says how many, which
+    (dataset rows with with_indices=True, else positions in the batch) and why, as the collator's
+    warnings do; the rows out are the rows in less those named."""
+    import re
+    import warnings
+
+    tok = fixture_tokenizer("qwen3")
+    rows = [{"messages": r["messages"]} for r in ROWS] + [{"messages": ROWS[0]["messages"]}] * 2
+    rows[2] = {"messages": [{"role": "user", "content": "no reply"}]}
+    rows[7] = {"messages": [{"role": "user", "content": "long " * 60}, {"role": "assistant", "content": "a"}]}
+    ds = datasets.Dataset.from_list(rows)
+    common = dict(batched=True, batch_size=5, remove_columns=ds.column_names, load_from_cache_file=False)
+    for indexed in (True, False):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = ds.map(Pretokenizer(tok, max_length=40, on_untrainable="drop"), with_indices=indexed, **common)
+        said = [str(w.message) for w in caught if issubclass(w.category, RespmaskWarning)]
+        assert len(said) == 2  # one per batch that lost a row
+        named = [int(n) for m in said for n in re.findall(r"(?:rows|positions) \[(\d+)\]", m)]
+        counted = [int(re.search(r"left out (\d+) of the 5 samples in this batch", m).group(1)) for m in said]
+        assert len(out) == len(ds) - sum(counted) == len(ds) - 2
+        assert named == ([2, 7] if indexed else [2, 2])  # row 7 is position 2 of the second batch
+        assert "it has no trained turn" in said[0] and "truncation to max_length=40 (right) removed all" in said[1]
+        assert ("Positions are within this batch" in said[0]) is not indexed
+
+
+def test_collect_needs_features_in_datasets_map():
+    """What the README says of on_error='collect' with datasets.map: without features= the 'error'
+    column is typed from the first batch written (null when it held no error) and a later error
+    stops the map; with features=fn.features every row is written, the bad one with its error."""
+    tok = fixture_tokenizer("qwen3")
+    rows = [{"messages": r["messages"]} for r in ROWS] + [{"messages": ROWS[0]["messages"]}] * 2
+    rows[7] = {"messages": [{"role": "user", "content": "q"}, {"role": "wizard", "content": "x"},
+                            {"role": "assistant", "content": "a"}]}
+    ds = datasets.Dataset.from_list(rows)
+    fn = Pretokenizer(tok, on_lost_data="reject", on_error="collect")
+    common = dict(batched=True, batch_size=5, with_indices=True, remove_columns=ds.column_names,
+                  load_from_cache_file=False)
+    with pytest.raises(Exception, match="Couldn't write column 'error': its type in this file is null"):
+        ds.map(fn, **common)
+    out = ds.map(fn, features=fn.features, **common)
+    assert len(out) == len(ds) and [i for i, e in zip(out["index"], out["error"]) if e] == [7]

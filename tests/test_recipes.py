@@ -260,3 +260,32 @@ def test_preview_to_html_is_public_documented_and_the_notebook_view():
     assert "Yes, 1 < 2." in shown
     api = (README.parent / "docs" / "API.md").read_text()
     assert "to_html" in api and ".to_html()" in section("Ten lines")
+
+
+# -- Pre-tokenizing ----------------------------------------------------------------------------------
+
+def test_readme_pretokenizing_block_runs_and_names_dataset_rows(tmp_path, monkeypatch):
+    """The Pre-tokenizing block as written, with_indices=True included: the Pretokenizer then gets
+    dataset rows (what the paragraph after it says), and the Trainer trains on its columns."""
+    import warnings
+
+    [(_, code)] = python_blocks("Pre-tokenizing")
+    assert "with_indices=True" in code
+    tok = fixture_tokenizer("qwen3")
+    seen = []
+
+    class Recording(respmask.Pretokenizer):
+        def __call__(self, batch, indices=None):
+            seen.append(None if indices is None else list(indices))
+            return super().__call__(batch, indices)
+
+    shim = type("respmask", (), {"Pretokenizer": Recording, "ResponseOnlyCollator": respmask.ResponseOnlyCollator})
+    ds = datasets.Dataset.from_list(chats())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's pin_memory note on this CPU
+        ns = run(code.replace('TrainingArguments("out")', 'TrainingArguments("out", max_steps=1, report_to=[], '
+                                                          'use_cpu=True)'),
+                 tmp_path, monkeypatch, tok=tok, model=tiny_model(len(tok)), ds=ds, respmask=shim,
+                 Trainer=transformers.Trainer, TrainingArguments=transformers.TrainingArguments)
+    assert None not in seen and [i for batch in seen for i in batch] == list(range(len(ds)))
+    assert ns["ds"].column_names == ["input_ids", "labels"] and len(ns["ds"]) == len(ds)

@@ -74,7 +74,8 @@ class Pretokenizer:
             ``truncation="left"`` without ``max_length`` cuts nothing and warns that it has no effect.
         on_untrainable: a sample left with no trained token is kept (``"keep"``, default: the
             collator warns about it later), dropped (``"drop"``: a batched map may shrink a batch;
-            use ``remove_columns``), or raises (``"raise"``).
+            use ``remove_columns``; a ``RespmaskWarning`` per batch says how many rows were left out,
+            which and why), or raises (``"raise"``).
         on_lost_data: a sample holding data the chat template leaves out of the render (tool calls
             on a template without tools, a message of a role it does not know, an empty reply that
             trains only its stop token; earlier turns' reasoning is not counted) is kept with a
@@ -210,6 +211,7 @@ class Pretokenizer:
         kept: list[TrainingRow] = []
         empty = np.zeros(0, dtype=np.int32)
         lost: list[int] = []
+        dropped: dict[str, list[int]] = {}  # why -> the rows on_untrainable="drop" left out, this batch
         rejected: set[int] = set()
         for row in encoded:
             if row.sample in rejected:
@@ -242,6 +244,7 @@ class Pretokenizer:
             if row.untrainable and self.on_untrainable != "keep":
                 if self.on_untrainable == "raise":
                     raise UntrainableSampleError(str(row.problem), row.index)
+                dropped.setdefault(str(row.problem).split(". ")[0], []).append(row.index)
                 continue
             ids_out.append(row.input_ids.astype(np.int32))
             labels_out.append(row.labels.astype(np.int32))
@@ -258,6 +261,8 @@ class Pretokenizer:
                 "template leaves out of the render: it is not trained. respmask.check lists what each lost; "
                 "on_lost_data='reject' rejects such rows, 'keep' silences this."
             )
+        if dropped:
+            warn(self._dropped_warning(dropped, len(rows), len(encoded), indices is not None))
         out: dict[str, list] = {"input_ids": ids_out, "labels": labels_out}
         if self.on_error == "collect":
             out["error"] = errors
@@ -272,6 +277,23 @@ class Pretokenizer:
                                f"'s columns: {sorted(map(str, first)) if isinstance(first, Mapping) else '-'})")
             out[c] = [rows[row.sample].get(c) for row in kept]
         return out, kept
+
+    @staticmethod
+    def _dropped_warning(dropped: Mapping[str, list[int]], samples: int, made: int, indexed: bool) -> str:
+        """What ``on_untrainable="drop"`` left out of a batch: how many rows, which, and why."""
+        n = sum(len(who) for who in dropped.values())
+        made_of = f"the {made} rows made from this batch's {samples} samples" if made != samples else \
+            f"the {samples} samples in this batch"
+        lines = [f"respmask: on_untrainable='drop' left out {n} of {made_of}, which have no trained token "
+                 "(the output holds fewer rows than it was given):"]
+        for why, who in dropped.items():
+            some = f"{who[:8]}{' ...' if len(who) > 8 else ''}"
+            named = f"rows {some}" if indexed else f"positions {some} in this batch"
+            lines.append(f"- {len(who)} ({named}): {why}")
+        if not indexed:
+            lines.append(f"Positions are within this batch, not dataset rows: {_WITH_INDICES}.")
+        lines.append("on_untrainable='keep' keeps them (the collator then warns about them), 'raise' stops.")
+        return "\n".join(lines)
 
     @property
     def _indexed(self) -> bool:
