@@ -278,3 +278,21 @@ def test_preview_split_prints_every_row(tmp_path, capsys):
         page = html.read_text()
         assert "<h3>sample 0, row 1 of 2</h3>" in page and "<h3>sample 0, row 2 of 2</h3>" in page
         assert "<h3>sample 1</h3>" in page
+
+
+def test_preview_into_a_pipe_closed_early_exits_quietly(tmp_path):
+    """`respmask preview FILE | head` ended with a BrokenPipeError traceback: the command now stops
+    quietly when its reader goes away, with the status a shell gives a process SIGPIPE ended."""
+    tok = fixture_tokenizer("qwen2_5")
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    data = tmp_path / "data.jsonl"
+    row = {"messages": [{"role": "user", "content": "question " * 50}, {"role": "assistant", "content": "answer " * 50}]}
+    data.write_text((json.dumps(row) + "\n") * 300)  # far more than a pipe's buffer once previewed
+    proc = subprocess.Popen([sys.executable, "-m", "respmask", "preview", str(data), "--tokenizer", str(tok_dir),
+                            "--no-color", "-n", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"tokenizer: ")
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
