@@ -269,6 +269,20 @@ def test_audio_placeholders_that_do_not_pair_up_name_the_row():
     assert "has no audio part and no '<audio>' placeholder in its messages" in report.errors[1][1]
 
 
+def test_a_relative_audio_path_that_is_no_file_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    row = {"messages": [{"role": "user", "content": "<audio>What is said?"}, {"role": "assistant", "content": "Hi."}],
+           "audios": ["clips/a.wav"]}
+    with pytest.raises(SampleError) as info:
+        respmask.ResponseOnlyCollator(build_processor("qwen2_audio"))([row])
+    assert str(info.value).startswith(
+        f"sample 0: 'audios'[0]: no such audio file 'clips/a.wav': a relative path is read from the current directory "
+        f"({os.getcwd()}: tried {os.path.join(os.getcwd(), 'clips', 'a.wav')}); the respmask command also tries the "
+        "data file's folder. Run from the folder the paths are relative to, or make them absolute"), str(info.value)
+
+
 def test_audio_with_a_processor_that_takes_none_is_refused_and_text_tokenizers_refuse_audio():
     from support.vision import build_processor as vision_processor
 

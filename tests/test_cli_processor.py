@@ -118,6 +118,48 @@ def test_preview_with_a_saved_processor(saved, capsys):
     assert out.count("<image> ×") == 3  # the first row's three images, each one collapsed run
 
 
+def test_relative_image_paths_are_read_next_to_the_data_file(saved, tmp_path, monkeypatch, capsys):
+    # LLaMA-Factory's mllm_demo.json names its images relative to its own folder ("mllm_demo_data/1.jpg")
+    import os
+    import shutil
+    from pathlib import Path
+
+    processor, directory, data, rows = saved
+    folder, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    (folder / "imgs").mkdir(parents=True)
+    elsewhere.mkdir()
+    relative = []
+    for row in rows:
+        for path in row["images"]:
+            shutil.copy(path, folder / "imgs" / Path(path).name)
+        relative.append({**row, "images": [f"imgs/{Path(p).name}" for p in row["images"]]})
+    (folder / "rel.json").write_text(json.dumps(relative))
+    monkeypatch.chdir(elsewhere)
+    assert main(["check", str(data), "--processor", str(directory), "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    # the command reads a path that is no file in the current directory from the data file's folder
+    assert main(["check", str(folder / "rel.json"), "--processor", str(directory), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    # the API reads it from the current directory, and says so with the path it tried
+    report = respmask.check(relative, processor)
+    tried = os.path.join(str(elsewhere), "imgs", "img_0_0.png")
+    assert report.errors[0] == (0, (
+        f"sample 0: 'images'[0]: no such image file 'imgs/img_0_0.png': a relative path is read from the current "
+        f"directory ({elsewhere}: tried {tried}); the respmask command also tries the data file's folder. Run "
+        "from the folder the paths are relative to, or make them absolute"))
+    assert [i for i, _ in report.errors] == [i for i, r in enumerate(rows) if r["images"]]
+    monkeypatch.chdir(folder)
+    assert respmask.check(relative, processor).ok
+    # a path found in neither folder: both named
+    monkeypatch.chdir(elsewhere)
+    (folder / "imgs" / "img_0_0.png").unlink()
+    assert main(["check", str(folder / "rel.json"), "--processor", str(directory)]) == 1
+    out = capsys.readouterr().out
+    assert (f"sample 0: 'images'[0]: no such image file 'imgs/img_0_0.png': a relative path is read from the current "
+            f"directory ({elsewhere}: tried {tried}), then from the data file's folder "
+            f"(tried {folder / 'imgs' / 'img_0_0.png'}). Run from the folder") in out
+
+
 def test_processor_flag_errors(saved, tmp_path, capsys):
     _, directory, data, _ = saved
     assert main(["check", str(data), "--processor", str(directory), "--tokenizer", str(directory)]) == 2

@@ -472,9 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ._media import media_dir
+
     args = build_parser().parse_args(argv)
+    data = getattr(args, "file", None) or getattr(args, "input", None)
+    # relative media paths that are no file in the current directory are read next to the data file,
+    # as LLaMA-Factory reads them from its dataset_dir (a saved dataset directory: from inside it)
+    folder = None if not data else data if os.path.isdir(data) else os.path.dirname(os.path.abspath(data))
     try:
-        return int(args.func(args))
+        with media_dir(folder):
+            return int(args.func(args))
     except RespmaskError as exc:
         print(f"respmask: {exc}", file=sys.stderr)
         return 2

@@ -22,11 +22,14 @@ column) and which argument of the processor's call takes it; the rest is shared.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,50 @@ from ._errors import SampleError
 from ._formats import PLACEHOLDERS
 
 IMAGE_KEYS = ("image", "url", "path", "base64")
+
+#: The folder relative media paths are also looked up in when the current directory has no such
+#: file: the data file's folder while the ``respmask`` command reads a file (:func:`media_dir`), as
+#: LLaMA-Factory resolves them against its ``dataset_dir``. None (the API): the current directory only.
+_MEDIA_DIR: ContextVar[Path | None] = ContextVar("respmask_media_dir", default=None)
+
+
+@contextmanager
+def media_dir(folder: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Within the block, a relative media path that is no file in the current directory is read
+    from ``folder`` (the data file's folder, for the command line) when it is one there."""
+    token = _MEDIA_DIR.set(None if folder is None else Path(folder).resolve())
+    try:
+        yield
+    finally:
+        _MEDIA_DIR.reset(token)
+
+
+def _local(path: str) -> str:
+    """``path`` as it is read: as given, unless it is relative, no file in the current directory
+    and a file in :func:`media_dir`'s folder (then that file)."""
+    folder = _MEDIA_DIR.get()
+    if folder is None or os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = folder / path
+    return str(candidate) if candidate.exists() else path
+
+
+def _no_file(kind: str, path: str, where: str) -> SampleError | None:
+    """The error for a media path that names no file (None when it does): the absolute path tried,
+    and for a relative one, that it was read from the current directory and what to do."""
+    if len(path) > 4096 or "\n" in path or os.path.exists(path):
+        return None
+    tried = os.path.abspath(path)
+    if os.path.isabs(path):
+        return SampleError(f"{where}: no such {kind} file {path!r}")
+    folder = _MEDIA_DIR.get()
+    also = (f", then from the data file's folder (tried {folder / path})" if folder is not None
+            else "; the respmask command also tries the data file's folder")
+    return SampleError(
+        f"{where}: no such {kind} file {path!r}: a relative path is read from the current directory "
+        f"({os.getcwd()}: tried {tried}){also}. Run from the folder the paths are relative to, or make them "
+        "absolute"
+    )
 
 
 def is_processor(obj: Any) -> bool:
@@ -66,10 +113,12 @@ def _load(image: Any, where: str) -> Any:
         if image.startswith(("http://", "https://")):
             raise SampleError(f"{where} is a URL ({image[:60]}): respmask does not download images; give a local path, "
                               "bytes or a PIL image")
+        path = _local(image)
         try:
-            return Image.open(image)
+            return Image.open(path)
         except OSError as exc:
-            raise SampleError(f"{where}: cannot open image {image[:80]!r} ({exc})") from None
+            missing = _no_file("image", path, where)
+            raise (missing or SampleError(f"{where}: cannot open image {image[:80]!r} ({exc})")) from None
     if hasattr(image, "shape"):  # an array the image processor takes as is
         return image
     raise SampleError(f"{where} is a {type(image).__name__}, not an image (PIL image, path, bytes or array)")
@@ -113,13 +162,14 @@ def audio_rate(processor: Any) -> int:
     return int(getattr(handler, "sampling_rate", None) or 16000)
 
 
-def _load_audio(audio: Any, where: str, rate: int) -> Any:
+def _load_audio(audio: Any, where: str, rate: int, encoded: bool = False) -> Any:
     """A 1-D float array at ``rate`` Hz from what rows hold: an array (or list of samples), a
     ``datasets`` Audio value (``{"array": ..., "sampling_rate": ...}``, ``{"path"|"bytes": ...}`` as
     ``Audio(decode=False)`` gives it, or the decoder object a decoding ``Audio`` column gives, read
     with its ``get_all_samples()`` and averaged to mono) or a local file path (decoded as
     ``apply_chat_template`` decodes it, with transformers' ``load_audio``). URLs are not fetched;
-    arrays are not resampled.
+    arrays are not resampled. ``encoded``: ``audio`` is bytes as base64 (how ``load_audio`` takes
+    them), not a path.
 
     Raises:
         SampleError: a URL, a file that cannot be decoded, an array at another sampling rate, or
@@ -145,17 +195,20 @@ def _load_audio(audio: Any, where: str, rate: int) -> Any:
     if isinstance(audio, (bytes, bytearray)):
         import base64
 
-        return _load_audio(base64.b64encode(bytes(audio)).decode("ascii"), where, rate)
+        return _load_audio(base64.b64encode(bytes(audio)).decode("ascii"), where, rate, encoded=True)
     if isinstance(audio, str):
         if audio.startswith(("http://", "https://")):
             raise SampleError(f"{where} is a URL ({audio[:60]}): respmask does not download audio; give a local path, "
                               "bytes or an array")
         from transformers.audio_utils import load_audio
 
+        path = _local(audio)
         try:
-            return load_audio(audio, sampling_rate=rate)
+            return load_audio(path, sampling_rate=rate)
         except Exception as exc:  # noqa: BLE001 - the decoder's own error, named with the sample
-            raise SampleError(f"{where}: cannot decode audio {audio[:80]!r} ({type(exc).__name__}: {exc})") from None
+            missing = _no_file("audio", path, where) if not encoded else None
+            raise (missing or SampleError(
+                f"{where}: cannot decode audio {audio[:80]!r} ({type(exc).__name__}: {exc})")) from None
     if isinstance(audio, (list, tuple)) and all(isinstance(x, (int, float)) for x in audio[:16]):
         return np.asarray(audio, dtype=np.float32)
     if hasattr(audio, "shape"):  # an array (NumPy, torch) the feature extractor takes as is
@@ -175,7 +228,7 @@ def _load_video(video: Any, where: str) -> Any:
         if video.startswith(("http://", "https://")):
             raise SampleError(f"{where} is a URL ({video[:60]}): respmask does not download videos; give a local "
                               "path or a list of frames")
-        return video
+        return _local(video)
     if isinstance(video, (list, tuple)):
         return [_load(frame, f"{where}'s frame {i}") for i, frame in enumerate(video)]
     return video
