@@ -67,6 +67,13 @@ class CheckReport:
             that the chat template prints as the list itself (its Python repr, ``[{'type': 'text',
             'text': ...}]``: a template that only prints strings, as Llama 3.1's), so that repr is
             what the model reads and, in a reply, is trained on.
+        reasoning_against_prompt: ``(sample, message)`` of trained replies holding reasoning that
+            the template kwargs contradict: under them the generation prompt the model reads at
+            inference is not what precedes such a reply in the training text (Qwen3's
+            ``enable_thinking=False`` ends the prompt in an empty reasoning block, yet renders a
+            reply's reasoning: it is trained after a prompt neither mode writes); ``reasoning_prompt``
+            says how (``kwargs``, ``prompt`` with them, ``prompt_without`` them), learned by probe
+            renders.
         stop_tokens_unused: ``(stop, occurs, close)`` of each ``stop_tokens`` entry that ends no
             trained turn of the checked samples (a typo such as ``"<|im_ned|>"`` never matches):
             whether it occurs anywhere in their rendered text, and the close spellings (the
@@ -112,6 +119,9 @@ class CheckReport:
     options_unused: list[str] = field(default_factory=list)  # options given that do nothing to pre-tokenized rows
     # (sample, message, role) of content part lists the template prints as their repr (trained as text)
     content_printed: list[tuple[int, int, str]] = field(default_factory=list)
+    # (sample, message) of replies whose reasoning the template kwargs render against the generation prompt
+    reasoning_against_prompt: list[tuple[int, int]] = field(default_factory=list)
+    reasoning_prompt: dict[str, Any] = field(default_factory=dict)  # kwargs, prompt, prompt_without
     # (stop, occurs in the rendered text, close spellings) of stop_tokens entries that end no trained turn
     stop_tokens_unused: list[tuple[str, bool, list[str]]] = field(default_factory=list)
     images_dropped: int = 0  # images truncation cuts away (a processor's rows)
@@ -140,7 +150,7 @@ class CheckReport:
         token, the template prints no content list as its repr, and it drops no data but earlier
         turns' reasoning (which templates such as Qwen3's leave out by design)."""
         return (not self.errors and not self.untrainable and not self.lost and not self.every_token_trained
-                and not self.content_printed)
+                and not self.content_printed and not self.reasoning_against_prompt)
 
     @property
     def lost(self) -> list[tuple[int, int, str]]:
@@ -276,6 +286,17 @@ class CheckReport:
                          "prints a list of content parts as its repr, [{'type': 'text', 'text': ...}], and the model "
                          "reads it, and is trained on it in replies, as text)")
             lines.append(f"  what to do: give each such content as a string, its text parts joined: {JOIN_TEXT_PARTS}")
+        if self.reasoning_against_prompt:
+            how = self.reasoning_prompt
+            where = self.reasoning_against_prompt
+            lines.append(f"replies with reasoning trained against the generation prompt: {len(where)} message(s) in "
+                         f"{len({s for s, _ in where})} sample(s)  [sample, message: {_some(where)}]  (with template "
+                         f"kwargs {how['kwargs']} the model reads {how['prompt']!r} before it replies at inference, "
+                         "but these replies render their reasoning there instead: they are trained after a prompt "
+                         "neither mode writes)")
+            lines.append(f"  what to do: train rows with reasoning without {how['kwargs']} (their prompt is then "
+                         f"{how['prompt_without']!r} and the reasoning is trained as the model generates it), or "
+                         "drop the reasoning from rows trained with them")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
@@ -368,6 +389,7 @@ def check(
         rows = encode_rows(masker, [s for _, s in batch], [i for i, _ in batch], max_length=max_length,
                            truncation=truncation, on_image_cut=on_image_cut, on_error="collect")[1]
         looked: set[int] = set()  # samples whose content lists were looked at (a split sample gives several rows)
+        against: list[list[int]] = [[]]  # the current sample's replies whose reasoning the kwargs contradict
         for row in rows:
             index, enc = row.index, row.encoded
             if enc is None:
@@ -428,6 +450,20 @@ def check(
                     except RespmaskError:  # its error is the row's (it rendered: none is expected)
                         printed = []
                     report.content_printed.extend((index, message, role) for message, role in printed)
+            if enc.text is not None:
+                if enc.row == 0:
+                    try:
+                        against[0], how = masker._reasoning_against_prompt(batch[row.sample][1])
+                    except RespmaskError:  # its error is the row's (it rendered: none is expected)
+                        against[0], how = [], None
+                    if how is not None and not report.reasoning_prompt:
+                        report.reasoning_prompt.update(kwargs=how.kwargs, prompt=how.prompt,
+                                                       prompt_without=how.prompt_without)
+                # the replies this row trains with their reasoning rendered (not left out of it)
+                hidden = {m for m, what in enc.dropped if what.startswith(DROPPED_REASONING)}
+                report.reasoning_against_prompt.extend(
+                    (index, t.message) for t in enc.turns if t.message in against[0] and t.message not in hidden
+                    and (index, t.message) not in report.reasoning_against_prompt[-len(against[0]):])
         batch.clear()
 
     for index, sample in enumerate(samples):

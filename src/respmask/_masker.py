@@ -188,6 +188,21 @@ def _generation_config_eos(tokenizer: Any) -> list[str]:
     return [t for t in tokens if isinstance(t, str)]
 
 
+@dataclass(frozen=True)
+class ReasoningAgainstPrompt:
+    """Template kwargs under which a reply's reasoning is rendered against the generation prompt.
+
+    Attributes:
+        kwargs: the kwargs that do it (without them the reply extends the prompt again).
+        prompt: the generation prompt they write (what the model reads at inference before replying).
+        prompt_without: the generation prompt without them (the reasoning is generated after it).
+    """
+
+    kwargs: dict[str, Any]
+    prompt: str
+    prompt_without: str
+
+
 def _drops_all_reasoning(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> bool:
     """Whether the render left out only reasoning, and that of every message holding some."""
     if any(what not in (DROPPED_REASONING, REASONING_NOT_RENDERED) for _, what in dropped):
@@ -252,6 +267,8 @@ class ChatMasker:
         # (template, kwargs, reasoning key) -> does a last reply's reasoning render? (_renders_last_reasoning)
         self._last_reasoning: dict[tuple[str, str, str], bool] = {}
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
+        # (template, kwargs, reasoning key) -> the kwargs a reply's reasoning contradicts (_kwargs_against_reasoning)
+        self._against_reasoning: dict[tuple[str, str, str], ReasoningAgainstPrompt | None] = {}
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._media_ids: np.ndarray | None = None  # token ids that stand for images (processors; learned)
@@ -286,7 +303,7 @@ class ChatMasker:
             TOKENIZERS.put(key, self.tokenizer)  # a forked child finds it under the same key
         state = self.__dict__.copy()
         state.update(_templates={}, _profiles={}, _unprobed={}, _exact={}, _keeps_history={}, _constants={},
-                     _forms={}, _last_reasoning={}, _media_ids=None,
+                     _forms={}, _last_reasoning={}, _against_reasoning={}, _media_ids=None,
                      _media_counters={}, _splices=None, _images_join=None,
                      # the byte-length table travels (measuring a vocabulary takes 0.1-0.3 s in every
                      # worker); its backend does not: the unpickled tokenizer's takes its place
@@ -764,6 +781,83 @@ class ChatMasker:
         source = self.template_source(parsed.tools)
         printed = self._content_forms(source, self.template(source), kwargs).printed
         return [(k, role) for k, role in listed if role in printed]
+
+    def _reasoning_against_prompt(self, sample: Any) -> tuple[list[int], ReasoningAgainstPrompt | None]:
+        """The trained replies of ``sample`` holding reasoning that the template kwargs contradict:
+        under them the generation prompt (what the model reads at inference) is not what precedes
+        such a reply in the rendered training text (Qwen3's ``enable_thinking=False`` ends the
+        prompt in an empty reasoning block, yet prints a reply's reasoning: the reply is trained
+        after a prompt no inference writes, neither with thinking on nor off).
+
+        Learned by probe renders, once per template, kwargs and reasoning key (see
+        :meth:`_kwargs_against_reasoning`), never from a kwarg's name.
+
+        Returns:
+            The messages, in order, and what the kwargs do (None with the messages []).
+
+        Raises:
+            SampleError: the sample is malformed (as :meth:`parse`).
+        """
+        parsed = self.parse(sample)
+        if not isinstance(parsed, Chat):
+            return [], None
+        parsed, kwargs = self._inputs(parsed)
+        if not kwargs:
+            return [], None
+        selected = select_messages(parsed.roles, parsed.flags, self.options.train_on)
+        reasoned = [k for k, m in enumerate(parsed.messages) if selected[k] and any(
+            isinstance(m.get(key), str) and m[key].strip() for key in REASONING_KEYS)]
+        if not reasoned:
+            return [], None
+        source = self.template_source(parsed.tools)
+        template = self.template(source)
+        shape = probe_shape(parsed.messages)
+        found = [(k, self._kwargs_against_reasoning(parsed.messages[k], template, kwargs, shape)) for k in reasoned]
+        found = [(k, a) for k, a in found if a is not None]
+        return [k for k, _ in found], found[0][1] if found else None
+
+    def _kwargs_against_reasoning(self, message: Mapping[str, Any], template: ChatTemplate,
+                                  kwargs: Mapping[str, Any], shape: ProbeShape | None) -> ReasoningAgainstPrompt | None:
+        """What ``kwargs`` do to a reply holding reasoning of ``message``'s kind, learned once: with
+        them, a probe reply's render does not extend the generation prompt while the same reply
+        without reasoning does, and without some of them (each alone, else all) it does again.
+        None when the kwargs contradict nothing (or the template rejects a probe)."""
+        field = next((k for k in REASONING_KEYS if message.get(k)), REASONING_KEYS[0])
+        key = (template.source, self._profile_key("", kwargs, shape)[1], field)
+        cache = self._against_reasoning
+        if key in cache:
+            return cache[key]
+        user = {"role": "user", "content": "Probe question"}
+        plain = Probe([user, {"role": "assistant", "content": "Probe answer"}])
+        reasoned = Probe([user, {"role": "assistant", "content": "Probe answer", field: "Probe reasoning"}])
+        if shape is not None:
+            plain, reasoned = shape.apply(plain), shape.apply(reasoned)
+
+        def render(messages: list[dict], kw: Mapping[str, Any], prompt: bool) -> str:
+            return self._apply_template(template, messages, None, None, kw, prompt)[0].text
+
+        def extends(probe: Probe, kw: Mapping[str, Any]) -> bool:
+            return render(probe.messages, kw, False).startswith(render(probe.messages[:1], kw, True))
+
+        found = None
+        try:
+            if not extends(reasoned, kwargs) and extends(plain, kwargs):
+                names = [n for n in kwargs if extends(reasoned, {k: v for k, v in kwargs.items() if k != n})]
+                if names or extends(reasoned, {}):
+                    names = names or list(kwargs)
+                    history = render(reasoned.messages[:1], kwargs, False)
+                    prompt = render(reasoned.messages[:1], kwargs, True)
+                    without = {k: v for k, v in kwargs.items() if k not in names}
+                    free = render(reasoned.messages[:1], without, True)
+                    free_history = render(reasoned.messages[:1], without, False)
+                    found = ReasoningAgainstPrompt(
+                        {n: kwargs[n] for n in names},
+                        prompt[len(history):] if prompt.startswith(history) else prompt,
+                        free[len(free_history):] if free.startswith(free_history) else free)
+        except Exception:  # noqa: BLE001 - the template rejects a probe: say nothing
+            found = None
+        cache[key] = found
+        return found
 
     def _in_read_form(self, parsed: Chat, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> Chat:
         """``parsed`` with each string content the processor's template leaves out but renders as one
