@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 datasets = pytest.importorskip("datasets")
@@ -144,6 +145,29 @@ def test_packing_option(tmp_path):
     assert summary.packed_rows == len(parts) < 20
     assert all(len(r["input_ids"]) <= 256 and sum(r["lengths"]) == len(r["input_ids"]) for r in parts)
     assert sum(sum(r["lengths"]) for r in parts) == summary.tokens
+
+
+def test_packed_parts_say_which_input_rows_they_hold(tmp_path):
+    """The README says part files carry the input row's index; --pack wrote none (input_ids,
+    labels, position_ids, lengths only), so a packed row could not be traced to its rows. Each
+    packed row now lists its samples' input rows in the order of its lengths: every input row is
+    in exactly one packed row or in the rejects, and each listed sample is that row's own ids."""
+    tok = fixture_tokenizer("qwen3")
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps(r) for r in rows(20)]
+    lines[6] = json.dumps({"messages": [{"content": "no role"}]})  # a reject
+    src.write_text("".join(line + "\n" for line in lines))
+    tokenize_files(str(src), str(tmp_path / "plain"), tok, shard_size=8, progress=False)
+    tokenize_files(str(src), str(tmp_path / "out"), tok, shard_size=8, pack=256, progress=False)
+    plain = {r["index"]: r["input_ids"] for r in read_parts(tmp_path / "plain")}
+    parts = read_parts(tmp_path / "out")
+    listed = [i for r in parts for i in r["index"]]
+    assert sorted(listed + [r["index"] for r in read_rejects(tmp_path / "out")]) == list(range(20))
+    assert 6 not in listed and len(listed) == len(set(listed)) == 19
+    for r in parts:
+        assert len(r["index"]) == len(r["lengths"])
+        starts = [0, *np.cumsum(r["lengths"]).tolist()]
+        assert [r["input_ids"][a:b] for a, b in zip(starts, starts[1:])] == [plain[i] for i in r["index"]]
 
 
 def test_command_line(tmp_path, capsys):

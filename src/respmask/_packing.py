@@ -52,8 +52,10 @@ def pack(rows: Sequence[Mapping[str, Any]], max_length: int) -> tuple[list[dict[
 
     Returns:
         ``(packed, cut)``: the packed rows (dicts of int64 arrays ``input_ids``, ``labels``,
-        ``position_ids`` and ``lengths``, the length of each sample in the row) and how many
-        samples were truncated to ``max_length``. Empty samples are dropped.
+        ``position_ids`` and ``lengths``, the length of each sample in the row; and ``index``,
+        each sample's own ``index`` in the order of ``lengths``, when every row carries an integer
+        ``index``, so that a packed row says which rows it holds) and how many samples were
+        truncated to ``max_length``. Empty samples are dropped.
 
     Raises:
         ValueError: ``max_length`` is not positive.
@@ -70,6 +72,8 @@ def pack(rows: Sequence[Mapping[str, Any]], max_length: int) -> tuple[list[dict[
     labels = [np.asarray(r["labels"], dtype=np.int64)[:max_length] for r in rows]
     cut = sum(1 for r in rows if len(r["input_ids"]) > max_length)
     keep = [i for i, x in enumerate(ids) if len(x)]
+    indexed = bool(rows) and all(isinstance(r.get("index"), (int, np.integer)) and not isinstance(r.get("index"), bool)
+                                 for r in rows)
     bins = best_fit_decreasing([len(ids[i]) for i in keep], max_length)
     out = []
     for b in bins:
@@ -84,6 +88,8 @@ def pack(rows: Sequence[Mapping[str, Any]], max_length: int) -> tuple[list[dict[
             "position_ids": np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths),
             "lengths": lengths,
         })
+        if indexed:
+            out[-1]["index"] = np.array([rows[i]["index"] for i in members], dtype=np.int64)
     return out, cut
 
 

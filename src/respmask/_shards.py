@@ -3,7 +3,8 @@
 Input: JSON Lines, a JSON array of rows (or one JSON object), Parquet, or a saved ``datasets``
 directory. Output directory:
 ``part-00000.parquet`` ... (``input_ids``, ``labels`` as list<int32>, ``index`` of the input row;
-with packing also ``position_ids`` and ``lengths``), ``rejects-00000.jsonl`` (every input row that
+with packing also ``position_ids`` and ``lengths``, and ``index`` lists the input rows of the
+samples in each packed row, in the order of ``lengths``), ``rejects-00000.jsonl`` (every input row that
 could not be used, with its index and the reason), ``stats-00000.json`` per shard and
 ``summary.json``. Each shard is written atomically, so re-running after an interruption skips
 finished shards; ``run.json`` records what the shards are made of (the input's content, the chat
@@ -711,8 +712,9 @@ def _finish_shard(table: Any, pack: int | None,
         stats[name] = int(table.column(name).to_numpy(zero_copy_only=False)[keep].sum())
     kept = table.filter(pa.array(keep)).select(["input_ids", "labels", "index"])
     if pack:
-        rows = [{"input_ids": i, "labels": lab} for i, lab in
-                zip(kept.column("input_ids").to_pylist(), kept.column("labels").to_pylist())]
+        rows = [{"input_ids": i, "labels": lab, "index": k} for i, lab, k in
+                zip(kept.column("input_ids").to_pylist(), kept.column("labels").to_pylist(),
+                    kept.column("index").to_pylist())]
         packed, cut = pack_rows(rows, pack)
         if cut:  # the Pretokenizer truncated every sample to `pack` tokens at most
             raise RespmaskError(f"internal error: packing cut {cut} sample(s) longer than {pack} tokens")
@@ -725,6 +727,7 @@ def _finish_shard(table: Any, pack: int | None,
             "labels": pa.array([p["labels"] for p in packed], type=pa.list_(pa.int32())),
             "position_ids": pa.array([p["position_ids"] for p in packed], type=pa.list_(pa.int32())),
             "lengths": pa.array([p["lengths"] for p in packed], type=pa.list_(pa.int32())),
+            "index": pa.array([p["index"] for p in packed], type=pa.list_(pa.int64())),  # its samples' input rows
         })
         return stats, part, rejects
     return stats, kept, rejects
