@@ -194,6 +194,7 @@ def test_check_trainer_lists_packed_rows_longer_than_max_length(tmp_path):
     assert not bad.ok and len(bad.problems) == 1, str(bad)
     assert f"{len(packed)} sample(s) cannot be masked" in bad.problems[0].what
     assert "packed row" in bad.problems[0].cause and "max_length=64" in bad.problems[0].cause
+    assert "collate packed rows with a max_length of at least their pack length" in bad.problems[0].fix
     good = report(longest)
     assert good.ok, str(good)
     text = str(good)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from ._encode import (
-    EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS, LEFT_ALL_OUT, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX,
-    arrived_untrained, encode_rows,
+    EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS, LEFT_ALL_OUT, PACKED_CUT, PRETOKENIZED_UNTRAINED,
+    PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows,
 )
 from ._errors import (
     MissingColumnsError, RespmaskError, RespmaskWarning, SampleError, UntrainableSampleError, check_choice,
@@ -1003,7 +1003,10 @@ def _dataset_problems(report: TrainerReport, collator: Any) -> None:
         report.add(Problem(
             f"{len(ds.errors)} sample(s) cannot be masked (rows {_some([i for i, _ in ds.errors])})",
             first if first.startswith("sample") else f"sample {first_index}: {first}",
-            "fix those rows, or filter them out; respmask check FILE groups every error",
+            (f"collate packed rows with a max_length of at least their pack length L (ResponseOnlyCollator(tok, "
+             f"padding_free=True, max_length=L); with TRL, SFTConfig(max_length=L)), or pack them again for "
+             f"max_length={ds.max_length}" if all(PACKED_CUT in e for _, e in ds.errors) else
+             "fix those rows, or filter them out; respmask check FILE groups every error"),
         ))
 
 

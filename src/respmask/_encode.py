@@ -101,6 +101,10 @@ def truncate(enc: Encoded, max_length: int | None, side: str) -> tuple[np.ndarra
     return ids[cut], labels[cut], None if positions is None else positions[cut], True
 
 
+# why a packed row longer than max_length is refused (check_trainer gives such rows their own fix)
+PACKED_CUT = "cutting it would drop the samples past the cut whole"
+
+
 def packed_too_long(enc: Encoded, index: int, max_length: int | None) -> None:
     """Refuse a packed row (one carrying ``position_ids``) longer than ``max_length``.
 
@@ -117,7 +121,7 @@ def packed_too_long(enc: Encoded, index: int, max_length: int | None) -> None:
         return
     raise SampleError(
         f"is a packed row (its 'position_ids' restart at each sample it holds) longer than max_length={max_length}: "
-        "cutting it would drop the samples past the cut whole, so it is refused. It was packed for a longer length: "
+        f"{PACKED_CUT}, so it is refused. It was packed for a longer length: "
         f"pass a max_length of at least the pack length (the longest packed row), or pack again for {max_length} "
         f"tokens (respmask tokenize --pack {max_length}, respmask.pack(rows, {max_length}))", index)
 
