@@ -52,6 +52,44 @@ def test_tokenizer_without_chat_template():
         ChatMasker(tok).encode(OK)
 
 
+def test_a_tokenizer_without_chat_template_is_one_error_for_the_run(tmp_path, capsys):
+    # every row would fail the same way: the run stops once, naming the option (CLI: its flag, exit 2)
+    import json
+
+    import respmask
+    from respmask import Pretokenizer
+    from respmask._cli import main
+
+    template = template_source("chatml")
+    tok = build_tokenizer(template)
+    tok.chat_template = None
+    rows = [OK, {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    fix = "pass chat_template=... (a Jinja string, or the name of one of the tokenizer's templates) to respmask " \
+          "(command line: --chat-template FILE, a Jinja file), or set tokenizer.chat_template."
+    for run in (lambda: respmask.check(rows, tok), lambda: ResponseOnlyCollator(tok)(rows),
+                lambda: Pretokenizer(tok, on_error="collect")({"messages": [r["messages"] for r in rows]})):
+        with pytest.raises(TokenizerError) as info:
+            run()
+        assert str(info.value) == "the tokenizer has no chat template (tokenizer.chat_template is not set); respmask " \
+                                  "renders every chat with the chat template: " + fix
+    # pre-tokenized rows need no template
+    assert respmask.check([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}], tok).ok
+    tok.save_pretrained(tmp_path / "tok")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for command in (["check", str(data)], ["preview", str(data), "--no-color"],
+                    ["tokenize", str(data), str(tmp_path / "out"), "--quiet"]):
+        assert main([*command, "--tokenizer", str(tmp_path / "tok")]) == 2, command
+        captured = capsys.readouterr()
+        assert captured.err.count("--chat-template FILE") == 1 and "sample" not in captured.err, captured.err
+        assert "sample" not in captured.out
+    assert not (tmp_path / "out").exists()  # nothing written: the same command with the flag starts afresh
+    (tmp_path / "template.jinja").write_text(template)
+    flag = ["--tokenizer", str(tmp_path / "tok"), "--chat-template", str(tmp_path / "template.jinja")]
+    assert main(["check", str(data), *flag]) == 0
+    assert main(["tokenize", str(data), str(tmp_path / "out"), "--quiet", *flag]) == 0
+
+
 def test_template_that_does_not_parse():
     tok = fixture_tokenizer("chatml")
     with pytest.raises(TemplateError, match="does not parse"):

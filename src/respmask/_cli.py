@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._check import check
-from ._errors import RespmaskError, string_boolean
+from ._errors import RespmaskError, TokenizerError, string_boolean
 from ._formats import FORMATS, MessageMapping
 
 
@@ -235,6 +235,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
                                      on_image_cut=args.on_image_cut)
             else:
                 p = preview(sample, masker)
+        except TokenizerError:
+            raise  # no sample renders (no chat template): the command's error (exit 2), not each sample's
         except RespmaskError as exc:
             print(f"\n── sample {i} " + "─" * 60)
             print(f"error: {exc}")

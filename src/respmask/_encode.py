@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._errors import RespmaskError, SampleError
+from ._errors import RespmaskError, SampleError, TokenizerError
 from ._formats import role_map_fix
 from ._masker import ChatMasker, Encoded
 from ._masks import IGNORE_INDEX
@@ -226,6 +226,8 @@ def encode_rows(
 
     Raises:
         RespmaskError: with ``on_error="raise"``, the first bad sample.
+        TokenizerError: the tokenizer renders no row (it has no chat template), whatever
+            ``on_error``: a problem of the run, raised once rather than given to every row.
     """
     samples = list(samples)
     positions = list(indices) if indices is not None else list(range(len(samples)))
@@ -254,6 +256,8 @@ def encode_rows(
             for n, e in enumerate(encoded):
                 e.sample = j
                 rows.append(training_row(e, index, max_length, truncation, fits[n] if fits else None))
+        except TokenizerError:
+            raise  # no row can be encoded (no chat template): one error for the run, not one per row
         except RespmaskError as exc:
             rows.append(TrainingRow(j, index, None, template_hint(masker, sample, exc)))
     return None, rows

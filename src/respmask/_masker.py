@@ -331,8 +331,13 @@ class ChatMasker:
         try:
             source = self.tokenizer.get_chat_template(self.options.chat_template, tools)
         except ValueError as exc:
+            # no row renders without a template: an error for the run (raised once), not for each row
+            what = ("the tokenizer has no chat template (tokenizer.chat_template is not set)"
+                    if self.tokenizer.chat_template is None else str(exc).rstrip("."))
             raise TokenizerError(
-                f"{exc} Pass chat_template=... (a Jinja string) to respmask, or set tokenizer.chat_template."
+                f"{what}; respmask renders every chat with the chat template: pass chat_template=... (a Jinja string, "
+                "or the name of one of the tokenizer's templates) to respmask (command line: --chat-template FILE, a "
+                "Jinja file), or set tokenizer.chat_template."
             ) from exc
         return source
 
@@ -1056,6 +1061,8 @@ class ChatMasker:
                 rows = self._rows_parsed(parsed)
             except SampleError as exc:
                 raise exc.at(index) from exc.__cause__
+            except TokenizerError:
+                raise  # the tokenizer's problem (no chat template), for every row: the run's, not this sample's
             except RespmaskError as exc:
                 raise type(exc)(f"sample {index}: {exc}") from exc
             out[j] = [None] * len(rows)

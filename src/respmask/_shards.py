@@ -447,6 +447,8 @@ def tokenize_files(
         RespmaskError: no such input; or ``output_dir`` holds finished shards of a run with other
             settings (input content, chat template, tokenizer, respmask version or an option; or a
             run.json an older respmask wrote), naming what changed.
+        TokenizerError: the tokenizer has no chat template (and no ``chat_template`` option) while
+            the rows need one: raised before anything is written.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -459,6 +461,9 @@ def tokenize_files(
     if pack and (cut_at is None or pack < cut_at):
         cut_at = pack
     pretokenizer = Pretokenizer(tokenizer, on_error="collect", **{**options, "max_length": cut_at})
+    template = _template_sha256(pretokenizer)
+    if template is None and not _pretokenized(input_path):
+        pretokenizer.masker.template_source()  # raises the TokenizerError before anything is written
     settings = {
         "format": FORMAT_VERSION, "respmask": _version(), "input": os.path.abspath(input_path),
         "input_content": _content(input_path), "pack": pack,
@@ -466,7 +471,7 @@ def tokenize_files(
         "options": {k: v for k, v in sorted(options.items())},
         "tokenizer": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer),
         "tokenizer_sha256": _tokenizer_sha256(tokenizer),
-        "chat_template_sha256": _template_sha256(pretokenizer),
+        "chat_template_sha256": template,
     }
     settings = json.loads(json.dumps(settings, default=str))
     out = Path(output_dir)
@@ -585,9 +590,15 @@ def _tokenizer_sha256(tokenizer: Any) -> str:
     return _sha256(repr(_safe_signature(tokenizer)) + serialized)
 
 
+def _pretokenized(input_path: str) -> bool:
+    """Whether the input's first row is pre-tokenized (``input_ids``: no chat template needed)."""
+    first = next(iter_rows(input_path, bad_lines="yield"), None)
+    return isinstance(first, Mapping) and "input_ids" in first
+
+
 def _template_sha256(pretokenizer: Pretokenizer) -> str | None:
-    """The sha256 of the chat template the rows are rendered with (None: there is none, and every
-    row is rejected saying so)."""
+    """The sha256 of the chat template the rows are rendered with (None: there is none, which
+    only pre-tokenized rows can do without: the run stops at the first row that needs one)."""
     try:
         return _sha256(pretokenizer.masker.template_source())
     except RespmaskError:
