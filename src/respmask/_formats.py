@@ -320,8 +320,9 @@ def _calls_dropped(messages: Any) -> Any:
         return messages
     out = None
     for i, m in enumerate(messages):
-        if isinstance(m, Mapping):
-            calls = m.get("tool_calls")
+        # plain type checks first: an ABC check costs more on every message
+        calls = m.get("tool_calls") if type(m) is dict or isinstance(m, Mapping) else None
+        if calls is not None:
             if isinstance(calls, (list, tuple)):
                 clean = without_none(calls)
                 if clean is not calls:
@@ -341,10 +342,11 @@ def _padding_dropped(row: Any, field_messages: str | None) -> Any:
     messages' ``tool_calls`` and from ``tools``, ``documents`` and ``chat_template_kwargs``. A
     value given as a JSON string is kept as written (Arrow never pads inside a string; an
     explicit ``null`` there stays). ``row`` itself when nothing changes; never changed in place."""
-    if isinstance(row, (list, tuple)):
-        return _calls_dropped(row)
-    if not isinstance(row, Mapping):
-        return row
+    if type(row) is not dict:
+        if isinstance(row, (list, tuple)):
+            return _calls_dropped(row)
+        if not isinstance(row, Mapping):
+            return row
     new: dict[str, Any] | None = None
     for key in (*_MESSAGE_COLUMNS, *(() if field_messages is None else (field_messages,))):
         value = row.get(key)
@@ -355,7 +357,7 @@ def _padding_dropped(row: Any, field_messages: str | None) -> Any:
                 new[key] = clean
     for key in _STRUCTURED_COLUMNS:
         value = row.get(key)
-        if isinstance(value, (list, tuple, Mapping)):
+        if value is not None and not isinstance(value, str):
             clean = without_none(value)
             if clean is not value:
                 new = dict(row) if new is None else new
