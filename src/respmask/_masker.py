@@ -264,7 +264,7 @@ class ChatMasker:
         self._unprobed: dict[tuple[str, str], TemplateError] = {}
         self._exact: dict[tuple[str, str], bool] = {}  # does the instrumented render equal transformers'?
         self._forms: dict[tuple[str, str], ContentForms] = {}  # the content form the template reads, per role
-        # (template, kwargs, reasoning key) -> does a last reply's reasoning render? (_renders_last_reasoning)
+        # (template, kwargs, reasoning key or "content:<marker>") -> does a last reply's reasoning render?
         self._last_reasoning: dict[tuple[str, str, str], bool] = {}
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
         # (template, kwargs, reasoning key) -> the kwargs a reply's reasoning contradicts (_kwargs_against_reasoning)
@@ -711,6 +711,7 @@ class ChatMasker:
         trained = {t.message for t in turns}
         listed = {k for k, _ in dropped}
         messages = parsed.messages
+        text = rendered.text
         runs: dict[int, list[tuple[int, int]]] = {}
         for a, b, o in rendered.content:
             if o in trained and o not in listed:
@@ -719,14 +720,27 @@ class ChatMasker:
         texts: list[str] = []
         for k in sorted(runs):
             content = messages[k].get("content")
-            if not isinstance(content, str) or (k, MIXED) in rendered.printed:
+            if type(content) is not str:
                 continue
-            found = content_left_out(rendered.text, runs[k], content, template.constants)
+            own = runs[k]
+            if len(own) == 1:  # the common case: the value printed once, whole or trimmed
+                a, b = own[0]
+                whole = content if b - a == len(content) else content.strip()
+                if b - a == len(whole) and text.startswith(whole, a):
+                    continue
+            if (k, MIXED) in rendered.printed:
+                continue
+            found = content_left_out(text, own, content, template.constants)
             if found is None:
                 continue
             left, marker = found
             last = k == len(messages) - 1
-            shown = not last and self._prints_content_as_last(parsed, k, template, kwargs)
+            if last:
+                shown = False
+            elif marker is not None:  # learned once per marker (a prefix render per turn costs more)
+                shown = self._prints_marked_content_as_last(marker, template, kwargs, probe_shape(messages))
+            else:
+                shown = self._prints_content_as_last(parsed, k, template, kwargs)
             if marker is not None:
                 what = DROPPED_REASONING if shown else CONTENT_REASONING_NOT_RENDERED.format(marker=marker)
             else:
@@ -734,6 +748,28 @@ class ChatMasker:
             out.append((k, what))
             texts.append(left)
         return out, texts
+
+    def _prints_marked_content_as_last(self, marker: str, template: ChatTemplate, kwargs: Mapping[str, Any],
+                                       shape: ProbeShape | None) -> bool:
+        """Whether the template prints all of a reply whose content holds reasoning before
+        ``marker`` (``"Probe reasoning</think>Probe answer"``) when it is the last message: learned
+        once per template, kwargs, shape and marker, as :meth:`_renders_last_reasoning` learns it
+        for reasoning_content (False when the template rejects the probe)."""
+        key = (template.source, self._profile_key("", kwargs, shape)[1], "content:" + marker)
+        cache = self._last_reasoning
+        if key not in cache:
+            probe = Probe([{"role": "user", "content": "Probe question"},
+                           {"role": "assistant", "content": f"Probe reasoning\n{marker}\n\nProbe answer"}])
+            probe = probe if shape is None else shape.apply(probe)
+            try:
+                rendered = self._apply_template(template, probe.messages, None, None, kwargs, False)[0]
+                content = probe.messages[1]["content"]
+                runs = [(a, b) for a, b, o in rendered.content if o == 1]
+                cache[key] = (isinstance(content, str) and bool(runs) and (1, MIXED) not in rendered.printed
+                              and content_left_out(rendered.text, runs, content, template.constants) is None)
+            except Exception:  # noqa: BLE001 - the template rejects the probe: no row shows it
+                cache[key] = False
+        return cache[key]
 
     def _prints_content_as_last(self, parsed: Chat, k: int, template: ChatTemplate,
                                 kwargs: Mapping[str, Any]) -> bool:
