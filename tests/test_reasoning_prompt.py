@@ -65,3 +65,20 @@ def test_the_contradiction_is_learned_from_renders_not_from_a_kwarg_name():
     # the masks are the template's, unchanged: only the report says it
     enc = ChatMasker(tok, template_kwargs={"quick": True}).encode({"messages": msgs})
     assert "thinking hard" in tok.decode(enc.input_ids[enc.labels != -100])
+
+
+def test_reasoning_written_in_the_content_is_reported_too():
+    # distill-style rows ('<think>..</think>' in the content): Qwen3's template splits the reasoning
+    # off at '</think>' and renders it as it renders reasoning_content, thinking off or not
+    tok = fixture_tokenizer("qwen3")
+    think = "<think>\nweighing it\n</think>\n\n"
+    msgs = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": think + "A1"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": think + "A2"}]
+    off = {"enable_thinking": False}
+    report = check([{"messages": msgs}], tok, template_kwargs=off)
+    assert not report.ok and report.reasoning_against_prompt == [(0, 3)]
+    assert report.reasoning_prompt["kwargs"] == off
+    assert check([{"messages": msgs}], tok).ok
+    # a reply that only mentions a string of the template, without reasoning before it, is no such reply
+    plain = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "use <think> tags"}]
+    assert check([{"messages": plain}], tok, template_kwargs=off).reasoning_against_prompt == []

@@ -267,7 +267,7 @@ class ChatMasker:
         # (template, kwargs, reasoning key or "content:<marker>") -> does a last reply's reasoning render?
         self._last_reasoning: dict[tuple[str, str, str], bool] = {}
         self._keeps_history: dict[tuple[str, str], bool] = {}  # do probe turns read as in their prefixes?
-        # (template, kwargs, reasoning key) -> the kwargs a reply's reasoning contradicts (_kwargs_against_reasoning)
+        # (template, kwargs, reasoning key or "content:<marker>") -> the kwargs a reply's reasoning contradicts
         self._against_reasoning: dict[tuple[str, str, str], ReasoningAgainstPrompt | None] = {}
         # template kwargs (as JSON) -> (the special tokens they were computed with, template_constants)
         self._constants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -846,31 +846,47 @@ class ChatMasker:
         if not kwargs:
             return [], None
         selected = select_messages(parsed.roles, parsed.flags, self.options.train_on)
-        reasoned = [k for k, m in enumerate(parsed.messages) if selected[k] and any(
-            isinstance(m.get(key), str) and m[key].strip() for key in REASONING_KEYS)]
-        if not reasoned:
-            return [], None
         source = self.template_source(parsed.tools)
         template = self.template(source)
         shape = probe_shape(parsed.messages)
-        found = [(k, self._kwargs_against_reasoning(parsed.messages[k], template, kwargs, shape)) for k in reasoned]
-        found = [(k, a) for k, a in found if a is not None]
+        found = []
+        for k, m in enumerate(parsed.messages):
+            if not selected[k]:
+                continue
+            if any(isinstance(m.get(key), str) and m[key].strip() for key in REASONING_KEYS):
+                how = self._kwargs_against_reasoning(m, template, kwargs, shape)
+            else:
+                # reasoning written in the content, before a marker the template reads from it
+                content = m.get("content")
+                how = None
+                if type(content) is str:
+                    for marker in sorted(c for c in template.constants if c in content):
+                        how = self._kwargs_against_reasoning(m, template, kwargs, shape, marker)
+                        if how is not None:
+                            break
+            if how is not None:
+                found.append((k, how))
         return [k for k, _ in found], found[0][1] if found else None
 
     def _kwargs_against_reasoning(self, message: Mapping[str, Any], template: ChatTemplate,
-                                  kwargs: Mapping[str, Any], shape: ProbeShape | None) -> ReasoningAgainstPrompt | None:
-        """What ``kwargs`` do to a reply holding reasoning of ``message``'s kind, learned once: with
-        them, a probe reply's render does not extend the generation prompt while the same reply
-        without reasoning does, and without some of them (each alone, else all) it does again.
-        None when the kwargs contradict nothing (or the template rejects a probe)."""
+                                  kwargs: Mapping[str, Any], shape: ProbeShape | None,
+                                  marker: str | None = None) -> ReasoningAgainstPrompt | None:
+        """What ``kwargs`` do to a reply holding reasoning of ``message``'s kind (its reasoning key,
+        or with ``marker`` reasoning written in its content before that string of the template),
+        learned once: with them, a probe reply's render does not extend the generation prompt while
+        the same reply without reasoning does, and without some of them (each alone, else all) it
+        does again. None when the kwargs contradict nothing (or the template rejects a probe)."""
         field = next((k for k in REASONING_KEYS if message.get(k)), REASONING_KEYS[0])
-        key = (template.source, self._profile_key("", kwargs, shape)[1], field)
+        key = (template.source, self._profile_key("", kwargs, shape)[1],
+               field if marker is None else "content:" + marker)
         cache = self._against_reasoning
         if key in cache:
             return cache[key]
         user = {"role": "user", "content": "Probe question"}
         plain = Probe([user, {"role": "assistant", "content": "Probe answer"}])
-        reasoned = Probe([user, {"role": "assistant", "content": "Probe answer", field: "Probe reasoning"}])
+        reasoned = Probe([user, {"role": "assistant", "content": "Probe answer", field: "Probe reasoning"}
+                          if marker is None else
+                          {"role": "assistant", "content": f"Probe reasoning\n{marker}\n\nProbe answer"}])
         if shape is not None:
             plain, reasoned = shape.apply(plain), shape.apply(reasoned)
 
