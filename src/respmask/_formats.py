@@ -841,6 +841,27 @@ def content_forms(render: Callable[[list[dict[str, Any]]], str]) -> ContentForms
     return ContentForms(frozenset(parts), frozenset(printed - parts))
 
 
+def printed_lists(messages: Sequence[Mapping[str, Any]], forms: Callable[[], ContentForms]) -> list[tuple[int, Any]]:
+    """``(message, role)`` of the ``messages`` whose content is a non-empty list of parts of a role
+    whose parts the template prints as the list it is (``ContentForms.printed``: its repr is
+    rendered and trained, see :func:`content_forms`).
+
+    Args:
+        messages: the conversation.
+        forms: the template's content forms; called only when some content is a list (learning
+            them takes probe renders).
+
+    Returns:
+        The messages, in order.
+    """
+    listed = [(k, m.get("role")) for k, m in enumerate(messages)
+              if isinstance(m.get("content"), (list, tuple)) and m["content"]]
+    if not listed:
+        return []
+    printed = forms().printed
+    return [(k, role) for k, role in listed if role in printed]
+
+
 def with_text_parts(messages: list[dict[str, Any]], roles: frozenset[str]) -> list[dict[str, Any]] | None:
     """``messages`` with each string content of a role in ``roles`` written as one text part (new
     dicts; the given ones are not changed), or None when none is (see :func:`content_forms`)."""

@@ -21,7 +21,7 @@ from ._masks import (
     IGNORE_INDEX, as_numpy, ids_of, labels_from_mask, labels_from_masks, mask_from_ranges, token_ranges,
 )
 from ._media import call_processor, carry_mask, is_processor, media_of, media_token_ids
-from ._origin import MIXED, REASONING_KEYS
+from ._origin import REASONING_KEYS
 from ._profile import (
     Probe, ProbeShape, TemplateProfile, history_probes, learn_profile, probe_shape, probes, sample_probes, token_regex,
 )
@@ -29,16 +29,19 @@ from ._layout import LayoutRenderer
 from ._replay import RecordedLayouts, replays_of
 from ._render import ChatTemplate, Rendered, template_constants, template_inputs
 from ._formats import (
-    MEDIA_COLUMNS, ContentForms, content_forms, media_error, media_in, with_text_parts,
+    MEDIA_COLUMNS, ContentForms, content_forms, media_error, media_in, printed_lists, with_text_parts,
+)
+from ._reasoning import (
+    ReasoningAgainstPrompt, Render, content_slices, kwargs_against_reasoning, prints_content_as_last,
+    prints_marked_content_as_last, reasoning_field, replies_against_prompt,
 )
 from ._samples import Chat, Pretokenized, TextPair, parse
 from ._segments import Segments
 from ._options import MaskOptions, resolve_options
 from ._split import is_exact, plan_rows
 from ._spans import (
-    CONTENT_PART_EARLIER, CONTENT_PART_NOT_RENDERED, CONTENT_REASONING_NOT_RENDERED, DROPPED_REASONING,
-    REASONING_NOT_RENDERED, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_inputs,
-    content_left_out, dropped_text, empty_replies, find_turns, prints_reasoning, select_messages, trained_spans,
+    DROPPED_REASONING, REASONING_NOT_RENDERED, StopTokens, Turn, UnplacedTurn, dropped_data, dropped_inputs,
+    dropped_text, empty_replies, find_turns, prints_reasoning, select_messages, trained_spans,
 )
 
 _TRUTHY = ("1", "true", "yes", "on")
@@ -186,21 +189,6 @@ def _generation_config_eos(tokenizer: Any) -> list[str]:
     ids = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
     tokens = tokenizer.convert_ids_to_tokens([i for i in ids if isinstance(i, int)])
     return [t for t in tokens if isinstance(t, str)]
-
-
-@dataclass(frozen=True)
-class ReasoningAgainstPrompt:
-    """Template kwargs under which a reply's reasoning is rendered against the generation prompt.
-
-    Attributes:
-        kwargs: the kwargs that do it (without them the reply extends the prompt again).
-        prompt: the generation prompt they write (what the model reads at inference before replying).
-        prompt_without: the generation prompt without them (the reasoning is generated after it).
-    """
-
-    kwargs: dict[str, Any]
-    prompt: str
-    prompt_without: str
 
 
 def _drops_all_reasoning(messages: Sequence[Mapping[str, Any]], dropped: Sequence[tuple[int, str]]) -> bool:
@@ -702,87 +690,36 @@ class ChatMasker:
                           turns: Sequence[Turn], dropped: Sequence[tuple[int, str]]
                           ) -> tuple[list[tuple[int, str]], list[str]]:
         """``(message, what)`` entries and their texts for the trained replies whose string content
-        the template prints only a slice of (:func:`content_left_out`: DeepSeek-R1's template prints
-        ``content.split('</think>')[-1]``, Qwen3's does for earlier turns), as reasoning_content is
-        reported (see :meth:`_unrendered_reasoning`): reasoning cut off before a marker of an
-        earlier turn that the render of the conversation up to that turn shows whole is
-        ``DROPPED_REASONING`` (left out by design; ``split='auto'`` trains it), else lost data.
-        Untrained turns are context, read so at inference too: not looked at."""
-        trained = {t.message for t in turns}
-        listed = {k for k, _ in dropped}
-        messages = parsed.messages
-        text = rendered.text
-        runs: dict[int, list[tuple[int, int]]] = {}
-        for a, b, o in rendered.content:
-            if o in trained and o not in listed:
-                runs.setdefault(o, []).append((a, b))
-        out: list[tuple[int, str]] = []
-        texts: list[str] = []
-        for k in sorted(runs):
-            content = messages[k].get("content")
-            if type(content) is not str:
-                continue
-            own = runs[k]
-            if len(own) == 1:  # the common case: the value printed once, whole or trimmed
-                a, b = own[0]
-                whole = content if b - a == len(content) else content.strip()
-                if b - a == len(whole) and text.startswith(whole, a):
-                    continue
-            if (k, MIXED) in rendered.printed:
-                continue
-            found = content_left_out(text, own, content, template.constants)
-            if found is None:
-                continue
-            left, marker = found
-            last = k == len(messages) - 1
-            if last:
-                shown = False
-            elif marker is not None:  # learned once per marker (a prefix render per turn costs more)
-                shown = self._prints_marked_content_as_last(marker, template, kwargs, probe_shape(messages))
-            else:
-                shown = self._prints_content_as_last(parsed, k, template, kwargs)
+        the template prints only a slice of (:func:`respmask._reasoning.content_slices`), with
+        whether an earlier turn would show it whole as the last message learned once per marker
+        (:meth:`_prints_marked_content_as_last`; a prefix render per turn costs more), else by the
+        render of the turn's prefix."""
+        def shown_as_last(k: int, marker: str | None) -> bool:
             if marker is not None:
-                what = DROPPED_REASONING if shown else CONTENT_REASONING_NOT_RENDERED.format(marker=marker)
-            else:
-                what = CONTENT_PART_EARLIER if shown else CONTENT_PART_NOT_RENDERED
-            out.append((k, what))
-            texts.append(left)
-        return out, texts
+                return self._prints_marked_content_as_last(marker, template, kwargs, probe_shape(parsed.messages))
+            return prints_content_as_last(self._renderer(template), kwargs, parsed.messages, k, parsed.tools,
+                                          parsed.documents, template.constants)
+
+        return content_slices(parsed.messages, rendered, template.constants, turns, dropped, shown_as_last)
 
     def _prints_marked_content_as_last(self, marker: str, template: ChatTemplate, kwargs: Mapping[str, Any],
                                        shape: ProbeShape | None) -> bool:
-        """Whether the template prints all of a reply whose content holds reasoning before
-        ``marker`` (``"Probe reasoning</think>Probe answer"``) when it is the last message: learned
-        once per template, kwargs, shape and marker, as :meth:`_renders_last_reasoning` learns it
-        for reasoning_content (False when the template rejects the probe)."""
+        """:func:`respmask._reasoning.prints_marked_content_as_last`, learned once per template,
+        kwargs, shape and marker (in ``_last_reasoning``, beside :meth:`_renders_last_reasoning`'s)."""
         key = (template.source, self._profile_key("", kwargs, shape)[1], "content:" + marker)
         cache = self._last_reasoning
         if key not in cache:
-            probe = Probe([{"role": "user", "content": "Probe question"},
-                           {"role": "assistant", "content": f"Probe reasoning\n{marker}\n\nProbe answer"}])
-            probe = probe if shape is None else shape.apply(probe)
-            try:
-                rendered = self._apply_template(template, probe.messages, None, None, kwargs, False)[0]
-                content = probe.messages[1]["content"]
-                runs = [(a, b) for a, b, o in rendered.content if o == 1]
-                cache[key] = (isinstance(content, str) and bool(runs) and (1, MIXED) not in rendered.printed
-                              and content_left_out(rendered.text, runs, content, template.constants) is None)
-            except Exception:  # noqa: BLE001 - the template rejects the probe: no row shows it
-                cache[key] = False
+            cache[key] = prints_marked_content_as_last(self._renderer(template), kwargs, marker, shape,
+                                                       template.constants)
         return cache[key]
 
-    def _prints_content_as_last(self, parsed: Chat, k: int, template: ChatTemplate,
-                                kwargs: Mapping[str, Any]) -> bool:
-        """Whether the render of the conversation up to message ``k`` (its prefix row) prints all
-        of ``k``'s content (False when the template rejects that conversation)."""
-        try:
-            rendered = self._apply_template(template, parsed.messages[: k + 1], parsed.tools, parsed.documents,
-                                            kwargs, False)[0]
-        except Exception:  # noqa: BLE001 - no prefix row renders: nothing shows it
-            return False
-        runs = [(a, b) for a, b, o in rendered.content if o == k]
-        return bool(runs) and (k, MIXED) not in rendered.printed and content_left_out(
-            rendered.text, runs, parsed.messages[k]["content"], template.constants) is None
+    def _renderer(self, template: ChatTemplate) -> Render:
+        """``template``'s instrumented render (:class:`respmask._reasoning.Render`), for probes."""
+        def render(messages: list[dict[str, Any]], kwargs: Mapping[str, Any], add_generation_prompt: bool,
+                   tools: Any = None, documents: Any = None) -> Rendered:
+            return self._apply_template(template, messages, tools, documents, kwargs, add_generation_prompt)[0]
+
+        return render
 
     def _content_forms(self, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> ContentForms:
         """The content forms the template reads (:func:`respmask._formats.content_forms`), learned
@@ -814,14 +751,13 @@ class ChatMasker:
         parsed = self.parse(sample)
         if not isinstance(parsed, Chat):
             return []
-        listed = [(k, m.get("role")) for k, m in enumerate(parsed.messages)
-                  if isinstance(m.get("content"), (list, tuple)) and m["content"]]
-        if not listed:
-            return []
-        parsed, kwargs = self._inputs(parsed)
-        source = self.template_source(parsed.tools)
-        printed = self._content_forms(source, self.template(source), kwargs).printed
-        return [(k, role) for k, role in listed if role in printed]
+
+        def forms() -> ContentForms:
+            chat, kwargs = self._inputs(parsed)
+            source = self.template_source(chat.tools)
+            return self._content_forms(source, self.template(source), kwargs)
+
+        return printed_lists(parsed.messages, forms)
 
     def _reasoning_against_prompt(self, sample: Any) -> tuple[list[int], ReasoningAgainstPrompt | None]:
         """The trained replies of ``sample`` holding reasoning that the template kwargs contradict:
@@ -831,7 +767,8 @@ class ChatMasker:
         after a prompt no inference writes, neither with thinking on nor off).
 
         Learned by probe renders, once per template, kwargs and reasoning key (see
-        :meth:`_kwargs_against_reasoning`), never from a kwarg's name.
+        :func:`respmask._reasoning.replies_against_prompt` and :meth:`_kwargs_against_reasoning`),
+        never from a kwarg's name.
 
         Returns:
             The messages, in order, and what the kwargs do (None with the messages []).
@@ -849,72 +786,25 @@ class ChatMasker:
         source = self.template_source(parsed.tools)
         template = self.template(source)
         shape = probe_shape(parsed.messages)
-        found = []
-        for k, m in enumerate(parsed.messages):
-            if not selected[k]:
-                continue
-            if any(isinstance(m.get(key), str) and m[key].strip() for key in REASONING_KEYS):
-                how = self._kwargs_against_reasoning(m, template, kwargs, shape)
-            else:
-                # reasoning written in the content, before a marker the template reads from it
-                content = m.get("content")
-                how = None
-                if type(content) is str:
-                    for marker in sorted(c for c in template.constants if c in content):
-                        how = self._kwargs_against_reasoning(m, template, kwargs, shape, marker)
-                        if how is not None:
-                            break
-            if how is not None:
-                found.append((k, how))
-        return [k for k, _ in found], found[0][1] if found else None
+
+        def against(message: Mapping[str, Any], marker: str | None) -> ReasoningAgainstPrompt | None:
+            return self._kwargs_against_reasoning(message, template, kwargs, shape, marker)
+
+        return replies_against_prompt(parsed.messages, selected, template.constants, against)
 
     def _kwargs_against_reasoning(self, message: Mapping[str, Any], template: ChatTemplate,
                                   kwargs: Mapping[str, Any], shape: ProbeShape | None,
                                   marker: str | None = None) -> ReasoningAgainstPrompt | None:
-        """What ``kwargs`` do to a reply holding reasoning of ``message``'s kind (its reasoning key,
-        or with ``marker`` reasoning written in its content before that string of the template),
-        learned once: with them, a probe reply's render does not extend the generation prompt while
-        the same reply without reasoning does, and without some of them (each alone, else all) it
-        does again. None when the kwargs contradict nothing (or the template rejects a probe)."""
-        field = next((k for k in REASONING_KEYS if message.get(k)), REASONING_KEYS[0])
+        """:func:`respmask._reasoning.kwargs_against_reasoning` for a reply of ``message``'s kind
+        (its reasoning key, or with ``marker`` reasoning written in its content before that string
+        of the template), learned once per template, kwargs, shape and key or marker."""
+        field = reasoning_field(message)
         key = (template.source, self._profile_key("", kwargs, shape)[1],
                field if marker is None else "content:" + marker)
         cache = self._against_reasoning
-        if key in cache:
-            return cache[key]
-        user = {"role": "user", "content": "Probe question"}
-        plain = Probe([user, {"role": "assistant", "content": "Probe answer"}])
-        reasoned = Probe([user, {"role": "assistant", "content": "Probe answer", field: "Probe reasoning"}
-                          if marker is None else
-                          {"role": "assistant", "content": f"Probe reasoning\n{marker}\n\nProbe answer"}])
-        if shape is not None:
-            plain, reasoned = shape.apply(plain), shape.apply(reasoned)
-
-        def render(messages: list[dict], kw: Mapping[str, Any], prompt: bool) -> str:
-            return self._apply_template(template, messages, None, None, kw, prompt)[0].text
-
-        def extends(probe: Probe, kw: Mapping[str, Any]) -> bool:
-            return render(probe.messages, kw, False).startswith(render(probe.messages[:1], kw, True))
-
-        found = None
-        try:
-            if not extends(reasoned, kwargs) and extends(plain, kwargs):
-                names = [n for n in kwargs if extends(reasoned, {k: v for k, v in kwargs.items() if k != n})]
-                if names or extends(reasoned, {}):
-                    names = names or list(kwargs)
-                    history = render(reasoned.messages[:1], kwargs, False)
-                    prompt = render(reasoned.messages[:1], kwargs, True)
-                    without = {k: v for k, v in kwargs.items() if k not in names}
-                    free = render(reasoned.messages[:1], without, True)
-                    free_history = render(reasoned.messages[:1], without, False)
-                    found = ReasoningAgainstPrompt(
-                        {n: kwargs[n] for n in names},
-                        prompt[len(history):] if prompt.startswith(history) else prompt,
-                        free[len(free_history):] if free.startswith(free_history) else free)
-        except Exception:  # noqa: BLE001 - the template rejects a probe: say nothing
-            found = None
-        cache[key] = found
-        return found
+        if key not in cache:
+            cache[key] = kwargs_against_reasoning(self._renderer(template), kwargs, field, marker, shape)
+        return cache[key]
 
     def _in_read_form(self, parsed: Chat, source: str, template: ChatTemplate, kwargs: Mapping[str, Any]) -> Chat:
         """``parsed`` with each string content the processor's template leaves out but renders as one
@@ -1013,7 +903,7 @@ class ChatMasker:
                                 shape: ProbeShape | None) -> bool:
         """Whether the template renders the reasoning of ``message``'s kind (its reasoning key) when
         a reply holding it is the last message (learned once; see :meth:`_unrendered_reasoning`)."""
-        field = next((k for k in REASONING_KEYS if message.get(k)), REASONING_KEYS[0])
+        field = reasoning_field(message)
         key = (template.source, self._profile_key("", kwargs, shape)[1], field)
         cache = self._last_reasoning
         if key not in cache:
