@@ -12,6 +12,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from respmask import Pretokenizer  # noqa: E402
+from respmask import check as respmask_check  # noqa: E402
 from respmask._cli import main  # noqa: E402
 from respmask._shards import read_parts, read_rejects, tokenize_files  # noqa: E402
 from support.tokenizers import fixture_tokenizer  # noqa: E402
@@ -587,3 +588,80 @@ def test_split_counts_name_their_units(tmp_path, capsys):
     assert main(["check", str(data), *args]) == 1
     assert (f"untrainable:        {len(set(rejected))} sample(s) ({len(rejected)} of the {made} split rows)  "
             f"[0, 2, 3]") in capsys.readouterr().out
+
+
+# -- what check reports as a problem, tokenize rejects with check's words ------------------------
+
+CHAT = [{"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": "It is sunny in Paris."}]
+
+
+def _tokenize_cli(tmp_path, tok, lines, *flags):
+    """Run `respmask tokenize` on ``lines`` (JSON objects); its exit code, summary and rejects."""
+    tok.save_pretrained(tmp_path / "tok")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    code = main(["tokenize", str(src), str(out), "--tokenizer", str(tmp_path / "tok"), "--quiet", *flags])
+    summary = json.loads((out / "summary.json").read_text())
+    rejects = {r["index"]: r["error"] for r in read_rejects(out)}
+    written = sorted(read_parts(out)["index"]) if summary["written_rows"] else []
+    assert summary["input_rows"] == len(lines) == summary["written_rows"] + summary["rejected_rows"]
+    assert sorted(written + list(rejects)) == list(range(len(lines)))  # every row is somewhere, once
+    return code, summary, rejects, written
+
+
+def test_tokenize_rejects_pretokenized_rows_with_labels_on_every_token(tmp_path):
+    from respmask._encode import EVERY_TOKEN_TRAINED
+    from respmask._shards import _reason
+
+    tok = fixture_tokenizer("qwen2_5")
+    pre = Pretokenizer(tok)({"messages": [CHAT] * 4})
+    lines = [{"input_ids": [int(x) for x in ids], "labels": [int(x) for x in labels]}
+             for ids, labels in zip(pre["input_ids"], pre["labels"])]
+    for i in (1, 3):  # labels copied from input_ids (what TRL's own preparation writes)
+        lines[i]["labels"] = list(lines[i]["input_ids"])
+    assert respmask_check(lines, tok).every_token_trained == [1, 3]  # what check says of them
+    code, summary, rejects, written = _tokenize_cli(tmp_path, tok, lines)
+    assert code == 1 and written == [0, 2] and set(rejects) == {1, 3}
+    assert all(rejects[i] == f"sample {i}: {EVERY_TOKEN_TRAINED}" for i in (1, 3))
+    assert summary["reject_reasons"] == {_reason(EVERY_TOKEN_TRAINED)[0]: 2}
+    # --allow-rejects: rows were written, exit 0
+    code, *_ = _tokenize_cli(tmp_path / "again", tok, lines, "--allow-rejects")
+    assert code == 0
+
+
+def test_tokenize_rejects_content_lists_the_template_prints(tmp_path):
+    from respmask._encode import JOIN_TEXT_PARTS
+
+    CONTENT_PRINTED = "content lists the chat template prints as written"  # check's words
+    tok = fixture_tokenizer("llama3_1")  # prints a message's content as it is: a list shows its repr
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is the weather?"}]},
+                          {"role": "assistant", "content": [{"type": "text", "text": "Sunny."}]}]}
+    lines = [{"messages": CHAT}, parts, {"messages": CHAT}, parts]
+    assert respmask_check(lines, tok).content_printed == [(1, 0, "user"), (1, 1, "assistant"),
+                                                          (3, 0, "user"), (3, 1, "assistant")]
+    code, summary, rejects, written = _tokenize_cli(tmp_path, tok, lines)
+    assert code == 1 and written == [0, 2] and set(rejects) == {1, 3}
+    assert rejects[1].startswith(f"sample 1: {CONTENT_PRINTED}. Messages [0, 1] (roles 'user', 'assistant'): ")
+    assert JOIN_TEXT_PARTS in rejects[1]  # what to do, as check says it
+    assert summary["reject_reasons"] == {f"{CONTENT_PRINTED}.": 2}
+
+
+def test_tokenize_rejects_reasoning_trained_against_the_generation_prompt(tmp_path):
+    REASONING_AGAINST_PROMPT = "replies with reasoning trained against the generation prompt"  # check's words
+    tok = fixture_tokenizer("qwen3")
+    reasoned = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "A1", "reasoning_content": "R1"},
+                {"role": "user", "content": "q2"}, {"role": "assistant", "content": "A2", "reasoning_content": "R2"}]
+    lines = [{"messages": CHAT}, {"messages": reasoned}, {"messages": CHAT}]
+    off = {"enable_thinking": False}
+    assert respmask_check(lines, tok, template_kwargs=off).reasoning_against_prompt == [(1, 3)]
+    code, summary, rejects, written = _tokenize_cli(tmp_path, tok, lines, "--template-kwargs", json.dumps(off))
+    assert code == 1 and written == [0, 2] and set(rejects) == {1}
+    assert rejects[1].startswith(f"sample 1: {REASONING_AGAINST_PROMPT}. Messages [3]: with template kwargs "
+                                 "{'enable_thinking': False}")
+    assert "What to do: train rows with reasoning without {'enable_thinking': False}" in rejects[1]
+    assert summary["reject_reasons"] == {f"{REASONING_AGAINST_PROMPT}.": 1}
+    # without the kwargs the same rows are all written
+    code, summary, rejects, written = _tokenize_cli(tmp_path / "on", tok, lines)
+    assert code == 0 and written == [0, 1, 2] and not rejects

@@ -10,14 +10,15 @@ from typing import Any
 import numpy as np
 
 from ._encode import (
-    EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS, LEFT_ALL_OUT, PACKED_CUT, PRETOKENIZED_UNTRAINED,
-    PRETOKENIZED_UNTRAINED_FIX, arrived_untrained, encode_rows,
+    CONTENT_PRINTED, CONTENT_PRINTED_FIX, CONTENT_PRINTED_WHY, EVERY_TOKEN_TRAINED, JOIN_TEXT_PARTS, LEFT_ALL_OUT,
+    PACKED_CUT, PRETOKENIZED_UNTRAINED, PRETOKENIZED_UNTRAINED_FIX, REASONING_AGAINST_PROMPT, arrived_untrained,
+    encode_rows, printed_content, reasoning_against, reasoning_against_fix, reasoning_against_why, trained_against,
 )
 from ._errors import (
     MissingColumnsError, RespmaskError, RespmaskWarning, SampleError, UntrainableSampleError, check_choice,
     check_cut_options, check_max_length, without_sample,
 )
-from ._formats import KNOWN_ROLES, PART_KEYS, mapping_hint
+from ._formats import KNOWN_ROLES, mapping_hint
 from ._masker import masker_for
 from ._options import MaskOptions
 from ._masks import IGNORE_INDEX, as_numpy
@@ -280,23 +281,18 @@ class CheckReport:
                              f"{mapping_hint(role_map=aliases)}")
         if self.content_printed:
             roles = ", ".join(repr(r) for r in dict.fromkeys(role for _, _, role in self.content_printed))
-            lines.append(f"content lists the chat template prints as written: {len(self.content_printed)} message(s) "
+            lines.append(f"{CONTENT_PRINTED}: {len(self.content_printed)} message(s) "
                          f"in {len({s for s, _, _ in self.content_printed})} sample(s)  [sample, message: "
-                         f"{_some([(s, m) for s, m, _ in self.content_printed])}]  (roles {roles}: the template "
-                         "prints a list of content parts as its repr, [{'type': 'text', 'text': ...}], and the model "
-                         "reads it, and is trained on it in replies, as text)")
-            lines.append(f"  what to do: give each such content as a string, its text parts joined: {JOIN_TEXT_PARTS}")
+                         f"{_some([(s, m) for s, m, _ in self.content_printed])}]  (roles {roles}: "
+                         f"{CONTENT_PRINTED_WHY})")
+            lines.append(f"  what to do: {CONTENT_PRINTED_FIX}")
         if self.reasoning_against_prompt:
             how = self.reasoning_prompt
             where = self.reasoning_against_prompt
-            lines.append(f"replies with reasoning trained against the generation prompt: {len(where)} message(s) in "
-                         f"{len({s for s, _ in where})} sample(s)  [sample, message: {_some(where)}]  (with template "
-                         f"kwargs {how['kwargs']} the model reads {how['prompt']!r} before it replies at inference, "
-                         "but these replies render their reasoning there instead: they are trained after a prompt "
-                         "neither mode writes)")
-            lines.append(f"  what to do: train rows with reasoning without {how['kwargs']} (their prompt is then "
-                         f"{how['prompt_without']!r} and the reasoning is trained as the model generates it), or "
-                         "drop the reasoning from rows trained with them")
+            lines.append(f"{REASONING_AGAINST_PROMPT}: {len(where)} message(s) in "
+                         f"{len({s for s, _ in where})} sample(s)  [sample, message: {_some(where)}]  "
+                         f"({reasoning_against_why(how['kwargs'], how['prompt'])})")
+            lines.append(f"  what to do: {reasoning_against_fix(how['kwargs'], how['prompt_without'])}")
         reasoning = [d[:2] for d in self.dropped if d[2] == DROPPED_REASONING]
         if reasoning:
             lines.append(f"reasoning the template leaves out (earlier turns): {len(reasoning)} message(s)"
@@ -443,27 +439,20 @@ def check(
                     ending.add(enc.text[t.stop[0]:t.stop[1]])
             if enc.text is not None:
                 occurring.update(stop for stop in wanted if stop not in occurring and stop in enc.text)
-                if index not in looked and any(key in enc.text for key in PART_KEYS):  # a printed part shows its key
-                    looked.add(index)
-                    try:
-                        printed = masker.printed_content_lists(batch[row.sample][1])
-                    except RespmaskError:  # its error is the row's (it rendered: none is expected)
-                        printed = []
-                    report.content_printed.extend((index, message, role) for message, role in printed)
+                if index not in looked:
+                    printed = printed_content(masker, batch[row.sample][1], enc)
+                    if printed is not None:
+                        looked.add(index)
+                        report.content_printed.extend((index, message, role) for message, role in printed)
             if enc.text is not None:
                 if enc.row == 0:
-                    try:
-                        against[0], how = masker._reasoning_against_prompt(batch[row.sample][1])
-                    except RespmaskError:  # its error is the row's (it rendered: none is expected)
-                        against[0], how = [], None
+                    against[0], how = reasoning_against(masker, batch[row.sample][1])
                     if how is not None and not report.reasoning_prompt:
                         report.reasoning_prompt.update(kwargs=how.kwargs, prompt=how.prompt,
                                                        prompt_without=how.prompt_without)
-                # the replies this row trains with their reasoning rendered (not left out of it)
-                hidden = {m for m, what in enc.dropped if what.startswith(DROPPED_REASONING)}
                 report.reasoning_against_prompt.extend(
-                    (index, t.message) for t in enc.turns if t.message in against[0] and t.message not in hidden
-                    and (index, t.message) not in report.reasoning_against_prompt[-len(against[0]):])
+                    (index, message) for message in trained_against(enc, against[0])
+                    if (index, message) not in report.reasoning_against_prompt[-len(against[0]):])
         batch.clear()
 
     for index, sample in enumerate(samples):

@@ -17,11 +17,12 @@ from typing import Any, Literal
 import numpy as np
 
 from ._errors import RespmaskError, SampleError, TokenizerError
-from ._formats import role_map_fix
+from ._formats import PART_KEYS, role_map_fix
 from ._masker import ChatMasker, Encoded
 from ._masks import IGNORE_INDEX
 from ._media_cut import Fit, fit_batch
 from ._samples import Chat
+from ._spans import DROPPED_REASONING
 
 OnError = Literal["raise", "collect"]
 
@@ -54,6 +55,18 @@ JOIN_TEXT_PARTS = (
     "ds = ds.map(lambda row: {\"messages\": [{**m, \"content\": \"\".join(p[\"text\"] for p in m[\"content\"] "
     "if p[\"type\"] == \"text\") if isinstance(m[\"content\"], list) else m[\"content\"]} for m in row[\"messages\"]]})"
 )
+
+# content lists a template prints as their repr: what it is, what it means and what to do (check's
+# line and tokenize's reject say it in these words)
+CONTENT_PRINTED = "content lists the chat template prints as written"
+CONTENT_PRINTED_WHY = (
+    "the template prints a list of content parts as its repr, [{'type': 'text', 'text': ...}], and the model "
+    "reads it, and is trained on it in replies, as text"
+)
+CONTENT_PRINTED_FIX = f"give each such content as a string, its text parts joined: {JOIN_TEXT_PARTS}"
+
+# replies whose reasoning the template kwargs render where the generation prompt stands
+REASONING_AGAINST_PROMPT = "replies with reasoning trained against the generation prompt"
 
 
 @dataclass
@@ -321,3 +334,52 @@ def template_hint(masker: ChatMasker, sample: Any, exc: RespmaskError) -> Respma
     SampleError.__init__(new, exc.problem + hint, exc.index)
     new.__cause__ = exc.__cause__
     return new
+
+
+def reasoning_against_why(kwargs: Any, prompt: str) -> str:
+    """What reasoning trained against the generation prompt means (check's and tokenize's words)."""
+    return (f"with template kwargs {kwargs} the model reads {prompt!r} before it replies at inference, but these "
+            "replies render their reasoning there instead: they are trained after a prompt neither mode writes")
+
+
+def reasoning_against_fix(kwargs: Any, prompt_without: str) -> str:
+    """What to do about reasoning trained against the generation prompt (check's and tokenize's words)."""
+    return (f"train rows with reasoning without {kwargs} (their prompt is then {prompt_without!r} and the "
+            "reasoning is trained as the model generates it), or drop the reasoning from rows trained with them")
+
+
+def printed_content(masker: ChatMasker, sample: Any, enc: Encoded) -> list[tuple[int, str]] | None:
+    """``(message, role)`` of the messages of ``sample`` whose content list the chat template prints
+    as its repr (:meth:`ChatMasker.printed_content_lists`), looked at only when ``enc`` (a row of
+    the sample) shows a content part's key in its text: a printed part shows it, so plain rows pay
+    no probe render. ``check`` lists them, ``respmask tokenize`` rejects them.
+
+    Returns:
+        None when the row was not looked at (pre-tokenized, or no part key in its text); else the
+        messages ([] for none). A sample that raises gives [] (the row rendered: its error is the row's).
+    """
+    if enc.text is None or not any(key in enc.text for key in PART_KEYS):
+        return None
+    try:
+        return masker.printed_content_lists(sample)
+    except RespmaskError:
+        return []
+
+
+def reasoning_against(masker: ChatMasker, sample: Any) -> tuple[list[int], Any]:
+    """The replies of ``sample`` whose reasoning the template kwargs render where the generation
+    prompt stands, and what the kwargs do (:meth:`ChatMasker._reasoning_against_prompt`; no probe
+    without template kwargs). A sample that raises gives ``([], None)`` (its error is the row's)."""
+    try:
+        return masker._reasoning_against_prompt(sample)
+    except RespmaskError:
+        return [], None
+
+
+def trained_against(enc: Encoded, against: Sequence[int]) -> list[int]:
+    """Of the replies ``against`` (:func:`reasoning_against`), those row ``enc`` trains with their
+    reasoning rendered (the template did not leave it out of this row)."""
+    if not against:
+        return []
+    hidden = {m for m, what in enc.dropped if what.startswith(DROPPED_REASONING)}
+    return [t.message for t in enc.turns if t.message in against and t.message not in hidden]

@@ -37,7 +37,10 @@ import numpy as np
 
 from ._errors import RespmaskError, SampleError, warn, without_sample
 from ._masks import IGNORE_INDEX
-from ._encode import TrainingRow
+from ._encode import (
+    CONTENT_PRINTED, CONTENT_PRINTED_FIX, CONTENT_PRINTED_WHY, EVERY_TOKEN_TRAINED, REASONING_AGAINST_PROMPT,
+    TrainingRow, printed_content, reasoning_against, reasoning_against_fix, reasoning_against_why, trained_against,
+)
 from ._masker import _safe_signature
 from ._pretokenize import Pretokenizer, columns_to_arrow
 
@@ -172,6 +175,7 @@ class _JsonRows:
                 parse_errors[j] = f"sample {index}: line {lines[j]}: not a JSON object"
                 rows[-1] = {}
         out, kept = self.pretokenizer._encode_rows(rows, indices)
+        kept = self._reject_findings(rows, out, kept)
         details = [_details(row) for row in kept]
         for k, name in enumerate(DETAILS):
             out[name] = [d[k] for d in details]
@@ -180,6 +184,58 @@ class _JsonRows:
         for j, message in parse_errors.items():
             out["error"][where[indices[j]]] = message
         return out
+
+    def _reject_findings(self, rows: list[Any], out: dict[str, list], kept: list[TrainingRow]) -> list[TrainingRow]:
+        """Turn into rejects (in ``out``, in place) the rows ``check`` reports as problems that the
+        Pretokenizer writes as given: labels on every token, content lists the template prints,
+        reasoning trained against the generation prompt. Found as ``check`` finds them (the same
+        functions, the same cheap tests first), said in its words. A sample split into rows is
+        rejected once: its first row carries the error, the others are left out.
+
+        Returns:
+            The training row of each row left in ``out``."""
+        masker = self.pretokenizer.masker
+        errors = out["error"]
+        rejected: dict[int, str] = {}  # sample (batch position) -> what check says of it
+        against: dict[int, tuple[list[int], Any]] = {}  # per sample: reasoning_against
+        for r, row in enumerate(kept):
+            enc = row.encoded
+            if errors[r] is not None or enc is None or row.sample in rejected:
+                continue
+            sample = rows[row.sample]
+            problem = None
+            if row.problem == EVERY_TOKEN_TRAINED:
+                problem = EVERY_TOKEN_TRAINED
+            elif printed := printed_content(masker, sample, enc):
+                roles = ", ".join(repr(role) for role in dict.fromkeys(role for _, role in printed))
+                problem = (f"{CONTENT_PRINTED}. Messages {[m for m, _ in printed]} (roles {roles}): "
+                           f"{CONTENT_PRINTED_WHY}. What to do: {CONTENT_PRINTED_FIX}")
+            elif enc.text is not None:
+                if row.sample not in against:
+                    against[row.sample] = reasoning_against(masker, sample)
+                replies, how = against[row.sample]
+                if messages := trained_against(enc, replies):
+                    problem = (f"{REASONING_AGAINST_PROMPT}. Messages {messages}: "
+                               f"{reasoning_against_why(how.kwargs, how.prompt)}. What to do: "
+                               f"{reasoning_against_fix(how.kwargs, how.prompt_without)}")
+            if problem is not None:
+                rejected[row.sample] = problem
+        if not rejected:
+            return kept
+        left, carried = [], set()
+        for r, row in enumerate(kept):
+            problem = rejected.get(row.sample)
+            if problem is None:
+                left.append(r)
+            elif row.sample not in carried:  # the sample's first row carries the error
+                carried.add(row.sample)
+                left.append(r)
+                errors[r] = str(SampleError(problem, row.index))
+                out["input_ids"][r] = out["labels"][r] = np.zeros(0, dtype=np.int32)
+                out["truncated"][r], out["untrainable"][r] = False, None
+        for name, column in out.items():
+            out[name] = [column[r] for r in left]
+        return [kept[r] for r in left]
 
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -441,7 +497,9 @@ def tokenize_files(
     holding data the chat template leaves out goes to the rejects with what it lost. ``pack=L`` packs
     each shard's samples into rows of at most L tokens (best-fit decreasing); a longer sample is
     truncated to L first, as ``max_length=L`` would (and counted so). ``drop_untrainable`` moves samples with no trained token to
-    the rejects instead of writing them.
+    the rejects instead of writing them. Rows ``check`` fails on that the Pretokenizer writes as
+    they are (labels on every token, content lists the template prints, reasoning trained against
+    the generation prompt) go to the rejects too, in ``check``'s words.
 
     Raises:
         RespmaskError: no such input; or ``output_dir`` holds finished shards of a run with other
