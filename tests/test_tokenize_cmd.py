@@ -606,8 +606,10 @@ def _tokenize_cli(tmp_path, tok, lines, *flags):
     summary = json.loads((out / "summary.json").read_text())
     rejects = {r["index"]: r["error"] for r in read_rejects(out)}
     written = sorted(read_parts(out)["index"]) if summary["written_rows"] else []
-    assert summary["input_rows"] == len(lines) == summary["written_rows"] + summary["rejected_rows"]
-    assert sorted(written + list(rejects)) == list(range(len(lines)))  # every row is somewhere, once
+    assert summary["input_rows"] == len(lines)
+    assert summary["input_rows"] + summary["split_rows"] == summary["written_rows"] + summary["rejected_rows"]
+    assert summary["rejected_rows"] == len(rejects) and summary["written_rows"] == len(written)
+    assert sorted(set(written) | set(rejects)) == list(range(len(lines))) and not set(written) & set(rejects)
     return code, summary, rejects, written
 
 
@@ -665,3 +667,9 @@ def test_tokenize_rejects_reasoning_trained_against_the_generation_prompt(tmp_pa
     # without the kwargs the same rows are all written
     code, summary, rejects, written = _tokenize_cli(tmp_path / "on", tok, lines)
     assert code == 0 and written == [0, 1, 2] and not rejects
+    # a sample split into rows (each reply after its own history) is rejected once, whichever row holds it
+    split = ["--template-kwargs", json.dumps(off), "--split", "auto"]
+    code, summary, rejects, written = _tokenize_cli(tmp_path / "split", tok, lines, *split)
+    assert code == 1 and written == [0, 2] and set(rejects) == {1} and summary["split_rows"] == 0
+    code, summary, rejects, written = _tokenize_cli(tmp_path / "split_on", tok, lines, "--split", "auto")
+    assert code == 0 and written == [0, 1, 1, 2] and summary["split_rows"] == 1
