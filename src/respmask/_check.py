@@ -444,7 +444,6 @@ def check(
                     if printed is not None:
                         looked.add(index)
                         report.content_printed.extend((index, message, role) for message, role in printed)
-            if enc.text is not None:
                 if enc.row == 0:
                     against[0], how = reasoning_against(masker, batch[row.sample][1])
                     if how is not None and not report.reasoning_prompt:

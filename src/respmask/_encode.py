@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._errors import RespmaskError, SampleError, TokenizerError
-from ._formats import PART_KEYS, role_map_fix
+from ._formats import PART_KEYS, joined_text, role_map_fix
 from ._masker import ChatMasker, Encoded
 from ._masks import IGNORE_INDEX
 from ._media_cut import Fit, fit_batch
@@ -282,10 +282,9 @@ _PLAIN_ROLES = ("user", "assistant", "system")
 def _text_joined(content: Any) -> str | None:
     """A content that is a list of text parts alone (``[{"type": "text", "text": ...}]``), as one
     string; None for any other content."""
-    if not isinstance(content, (list, tuple)) or not content or not all(
-            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+    if not isinstance(content, (list, tuple)) or not content:
         return None
-    return "".join(p["text"] for p in content)
+    return joined_text(content)
 
 
 def template_hint(masker: ChatMasker, sample: Any, exc: RespmaskError) -> RespmaskError:

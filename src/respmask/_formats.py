@@ -668,15 +668,22 @@ def media_error(found: Mapping[str, int]) -> SampleError:
     )
 
 
+def joined_text(parts: Sequence[Any]) -> str | None:
+    """``parts`` as one string, their texts joined, when every one is a text part
+    (``{"type": "text", "text": str}``); None when some part is anything else."""
+    if all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts):
+        return "".join(p["text"] for p in parts)
+    return None
+
+
 def _text_of(content: Any) -> Any:
     """Content without its media parts: the text parts joined into one string when only text is
     left (as LLaMA-Factory joins them), else the remaining parts."""
     if not isinstance(content, (list, tuple)):
         return content
     kept = [p for p in content if not (isinstance(p, Mapping) and p.get("type") in MEDIA_PARTS)]
-    if all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in kept):
-        return "".join(p["text"] for p in kept)
-    return kept
+    text = joined_text(kept)
+    return kept if text is None else text
 
 
 def _media_parts(text: str, placeholders: Mapping[str, str]) -> list[dict[str, Any]]:
